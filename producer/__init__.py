@@ -1,0 +1,48 @@
+"""aimass producer: the wire contract and the client that enqueues jobs and reads results.
+
+Imports nothing of ONNX Runtime or TensorFlow. The client (and Celery behind it) is
+imported on first use, so that ``producer.contract`` and ``producer.manifest`` stay light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from producer.contract import CONTRACT_VERSION, JobKind, Priority
+from producer.errors import (
+    AimassError,
+    InvalidInput,
+    InvalidJob,
+    JobExpired,
+    JobTimeout,
+    ModelError,
+    PayloadTooLarge,
+    QueueFull,
+    UnknownModel,
+)
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "AimassError",
+    "Client",
+    "InvalidInput",
+    "InvalidJob",
+    "Job",
+    "JobExpired",
+    "JobKind",
+    "JobStatus",
+    "JobTimeout",
+    "ModelError",
+    "PayloadTooLarge",
+    "Priority",
+    "QueueFull",
+    "UnknownModel",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Client", "Job", "JobStatus"):
+        from producer import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'producer' has no attribute {name!r}")

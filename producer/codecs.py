@@ -1,0 +1,150 @@
+"""Encodings of the wire contract: images (PNG, JPEG, NPY) and raw tensors.
+
+Pure functions used by both sides: the client encodes, the worker decodes with caps,
+and generated images come back as PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from producer.errors import InvalidInput, PayloadTooLarge
+
+NPY_MAGIC = b"\x93NUMPY"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+ImageLike = str | Path | bytes | Image.Image | np.ndarray
+
+
+def array_to_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 image shaped HxW, HxWx1, HxWx3 or HxWx4."""
+    if pixels.dtype != np.uint8:
+        raise InvalidInput(f"PNG needs uint8 pixels, got {pixels.dtype}")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def array_to_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_image(image: ImageLike) -> bytes:
+    """Bytes to send as an ``image`` input: files and bytes as they are, PIL images and
+    uint8 arrays as PNG, other arrays as NPY (exact values, no rounding)."""
+    if isinstance(image, bytes):
+        return image
+    if isinstance(image, str | Path):
+        return Path(image).read_bytes()
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+    if isinstance(image, np.ndarray):
+        if image.dtype == np.uint8 and image.ndim in (2, 3):
+            return array_to_png(image)
+        return array_to_npy(image)
+    raise TypeError(
+        f"cannot send {type(image).__name__} as an image: expected a file path, bytes, "
+        "a PIL image or a numpy array"
+    )
+
+
+def tensor_payload(array: np.ndarray) -> dict[str, Any]:
+    """The JSON form of a raw tensor input: dtype, shape and base64 little-endian bytes."""
+    array = np.ascontiguousarray(array)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return {
+        "dtype": str(array.dtype),
+        "shape": list(array.shape),
+        "data": base64.b64encode(little.tobytes()).decode("ascii"),
+    }
+
+
+def tensor_from_bytes(dtype: str, shape: list[int], data: bytes, max_bytes: int) -> np.ndarray:
+    """The array a raw tensor describes, checking that its bytes match dtype and shape."""
+    np_dtype = np.dtype(dtype).newbyteorder("<")
+    count = 1
+    for dim in shape:
+        count *= dim
+    expected = count * np_dtype.itemsize
+    if expected > max_bytes:
+        raise PayloadTooLarge(
+            f"tensor of shape {shape} and dtype {dtype} needs {expected} bytes; "
+            f"the limit is {max_bytes}"
+        )
+    if len(data) != expected:
+        raise InvalidInput(
+            f"tensor data has {len(data)} bytes, but shape {shape} with dtype {dtype} "
+            f"needs {expected}"
+        )
+    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Pixels of PNG/JPEG bytes (uint8, HxWxC) or the array of NPY bytes.
+
+    Raises ``InvalidInput`` for bytes that are none of these or are damaged, and
+    ``PayloadTooLarge`` for images above ``max_pixels`` (decompression bombs included).
+    """
+    if data.startswith(NPY_MAGIC):
+        return _decode_npy(data, max_pixels)
+    if not (data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)):
+        raise InvalidInput(
+            f"image bytes are not PNG, JPEG or NPY (they start with {data[:8]!r}); "
+            "send an encoded image or use a 'tensor' input"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(
+                    f"image is {width}x{height} = {width * height} pixels; "
+                    f"the limit is {max_pixels}"
+                )
+            image.load()
+    except PayloadTooLarge:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image rejected as a decompression bomb: {exc}") from None
+    except Exception as exc:  # PIL raises many types for damaged files
+        raise InvalidInput(f"image could not be decoded ({type(exc).__name__}: {exc})") from None
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    pixels = np.asarray(image)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:
+        raise InvalidInput(f"NPY bytes could not be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(array, np.ndarray):
+        raise InvalidInput("NPY bytes hold no array")
+    if array.size > max_pixels * 4:
+        raise PayloadTooLarge(
+            f"NPY array has {array.size} elements; the limit is {max_pixels * 4}"
+        )
+    return array
+
+
+def png_from_base64(text: str) -> Image.Image:
+    """A PIL image from a generate result's base64 PNG."""
+    image = Image.open(io.BytesIO(base64.b64decode(text)))
+    image.load()
+    return image

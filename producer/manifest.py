@@ -1,0 +1,141 @@
+"""The model manifest: what a worker and a producer need to know about one model version.
+
+A model repository is laid out like Triton's::
+
+    <repository>/<name>/<version>/model.onnx
+    <repository>/<name>/<version>/manifest.json
+
+``export`` writes manifests, ``worker`` reads them; both use these models so that the
+two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+MANIFEST_FORMAT = 1
+
+# Model names become Redis queue names and folder names: keep them to a safe alphabet.
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+_MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+
+
+def is_valid_model_name(name: str) -> bool:
+    """True for names that are safe as a folder name and a queue suffix (no path traversal)."""
+    return bool(_MODEL_NAME_RE.match(name)) and ".." not in name
+
+
+class ModelKind(StrEnum):
+    classify = "classify"  # image in, class probabilities out
+    generate = "generate"  # latent vector and class label in, image out
+
+
+class TensorSpec(BaseModel):
+    """One named input or output of the ONNX graph; -1 marks a dynamic dimension."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    dtype: str  # numpy dtype name: "float32", "int32", "int64", "uint8"
+    shape: list[int]
+
+
+class Preprocessing(BaseModel):
+    """How an encoded image becomes the model's input tensor.
+
+    The worker decodes the image, converts it to ``channels`` (1 = grayscale, 3 = RGB),
+    resizes it to ``height`` x ``width``, then computes ``pixel * scale + offset`` per
+    channel (``offset`` may hold one value or one per channel) and lays it out as
+    ``layout`` with a leading batch dimension.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    height: int
+    width: int
+    channels: int = Field(ge=1, le=4)
+    layout: str = "NHWC"  # or "NCHW"
+    scale: float = 1.0 / 255.0
+    offset: list[float] = Field(default_factory=lambda: [0.0])
+
+
+class Postprocessing(BaseModel):
+    """How a generator's output tensor becomes 8-bit pixels: ``pixel = value * scale + offset``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scale: float = 127.5
+    offset: float = 127.5
+    layout: str = "NHWC"
+
+
+class GeneratorSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    latent_size: int
+    class_count: int
+    latent_input: str = "latent"
+    label_input: str = "label"
+
+
+class BatchingSpec(BaseModel):
+    """Dynamic batching limits; a worker's settings may override them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_batch_size: int = Field(default=64, ge=1)
+    max_queue_delay_ms: float = Field(default=2.0, ge=0)
+
+
+class Source(BaseModel):
+    """Where the ONNX file came from."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    framework: str = "tensorflow"
+    tensorflow: str | None = None
+    keras: str | None = None
+    tf2onnx: str | None = None
+    onnx_opset: int | None = None
+
+
+class Manifest(BaseModel):
+    """Everything about one published model version. Fields may be added, never renamed."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    format: int = MANIFEST_FORMAT
+    name: str
+    version: int = Field(ge=1)
+    kind: ModelKind
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    preprocessing: Preprocessing | None = None  # classifiers
+    postprocessing: Postprocessing | None = None  # generators
+    generator: GeneratorSpec | None = None  # generators
+    labels: list[str] = Field(default_factory=list)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    sha256: str
+    source: Source = Field(default_factory=Source)
+    parity_max_abs_error: float | None = None
+    parity_tolerance: float | None = None
+    quality: dict[str, Any] = Field(default_factory=dict)
+    trained: bool = True
+    created_at: str | None = None
+
+    def write(self, folder: Path) -> Path:
+        path = folder / MANIFEST_FILE
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        return cls.model_validate_json((folder / MANIFEST_FILE).read_bytes())

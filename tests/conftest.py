@@ -1,0 +1,75 @@
+"""Test harness: a private Redis server per session, tiny models, real worker processes."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.processes import WorkerProcess
+from tests.support.tiny_models import build_repository
+from worker.embedded_redis import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of our own on a free port, for the whole session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A fresh, empty Redis database for one test (databases 1-15, reused in turn)."""
+    db = next(_databases) % 15 + 1
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny`` and ``tiny-gan``, built with onnx.helper; read-only for tests."""
+    return build_repository(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def shared_worker(redis_server: RedisServer, model_repository: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One worker serving the tiny models on database 0, shared by tests that only
+    submit jobs and read results."""
+    log = tmp_path_factory.mktemp("logs") / "shared-worker.log"
+    worker = WorkerProcess(redis_server.url, model_repository, log).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def shared_url(shared_worker: WorkerProcess) -> str:
+    return shared_worker.redis_url
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers of a test's own (stopped at the end of the test)."""
+    started: list[WorkerProcess] = []
+
+    def start(redis_url: str, repository: Path, *args: str, ready_timeout: float = 60.0,
+              **env: str) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        worker = WorkerProcess(redis_url, repository, log, list(args), env)
+        started.append(worker)
+        return worker.start(ready_timeout)
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -1,0 +1,114 @@
+"""Real worker processes, started the way a user starts them: ``aimass worker ...``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from producer.keys import WORKER_PREFIX
+
+
+def aimass_command() -> list[str]:
+    """The installed ``aimass`` console script next to this interpreter."""
+    script = Path(sys.executable).parent / "aimass"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("aimass")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "producer.cli"]
+
+
+def child_env(redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMASS_")}
+    env["REDIS_URL"] = redis_url
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """One ``aimass worker`` process and its log file."""
+
+    def __init__(self, redis_url: str, repository: Path, log_path: Path,
+                 args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        self.redis_url = redis_url
+        self.repository = repository
+        self.log_path = log_path
+        self.args = args or []
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*aimass_command(), "worker", "--repository", str(self.repository),
+             "--devices", "cpu", *self.args],
+            env=child_env(self.redis_url, **self.env), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def heartbeat(self) -> dict | None:
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for key in client.scan_iter(match=f"{WORKER_PREFIX}*"):
+                raw = client.get(key)
+                if raw:
+                    info = json.loads(raw)
+                    if info.get("pid") == self.pid:
+                        return info
+        finally:
+            client.close()
+        return None
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            info = self.heartbeat()
+            if info and info.get("ready"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the worker gets no chance to clean up."""
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (warm shutdown), then SIGKILL if it does not exit in time."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode

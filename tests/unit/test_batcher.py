@@ -1,0 +1,135 @@
+"""The batcher, driven deterministically with a plain queue and a fake clock."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+import pytest
+
+from producer.errors import ModelError
+from worker.batcher import STOP, Batcher, Pending, collect_batch, run_in_chunks
+
+pytestmark = pytest.mark.unit
+
+
+def job(size: int = 1, enqueued: float = 0.0, value: float = 0.0) -> Pending:
+    return Pending(feeds={"x": np.full((size, 2), value, np.float32)}, size=size, arrived=0.0,
+                   enqueued=enqueued)
+
+
+class ScriptedQueue(queue.Queue):
+    """A queue whose ``get(timeout=...)`` advances a fake clock instead of sleeping."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.timeouts: list[float | None] = []
+
+    def get(self, block: bool = True, timeout: float | None = None):  # type: ignore[override]
+        self.timeouts.append(timeout)
+        if self.empty() and timeout is not None:
+            self.clock[0] += timeout
+            raise queue.Empty
+        return super().get(block=False)
+
+
+def test_full_batch_runs_without_waiting_for_the_deadline() -> None:
+    clock = [0.0]
+    jobs = ScriptedQueue(clock)
+    for _ in range(5):
+        jobs.put(job())
+    batch = collect_batch(jobs, max_batch_size=4, max_delay_s=10.0, clock=lambda: clock[0])
+    assert batch is not None and len(batch) == 4
+    assert clock[0] == 0.0  # never waited
+    assert jobs.qsize() == 1
+
+
+def test_partial_batch_runs_at_the_oldest_jobs_deadline() -> None:
+    clock = [100.0]
+    jobs = ScriptedQueue(clock)
+    jobs.put(job(enqueued=99.0))  # has already waited 1 s of its 2.5 s
+    jobs.put(job(enqueued=100.0))
+    batch = collect_batch(jobs, max_batch_size=8, max_delay_s=2.5, clock=lambda: clock[0])
+    assert batch is not None and len(batch) == 2
+    # The wait is what is left of the first job's deadline, not a fresh timer.
+    assert jobs.timeouts[-1] == pytest.approx(1.5)
+    assert clock[0] == pytest.approx(101.5)
+
+
+def test_zero_delay_takes_only_what_is_already_queued() -> None:
+    clock = [0.0]
+    jobs = ScriptedQueue(clock)
+    jobs.put(job())
+    jobs.put(job())
+    batch = collect_batch(jobs, max_batch_size=8, max_delay_s=0.0, clock=lambda: clock[0])
+    assert batch is not None and len(batch) == 2
+
+
+def test_multi_input_jobs_count_their_inputs() -> None:
+    clock = [0.0]
+    jobs = ScriptedQueue(clock)
+    jobs.put(job(size=3))
+    jobs.put(job(size=3))
+    jobs.put(job(size=3))
+    batch = collect_batch(jobs, max_batch_size=6, max_delay_s=1.0, clock=lambda: clock[0])
+    assert batch is not None and [j.size for j in batch] == [3, 3]
+
+
+def test_stop_ends_after_the_jobs_before_it() -> None:
+    clock = [0.0]
+    jobs = ScriptedQueue(clock)
+    jobs.put(job())
+    jobs.put(STOP)
+    batch = collect_batch(jobs, max_batch_size=8, max_delay_s=1.0, clock=lambda: clock[0])
+    assert batch is not None and len(batch) == 1
+    assert collect_batch(jobs, 8, 1.0, clock=lambda: clock[0]) is None
+
+
+def test_run_in_chunks_splits_oversized_batches_and_keeps_order() -> None:
+    seen: list[int] = []
+
+    def runner(feeds):
+        seen.append(len(feeds["x"]))
+        return [feeds["x"] * 2]
+
+    feeds = [{"x": np.arange(i * 3, i * 3 + 3, dtype=np.float32)[:, None]} for i in range(3)]
+    out = run_in_chunks(runner, feeds, max_batch_size=4)
+    assert seen == [4, 4, 1]
+    assert out[0][:, 0].tolist() == [2.0 * i for i in range(9)]
+
+
+def test_batcher_splits_outputs_back_per_job() -> None:
+    ran = threading.Event()
+
+    def runner(feeds):
+        ran.set()
+        return [feeds["x"].sum(axis=1)]
+
+    batcher = Batcher("test", runner, max_batch_size=8, max_delay_ms=50)
+    futures = [batcher.submit({"x": np.full((n, 2), n, np.float32)}, n, arrived=0.0)
+               for n in (1, 2, 3)]
+    results = [f.result(timeout=5) for f in futures]
+    batcher.stop(timeout=5)
+    assert ran.is_set()
+    assert [r.outputs[0].tolist() for r in results] == [[2.0], [4.0, 4.0], [6.0, 6.0, 6.0]]
+    assert {r.batch_size for r in results} == {6}
+
+
+def test_a_failing_batch_fails_its_jobs_with_model_error_and_the_loop_goes_on() -> None:
+    calls = []
+
+    def runner(feeds):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return [feeds["x"]]
+
+    batcher = Batcher("test", runner, max_batch_size=1, max_delay_ms=0)
+    first = batcher.submit({"x": np.zeros((1, 1), np.float32)}, 1, arrived=0.0)
+    with pytest.raises(ModelError, match="boom"):
+        first.result(timeout=5)
+    second = batcher.submit({"x": np.ones((1, 1), np.float32)}, 1, arrived=0.0)
+    assert second.result(timeout=5).outputs[0].tolist() == [[1.0]]
+    batcher.stop(timeout=5)

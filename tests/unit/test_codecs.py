@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from producer.codecs import decode_image, encode_image, tensor_from_bytes
+from producer.errors import InvalidInput, PayloadTooLarge
+from producer.manifest import Preprocessing, TensorSpec
+from worker.preprocess import check_tensor, pixels_to_input
+
+pytestmark = pytest.mark.unit
+
+
+def test_png_round_trip_keeps_pixels() -> None:
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    decoded = decode_image(encode_image(pixels), max_pixels=1000)
+    assert decoded.shape == (8, 8, 1)
+    assert (decoded[:, :, 0] == pixels).all()
+
+
+def test_jpeg_decodes_to_rgb() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (5, 4), (255, 0, 0)).save(buffer, format="JPEG")
+    decoded = decode_image(buffer.getvalue(), max_pixels=1000)
+    assert decoded.shape == (4, 5, 3)
+
+
+def test_npy_keeps_dtype() -> None:
+    array = np.ones((2, 3), np.float32)
+    assert decode_image(encode_image(array), 1000).dtype == np.float32
+
+
+def test_garbage_and_truncated_images_are_invalid_input() -> None:
+    with pytest.raises(InvalidInput, match="not PNG, JPEG or NPY"):
+        decode_image(b"hello", 1000)
+    png = encode_image(np.zeros((8, 8), np.uint8))
+    with pytest.raises(InvalidInput, match="could not be decoded"):
+        decode_image(png[:30], 1000)
+
+
+def test_images_over_the_pixel_cap_are_refused_before_decoding() -> None:
+    png = encode_image(np.zeros((100, 100), np.uint8))
+    with pytest.raises(PayloadTooLarge, match="10000 pixels; the limit is 9999"):
+        decode_image(png, 9999)
+
+
+def test_tensor_bytes_must_match_shape_and_dtype() -> None:
+    with pytest.raises(InvalidInput, match="needs 24"):
+        tensor_from_bytes("float32", [2, 3], b"\0" * 20, max_bytes=100)
+    with pytest.raises(PayloadTooLarge, match="the limit is 10"):
+        tensor_from_bytes("float32", [1000, 1000], b"", max_bytes=10)
+
+
+def test_check_tensor_names_expected_and_received() -> None:
+    spec = TensorSpec(name="image", dtype="float32", shape=[-1, 32, 32, 1])
+    with pytest.raises(InvalidInput, match=r"expected shape \[32, 32, 1\] dtype float32, "
+                                           r"got shape \[28, 28\] dtype float32"):
+        check_tensor(np.zeros((28, 28), np.float32), spec, "digits")
+    with pytest.raises(InvalidInput, match="NaN or Inf"):
+        check_tensor(np.full((32, 32, 1), np.nan, np.float32), spec, "digits")
+
+
+def test_preprocessing_resizes_converts_and_scales() -> None:
+    prep = Preprocessing(height=4, width=4, channels=1, scale=1 / 255)
+    rgb = np.full((8, 8, 3), 255, np.uint8)
+    out = pixels_to_input(rgb, prep)
+    assert out.shape == (4, 4, 1) and out.dtype == np.float32
+    assert np.allclose(out, 1.0)
+    nchw = pixels_to_input(np.zeros((4, 4, 1), np.uint8),
+                           Preprocessing(height=4, width=4, channels=3, layout="NCHW"))
+    assert nchw.shape == (3, 4, 4)

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import base64
+import json
+
+import msgpack
+import numpy as np
+import pytest
+
+from producer.codecs import tensor_payload
+from producer.contract import (
+    ClassifyJob,
+    JobKind,
+    parse_job,
+    priority_queue_name,
+    queue_name,
+)
+from producer.errors import InvalidJob, error_from_result
+from producer.schema import schema_documents
+
+pytestmark = pytest.mark.unit
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
+
+
+def test_queue_names() -> None:
+    assert queue_name("digits") == "aimass.digits"
+    assert priority_queue_name("digits", 0) == "aimass.digits"
+    assert priority_queue_name("digits", 6) == "aimass.digits:6"
+
+
+def test_json_job_decodes_base64_bytes() -> None:
+    job = parse_job(JobKind.classify, {"model": "digits", "inputs": [{"image": PNG}]})
+    assert isinstance(job, ClassifyJob)
+    assert job.inputs[0].image is not None and job.inputs[0].image.startswith(b"\x89PNG")
+    assert job.top_k == 5 and job.version is None
+
+
+def test_msgpack_job_carries_raw_bytes() -> None:
+    kwargs = msgpack.unpackb(msgpack.packb(
+        {"model": "digits", "inputs": [{"tensor": {"dtype": "float32", "shape": [2],
+                                                    "data": b"\0" * 8}}]}))
+    job = parse_job(JobKind.classify, kwargs)
+    assert isinstance(job, ClassifyJob)
+    assert job.inputs[0].tensor is not None and job.inputs[0].tensor.data == b"\0" * 8
+
+
+def test_tensor_payload_round_trip_in_json() -> None:
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    wire = json.loads(json.dumps({"model": "m", "inputs": [{"tensor": tensor_payload(array)}]}))
+    job = parse_job(JobKind.classify, wire)
+    assert isinstance(job, ClassifyJob)
+    tensor = job.inputs[0].tensor
+    assert tensor is not None and tensor.shape == [2, 3]
+    assert np.frombuffer(tensor.data, np.float32).tolist() == array.ravel().tolist()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"inputs": [{"image": PNG}]}, "model: Field required"),
+    ({"model": "m", "inputs": []}, "inputs: List should have at least 1 item"),
+    ({"model": "m", "inputs": [{}]}, "exactly one of 'image' or 'tensor'"),
+    ({"model": "m", "inputs": [{"image": "not base64!"}]}, "invalid base64"),
+    ({"model": "m", "inputs": [{"image": PNG}], "top_k": 0}, "top_k"),
+    ({"model": "m", "inputs": [{"image": PNG}], "topk": 3}, "topk: Extra inputs"),
+    ({"model": "m", "inputs": [{"tensor": {"dtype": "complex64", "shape": [1],
+                                           "data": ""}}]}, "dtype"),
+    ({"model": "m", "inputs": [{"tensor": {"dtype": "float32", "shape": [-1],
+                                           "data": ""}}]}, "greater than or equal to 0"),
+])
+def test_invalid_classify_jobs_say_what_is_wrong(kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidJob, match=message.replace("(", r"\(")):
+        parse_job(JobKind.classify, kwargs)
+
+
+def test_generate_labels_must_match_count() -> None:
+    with pytest.raises(InvalidJob, match="'labels' has 2 entries but 'count' is 3"):
+        parse_job(JobKind.generate, {"model": "g", "count": 3, "labels": [1, 2]})
+
+
+def test_positional_or_non_dict_kwargs_are_refused() -> None:
+    with pytest.raises(InvalidJob, match="takes keyword arguments"):
+        parse_job(JobKind.generate, ["g", 3])
+
+
+def test_error_names_round_trip() -> None:
+    error = error_from_result("InvalidInput", "bad")
+    assert type(error).__name__ == "InvalidInput" and str(error) == "bad"
+    unknown = error_from_result("ZeroDivisionError", "x")
+    assert type(unknown).__name__ == "ModelError" and "ZeroDivisionError" in str(unknown)
+
+
+def test_committed_json_schemas_are_current() -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+    for name, text in schema_documents().items():
+        path = folder / name
+        assert path.exists(), f"{path} missing: run python -m producer.schema docs/schemas"
+        assert path.read_text() == text, (
+            f"{path} is stale: run python -m producer.schema docs/schemas")

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from producer.errors import ModelError, UnknownModel
+from producer.manifest import ModelKind
+from tests.support.tiny_models import build_repository, classifier_model, publish
+from worker.repository import ModelRepository, verify_checksum
+from worker.settings import WorkerSettings
+
+pytestmark = pytest.mark.unit
+
+
+def test_settings_come_from_the_given_environment_only() -> None:
+    settings = WorkerSettings.from_env({
+        "REDIS_URL": "redis://h:1/2", "AIMASS_MODEL_REPOSITORY": "/m",
+        "AIMASS_MAX_BATCH_SIZE": "32", "AIMASS_RESULT_TTL_S": "60", "AIMASS_MODELS": "a,b",
+    })
+    assert settings.redis_url == "redis://h:1/2"
+    assert settings.model_repository == Path("/m")
+    assert settings.max_batch_size == 32 and settings.result_ttl_s == 60
+    assert settings.models == ("a", "b")
+    assert settings.override(max_batch_size=None, concurrency=4).max_batch_size == 32
+
+
+def test_bad_setting_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="AIMASS_CONCURRENCY='many'"):
+        WorkerSettings.from_env({"AIMASS_CONCURRENCY": "many"})
+
+
+def test_repository_resolves_newest_and_pinned_versions(tmp_path: Path) -> None:
+    build_repository(tmp_path)
+    publish(tmp_path, "tiny", 2, ModelKind.classify, classifier_model(gain=2.0))
+    (tmp_path / "tiny" / ".3-partial").mkdir()  # a publisher's work in progress
+    repo = ModelRepository(tmp_path)
+    assert repo.names() == ["tiny", "tiny-gan"]
+    assert repo.versions("tiny") == [1, 2]
+    assert repo.resolve("tiny").version == 2
+    assert repo.resolve("tiny", 1).version == 1
+    with pytest.raises(UnknownModel, match="has no version 7"):
+        repo.resolve("tiny", 7)
+    with pytest.raises(UnknownModel, match="no model named 'nope'"):
+        repo.resolve("nope")
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "..", "/abs", "Tiny", ""])
+def test_model_names_cannot_leave_the_repository(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UnknownModel, match="not a valid model name"):
+        ModelRepository(tmp_path).resolve(name)
+
+
+def test_damaged_model_file_is_detected(tmp_path: Path) -> None:
+    build_repository(tmp_path)
+    model = ModelRepository(tmp_path).resolve("tiny")
+    model.model_file.write_bytes(b"corrupt")
+    with pytest.raises(ModelError, match="is damaged"):
+        verify_checksum(model)

@@ -1,0 +1,1 @@
+"""aimass worker: Celery workers that serve ONNX models with dynamic batching."""

@@ -1,0 +1,192 @@
+"""``aimass worker``, ``aimass check`` and ``aimass workers``.
+
+Imports only the standard library and ``producer`` at module level, so that
+``aimass --help`` is fast and works without the worker extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from producer.keys import WORKER_HEARTBEAT_TTL_S, WORKER_PREFIX
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = subparsers.add_parser(
+        "worker", help="run a worker: one process per GPU, or one on the CPU",
+        description="Consume classify and generate jobs for the models in the repository.")
+    worker.add_argument("--repository", type=Path, help="model repository folder "
+                        "(default: $AIMASS_MODEL_REPOSITORY or ./models)")
+    worker.add_argument("--devices", help="auto (default), cpu, or GPU indices like 0,1")
+    worker.add_argument("--models", help="serve only these models (comma list)")
+    worker.add_argument("--concurrency", type=int, help="jobs held at once per process (64)")
+    worker.add_argument("--max-batch-size", type=int, help="override the manifests' batch limit")
+    worker.add_argument("--max-queue-delay-ms", type=float,
+                        help="override the manifests' queue delay")
+    worker.add_argument("--metrics-port", type=int, help="Prometheus port (0: off)")
+    worker.add_argument("--hostname", help="Celery node name (default aimass-<device>-<pid>@host)")
+    worker.add_argument("--loglevel", help="log level (default $AIMASS_LOG_LEVEL or INFO)")
+    worker.set_defaults(handler=run_worker)
+
+    check = subparsers.add_parser(
+        "check", help="exit 0 when a worker on this host is alive with its models loaded",
+        description="Health check for compose and orchestrators.")
+    check.add_argument("--any-host", action="store_true", help="accept a worker on any host")
+    check.set_defaults(handler=run_check)
+
+    workers = subparsers.add_parser("workers", help="list live workers, their models and queues")
+    workers.add_argument("--json", action="store_true", help="print JSON")
+    workers.set_defaults(handler=run_workers)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from worker.settings import WorkerSettings
+
+    models = tuple(m for m in (args.models or "").split(",") if m) or None
+    return WorkerSettings.from_env().override(
+        model_repository=args.repository, devices=args.devices, models=models,
+        concurrency=args.concurrency, max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms, metrics_port=args.metrics_port,
+        log_level=args.loglevel.upper() if args.loglevel else None, hostname=args.hostname)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from worker.devices import resolve_devices
+
+    settings = _settings(args)
+    devices = resolve_devices(settings.devices)
+    if len(devices) > 1:
+        return _supervise(devices)
+    return _run_one(settings, devices[0])
+
+
+def _run_one(settings: Any, device: int | None) -> int:
+    from worker.app import create_app
+    from worker.devices import pin_process, plan_for
+
+    pin_process(device)
+    app = create_app(settings, plan_for(settings, device))
+    label = "cpu" if device is None else f"gpu{device}"
+    hostname = settings.hostname or f"aimass-{label}-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main([
+        "worker", "--pool=threads", f"--concurrency={settings.concurrency}",
+        f"--loglevel={settings.log_level}", f"--hostname={hostname}",
+        "--without-gossip", "--without-mingle",
+    ])
+    return 0
+
+
+def _supervise(devices: list[int | None]) -> int:
+    """One child worker process per GPU, each pinned to its device; signals forwarded."""
+    children = []
+    for device in devices:
+        argv = [a for a in sys.argv[1:]]
+        argv = _replace_flag(argv, "--devices", str(device))
+        children.append(subprocess.Popen([sys.executable, "-m", "producer.cli", *argv]))
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == flag:
+            skip = True
+            continue
+        if arg.startswith(flag + "="):
+            continue
+        out.append(arg)
+    return [*out, flag, value]
+
+
+def live_workers(redis_url: str) -> list[dict[str, Any]]:
+    """Heartbeats of the workers that announced themselves in the last few seconds."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
+        values = client.mget(keys) if keys else []
+    finally:
+        client.close()
+    now = time.time()
+    infos = [json.loads(v) for v in values if v]
+    return [i for i in infos if now - i.get("updated_at", 0) < WORKER_HEARTBEAT_TTL_S]
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings.from_env()
+    try:
+        infos = live_workers(settings.redis_url)
+    except Exception as exc:
+        print(f"unhealthy: Redis unreachable ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    host = socket.gethostname()
+    mine = [i for i in infos if args.any_host or i.get("host") == host]
+    ready = [i for i in mine if i.get("ready") and i.get("models")]
+    if ready:
+        for info in ready:
+            models = ", ".join(f"{m['name']} v{m['version']}" for m in info["models"])
+            print(f"healthy: {info['hostname']} serving {models}")
+        return 0
+    if mine:
+        print(f"unhealthy: {len(mine)} worker(s) on {host} not ready or without models",
+              file=sys.stderr)
+    else:
+        print(f"unhealthy: no live worker on {host}", file=sys.stderr)
+    return 1
+
+
+def run_workers(args: argparse.Namespace) -> int:
+    import redis
+
+    from producer.contract import PRIORITY_STEPS, priority_queue_name
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings.from_env()
+    infos = live_workers(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_url)
+    depths: dict[str, int] = {}
+    for info in infos:
+        for model in info.get("models", []):
+            depths[model["name"]] = sum(
+                int(client.llen(priority_queue_name(model["name"], step)))
+                for step in PRIORITY_STEPS)
+    client.close()
+    if args.json:
+        print(json.dumps({"workers": infos, "queue_depths": depths}, indent=2))
+        return 0
+    if not infos:
+        print("no live workers")
+        return 1
+    for info in infos:
+        print(f"{info['hostname']}  pid {info['pid']}  {info['device']}  "
+              f"{'ready' if info['ready'] else 'starting'}")
+        for m in info.get("models", []):
+            print(f"  {m['name']:<16} v{m['version']:<3} {m['kind']:<9} "
+                  f"batch<={m['max_batch_size']:<4} delay {m['max_queue_delay_ms']:.1f} ms  "
+                  f"{','.join(m['providers'])}  queued {depths.get(m['name'], 0)}")
+    return 0

@@ -1,0 +1,40 @@
+"""Which devices a worker runs on: one process per GPU, or one on the CPU."""
+
+from __future__ import annotations
+
+import os
+
+from worker.sessions import DevicePlan, cpu_threads_per_process, gpu_count
+from worker.settings import WorkerSettings
+
+
+def resolve_devices(devices: str) -> list[int | None]:
+    """``auto`` -> every visible GPU (or the CPU when there is none); ``cpu`` -> the CPU;
+    ``0,1`` -> those GPUs. ``None`` stands for the CPU."""
+    value = devices.strip().lower()
+    if value == "cpu":
+        return [None]
+    if value == "auto":
+        count = gpu_count()
+        return list(range(count)) if count else [None]
+    try:
+        indices = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--devices {devices!r}: expected 'auto', 'cpu' or GPU indices like '0,1'") from None
+    if not indices or any(i < 0 for i in indices):
+        raise ValueError(f"--devices {devices!r}: expected GPU indices like '0,1'")
+    return list(dict.fromkeys(indices))
+
+
+def pin_process(device: int | None) -> None:
+    """Make this process see only its GPU (call before any CUDA work)."""
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+
+
+def plan_for(settings: WorkerSettings, device: int | None, processes: int = 1) -> DevicePlan:
+    threads = settings.intra_op_threads or cpu_threads_per_process(
+        processes if device is None else 1)
+    return DevicePlan(gpu=device, intra_op_threads=threads, tensorrt=settings.tensorrt,
+                      tensorrt_cache=settings.tensorrt_cache)

@@ -1,0 +1,142 @@
+"""What each kind of model does with a job: inputs in, result out. No queue here."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from producer.codecs import array_to_png, tensor_payload
+from producer.contract import ClassifyJob, GenerateJob
+from producer.errors import InvalidInput, InvalidJob, PayloadTooLarge
+from producer.manifest import Manifest, ModelKind
+from worker.batcher import BatchOutput, Feeds
+from worker.preprocess import decode_input
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_payload_bytes: int
+    max_image_pixels: int
+
+
+class ModelLogic(Protocol):
+    kind: ModelKind
+
+    def prepare(self, job: Any, limits: Limits) -> tuple[Feeds, int, Any]:
+        """Validate and decode a job: the model feeds, their batch size, and what
+        ``finish`` needs to shape the result."""
+        ...
+
+    def finish(self, job: Any, context: Any, output: BatchOutput) -> dict[str, Any]:
+        """The job's result fields (without model, version and timing)."""
+        ...
+
+    def warmup_feeds(self, batch_size: int) -> Feeds:
+        ...
+
+
+class Classifier:
+    kind = ModelKind.classify
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.spec = manifest.inputs[0]
+        self.labels = manifest.labels
+        self.dtype = np.dtype(self.spec.dtype)
+
+    def prepare(self, job: ClassifyJob, limits: Limits) -> tuple[Feeds, int, None]:
+        arrays = []
+        for index, item in enumerate(job.inputs):
+            try:
+                arrays.append(decode_input(item, self.spec, self.manifest.preprocessing,
+                                           self.manifest.name, limits.max_payload_bytes,
+                                           limits.max_image_pixels))
+            except (InvalidInput, PayloadTooLarge) as exc:
+                raise type(exc)(f"inputs[{index}]: {exc.message}") from None
+        batch = np.stack(arrays).astype(self.dtype, copy=False)
+        return {self.spec.name: batch}, len(arrays), None
+
+    def finish(self, job: ClassifyJob, context: None, output: BatchOutput) -> dict[str, Any]:
+        scores = output.outputs[0]
+        k = min(job.top_k, scores.shape[1])
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        predictions = [
+            [{"label": self._label(int(i)), "index": int(i), "score": float(row[i])}
+             for i in indices]
+            for row, indices in zip(scores, top, strict=True)
+        ]
+        return {"predictions": predictions}
+
+    def _label(self, index: int) -> str:
+        return self.labels[index] if index < len(self.labels) else str(index)
+
+    def warmup_feeds(self, batch_size: int) -> Feeds:
+        shape = [batch_size] + [d if d > 0 else 1 for d in self.spec.shape[1:]]
+        return {self.spec.name: np.zeros(shape, dtype=self.dtype)}
+
+
+class Generator:
+    kind = ModelKind.generate
+
+    def __init__(self, manifest: Manifest) -> None:
+        if manifest.generator is None:
+            raise InvalidJob(f"manifest of {manifest.name!r} has no 'generator' section")
+        self.manifest = manifest
+        self.spec = manifest.generator
+        specs = {spec.name: spec for spec in manifest.inputs}
+        self.label_dtype = np.dtype(specs[self.spec.label_input].dtype)
+        self.post = manifest.postprocessing
+
+    def prepare(self, job: GenerateJob, limits: Limits) -> tuple[Feeds, int, tuple[list[int], int]]:
+        seed = job.seed if job.seed is not None else secrets.randbits(63)
+        rng = np.random.default_rng(seed)
+        latents = rng.standard_normal((job.count, self.spec.latent_size), dtype=np.float32)
+        if job.labels is None:
+            labels = [int(x) for x in rng.integers(0, self.spec.class_count, job.count)]
+        else:
+            labels = list(job.labels)
+            bad = [label for label in labels if label >= self.spec.class_count]
+            if bad:
+                raise InvalidInput(
+                    f"labels {bad} are out of range: model {self.manifest.name!r} has "
+                    f"{self.spec.class_count} classes (0 to {self.spec.class_count - 1})"
+                )
+        feeds = {
+            self.spec.latent_input: latents,
+            self.spec.label_input: np.asarray(labels, dtype=self.label_dtype),
+        }
+        return feeds, job.count, (labels, seed)
+
+    def finish(self, job: GenerateJob, context: tuple[list[int], int],
+               output: BatchOutput) -> dict[str, Any]:
+        labels, seed = context
+        images = output.outputs[0]
+        encoded: list[Any]
+        if job.format == "tensor":
+            encoded = [tensor_payload(image) for image in images]
+        else:
+            encoded = [base64.b64encode(array_to_png(self.to_pixels(image))).decode("ascii")
+                       for image in images]
+        return {"images": encoded, "labels": labels, "seed": seed}
+
+    def to_pixels(self, image: np.ndarray) -> np.ndarray:
+        scale, offset = (self.post.scale, self.post.offset) if self.post else (127.5, 127.5)
+        if self.post is not None and self.post.layout == "NCHW":
+            image = image.transpose(1, 2, 0)
+        return np.clip(image * scale + offset, 0, 255).round().astype(np.uint8)
+
+    def warmup_feeds(self, batch_size: int) -> Feeds:
+        return {
+            self.spec.latent_input: np.zeros((batch_size, self.spec.latent_size), np.float32),
+            self.spec.label_input: np.zeros((batch_size,), dtype=self.label_dtype),
+        }
+
+
+def logic_for(manifest: Manifest) -> ModelLogic:
+    if manifest.kind is ModelKind.classify:
+        return Classifier(manifest)
+    return Generator(manifest)

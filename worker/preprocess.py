@@ -1,0 +1,77 @@
+"""Turn decoded job inputs into model tensors, as the manifest says. No queue here."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from producer.codecs import decode_image, tensor_from_bytes
+from producer.contract import InputItem
+from producer.errors import InvalidInput
+from producer.manifest import Preprocessing, TensorSpec
+
+
+def pixels_to_input(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """uint8 pixels (HxWxC) -> one float32 model input shaped as ``prep`` says."""
+    pixels = _to_channels(pixels, prep.channels)
+    height, width = pixels.shape[:2]
+    if (height, width) != (prep.height, prep.width):
+        mode = "L" if prep.channels == 1 else None
+        source = pixels[:, :, 0] if prep.channels == 1 else pixels
+        resized = Image.fromarray(source, mode=mode).resize(
+            (prep.width, prep.height), Image.Resampling.BILINEAR)
+        pixels = np.asarray(resized).reshape(prep.height, prep.width, prep.channels)
+    values = pixels.astype(np.float32) * np.float32(prep.scale)
+    values += np.asarray(prep.offset, dtype=np.float32)
+    if prep.layout == "NCHW":
+        values = values.transpose(2, 0, 1)
+    return values
+
+
+def _to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    have = pixels.shape[2]
+    if have == channels:
+        return pixels
+    if have == 4:  # drop alpha first
+        pixels, have = pixels[:, :, :3], 3
+    if channels == 1 and have == 3:
+        gray = np.asarray(Image.fromarray(pixels, mode="RGB").convert("L"))
+        return gray[:, :, None]
+    if channels == 3 and have == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if have == channels:
+        return pixels
+    raise InvalidInput(f"image has {have} channels; expected {channels}")
+
+
+def check_tensor(array: np.ndarray, spec: TensorSpec, model: str) -> np.ndarray:
+    """A raw per-input tensor must match the model input without its batch dimension."""
+    expected_shape = spec.shape[1:]
+    fits = len(array.shape) == len(expected_shape) and all(
+        want in (-1, got) for want, got in zip(expected_shape, array.shape, strict=True))
+    if not fits or str(array.dtype) != spec.dtype:
+        raise InvalidInput(
+            f"unexpected tensor for input {spec.name!r} of model {model!r}: expected shape "
+            f"{expected_shape} dtype {spec.dtype}, got shape {list(array.shape)} dtype "
+            f"{array.dtype}"
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(f"tensor for input {spec.name!r} of model {model!r} holds NaN or Inf")
+    return array
+
+
+def decode_input(item: InputItem, spec: TensorSpec, prep: Preprocessing | None, model: str,
+                 max_bytes: int, max_pixels: int) -> np.ndarray:
+    """One classify input -> one model input (no batch dimension)."""
+    if item.tensor is not None:
+        tensor = item.tensor
+        array = tensor_from_bytes(tensor.dtype, tensor.shape, tensor.data, max_bytes)
+        return check_tensor(array, spec, model)
+    assert item.image is not None
+    decoded = decode_image(item.image, max_pixels)
+    if decoded.dtype == np.uint8 and decoded.ndim == 3 and prep is not None:
+        return pixels_to_input(decoded, prep)
+    if decoded.dtype == np.uint8 and decoded.ndim == 2 and prep is not None:
+        return pixels_to_input(decoded[:, :, None], prep)
+    # An NPY of another dtype is taken as a ready model input.
+    return check_tensor(decoded, spec, model)

@@ -1,0 +1,111 @@
+"""The model repository: ``<root>/<name>/<version>/model.onnx`` + ``manifest.json``."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from producer.errors import ModelError, UnknownModel
+from producer.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, is_valid_model_name
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One published version: its folder and its manifest."""
+
+    folder: Path
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def model_file(self) -> Path:
+        return self.folder / MODEL_FILE
+
+
+class ModelRepository:
+    """Reads a Triton-style folder of models. Folders starting with "." are being written
+    by a publisher and are skipped; versions appear by an atomic rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir()
+            if p.is_dir() and is_valid_model_name(p.name) and self.versions(p.name)
+        )
+
+    def versions(self, name: str) -> list[int]:
+        """Published versions of a model, oldest first."""
+        folder = self._model_folder(name)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in folder.iterdir()
+            if p.name.isdigit() and (p / MODEL_FILE).is_file() and (p / MANIFEST_FILE).is_file()
+        )
+
+    def resolve(self, name: str, version: int | None = None) -> ModelVersion:
+        """The given version, or the newest, of a model; ``UnknownModel`` when absent."""
+        versions = self.versions(name)
+        if not versions:
+            known = ", ".join(self.names()) or "none"
+            raise UnknownModel(f"no model named {name!r} in the repository (models: {known})")
+        if version is None:
+            version = versions[-1]
+        elif version not in versions:
+            raise UnknownModel(
+                f"model {name!r} has no version {version} (versions: "
+                f"{', '.join(map(str, versions))})"
+            )
+        return self.read(name, version)
+
+    def read(self, name: str, version: int) -> ModelVersion:
+        folder = self._model_folder(name) / str(version)
+        try:
+            manifest = Manifest.read(folder)
+        except (OSError, ValidationError, ValueError) as exc:
+            raise ModelError(
+                f"manifest of {name!r} version {version} is unreadable: {exc}") from None
+        if manifest.name != name or manifest.version != version:
+            raise ModelError(
+                f"manifest in {name}/{version} says it is {manifest.name!r} version "
+                f"{manifest.version}; expected {name!r} version {version}"
+            )
+        return ModelVersion(folder, manifest)
+
+    def _model_folder(self, name: str) -> Path:
+        if not is_valid_model_name(name):
+            raise UnknownModel(
+                f"{name!r} is not a valid model name: expected lowercase letters, digits, "
+                "'-', '_' or '.', starting with a letter or digit"
+            )
+        return self.root / name
+
+
+def verify_checksum(model: ModelVersion) -> bytes:
+    """The model file's bytes, after checking them against the manifest's sha256."""
+    try:
+        data = model.model_file.read_bytes()
+    except OSError as exc:
+        raise ModelError(
+            f"model file of {model.name!r} v{model.version} is unreadable: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != model.manifest.sha256:
+        raise ModelError(
+            f"model file of {model.name!r} v{model.version} is damaged: sha256 {digest[:12]}..., "
+            f"manifest says {model.manifest.sha256[:12]}..."
+        )
+    return data

@@ -1,0 +1,136 @@
+"""The models one worker process serves: loading, warm-up, and answering jobs.
+
+Transport-agnostic: the Celery tasks are thin adapters over ``Runtime.handle``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from producer.contract import JobKind, parse_job, task_name
+from producer.errors import InvalidJob, UnknownModel
+from worker.batcher import Batcher, Feeds
+from worker.models import Limits, ModelLogic, logic_for
+from worker.repository import ModelRepository, ModelVersion, verify_checksum
+from worker.sessions import DevicePlan, create_session
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """One model version with its session and its batcher, warmed up and ready."""
+
+    version: ModelVersion
+    logic: ModelLogic
+    session: Any
+    batcher: Batcher
+    providers: list[str]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.version.name,
+            "version": self.version.version,
+            "kind": str(self.logic.kind),
+            "providers": self.providers,
+            "max_batch_size": self.batcher.max_batch_size,
+            "max_queue_delay_ms": self.batcher.max_delay_s * 1000.0,
+        }
+
+
+class Runtime:
+    """Loads every model of the repository (or the chosen ones) and answers jobs."""
+
+    def __init__(self, settings: WorkerSettings, plan: DevicePlan) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.repository = ModelRepository(settings.model_repository)
+        self.limits = Limits(settings.max_payload_bytes, settings.max_image_pixels)
+        self._current: dict[str, LoadedModel] = {}
+        self._pinned: dict[tuple[str, int], LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load and warm up the newest version of each served model."""
+        names = list(self.settings.models) or self.repository.names()
+        for name in names:
+            self._current[name] = self._load(self.repository.resolve(name))
+        if not self._current:
+            log.warning("no models found in %s", self.repository.root)
+
+    def model_names(self) -> list[str]:
+        return sorted(self._current)
+
+    def models(self) -> list[LoadedModel]:
+        return [self._current[name] for name in self.model_names()]
+
+    def handle(self, kind: JobKind, kwargs: Any, arrived: float) -> dict[str, Any]:
+        """Validate, decode, batch and run one job; raise a typed error for a bad one."""
+        job = parse_job(kind, kwargs)
+        model = self.model_for(job.model, job.version)
+        if model.logic.kind != kind:
+            raise InvalidJob(
+                f"model {job.model!r} is a {model.logic.kind} model; send its jobs as "
+                f"{task_name(JobKind(model.logic.kind))}"
+            )
+        feeds, size, context = model.logic.prepare(job, self.limits)
+        output = model.batcher.submit(feeds, size, arrived).result()
+        fields = model.logic.finish(job, context, output)
+        return {
+            "model": model.version.name,
+            "version": model.version.version,
+            **fields,
+            "timing": {
+                "queue_ms": round(output.queue_ms, 3),
+                "inference_ms": round(output.inference_ms, 3),
+                "batch_size": output.batch_size,
+            },
+        }
+
+    def model_for(self, name: str, version: int | None) -> LoadedModel:
+        current = self._current.get(name)
+        if current is None:
+            served = ", ".join(self.model_names()) or "none"
+            raise UnknownModel(f"model {name!r} is not served by this worker (models: {served})")
+        if version is None or version == current.version.version:
+            return current
+        with self._lock:
+            pinned = self._pinned.get((name, version))
+            if pinned is None:
+                pinned = self._load(self.repository.resolve(name, version))
+                self._pinned[(name, version)] = pinned
+            return pinned
+
+    def stop(self) -> None:
+        for model in [*self._current.values(), *self._pinned.values()]:
+            model.batcher.stop(timeout=10)
+
+    def _load(self, version: ModelVersion) -> LoadedModel:
+        started = time.monotonic()
+        data = verify_checksum(version)
+        session = create_session(data, self.plan)
+        logic = logic_for(version.manifest)
+        batching = version.manifest.batching
+        max_batch = self.settings.max_batch_size or batching.max_batch_size
+        delay_ms = self.settings.max_queue_delay_ms
+        if delay_ms is None:
+            delay_ms = batching.max_queue_delay_ms
+
+        def run(feeds: Feeds) -> list[np.ndarray]:
+            return list(session.run(None, dict(feeds)))
+
+        for size in sorted({1, max_batch}):
+            run(logic.warmup_feeds(size))
+        batcher = Batcher(f"{version.name}-v{version.version}", run, max_batch, delay_ms)
+        loaded = LoadedModel(version, logic, session, batcher, list(session.get_providers()))
+        log.info("loaded %s v%d on %s in %.0f ms (max batch %d, max delay %.1f ms)",
+                 version.name, version.version, ", ".join(loaded.providers),
+                 (time.monotonic() - started) * 1000, max_batch, delay_ms)
+        return loaded
