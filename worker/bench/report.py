@@ -1,0 +1,285 @@
+"""What a benchmark run says: headline figures, goals, a table, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class PlotUnavailable(Exception):
+    """matplotlib is not installed."""
+
+
+PLOT_HINT = ("the plot needs matplotlib: pip install matplotlib (it comes with "
+             "pip install 'aimass[dev]')")
+
+
+def _levels(system: dict[str, Any] | None, images_per_job: int = 1) -> list[dict[str, Any]]:
+    if not system:
+        return []
+    return [lv for lv in system["levels"] if lv["images_per_job"] == images_per_job]
+
+
+def _best(levels: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    return max(levels, key=lambda lv: lv[key]) if levels else None
+
+
+def _at_concurrency(levels: list[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
+    return next((lv for lv in levels if lv["concurrency"] == concurrency), None)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def headline(model: dict[str, Any]) -> dict[str, Any]:
+    """The figures a reader looks for first, from one model's measurements."""
+    raw = model.get("raw") or {}
+    naive, aimass = model.get("naive"), model.get("aimass")
+    best_naive = _best(_levels(naive), "jobs_per_s")
+    best_aimass = _best(_levels(aimass), "jobs_per_s")
+    c1 = _at_concurrency(_levels(aimass), 1)
+    naive_c1 = _at_concurrency(_levels(naive), 1)
+    multi = next((lv for lv in (aimass or {}).get("levels", []) if lv["images_per_job"] > 1),
+                 None)
+    out = {
+        "origin": model["model"]["origin"],
+        "model_file_bytes": model["model"]["model_file_bytes"],
+        "raw_best_images_per_s": raw.get("best_images_per_s"),
+        "raw_best_batch_size": raw.get("best_batch_size"),
+        "raw_batch1_images_per_s": raw.get("batch1_images_per_s"),
+        "raw_batch1_latency_ms": raw.get("batch1_latency_ms"),
+        "naive_jobs_per_s": best_naive["jobs_per_s"] if best_naive else None,
+        "naive_best_concurrency": best_naive["concurrency"] if best_naive else None,
+        "naive_p50_latency_ms_c1": naive_c1["latency_ms"]["p50"] if naive_c1 else None,
+        "naive_worker_rss_bytes": naive["worker_rss_bytes"] if naive else None,
+        "aimass_jobs_per_s": best_aimass["jobs_per_s"] if best_aimass else None,
+        "aimass_images_per_s": best_aimass["images_per_s"] if best_aimass else None,
+        "aimass_best_concurrency": best_aimass["concurrency"] if best_aimass else None,
+        "aimass_p50_latency_ms_c1": c1["latency_ms"]["p50"] if c1 else None,
+        "aimass_multi_images_per_job": multi["images_per_job"] if multi else None,
+        "aimass_multi_images_per_s": multi["images_per_s"] if multi else None,
+        "worker_rss_bytes": aimass["worker_rss_bytes"] if aimass else None,
+    }
+    out["ratio_vs_raw"] = _ratio(out["aimass_images_per_s"], out["raw_best_images_per_s"])
+    out["ratio_vs_naive"] = _ratio(out["aimass_jobs_per_s"], out["naive_jobs_per_s"])
+    out["ratio_multi_vs_raw"] = _ratio(out["aimass_multi_images_per_s"],
+                                       out["raw_best_images_per_s"])
+    out["rss_vs_model_file"] = _ratio(out["worker_rss_bytes"], out["model_file_bytes"])
+    return out
+
+
+@dataclass(frozen=True)
+class Goal:
+    model: str
+    text: str
+    value_key: str
+    target: Any  # a function of the headline giving the threshold
+    unit: str
+    higher_is_better: bool = True
+
+
+GOALS = (
+    Goal("alexnet", "aimass images/s >= 0.8 x raw best batch", "aimass_images_per_s",
+         lambda h: 0.8 * h["raw_best_images_per_s"], "img/s"),
+    Goal("digits", "one image per job: aimass jobs/s >= 5 x naive jobs/s", "aimass_jobs_per_s",
+         lambda h: 5.0 * h["naive_jobs_per_s"], "jobs/s"),
+    Goal("digits", "multi-image jobs: aimass images/s >= 0.5 x raw best batch",
+         "aimass_multi_images_per_s", lambda h: 0.5 * h["raw_best_images_per_s"], "img/s"),
+    Goal("digits", "concurrency 1: aimass p50 <= raw batch-1 latency + 3 ms",
+         "aimass_p50_latency_ms_c1", lambda h: h["raw_batch1_latency_ms"] + 3.0, "ms", False),
+    Goal("alexnet", "concurrency 1: aimass p50 <= raw batch-1 latency + 3 ms",
+         "aimass_p50_latency_ms_c1", lambda h: h["raw_batch1_latency_ms"] + 3.0, "ms", False),
+    Goal("alexnet", "worker RSS <= 1.5 x model file size", "worker_rss_bytes",
+         lambda h: 1.5 * h["model_file_bytes"], "bytes", False),
+)
+
+
+def evaluate_goals(headlines: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """PASS, MISS or SKIP (not measured) for each goal, with its margin."""
+    out = []
+    for goal in GOALS:
+        h = headlines.get(goal.model)
+        entry: dict[str, Any] = {"model": goal.model, "goal": goal.text, "unit": goal.unit}
+        try:
+            value, target = h[goal.value_key], goal.target(h)  # type: ignore[index]
+        except (TypeError, KeyError):
+            value = target = None
+        if value is None or target is None:
+            out.append({**entry, "status": "SKIP", "value": None, "target": None})
+            continue
+        passed = value >= target if goal.higher_is_better else value <= target
+        margin = (value / target - 1.0) if goal.higher_is_better else (target - value) / target
+        out.append({**entry, "status": "PASS" if passed else "MISS", "value": value,
+                    "target": target, "margin": margin})
+    return out
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Add each model's headline figures (flat, at the model's top level) and the goals."""
+    headlines = {}
+    for name, model in results["models"].items():
+        headlines[name] = headline(model)
+        model.update(headlines[name])
+    results["goals"] = evaluate_goals(headlines)
+    return results
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _fmt_goal_value(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{value / 2**20:,.0f} MiB"
+    return f"{value:,.1f} {unit}"
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """The table, the ratios and the goals, as printed at the end of a run."""
+    lines = []
+    machine = results["machine"]
+    lines.append(f"machine: {machine['cpu_model']}, {machine['usable_cores']} cores, "
+                 f"provider {machine['provider']}; load average before/after "
+                 f"{results['load_average_before'][0]:.1f}/{results['load_average_after'][0]:.1f}")
+    header = (f"{'system':<8}{'conc':>5}{'img/job':>8}{'jobs/s':>10}{'img/s':>10}{'p50 ms':>9}"
+              f"{'p95 ms':>9}{'p99 ms':>9}{'batch':>7}{'cpu w/r/p/other':>20}{'cpu ms/job':>11}")
+    for name, model in results["models"].items():
+        m = model["model"]
+        lines.append("")
+        lines.append(f"{name} ({m['origin']}, {m['model_file_bytes'] / 1e6:.1f} MB, "
+                     f"max batch {m['max_batch_size']}, delay {m['max_queue_delay_ms']} ms)")
+        if model.get("raw"):
+            lines.append(f"  raw onnxruntime: batch 1 {_fmt(model['raw_batch1_images_per_s'])} "
+                         f"img/s ({_fmt(model['raw_batch1_latency_ms'], 2)} ms); best "
+                         f"{_fmt(model['raw_best_images_per_s'])} img/s at batch "
+                         f"{model['raw_best_batch_size']}")
+        lines.append("  " + header)
+        for system in ("naive", "aimass"):
+            for lv in (model.get(system) or {}).get("levels", []):
+                cpu = lv["cpu_cores"]
+                lat = lv["latency_ms"]
+                cpu_text = (f"{cpu['worker']:.2f}/{cpu['redis']:.2f}/{cpu['producers']:.2f}/"
+                            f"{cpu['others']:.2f}")
+                per_job = sum(v for k, v in lv["cpu_ms_per_job"].items()
+                              if k in ("worker", "redis", "producers"))
+                lines.append(
+                    f"  {system:<8}{lv['concurrency']:>5}{lv['images_per_job']:>8}"
+                    f"{_fmt(lv['jobs_per_s']):>10}{_fmt(lv['images_per_s']):>10}"
+                    f"{_fmt(lat['p50'], 1):>9}{_fmt(lat['p95'], 1):>9}{_fmt(lat['p99'], 1):>9}"
+                    f"{lv['mean_batch_size']:>7.1f}{cpu_text:>20}{per_job:>11.2f}")
+        lines.append(
+            f"  aimass vs raw best batch: {_fmt(model['ratio_vs_raw'], 2)}x images/s; "
+            f"aimass vs naive: {_fmt(model['ratio_vs_naive'], 1)}x jobs/s"
+            + (f"; multi-image ({model['aimass_multi_images_per_job']}/job) vs raw: "
+               f"{_fmt(model['ratio_multi_vs_raw'], 2)}x" if model["ratio_multi_vs_raw"] else "")
+            + (f"; worker RSS {model['worker_rss_bytes'] / 2**20:,.0f} MiB "
+               f"({_fmt(model['rss_vs_model_file'], 2)}x the model file)"
+               if model["worker_rss_bytes"] else ""))
+    lines.append("")
+    lines.append("goals:")
+    for goal in results["goals"]:
+        if goal["status"] == "SKIP":
+            lines.append(f"  SKIP {goal['model']}: {goal['goal']} (not measured)")
+            continue
+        lines.append(f"  {goal['status']} {goal['model']}: {goal['goal']}: "
+                     f"{_fmt_goal_value(goal['value'], goal['unit'])} vs "
+                     f"{_fmt_goal_value(goal['target'], goal['unit'])} "
+                     f"(margin {goal['margin'] * 100:+.1f} %)")
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    """The results, without the raw latency lists (their percentiles and CDF stay)."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "latencies_ms"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(strip(results), indent=2) + "\n")
+
+
+def check_plotting() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotUnavailable(PLOT_HINT) from None
+
+
+def write_plot(results: dict[str, Any], path: Path) -> None:
+    """Per model: throughput against concurrency, and the latency CDFs."""
+    check_plotting()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results["models"].items())
+    figure, axes = plt.subplots(len(models), 2, figsize=(12, 4.5 * len(models)), squeeze=False)
+    for row, (name, model) in enumerate(models):
+        _plot_throughput(axes[row][0], name, model)
+        _plot_latency(axes[row][1], name, model)
+    figure.suptitle(f"aimass bench on {results['machine']['cpu_model']}, "
+                    f"{results['machine']['usable_cores']} cores "
+                    f"({results['machine']['provider']})")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_throughput(ax: Any, name: str, model: dict[str, Any]) -> None:
+    for system, style in (("aimass", "o-"), ("naive", "s--")):
+        levels = _levels(model.get(system))
+        if levels:
+            ax.plot([lv["concurrency"] for lv in levels], [lv["images_per_s"] for lv in levels],
+                    style, label=f"{system} (1 image/job)")
+    multi = [lv for lv in (model.get("aimass") or {}).get("levels", [])
+             if lv["images_per_job"] > 1]
+    for lv in multi:
+        ax.plot([lv["concurrency"]], [lv["images_per_s"]], "D",
+                label=f"aimass ({lv['images_per_job']} images/job)")
+    if model.get("raw_best_images_per_s"):
+        ax.axhline(model["raw_best_images_per_s"], color="grey", linestyle=":",
+                   label=f"raw best (batch {model['raw_best_batch_size']})")
+        ax.axhline(model["raw_batch1_images_per_s"], color="grey", linestyle="-.",
+                   label="raw batch 1")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(matplotlib_formatter())
+    ax.set_xlabel("jobs in flight per producer")
+    ax.set_ylabel("images/s (median of rounds)")
+    ax.set_title(f"{name}: throughput ({model['origin']} model)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def matplotlib_formatter() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:g}")
+
+
+def _plot_latency(ax: Any, name: str, model: dict[str, Any]) -> None:
+    quantiles = [q / 100 for q in range(101)]
+    for system, style in (("aimass", "-"), ("naive", "--")):
+        for lv in (model.get(system) or {}).get("levels", []):
+            if lv["latency_cdf_ms"]:
+                ax.plot(lv["latency_cdf_ms"], quantiles, style,
+                        label=f"{system} c={lv['concurrency']} x{lv['images_per_job']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency, submit to result read (ms)")
+    ax.set_ylabel("fraction of jobs")
+    ax.set_title(f"{name}: latency CDF (all rounds pooled)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")

@@ -1,0 +1,368 @@
+"""One benchmark run: raw ONNX Runtime, the naive Celery worker and aimass, per model.
+
+Everything runs on this machine: a private Redis, the workers and the producers as
+subprocesses. Each measurement is repeated ``rounds`` times (levels interleaved, so
+that a noisy moment hits one round of each rather than every round of one) and the
+medians are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from worker.bench.models import BenchModel, find_model
+from worker.bench.processes import (
+    CpuSampler,
+    Producer,
+    Service,
+    child_env,
+    start_aimass_worker,
+    start_naive_worker,
+)
+from worker.bench.stats import cdf, latency_summary, median_by_key
+from worker.embedded_redis import RedisServer
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``aimass bench`` was asked to do (see ``aimass bench --help``)."""
+
+    models: list[str]
+    concurrency: list[int]
+    rounds: int = 3
+    duration_s: float = 3.0
+    warmup_s: float = 1.0
+    jobs: int = 0  # cap on the jobs measured per window (0: time-boxed only)
+    producers: int = 1
+    provider: str = "cpu"
+    repository: Path = Path("models")
+    allow_synthetic: bool = False
+    images_per_job: int = 16  # the multi-image run (digits); 0 skips it
+    multi_concurrency: int = 8
+    naive_pool: str = "threads"
+    naive_concurrency: int | None = 4
+    raw_batch_sizes: list[int] = field(default_factory=lambda: [2 ** i for i in range(8)])
+    raw_seconds: float = 0.5
+    skip: tuple[str, ...] = ()  # systems not to run: raw, naive, aimass
+    log_dir: Path | None = None
+    command: str | None = None  # as typed, for the record
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Bench:
+    """Owns the Redis server, the CPU sampler and the temporary folders of one run."""
+
+    def __init__(self, config: BenchConfig, workdir: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.log_dir = config.log_dir or workdir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(workdir / "redis").start()
+        self.sampler = CpuSampler()
+        assert self.redis.process is not None
+        self.sampler.track("redis", self.redis.process.pid)
+        self.sampler.track("bench", os.getpid())
+        self.sampler.track_machine()
+
+    def close(self) -> None:
+        self.sampler.stop()
+        self.redis.stop()
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        load_before = os.getloadavg()
+        synthetic_root = self.workdir / "synthetic" if self.config.allow_synthetic else None
+        models = [find_model(name, self.config.repository, synthetic_root)
+                  for name in self.config.models]
+        results = {model.name: self.bench_model(model) for model in models}
+        return {
+            "machine": machine_info(self.config.provider, self.redis.url),
+            "config": _config_json(self.config),
+            "started_at": started,
+            "duration_s": time.time() - started,
+            "load_average_before": list(load_before),
+            "load_average_after": list(os.getloadavg()),
+            "models": results,
+        }
+
+    def bench_model(self, model: BenchModel) -> dict[str, Any]:
+        log(f"== {model.name} ({'synthetic stand-in' if model.synthetic else 'exported'}, "
+            f"{model.model_file.stat().st_size / 1e6:.1f} MB)")
+        result: dict[str, Any] = {"model": model.describe()}
+        if "raw" not in self.config.skip:
+            result["raw"] = self.measure_raw(model)
+        if "naive" not in self.config.skip:
+            result["naive"] = self.measure_system("naive", model)
+        if "aimass" not in self.config.skip:
+            result["aimass"] = self.measure_system("aimass", model)
+        return result
+
+    # -- raw ------------------------------------------------------------------------
+
+    def measure_raw(self, model: BenchModel) -> dict[str, Any]:
+        spec = {
+            "model_file": str(model.model_file),
+            "input_name": model.manifest.inputs[0].name,
+            "input_shape": model.input_shape,
+            "batch_sizes": self.config.raw_batch_sizes,
+            "seconds_per_size": self.config.raw_seconds,
+            "gpu": 0 if self.config.provider == "cuda" else None,
+        }
+        rounds = []
+        for index in range(self.config.rounds):
+            done = subprocess.run([sys.executable, "-m", "worker.bench.raw", json.dumps(spec)],
+                                  capture_output=True, text=True, timeout=600,
+                                  env=child_env(self.redis.url))
+            if done.returncode != 0:
+                raise RuntimeError(f"raw measurement failed:\n{done.stderr[-4000:]}")
+            rounds.append(json.loads(done.stdout))
+            best = max(rounds[-1]["images_per_s_by_batch"].values())
+            log(f"   raw round {index + 1}: batch 1 {rounds[-1]['batch1_latency_ms']:.2f} ms, "
+                f"best {best:,.0f} img/s")
+        by_batch = median_by_key([r["images_per_s_by_batch"] for r in rounds])
+        best_batch = max(by_batch, key=lambda size: by_batch[size])
+        return {
+            "images_per_s_by_batch": by_batch,
+            "best_batch_size": int(best_batch),
+            "best_images_per_s": by_batch[best_batch],
+            "batch1_images_per_s": by_batch.get("1"),
+            "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in rounds),
+            "providers": rounds[0]["providers"],
+            "intra_op_threads": rounds[0]["intra_op_threads"],
+            "rounds": rounds,
+        }
+
+    # -- naive and aimass --------------------------------------------------------------
+
+    def measure_system(self, system: str, model: BenchModel) -> dict[str, Any]:
+        """Start the system's worker and the producers, then measure every level."""
+        plan = [(c, 1) for c in self.config.concurrency]
+        if system == "aimass" and model.name == "digits" and self.config.images_per_job > 1:
+            plan.append((self.config.multi_concurrency, self.config.images_per_job))
+        worker = self._start_worker(system, model)
+        producers: list[Producer] = []
+        try:
+            self.sampler.track("worker", worker.pid, tree=True)
+            producers = self._start_producers(system, model)
+            windows: dict[tuple[int, int], list[dict[str, Any]]] = {key: [] for key in plan}
+            for index in range(self.config.rounds):
+                for concurrency, per_job in plan:
+                    level = self.run_level(producers, worker, concurrency, per_job)
+                    windows[(concurrency, per_job)].append(level)
+                    log(f"   {system:<6} round {index + 1} c={concurrency:<3} x{per_job:<2} "
+                        f"{level['jobs_per_s']:>9,.1f} jobs/s {level['images_per_s']:>9,.1f} "
+                        f"img/s p50 {level['latency_ms']['p50']:.1f} ms "
+                        f"batch {level['mean_batch_size']:.1f} "
+                        f"cpu w/r/p {level['cpu_cores']['worker']:.2f}/"
+                        f"{level['cpu_cores']['redis']:.2f}/{level['cpu_cores']['producers']:.2f}"
+                        f" others {level['cpu_cores']['others']:.2f}")
+            rss = self.sampler.max_rss("worker")
+        finally:
+            for producer in producers:
+                producer.close()
+                self.sampler.untrack(f"producer-{producer.pid}")
+            worker.stop()
+            self.sampler.untrack("worker")
+            self._flush()
+        levels = [aggregate_level(windows[key]) for key in plan]
+        info: dict[str, Any] = {"levels": levels, "worker_rss_bytes": rss}
+        if system == "naive":
+            info["pool"] = self.config.naive_pool
+            info["pool_concurrency"] = self.config.naive_concurrency
+        return info
+
+    def _start_worker(self, system: str, model: BenchModel) -> Service:
+        log(f"   starting the {system} worker")
+        if system == "aimass":
+            return start_aimass_worker(self.redis.url, model, self.config.provider,
+                                       self.log_dir)
+        return start_naive_worker(self.redis.url, model, self.config.provider,
+                                  self.config.naive_pool, self.config.naive_concurrency,
+                                  self.log_dir)
+
+    def _start_producers(self, system: str, model: BenchModel) -> list[Producer]:
+        producers = []
+        for index in range(self.config.producers):
+            spec = {"redis_url": self.redis.url, "system": system, "model": model.name,
+                    "input_shape": model.input_shape, "producer_index": index}
+            producers.append(Producer.start(spec, self.log_dir))
+        for producer in producers:
+            producer.wait_for("ready", timeout=60)
+            self.sampler.track(f"producer-{producer.pid}", producer.pid)
+        return producers
+
+    def run_level(self, producers: list[Producer], worker: Service, concurrency: int,
+                  images_per_job: int) -> dict[str, Any]:
+        """One closed-loop window at one concurrency; the producers' results combined."""
+        config = self.config
+        t0 = time.monotonic() + config.warmup_s
+        t_end = t0 + config.duration_s
+        cap = -(-config.jobs // len(producers)) if config.jobs else 0
+        for producer in producers:
+            producer.send({"cmd": "run", "concurrency": concurrency, "t0": t0, "t_end": t_end,
+                           "cap": cap, "images_per_job": images_per_job})
+        closed = [p.wait_for("window", timeout=t_end - time.monotonic() + 120)
+                  for p in producers]
+        t1 = max(event["t1"] for event in closed)
+        time.sleep(self.sampler.interval * 1.5)  # a sample after t1
+        for producer in producers:
+            producer.send({"cmd": "stop"})
+        results = [p.wait_for("result", timeout=180) for p in producers]
+        worker.check()
+        return combine_windows(results, self._cpu(producers, t0, t1), t1 - t0,
+                               self.sampler.max_rss("worker", t0, t1))
+
+    def _cpu(self, producers: list[Producer], t0: float, t1: float) -> dict[str, float]:
+        seconds = {
+            "worker": self.sampler.cpu_seconds("worker", t0, t1),
+            "redis": self.sampler.cpu_seconds("redis", t0, t1),
+            "producers": sum(self.sampler.cpu_seconds(f"producer-{p.pid}", t0, t1)
+                             for p in producers),
+            "bench": self.sampler.cpu_seconds("bench", t0, t1),
+        }
+        machine = self.sampler.cpu_seconds("machine", t0, t1)
+        seconds["others"] = max(0.0, machine - sum(seconds.values()))
+        return seconds
+
+    def _flush(self) -> None:
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+
+def combine_windows(windows: list[dict[str, Any]], cpu_s: dict[str, float], span_s: float,
+                    worker_rss: int) -> dict[str, Any]:
+    """One level's figures from each producer's window, its CPU and the worker's memory."""
+    jobs_per_s = sum(w["completed"] / max(w["t1"] - w["t0"], 1e-9) for w in windows)
+    images_per_s = sum(w["images"] / max(w["t1"] - w["t0"], 1e-9) for w in windows)
+    latencies = sorted(x for w in windows for x in w["latencies_ms"])
+    batches: Counter[int] = Counter()
+    for w in windows:
+        batches.update({int(k): v for k, v in w["batch_sizes"].items()})
+    jobs = sum(batches.values()) or 1
+    completed = sum(w["completed"] for w in windows)
+    return {
+        "concurrency": windows[0]["concurrency"],
+        "producers": len(windows),
+        "jobs_in_flight": sum(w["concurrency"] for w in windows),
+        "images_per_job": windows[0]["images_per_job"],
+        "jobs_per_s": jobs_per_s,
+        "images_per_s": images_per_s,
+        "latency_ms": latency_summary(latencies),
+        "latencies_ms": latencies,
+        "mean_batch_size": sum(size * n for size, n in batches.items()) / jobs,
+        "batch_sizes": {str(k): v for k, v in sorted(batches.items())},
+        "completed": completed,
+        "failed": sum(w["failed"] for w in windows),
+        "unfinished": sum(w["unfinished"] for w in windows),
+        "polled": sum(w["polled"] for w in windows),
+        "errors": [e for w in windows for e in w["errors"]][:3],
+        "window_s": span_s,
+        "cpu_cores": {name: s / span_s for name, s in cpu_s.items()},
+        "cpu_ms_per_job": {name: 1000.0 * s / max(completed, 1) for name, s in cpu_s.items()},
+        "worker_rss_bytes": worker_rss,
+    }
+
+
+def aggregate_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians of one level's rounds; batch sizes summed, latencies pooled."""
+    scalars = ("jobs_per_s", "images_per_s", "mean_batch_size", "worker_rss_bytes")
+    out: dict[str, Any] = {key: rounds[0][key] for key in
+                           ("concurrency", "producers", "jobs_in_flight", "images_per_job")}
+    for key in scalars:
+        out[key] = statistics.median(r[key] for r in rounds)
+    out["latency_ms"] = median_by_key([r["latency_ms"] for r in rounds])
+    out["cpu_cores"] = median_by_key([r["cpu_cores"] for r in rounds])
+    out["cpu_ms_per_job"] = median_by_key([r["cpu_ms_per_job"] for r in rounds])
+    batches: Counter[int] = Counter()
+    for r in rounds:
+        batches.update({int(k): v for k, v in r["batch_sizes"].items()})
+    out["batch_sizes"] = {str(k): v for k, v in sorted(batches.items())}
+    pooled = sorted(x for r in rounds for x in r["latencies_ms"])
+    out["latency_cdf_ms"] = cdf(pooled)
+    for key in ("completed", "failed", "unfinished", "polled"):
+        out[key] = sum(r[key] for r in rounds)
+    out["errors"] = [e for r in rounds for e in r["errors"]][:3]
+    out["rounds"] = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in rounds]
+    return out
+
+
+def machine_info(provider: str, redis_url: str) -> dict[str, Any]:
+    import celery
+    import kombu
+    import onnxruntime
+    import psutil
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        redis_version = client.info("server").get("redis_version")
+    finally:
+        client.close()
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "hostname": platform.node(),
+        "cpu_model": cpu_model,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(affinity) if affinity else os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "celery": celery.__version__,
+        "kombu": kombu.__version__,
+        "redis_server": redis_version,
+        "provider": provider,
+        "gpu": _gpu_name() if provider == "cuda" else None,
+    }
+
+
+def _gpu_name() -> str | None:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    done = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
+                          capture_output=True, text=True, timeout=30)
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
+
+
+def _config_json(config: BenchConfig) -> dict[str, Any]:
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()}
+    data["aimass_env"] = {k: v for k, v in os.environ.items() if k.startswith("AIMASS_")}
+    return data
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Run the whole benchmark in a temporary folder; return the results."""
+    with tempfile.TemporaryDirectory(prefix="aimass-bench-") as tmp:
+        bench = Bench(config, Path(tmp))
+        try:
+            return bench.run()
+        finally:
+            bench.close()
