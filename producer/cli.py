@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("producer.commands", "worker.cli", "export.cli")
+COMMAND_MODULES = ("producer.commands", "worker.cli", "export.cli", "worker.bench.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
