@@ -7,16 +7,11 @@ environment at import. ``worker.main`` builds the app from the environment for
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
-import threading
 import time
 from typing import Any
 
-from celery import Celery, Task, bootsteps
-from celery.signals import worker_ready
+from celery import Celery, Task
 from kombu import Queue
 
 from producer.contract import (
@@ -28,10 +23,10 @@ from producer.contract import (
     queue_name,
 )
 from producer.errors import AimassError
-from producer.keys import WORKER_HEARTBEAT_INTERVAL_S, WORKER_HEARTBEAT_TTL_S, worker_key
 from worker.devices import plan_for
 from worker.repository import ModelRepository
 from worker.runtime import Runtime
+from worker.service import CELERY_QUEUE, ServiceStep
 from worker.sessions import DevicePlan
 from worker.settings import WorkerSettings
 
@@ -58,6 +53,13 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "result_extended": False,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
+            # kombu sweeps the unacked index every interval x throttle seconds (100 s by
+            # default): sweep more often, so that a dead worker's jobs come back soon
+            # after the visibility timeout; and do not let a killed worker's sweep lock
+            # block the others for kombu's default 5 minutes.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 5)),
+            "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": 30,
             "priority_steps": list(PRIORITY_STEPS),
             "sep": PRIORITY_SEPARATOR,
             "queue_order_strategy": "priority",
@@ -79,90 +81,24 @@ def create_app(settings: WorkerSettings, plan: DevicePlan | None = None) -> Cele
     app.conf.update(celery_config(settings))
     app.aimass_settings = settings
     app.aimass_plan = plan or plan_for(settings, None)
-    app.aimass_runtime = None
-    names = list(settings.models) or ModelRepository(settings.model_repository).names()
-    app.conf.task_queues = [Queue(queue_name(name)) for name in names]
+    app.aimass_service = None
+    if settings.consumer == "bulk":
+        app.conf.task_queues = [Queue(CELERY_QUEUE)]
+    else:
+        names = list(settings.models) or ModelRepository(settings.model_repository).names()
+        app.conf.task_queues = [Queue(queue_name(name)) for name in names]
     _register_tasks(app)
-    app.steps["worker"].add(RuntimeStep)
+    app.steps["worker"].add(ServiceStep)
     return app
-
-
-def served_queues(app: Celery) -> list[Queue]:
-    runtime: Runtime = app.aimass_runtime
-    return [Queue(queue_name(name)) for name in runtime.model_names()]
 
 
 def _register_tasks(app: Celery) -> None:
     def make(kind: JobKind, name: str) -> None:
         @app.task(name=name, bind=True, throws=(AimassError,), acks_late=True)
         def run_job(self: Task, **kwargs: Any) -> dict[str, Any]:
-            runtime: Runtime = app.aimass_runtime
-            return runtime.handle(kind, kwargs, arrived=time.monotonic())
+            runtime: Runtime = app.aimass_service.runtime
+            return runtime.handle(kind, kwargs, arrived=time.monotonic(),
+                                  job_id=self.request.id)
 
     make(JobKind.classify, CLASSIFY_TASK)
     make(JobKind.generate, GENERATE_TASK)
-
-
-class RuntimeStep(bootsteps.StartStopStep):
-    """Loads and warms every model before the consumer starts, then announces the
-    worker in Redis (``aimass:worker:<hostname>``) while it lives."""
-
-    requires = {"celery.worker.components:Pool"}
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._hostname = worker.hostname
-
-    def _on_ready(self, sender: Any = None, **kwargs: Any) -> None:
-        if getattr(sender, "hostname", None) == self._hostname:
-            self._ready.set()
-
-    def start(self, worker: Any) -> None:
-        app = worker.app
-        if app.aimass_settings.log_level != "DEBUG":
-            # One INFO line per job costs more than a small model's inference.
-            logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
-        runtime = Runtime(app.aimass_settings, app.aimass_plan)
-        runtime.load()
-        app.aimass_runtime = runtime
-        app.amqp.queues.select([queue.name for queue in served_queues(app)])
-        worker_ready.connect(self._on_ready, weak=False)
-        self._thread = threading.Thread(target=self._beat, args=(worker,), daemon=True,
-                                        name="aimass-heartbeat")
-        self._thread.start()
-
-    def stop(self, worker: Any) -> None:
-        self._stop.set()
-        runtime: Runtime | None = worker.app.aimass_runtime
-        if runtime is not None:
-            runtime.stop()
-        with worker.app.pool.acquire(block=True) as conn:
-            conn.default_channel.client.delete(worker_key(worker.hostname))
-
-    def _beat(self, worker: Any) -> None:
-        app = worker.app
-        runtime: Runtime = app.aimass_runtime
-        started = time.time()
-        while not self._stop.is_set():
-            ready = self._ready.is_set()
-            info = {
-                "hostname": worker.hostname,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "ready": ready,
-                "started_at": started,
-                "updated_at": time.time(),
-                "queues": [q.name for q in served_queues(app)],
-                "models": [m.describe() for m in runtime.models()],
-                "device": "cpu" if app.aimass_plan.gpu is None else f"gpu:{app.aimass_plan.gpu}",
-            }
-            try:
-                with app.pool.acquire(block=True, timeout=5) as conn:
-                    conn.default_channel.client.set(
-                        worker_key(worker.hostname), json.dumps(info), ex=WORKER_HEARTBEAT_TTL_S)
-            except Exception as exc:  # Redis may be restarting; the next beat retries
-                log.warning("heartbeat failed: %s", exc)
-            self._stop.wait(1.0 if not ready else WORKER_HEARTBEAT_INTERVAL_S)

@@ -94,17 +94,21 @@ class Batcher:
         self.max_delay_s = max_delay_ms / 1000.0
         self.on_batch = on_batch
         self._jobs: queue.Queue[Pending | _Stop] = queue.Queue()
+        self._stopped = False
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
     def submit(self, feeds: Feeds, size: int, arrived: float) -> Future[BatchOutput]:
         """Queue one job's inputs; the future resolves when its batch has run."""
+        if self._stopped:
+            raise ModelError(f"model {self.name!r} was unloaded; send the job again")
         job = Pending(feeds=feeds, size=size, arrived=arrived, enqueued=time.monotonic())
         self._jobs.put(job)
         return job.future
 
     def stop(self, timeout: float | None = None) -> None:
         """Run what is queued, then end the thread."""
+        self._stopped = True
         self._jobs.put(STOP)
         self._thread.join(timeout)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,7 +27,7 @@ class Limits:
 class ModelLogic(Protocol):
     kind: ModelKind
 
-    def prepare(self, job: Any, limits: Limits) -> tuple[Feeds, int, Any]:
+    def prepare(self, job: Any, limits: Limits, job_id: str | None) -> tuple[Feeds, int, Any]:
         """Validate and decode a job: the model feeds, their batch size, and what
         ``finish`` needs to shape the result."""
         ...
@@ -48,7 +49,8 @@ class Classifier:
         self.labels = manifest.labels
         self.dtype = np.dtype(self.spec.dtype)
 
-    def prepare(self, job: ClassifyJob, limits: Limits) -> tuple[Feeds, int, None]:
+    def prepare(self, job: ClassifyJob, limits: Limits,
+                job_id: str | None = None) -> tuple[Feeds, int, None]:
         arrays = []
         for index, item in enumerate(job.inputs):
             try:
@@ -91,8 +93,9 @@ class Generator:
         self.label_dtype = np.dtype(specs[self.spec.label_input].dtype)
         self.post = manifest.postprocessing
 
-    def prepare(self, job: GenerateJob, limits: Limits) -> tuple[Feeds, int, tuple[list[int], int]]:
-        seed = job.seed if job.seed is not None else secrets.randbits(63)
+    def prepare(self, job: GenerateJob, limits: Limits,
+                job_id: str | None = None) -> tuple[Feeds, int, tuple[list[int], int]]:
+        seed = job.seed if job.seed is not None else seed_for(job_id)
         rng = np.random.default_rng(seed)
         latents = rng.standard_normal((job.count, self.spec.latent_size), dtype=np.float32)
         if job.labels is None:
@@ -134,6 +137,14 @@ class Generator:
             self.spec.latent_input: np.zeros((batch_size, self.spec.latent_size), np.float32),
             self.spec.label_input: np.zeros((batch_size,), dtype=self.label_dtype),
         }
+
+
+def seed_for(job_id: str | None) -> int:
+    """A job without a seed gets one derived from its id, so that a job delivered twice
+    (after a worker died) produces the same images under the same id."""
+    if job_id is None:
+        return secrets.randbits(63)
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big") >> 1
 
 
 def logic_for(manifest: Manifest) -> ModelLogic:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from producer.contract import JobKind, parse_job, task_name
 from producer.errors import InvalidJob, UnknownModel
-from worker.batcher import Batcher, Feeds
+from worker.batcher import Batcher, BatchOutput, Feeds
 from worker.models import Limits, ModelLogic, logic_for
 from worker.repository import ModelRepository, ModelVersion, verify_checksum
 from worker.sessions import DevicePlan, create_session
@@ -45,12 +47,24 @@ class LoadedModel:
         }
 
 
+@dataclass
+class StartedJob:
+    """A job handed to its batcher: ``future`` resolves when its batch has run."""
+
+    model: LoadedModel
+    job: Any
+    context: Any
+    future: Future[BatchOutput]
+
+
 class Runtime:
     """Loads every model of the repository (or the chosen ones) and answers jobs."""
 
-    def __init__(self, settings: WorkerSettings, plan: DevicePlan) -> None:
+    def __init__(self, settings: WorkerSettings, plan: DevicePlan,
+                 on_batch: Callable[[str, int, float], None] | None = None) -> None:
         self.settings = settings
         self.plan = plan
+        self.on_batch = on_batch
         self.repository = ModelRepository(settings.model_repository)
         self.limits = Limits(settings.max_payload_bytes, settings.max_image_pixels)
         self._current: dict[str, LoadedModel] = {}
@@ -71,8 +85,17 @@ class Runtime:
     def models(self) -> list[LoadedModel]:
         return [self._current[name] for name in self.model_names()]
 
-    def handle(self, kind: JobKind, kwargs: Any, arrived: float) -> dict[str, Any]:
+    def handle(self, kind: JobKind, kwargs: Any, arrived: float,
+               job_id: str | None = None) -> dict[str, Any]:
         """Validate, decode, batch and run one job; raise a typed error for a bad one."""
+        started = self.begin(kind, kwargs, arrived, job_id)
+        started.future.result()
+        return self.complete(started)
+
+    def begin(self, kind: JobKind, kwargs: Any, arrived: float,
+              job_id: str | None = None) -> StartedJob:
+        """Validate and decode a job and hand it to its model's batcher. Bad jobs raise
+        their typed error here, before they can join (and spoil) a batch."""
         job = parse_job(kind, kwargs)
         model = self.model_for(job.model, job.version)
         if model.logic.kind != kind:
@@ -80,9 +103,15 @@ class Runtime:
                 f"model {job.model!r} is a {model.logic.kind} model; send its jobs as "
                 f"{task_name(JobKind(model.logic.kind))}"
             )
-        feeds, size, context = model.logic.prepare(job, self.limits)
-        output = model.batcher.submit(feeds, size, arrived).result()
-        fields = model.logic.finish(job, context, output)
+        feeds, size, context = model.logic.prepare(job, self.limits, job_id)
+        future = model.batcher.submit(feeds, size, arrived)
+        return StartedJob(model, job, context, future)
+
+    def complete(self, started: StartedJob) -> dict[str, Any]:
+        """The result of a job whose batch has run (raises the batch's error)."""
+        output = started.future.result()
+        model = started.model
+        fields = model.logic.finish(started.job, started.context, output)
         return {
             "model": model.version.name,
             "version": model.version.version,
@@ -103,10 +132,47 @@ class Runtime:
             return current
         with self._lock:
             pinned = self._pinned.get((name, version))
-            if pinned is None:
-                pinned = self._load(self.repository.resolve(name, version))
-                self._pinned[(name, version)] = pinned
+            if pinned is not None and version in self.repository.versions(name):
+                return pinned
+            if pinned is not None:  # unpublished since: let go of it
+                del self._pinned[(name, version)]
+                pinned.batcher.stop(timeout=0)
+            pinned = self._load(self.repository.resolve(name, version))
+            self._keep_pinned(pinned)
             return pinned
+
+    def reload(self) -> list[str]:
+        """Load newly published versions (and new models) while the old ones serve, then
+        switch each atomically; returns the names that changed. A version that fails to
+        load is logged and the old one keeps serving."""
+        names = list(self.settings.models) or self.repository.names()
+        changed = []
+        for name in names:
+            current = self._current.get(name)
+            versions = self.repository.versions(name)
+            if not versions or (current and versions[-1] <= current.version.version):
+                continue
+            try:
+                loaded = self._load(self.repository.resolve(name, versions[-1]))
+            except Exception as exc:
+                log.error("could not load %s v%d; %s", name, versions[-1],
+                          "keeping the old version" if current else "not serving it", exc_info=exc)
+                continue
+            with self._lock:
+                self._current[name] = loaded
+                if current is not None:
+                    self._keep_pinned(current)
+            log.info("now serving %s v%d", name, loaded.version.version)
+            changed.append(name)
+        return changed
+
+    def _keep_pinned(self, model: LoadedModel, per_model: int = 2) -> None:
+        """Keep a few non-current versions warm for jobs that pin them."""
+        name = model.version.name
+        self._pinned[(name, model.version.version)] = model
+        mine = sorted(v for (n, v) in self._pinned if n == name)
+        for old in mine[:-per_model]:
+            self._pinned.pop((name, old)).batcher.stop(timeout=0)
 
     def stop(self) -> None:
         for model in [*self._current.values(), *self._pinned.values()]:
@@ -128,7 +194,10 @@ class Runtime:
 
         for size in sorted({1, max_batch}):
             run(logic.warmup_feeds(size))
-        batcher = Batcher(f"{version.name}-v{version.version}", run, max_batch, delay_ms)
+        on_batch = self.on_batch
+        batcher = Batcher(
+            f"{version.name}-v{version.version}", run, max_batch, delay_ms,
+            on_batch=(lambda size, ms: on_batch(version.name, size, ms)) if on_batch else None)
         loaded = LoadedModel(version, logic, session, batcher, list(session.get_providers()))
         log.info("loaded %s v%d on %s in %.0f ms (max batch %d, max delay %.1f ms)",
                  version.name, version.version, ", ".join(loaded.providers),

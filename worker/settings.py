@@ -28,6 +28,9 @@ class WorkerSettings:
     max_queue_delay_ms: float | None = None
     # Jobs a worker process holds at once (taken from Redis, waiting or running).
     concurrency: int = 64
+    # "bulk": take many jobs per Redis call and settle a batch's results in one call
+    # (fast); "celery": Celery's own consumer, one message at a time (conventional).
+    consumer: str = "bulk"
     # How long a delivered, unacknowledged job stays with its worker before Redis hands it
     # to another: longer than the worst queue wait plus run time, short enough that a dead
     # worker's jobs do not wait long.
@@ -42,6 +45,8 @@ class WorkerSettings:
     tensorrt: bool = False
     tensorrt_cache: Path = Path(".trt-cache")
     metrics_port: int = 0
+    # How often to look for newly published versions (0: never).
+    reload_interval_s: float = 5.0
     log_level: str = "INFO"
     hostname: str | None = None
 
@@ -73,6 +78,7 @@ class WorkerSettings:
             max_batch_size=get("AIMASS_MAX_BATCH_SIZE", None, optional(int)),
             max_queue_delay_ms=get("AIMASS_MAX_QUEUE_DELAY_MS", None, optional(float)),
             concurrency=get("AIMASS_CONCURRENCY", defaults.concurrency, int),
+            consumer=get("AIMASS_CONSUMER", defaults.consumer).lower(),
             visibility_timeout_s=get(
                 "AIMASS_VISIBILITY_TIMEOUT_S", defaults.visibility_timeout_s, int
             ),
@@ -83,6 +89,7 @@ class WorkerSettings:
             tensorrt=get("AIMASS_TENSORRT", "0") in ("1", "true", "yes"),
             tensorrt_cache=get("AIMASS_TENSORRT_CACHE", defaults.tensorrt_cache, Path),
             metrics_port=get("AIMASS_METRICS_PORT", defaults.metrics_port, int),
+            reload_interval_s=get("AIMASS_RELOAD_INTERVAL_S", defaults.reload_interval_s, float),
             log_level=get("AIMASS_LOG_LEVEL", defaults.log_level).upper(),
         )
 

@@ -1,0 +1,249 @@
+"""The bulk consumer: takes many jobs from Redis at once, feeds the batchers, and stores
+results and acknowledgements of a whole batch in one call.
+
+Threads: one consumer (Redis IO and decoding) and one finisher (results and acks);
+each model's batcher runs ONNX Runtime on its own thread and never touches the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from producer.contract import CLASSIFY_TASK, GENERATE_TASK, JobKind
+from producer.errors import AimassError, InvalidJob, ModelError
+from worker.envelope import (
+    Envelope,
+    RefusedMessage,
+    failure_record,
+    job_kwargs,
+    open_envelope,
+    revoked_record,
+    success_record,
+)
+from worker.redis_queue import ModelQueues, Settlement, Taken
+from worker.runtime import Runtime, StartedJob
+
+log = logging.getLogger(__name__)
+
+TASK_KINDS = {CLASSIFY_TASK: JobKind.classify, GENERATE_TASK: JobKind.generate}
+
+
+@dataclass(eq=False)
+class InFlight:
+    """A job taken from Redis and not yet settled."""
+
+    envelope: Envelope
+    arrived: float = 0.0  # time.monotonic() when it was taken from Redis
+    started: StartedJob | None = None
+    record: bytes | None = None  # set when the job ended before reaching a batcher
+
+    @property
+    def model(self) -> str:
+        return self.started.model.version.name if self.started else "-"
+
+
+class Capacity:
+    """How many jobs this worker may hold; the consumer waits for room."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def wait_for_room(self, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used < self.limit, timeout)
+            return self.limit - self.used
+
+    def take(self, count: int) -> None:
+        with self._cond:
+            self.used += count
+
+    def release(self, count: int) -> None:
+        with self._cond:
+            self.used -= count
+            self._cond.notify_all()
+
+    def wait_empty(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.used == 0, timeout)
+
+
+class BulkConsumer:
+    """Consumes the model queues of one worker process."""
+
+    def __init__(self, runtime: Runtime, queues: ModelQueues, capacity: int,
+                 revoked: Container[str] = (),
+                 on_settled: Callable[[InFlight, bytes | None], None] | None = None,
+                 on_load: Callable[[int], None] | None = None) -> None:
+        self.runtime = runtime
+        self.queues = queues
+        self.capacity = Capacity(capacity)
+        self.revoked = revoked
+        self.on_settled = on_settled
+        self.on_load = on_load
+        self._finished: queue.Queue[InFlight | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._consumer = threading.Thread(target=self._consume_loop, name="aimass-consumer",
+                                          daemon=True)
+        self._finisher = threading.Thread(target=self._finish_loop, name="aimass-finisher",
+                                          daemon=True)
+
+    def start(self) -> None:
+        self._consumer.start()
+        self._finisher.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop taking jobs, finish and acknowledge those in flight, then return."""
+        self._stopping.set()
+        self._consumer.join(timeout)
+        if not self.capacity.wait_empty(timeout):
+            log.warning("%d jobs still in flight at shutdown; Redis will redeliver them",
+                        self.capacity.used)
+        self._finished.put(None)
+        self._finisher.join(timeout)
+
+    # -- taking jobs ---------------------------------------------------------------
+
+    def _consume_loop(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            room = self.capacity.wait_for_room(timeout=0.5)
+            if room <= 0 or self._stopping.is_set():
+                continue
+            try:
+                taken = self.queues.take(room) or self.queues.wait(timeout=1.0, limit=room)
+            except redis.RedisError as exc:
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if taken:
+                self.capacity.take(len(taken))
+                if self.on_load:
+                    self.on_load(self.capacity.used)
+                arrived = time.monotonic()
+                for message in taken:
+                    self._begin(message, arrived)
+
+    def _begin(self, message: Taken, arrived: float) -> None:
+        if not message.delivery_tag:
+            log.error("dropped a queue entry that is not a kombu message: %r",
+                      message.raw[:200])
+            self.capacity.release(1)
+            return
+        try:
+            envelope = open_envelope(message.raw, message.delivery_tag)
+        except RefusedMessage as exc:
+            log.error("refused message %s: %s", message.delivery_tag, exc)
+            envelope = Envelope(message.raw, message.delivery_tag, None, None, {}, {}, "", None)
+            self._finished.put(InFlight(envelope, arrived))
+            return
+        flight = InFlight(envelope, arrived)
+        try:
+            flight.started = self._start(envelope, arrived)
+        except AimassError as error:
+            flight.record = self._failure(envelope, error)
+        except Exception as exc:  # a bug must fail one job, not the worker
+            log.exception("job %s failed before batching", envelope.task_id)
+            flight.record = self._failure(envelope, ModelError(f"{type(exc).__name__}: {exc}"))
+        if flight.started is None:
+            self._finished.put(flight)
+        else:
+            flight.started.future.add_done_callback(self._when_done(flight))
+
+    def _when_done(self, flight: InFlight) -> Callable[[Any], None]:
+        return lambda _future: self._finished.put(flight)
+
+    def _start(self, envelope: Envelope, arrived: float) -> StartedJob | None:
+        if envelope.task_id is None:
+            raise InvalidJob("message has no task id (headers.id); it cannot get a result")
+        if envelope.task_id in self.revoked:
+            raise _Revoked("revoked")
+        if envelope.is_expired(datetime.now(UTC)):
+            raise _Revoked("expired")
+        kind = TASK_KINDS.get(envelope.task or "")
+        if kind is None:
+            raise InvalidJob(f"unknown task {envelope.task!r}; this queue serves "
+                             f"{CLASSIFY_TASK} and {GENERATE_TASK}")
+        if envelope.headers.get("eta") or envelope.headers.get("countdown"):
+            raise InvalidJob("aimass jobs cannot be delayed (eta/countdown); send them when due")
+        return self.runtime.begin(kind, job_kwargs(envelope), arrived, envelope.task_id)
+
+    def _failure(self, envelope: Envelope, error: AimassError) -> bytes | None:
+        if envelope.task_id is None:
+            log.error("refused message %s: %s", envelope.delivery_tag, error.message)
+            return None
+        if isinstance(error, _Revoked):
+            return revoked_record(envelope.task_id, error.message)
+        if "pickle" in envelope.content_type or "python-serialize" in envelope.content_type:
+            log.error("refused job %s: untrusted content type %s (pickle is never accepted)",
+                      envelope.task_id, envelope.content_type)
+        return failure_record(envelope.task_id, error)
+
+    # -- settling jobs -------------------------------------------------------------
+
+    def _finish_loop(self) -> None:
+        while True:
+            first = self._finished.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 512:
+                try:
+                    item = self._finished.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._finished.put(None)
+                    break
+                batch.append(item)
+            self._settle(batch)
+
+    def _settle(self, batch: list[InFlight]) -> None:
+        settlements = [self._settlement(flight) for flight in batch]
+        backoff = 0.1
+        while True:
+            try:
+                self.queues.settle(settlements)
+                break
+            except redis.RedisError as exc:
+                log.warning("could not store %d results (%s); retrying", len(batch), exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        for flight, settlement in zip(batch, settlements, strict=True):
+            if self.on_settled:
+                self.on_settled(flight, settlement.record)
+        self.capacity.release(len(batch))
+        if self.on_load:
+            self.on_load(self.capacity.used)
+
+    def _settlement(self, flight: InFlight) -> Settlement:
+        envelope = flight.envelope
+        record = flight.record
+        if flight.started is not None and envelope.task_id is not None:
+            record = self._result_record(envelope.task_id, flight.started)
+        return Settlement(envelope.delivery_tag, envelope.task_id, record)
+
+    def _result_record(self, task_id: str, started: StartedJob) -> bytes:
+        try:
+            return success_record(task_id, self.runtime.complete(started))
+        except AimassError as error:
+            return failure_record(task_id, error)
+        except Exception as exc:
+            log.exception("job %s failed after its batch", task_id)
+            return failure_record(task_id, ModelError(f"{type(exc).__name__}: {exc}"))
+
+
+class _Revoked(AimassError):
+    """Internal: the job was revoked or expired; stored as Celery's REVOKED state."""

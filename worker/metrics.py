@@ -1,0 +1,74 @@
+"""Prometheus metrics of one worker process (names and labels in docs/metrics.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10,
+                    30)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """The worker's metrics in a registry of their own; served when ``port`` is set."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter("aimass_jobs", "Jobs settled, by model, kind and outcome; "
+                            "reason is the error type of a failed job",
+                            ["model", "kind", "outcome", "reason"], registry=r)
+        self.queue_wait = Histogram("aimass_queue_wait_seconds",
+                                    "From a job's arrival at the worker to the start of its "
+                                    "batch", ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("aimass_inference_seconds", "session.run time per batch",
+                                   ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.end_to_end = Histogram("aimass_job_seconds",
+                                    "From a job's arrival at the worker to its stored result",
+                                    ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("aimass_batch_size", "Inputs per batch", ["model"],
+                                    buckets=_BATCH_BUCKETS, registry=r)
+        self.in_flight = Gauge("aimass_jobs_in_flight",
+                               "Jobs taken from Redis and not yet settled", registry=r)
+        self.model_info = Gauge("aimass_model_info", "Served model versions (value 1)",
+                                ["model", "version", "kind", "provider"], registry=r)
+
+    def serve(self, port: int) -> None:
+        if port:
+            start_http_server(port, registry=self.registry)
+            log.info("metrics on :%d/metrics", port)
+
+    def on_batch(self, model: str, size: int, inference_ms: float) -> None:
+        self.batch_size.labels(model).observe(size)
+        self.inference.labels(model).observe(inference_ms / 1000.0)
+
+    def on_settled(self, model: str, kind: str, record: bytes | None, queue_ms: float | None,
+                   seconds: float) -> None:
+        outcome, reason = outcome_of(record)
+        self.jobs.labels(model, kind, outcome, reason).inc()
+        if queue_ms is not None:
+            self.queue_wait.labels(model).observe(queue_ms / 1000.0)
+        self.end_to_end.labels(model).observe(seconds)
+
+    def set_models(self, models: list[dict[str, Any]]) -> None:
+        self.model_info.clear()
+        for m in models:
+            provider = m["providers"][0] if m["providers"] else "none"
+            self.model_info.labels(m["name"], str(m["version"]), m["kind"], provider).set(1)
+
+
+def outcome_of(record: bytes | None) -> tuple[str, str]:
+    """("succeeded" | "failed" | "expired" | "refused", error type or "")."""
+    if record is None:
+        return "refused", ""
+    head = record[:32]
+    if b"SUCCESS" in head:
+        return "succeeded", ""
+    reason = str(json.loads(record).get("result", {}).get("exc_type", ""))
+    return ("expired" if b"REVOKED" in head else "failed"), reason

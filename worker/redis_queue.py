@@ -1,0 +1,171 @@
+"""Bulk access to the model queues, in kombu's own bookkeeping.
+
+``take`` pops up to N messages from a model's priority lists in one atomic Lua call and
+records each in kombu's unacknowledged hash and index, exactly as kombu's Redis
+transport does for one message, so that kombu restores a dead worker's jobs after the
+visibility timeout. ``settle`` stores a batch of results and acknowledges their
+messages in one call. See docs/performance.md for why, and docs/reliability.md for
+what it guarantees.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from producer.contract import PRIORITY_STEPS, priority_queue_name, queue_name
+from producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX
+
+# KEYS: unacked hash, unacked index, then the lists to serve in order.
+# ARGV: limit, now, result ttl, worker name (JSON string), adopted message or "",
+#       the adopted message's queue, then each list's base queue name.
+_TAKE = """
+local limit = tonumber(ARGV[1])
+local now, ttl, worker = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local out = {}
+local function record(raw, base)
+  local ok, msg = pcall(cjson.decode, raw)
+  if not ok or type(msg) ~= 'table' then
+    out[#out + 1] = ''
+    out[#out + 1] = raw
+    return
+  end
+  local tag, ex, rk, id = nil, '', base, nil
+  local p = msg['properties']
+  if type(p) == 'table' then
+    if type(p['delivery_tag']) == 'string' then tag = p['delivery_tag'] end
+    local info = p['delivery_info']
+    if type(info) == 'table' then
+      if type(info['exchange']) == 'string' then ex = info['exchange'] end
+      if type(info['routing_key']) == 'string' and info['routing_key'] ~= '' then
+        rk = info['routing_key']
+      end
+    end
+  end
+  local h = msg['headers']
+  if type(h) == 'table' and type(h['id']) == 'string' then id = h['id'] end
+  if not tag then tag = 'aimass-' .. redis.call('INCR', 'aimass:delivery-tags') end
+  redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' ..
+             cjson.encode(rk) .. ']')
+  redis.call('ZADD', KEYS[2], now, tag)
+  if id then
+    redis.call('SET', '""" + RESULT_KEY_PREFIX + """' .. id,
+      '{"status":"STARTED","result":{"hostname":' .. worker .. '},"traceback":null,' ..
+      '"children":[],"date_done":null,"task_id":' .. cjson.encode(id) .. '}',
+      'NX', 'EX', ttl)
+  end
+  out[#out + 1] = tag
+  out[#out + 1] = raw
+end
+if ARGV[5] ~= '' then record(ARGV[5], ARGV[6]) end
+for i = 3, #KEYS do
+  while #out < 2 * limit do
+    local raw = redis.call('RPOP', KEYS[i])
+    if not raw then break end
+    record(raw, ARGV[4 + i])
+  end
+end
+return out
+"""
+
+# KEYS: unacked hash, unacked index. ARGV: ttl, then (tag, result key, record) triples.
+# A stored final result is never replaced: a job run twice keeps its first answer.
+_SETTLE = """
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV, 3 do
+  local tag, key, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if key ~= '' then
+    local current = redis.call('GET', key)
+    if (not current) or string.find(string.sub(current, 1, 32), 'STARTED', 1, true) then
+      redis.call('SET', key, record, 'EX', ttl)
+      redis.call('PUBLISH', key, record)
+    end
+  end
+  if tag ~= '' then
+    redis.call('HDEL', KEYS[1], tag)
+    redis.call('ZREM', KEYS[2], tag)
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A message taken from a queue; ``delivery_tag`` is "" when it was not a kombu
+    envelope (then it is not in the unacked hash and there is nothing to acknowledge)."""
+
+    delivery_tag: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A result to store (``record`` under ``task_id``) and a message to acknowledge."""
+
+    delivery_tag: str
+    task_id: str | None
+    record: bytes | None
+
+
+class ModelQueues:
+    """The Redis side of the bulk consumer for a set of model queues."""
+
+    def __init__(self, client: redis.Redis, models: Sequence[str], worker_name: str,
+                 result_ttl_s: int) -> None:
+        self.client = client
+        self.worker_name = json.dumps(worker_name)
+        self.result_ttl_s = result_ttl_s
+        self._take = client.register_script(_TAKE)
+        self._settle = client.register_script(_SETTLE)
+        self.set_models(models)
+
+    def set_models(self, models: Sequence[str]) -> None:
+        """Serve these models' queues: every high-priority list before any lower one."""
+        self.models = list(models)
+        self.lists = [priority_queue_name(m, step) for step in PRIORITY_STEPS
+                      for m in self.models]
+        self.bases = [queue_name(m) for step in PRIORITY_STEPS for m in self.models]
+
+    def take(self, limit: int, adopted: bytes | None = None,
+             adopted_queue: str = "") -> list[Taken]:
+        """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
+        keys = [UNACKED_HASH, UNACKED_INDEX, *self.lists]
+        args: list[Any] = [limit, repr(time.time()), self.result_ttl_s, self.worker_name,
+                           adopted or b"", adopted_queue, *self.bases]
+        flat = self._take(keys=keys, args=args)
+        return [Taken(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def wait(self, timeout: float, limit: int) -> list[Taken]:
+        """Block until a message arrives (BRPOP, highest priority first), then take it
+        together with whatever else is waiting."""
+        popped = self.client.brpop(self.lists, timeout=timeout)
+        if popped is None:
+            return []
+        source, raw = popped
+        base = _text(source).split(":")[0]
+        return self.take(limit, adopted=raw if isinstance(raw, bytes) else raw.encode(),
+                         adopted_queue=base)
+
+    def settle(self, settlements: Sequence[Settlement]) -> None:
+        """Store results (first answer wins) and acknowledge their messages, atomically."""
+        args: list[Any] = [self.result_ttl_s]
+        for s in settlements:
+            key = f"{RESULT_KEY_PREFIX}{s.task_id}" if s.task_id and s.record else ""
+            args += [s.delivery_tag, key, s.record or b""]
+        self._settle(keys=[UNACKED_HASH, UNACKED_INDEX], args=args)
+
+    def depth(self) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for name in self.lists:
+            pipe.llen(name)
+        return int(sum(pipe.execute()))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,178 @@
+"""The aimass side of a worker process, run as a Celery bootstep: load and warm the
+models before consuming, run the bulk consumer, publish heartbeats and metrics, and
+pick up newly published versions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from celery import bootsteps
+from celery.signals import worker_ready
+from celery.worker import state as worker_state
+from kombu import Queue
+
+from producer.contract import queue_name
+from producer.keys import WORKER_HEARTBEAT_INTERVAL_S, WORKER_HEARTBEAT_TTL_S, worker_key
+from worker.consumer import BulkConsumer, InFlight
+from worker.metrics import Metrics
+from worker.redis_queue import ModelQueues
+from worker.runtime import Runtime
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+# The queue Celery's own consumer serves when the bulk consumer serves the model queues:
+# it keeps remote control, inspect and Flower working; no aimass job is sent there.
+CELERY_QUEUE = "aimass.celery"
+
+
+class WorkerService:
+    """Everything aimass runs inside one Celery worker process."""
+
+    def __init__(self, app: Any, hostname: str) -> None:
+        self.app = app
+        self.settings: WorkerSettings = app.aimass_settings
+        self.hostname = hostname
+        self.metrics = Metrics()
+        self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch)
+        self.consumer: BulkConsumer | None = None
+        self.ready = threading.Event()
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._redis = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30,
+                                           socket_keepalive=True)
+        self._thread = threading.Thread(target=self._housekeeping, name="aimass-housekeeping",
+                                        daemon=True)
+
+    @property
+    def bulk(self) -> bool:
+        return self.settings.consumer == "bulk"
+
+    def start(self) -> None:
+        if self.settings.log_level != "DEBUG":
+            # One INFO line per job costs more than a small model's inference.
+            logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+        self.runtime.load()
+        self.metrics.set_models([m.describe() for m in self.runtime.models()])
+        self.metrics.serve(self.settings.metrics_port)
+        if self.bulk:
+            self.app.amqp.queues.select([CELERY_QUEUE])
+            queues = ModelQueues(self._redis, self.runtime.model_names(), self.hostname,
+                                 self.settings.result_ttl_s)
+            self.consumer = BulkConsumer(
+                self.runtime, queues, self.settings.concurrency, revoked=worker_state.revoked,
+                on_settled=self._on_settled, on_load=self.metrics.in_flight.set)
+            self.consumer.start()
+        else:
+            self.app.amqp.queues.select([queue_name(n) for n in self.runtime.model_names()])
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop taking jobs, settle those in flight, unload, and leave the registry."""
+        self._stop.set()
+        if self.consumer is not None:
+            self.consumer.stop()
+        self.runtime.stop()
+        with contextlib.suppress(redis.RedisError):
+            self._redis.delete(worker_key(self.hostname))
+
+    def queues(self) -> list[str]:
+        return [queue_name(name) for name in self.runtime.model_names()]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "ready": self.ready.is_set(),
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "consumer": self.settings.consumer,
+            "queues": self.queues(),
+            "models": [m.describe() for m in self.runtime.models()],
+            "in_flight": self.consumer.capacity.used if self.consumer else None,
+            "device": "cpu" if self.app.aimass_plan.gpu is None
+            else f"gpu:{self.app.aimass_plan.gpu}",
+        }
+
+    def _on_settled(self, flight: InFlight, record: bytes | None) -> None:
+        kind = flight.started.model.logic.kind if flight.started else "-"
+        queue_ms = None
+        if flight.started is not None and flight.started.future.done() and \
+                flight.started.future.exception() is None:
+            queue_ms = flight.started.future.result().queue_ms
+        self.metrics.on_settled(flight.model, str(kind), record, queue_ms,
+                                time.monotonic() - flight.arrived)
+
+    def _housekeeping(self) -> None:
+        next_reload = time.monotonic() + self.settings.reload_interval_s
+        while not self._stop.is_set():
+            self._beat()
+            if self.settings.reload_interval_s and time.monotonic() >= next_reload:
+                self._reload()
+                next_reload = time.monotonic() + self.settings.reload_interval_s
+            self._stop.wait(1.0 if not self.ready.is_set() else
+                            min(WORKER_HEARTBEAT_INTERVAL_S, self.settings.reload_interval_s or
+                                WORKER_HEARTBEAT_INTERVAL_S))
+
+    def _beat(self) -> None:
+        try:
+            self._redis.set(worker_key(self.hostname), json.dumps(self.describe()),
+                            ex=WORKER_HEARTBEAT_TTL_S)
+        except redis.RedisError as exc:  # Redis may be restarting; the next beat retries
+            log.warning("heartbeat failed: %s", exc)
+
+    def _reload(self) -> None:
+        try:
+            changed = self.runtime.reload()
+        except Exception:
+            log.exception("reload failed")
+            return
+        if changed:
+            self.metrics.set_models([m.describe() for m in self.runtime.models()])
+            if self.consumer is not None:
+                self.consumer.queues.set_models(self.runtime.model_names())
+            else:
+                for name in changed:
+                    self.app.control.add_consumer(queue_name(name), destination=[self.hostname])
+            self._beat()
+
+
+class ServiceStep(bootsteps.StartStopStep):
+    """Runs the ``WorkerService`` in Celery's worker: started before the consumer (so
+    models are warm before any job is taken), stopped after it."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.service: WorkerService | None = None
+
+    def start(self, worker: Any) -> None:
+        self.service = WorkerService(worker.app, worker.hostname)
+        worker.app.aimass_service = self.service
+        self.service.start()
+        service = self.service
+
+        def on_ready(sender: Any = None, **kwargs: Any) -> None:
+            if getattr(sender, "hostname", None) == worker.hostname:
+                service.ready.set()
+
+        worker_ready.connect(on_ready, weak=False)
+
+    def stop(self, worker: Any) -> None:
+        if self.service is not None:
+            self.service.stop()
+
+
+def served_queues(app: Any) -> list[Queue]:
+    service: WorkerService | None = getattr(app, "aimass_service", None)
+    return [Queue(name) for name in service.queues()] if service else []
