@@ -87,10 +87,15 @@ def _run_one(settings: Any, device: int | None) -> int:
 
 def _supervise(devices: list[int | None]) -> int:
     """One child worker process per GPU, each pinned to its device; signals forwarded."""
+    from worker.settings import WorkerSettings
+
+    base_port = WorkerSettings.from_env().metrics_port
     children = []
-    for device in devices:
-        argv = [a for a in sys.argv[1:]]
-        argv = _replace_flag(argv, "--devices", str(device))
+    for index, device in enumerate(devices):
+        argv = _replace_flag(list(sys.argv[1:]), "--devices", str(device))
+        if base_port or "--metrics-port" in argv:
+            port = int(_flag_value(argv, "--metrics-port") or base_port)
+            argv = _replace_flag(argv, "--metrics-port", str(port + index))
         children.append(subprocess.Popen([sys.executable, "-m", "producer.cli", *argv]))
 
     def forward(signum: int, frame: Any) -> None:
@@ -102,6 +107,15 @@ def _supervise(devices: list[int | None]) -> int:
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
     return max(codes, default=0)
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:

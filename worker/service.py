@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from celery import bootsteps
 from celery.signals import worker_ready
+from celery.worker.control import inspect_command
 from celery.worker import state as worker_state
 from kombu import Queue
 
@@ -176,3 +177,10 @@ class ServiceStep(bootsteps.StartStopStep):
 def served_queues(app: Any) -> list[Queue]:
     service: WorkerService | None = getattr(app, "aimass_service", None)
     return [Queue(name) for name in service.queues()] if service else []
+
+
+@inspect_command()
+def aimass(state: Any) -> dict[str, Any]:
+    """``celery inspect aimass``: the worker's models, queues and jobs in flight."""
+    service: WorkerService | None = getattr(state.consumer.app, "aimass_service", None)
+    return service.describe() if service else {}

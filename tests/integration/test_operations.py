@@ -1,0 +1,110 @@
+"""Hot reload, metrics, and the Celery conventions (celery -A, inspect)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from producer.client import Client
+from producer.manifest import ModelKind
+from tests.support.processes import child_env
+from tests.support.tiny_models import classifier_model, publish, row_image
+from worker.embedded_redis import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def celery_command() -> str:
+    return str(Path(sys.executable).parent / "celery")
+
+
+def test_hot_reload_switches_versions_with_no_failed_job(
+        redis_url: str, model_repository: Path, tmp_path: Path, start_worker) -> None:
+    repository = tmp_path / "models"
+    shutil.copytree(model_repository, repository)
+    start_worker(redis_url, repository, AIMASS_RELOAD_INTERVAL_S="0.5")
+    with Client(redis_url) as client:
+        jobs = []
+        deadline = time.monotonic() + 60
+        published = False
+        seen_v2 = False
+        while not seen_v2 and time.monotonic() < deadline:
+            jobs.append(client.classify(row_image(3), model="tiny", top_k=1))
+            if len(jobs) == 20 and not published:
+                # Written aside, then renamed into place, as the exporter publishes.
+                staged = publish(tmp_path / "staging", "tiny", 2, ModelKind.classify,
+                                 classifier_model(gain=2.0))
+                staged.rename(repository / "tiny" / "2")
+                published = True
+            if len(jobs) % 10 == 0:
+                seen_v2 = jobs[-1].result(timeout=30)["version"] == 2
+            time.sleep(0.02)
+        results = [job.result(timeout=30) for job in jobs]
+        assert seen_v2, "the worker never switched to version 2"
+        versions = [r["version"] for r in results]
+        # Old version until the switch, new one after: never back, never a failure.
+        assert versions == sorted(versions) and versions[0] == 1
+        assert all(r["predictions"][0][0]["label"] == "3" for r in results)
+        # A job pinned to the old version still gets it.
+        assert client.classify(row_image(5), model="tiny", version=1).result(
+            timeout=30)["version"] == 1
+
+
+def test_metrics_endpoint_counts_jobs_and_batches(
+        redis_url: str, model_repository: Path, start_worker) -> None:
+    port = free_port()
+    start_worker(redis_url, model_repository, "--metrics-port", str(port))
+    with Client(redis_url) as client:
+        for job in [client.classify(row_image(i % 8), model="tiny") for i in range(10)]:
+            job.result(timeout=30)
+        bad = client.classify(b"nope", model="tiny")
+        with pytest.raises(Exception, match="not PNG"):
+            bad.result(timeout=30)
+    text = ""
+    deadline = time.monotonic() + 10
+    while 'outcome="failed"' not in text and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            text = page.read().decode()
+        time.sleep(0.1)
+    assert ('aimass_jobs_total{kind="classify",model="tiny",outcome="succeeded",reason=""} 10.0'
+            in text)
+    assert 'outcome="failed",reason="InvalidInput"' in text
+    assert 'aimass_batch_size_count{model="tiny"}' in text
+    assert 'aimass_model_info{kind="classify",model="tiny",provider="CPUExecutionProvider",' \
+           'version="1"} 1.0' in text
+    assert "aimass_inference_seconds_bucket" in text and "aimass_job_seconds_bucket" in text
+
+
+def test_celery_inspect_sees_the_worker_and_its_models(
+        redis_url: str, model_repository: Path, start_worker) -> None:
+    worker = start_worker(redis_url, model_repository)
+    done = subprocess.run(
+        [celery_command(), "-A", "worker.main", "inspect", "aimass", "--timeout", "5", "--json"],
+        env=child_env(redis_url, AIMASS_MODEL_REPOSITORY=str(model_repository)),
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert str(worker.pid) in done.stdout
+    assert "aimass.tiny" in done.stdout and "aimass.tiny-gan" in done.stdout
+
+
+def test_the_app_also_runs_under_celerys_own_command(
+        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    with (tmp_path / "celery.log").open("wb") as log:
+        process = subprocess.Popen(
+            [celery_command(), "-A", "worker.main", "worker", "--pool=threads",
+             "--concurrency=8", "--without-mingle", "--without-gossip"],
+            env=child_env(redis_url, AIMASS_MODEL_REPOSITORY=str(model_repository)),
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with Client(redis_url) as client:
+            result = client.classify(row_image(6), model="tiny").result(timeout=60)
+        assert result["predictions"][0][0]["label"] == "6"
+    finally:
+        process.terminate()
+        process.wait(30)
