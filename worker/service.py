@@ -16,8 +16,8 @@ from typing import Any
 import redis
 from celery import bootsteps
 from celery.signals import worker_ready
-from celery.worker.control import inspect_command
 from celery.worker import state as worker_state
+from celery.worker.control import inspect_command
 from kombu import Queue
 
 from producer.contract import queue_name
