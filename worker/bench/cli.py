@@ -65,11 +65,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             "0 skips it)")
     bench.add_argument("--multi-concurrency", type=int, default=8,
                        help="jobs in flight per producer in the multi-image run (default 8)")
-    bench.add_argument("--naive-pool", choices=("threads", "prefork", "solo"),
-                       default="threads", help="Celery pool of the naive worker (default "
-                                               "threads, the best of the three here)")
-    bench.add_argument("--naive-concurrency", type=int, default=4,
-                       help="the naive worker's --concurrency (default 4)")
+    bench.add_argument("--naive-pool", choices=("solo", "threads", "prefork"),
+                       default="solo", help="Celery pool of the naive worker (default solo,"
+                                            " the best of the three on a small machine)")
+    bench.add_argument("--naive-concurrency", type=int,
+                       help="the naive worker's --concurrency (default: Celery's)")
     bench.add_argument("--raw-batch-sizes", type=_int_list,
                        default=[1, 2, 4, 8, 16, 32, 64, 128],
                        help="batch sizes ONNX Runtime alone is timed at (default 1,2,...,128;"

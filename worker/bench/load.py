@@ -130,7 +130,14 @@ def aimass_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
 
 
 def submit_classify_jobs(client: Any, model: str, jobs: list[tuple[str, list[bytes]]]) -> None:
-    """The one place that submits aimass jobs: the fastest path the client offers."""
+    """The one place that submits aimass jobs: the fastest path the client offers
+    (``Client.submit_many``, pipelined, where it exists; else one ``classify`` each)."""
+    if hasattr(client, "submit_many"):
+        from producer.submission import Submission
+
+        client.submit_many(Submission.classify(images, model=model, job_id=job_id)
+                           for job_id, images in jobs)
+        return
     for job_id, images in jobs:
         client.classify(images, model=model, job_id=job_id)
 

@@ -53,8 +53,8 @@ class BenchConfig:
     allow_synthetic: bool = False
     images_per_job: int = 16  # the multi-image run (digits); 0 skips it
     multi_concurrency: int = 8
-    naive_pool: str = "threads"
-    naive_concurrency: int | None = 4
+    naive_pool: str = "solo"
+    naive_concurrency: int | None = None  # Celery's default
     raw_batch_sizes: list[int] = field(default_factory=lambda: [2 ** i for i in range(8)])
     raw_seconds: float = 0.5
     skip: tuple[str, ...] = ()  # systems not to run: raw, naive, aimass
