@@ -8,57 +8,151 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import time
-import uuid
-from collections.abc import Iterable, Sequence
-from enum import StrEnum
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import redis
-from celery import Celery
 
-from producer.codecs import ImageLike, encode_image, png_from_base64, tensor_from_bytes
-from producer.contract import (
-    PRIORITY_SEPARATOR,
-    PRIORITY_STEPS,
-    JobKind,
-    Priority,
-    queue_name,
-    task_name,
-)
-from producer.errors import JobTimeout, error_from_result
-from producer.keys import DEFAULT_RESULT_TTL_S, result_key, submitted_key
+from producer.bulk import BulkRun, submit_in_chunks
+from producer.codecs import ImageLike
+from producer.contract import PRIORITY_SEPARATOR, PRIORITY_STEPS, Priority
+from producer.enqueue import Enqueuer, queue_depth
+from producer.job import Job, as_completed, wait
+from producer.results import JobStatus
+from producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
+from producer.submission import Deadline, Submission
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+__all__ = ["Client", "Job", "JobStatus", "as_completed", "producer_config", "wait"]
 
 
-class JobStatus(StrEnum):
-    queued = "queued"  # submitted, not yet taken by a worker's batch
-    started = "started"  # a worker is running it
-    succeeded = "succeeded"  # the result is stored
-    failed = "failed"  # the typed error is stored
-    expired = "expired"  # not started before its deadline; dropped
-    unknown = "unknown"  # nobody submitted this id (or its records have expired)
+class Client:
+    """Submits jobs to the workers through Redis and reads their results.
 
+    ``max_queue_depth`` bounds each model's queue (all priorities): a submit that would
+    pass it raises ``QueueFull`` instead of enqueueing (0: no bound).
+    """
 
-_CELERY_STATES = {
-    "PENDING": JobStatus.queued,
-    "RECEIVED": JobStatus.queued,
-    "RETRY": JobStatus.queued,
-    "STARTED": JobStatus.started,
-    "SUCCESS": JobStatus.succeeded,
-    "FAILURE": JobStatus.failed,
-    "REVOKED": JobStatus.expired,
-}
-_FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
+    def __init__(self, url: str = DEFAULT_REDIS_URL, *,
+                 max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
+                 result_ttl_s: int | None = None) -> None:
+        defaults = ClientSettings()
+        self.settings = ClientSettings(
+            redis_url=url, max_queue_depth=max_queue_depth,
+            result_ttl_s=defaults.result_ttl_s if result_ttl_s is None else result_ttl_s)
+        self.redis = redis.Redis.from_url(url)
+        self._enqueuer = Enqueuer(self.redis, self.settings.max_queue_depth,
+                                  self.settings.result_ttl_s)
+
+    @classmethod
+    def from_env(cls) -> Client:
+        """A client configured by ``REDIS_URL``, ``AIMASS_MAX_QUEUE_DEPTH`` and
+        ``AIMASS_RESULT_TTL_S``."""
+        return cls.from_settings(ClientSettings.from_env())
+
+    @classmethod
+    def from_settings(cls, settings: ClientSettings) -> Client:
+        return cls(settings.redis_url, max_queue_depth=settings.max_queue_depth,
+                   result_ttl_s=settings.result_ttl_s)
+
+    @property
+    def url(self) -> str:
+        return self.settings.redis_url
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Submitting one job.
+
+    def classify(self, inputs: ImageLike | Sequence[ImageLike], *, model: str,
+                 version: int | None = None, top_k: int = 5, job_id: str | None = None,
+                 priority: int = Priority.normal, deadline: Deadline | None = None) -> Job:
+        """Classify images: file paths, bytes, PIL images or numpy arrays, one or many
+        (one job; its result has one list of predictions per image)."""
+        return self.submit(Submission.classify(
+            inputs, model=model, version=version, top_k=top_k, job_id=job_id,
+            priority=priority, deadline=deadline))
+
+    def generate(self, *, model: str, count: int = 1, labels: Sequence[int] | None = None,
+                 seed: int | None = None, format: str = "png", version: int | None = None,
+                 job_id: str | None = None, priority: int = Priority.normal,
+                 deadline: Deadline | None = None) -> Job:
+        """Ask a generator for ``count`` images, of the classes in ``labels`` if given.
+        The result's ``images`` are PIL images (``png``) or numpy arrays (``tensor``)."""
+        return self.submit(Submission.generate(
+            model=model, count=count, labels=labels, seed=seed, format=format,
+            version=version, job_id=job_id, priority=priority, deadline=deadline))
+
+    def submit(self, submission: Submission) -> Job:
+        """Enqueue one job. A job id submitted twice runs once: the second submit returns
+        the same job without enqueueing. Raises ``QueueFull`` when the model's queue is
+        at its bound, ``InvalidJob`` (at build time) for kwargs the contract refuses."""
+        self._enqueuer.push([submission])
+        return Job(self, submission.job_id)
+
+    # Many jobs.
+
+    def submit_many(self, submissions: Iterable[Submission]) -> list[Job]:
+        """Enqueue many jobs in few round trips, in order, and return them. When a
+        model's queue reaches its bound, raises ``BulkQueueFull`` (a ``QueueFull``)
+        whose ``job_ids`` are the jobs enqueued before it (a prefix of the input)."""
+        return [Job(self, job_id) for job_id in submit_in_chunks(self._enqueuer, submissions)]
+
+    def run_many(self, submissions: Iterable[Submission], *, max_in_flight: int = 256,
+                 progress: bool | None = None, timeout: float | None = None,
+                 return_exceptions: bool = False, total: int | None = None) -> list[Any]:
+        """Submit jobs with at most ``max_in_flight`` unfinished at a time and return
+        their results in input order. A full queue makes it wait, not fail. Shows a
+        progress bar on stderr (``progress=None``: when stderr is a terminal). Raises
+        the first failed job's error unless ``return_exceptions``."""
+        run = BulkRun(self.redis, self._enqueuer, max_in_flight=max_in_flight, progress=progress,
+                      timeout=timeout, return_exceptions=return_exceptions)
+        return run.run(submissions, total)
+
+    def map(self, inputs: Iterable[ImageLike], *, model: str, version: int | None = None,
+            top_k: int = 5, priority: int = Priority.low, deadline: Deadline | None = None,
+            max_in_flight: int = 256, progress: bool | None = None,
+            timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Classify many images, one job each (the workers batch them), with bounded
+        jobs in flight; returns each image's job result in input order (its
+        ``predictions[0]`` are that image's top-k). Images are read and encoded only as
+        they are submitted, so ``inputs`` may be a long generator."""
+        submissions = (Submission.classify(item, model=model, version=version, top_k=top_k,
+                                           priority=priority, deadline=deadline)
+                       for item in inputs)
+        return self.run_many(submissions, max_in_flight=max_in_flight, progress=progress,
+                             timeout=timeout, return_exceptions=return_exceptions,
+                             total=len(inputs) if isinstance(inputs, Sized) else None)
+
+    # Reading results.
+
+    def job(self, job_id: str) -> Job:
+        """Re-attach to a job by its id, from any process."""
+        return Job(self, job_id)
+
+    def wait(self, jobs: Sequence[Job], timeout: float | None = None, *,
+             return_exceptions: bool = False) -> list[Any]:
+        """Results of many jobs in their order (see ``producer.job.wait``)."""
+        return wait(jobs, timeout, return_exceptions=return_exceptions)
+
+    def as_completed(self, jobs: Sequence[Job], timeout: float | None = None) -> Iterator[Job]:
+        """Jobs as they finish (see ``producer.job.as_completed``)."""
+        return as_completed(jobs, timeout)
+
+    def queue_depth(self, model: str) -> int:
+        """Jobs waiting in a model's queue, all priorities."""
+        return queue_depth(self.redis, model)
 
 
 def producer_config(url: str) -> dict[str, Any]:
-    """Celery settings a producer needs; they must agree with the workers' on
-    serialization and on the priority queues' names."""
+    """Celery settings for a Celery app that sends aimass jobs itself (the client does
+    not need Celery); they must agree with the workers' on serialization and on the
+    priority queues' names."""
     return {
         "broker_url": url,
         "result_backend": url,
@@ -74,160 +168,3 @@ def producer_config(url: str) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "task_create_missing_queues": True,
     }
-
-
-class Client:
-    """Submits jobs to the workers through Redis and reads their results."""
-
-    def __init__(self, url: str = DEFAULT_REDIS_URL, *,
-                 result_ttl_s: int = DEFAULT_RESULT_TTL_S) -> None:
-        self.url = url
-        self.result_ttl_s = result_ttl_s
-        self.redis = redis.Redis.from_url(url)
-        self._celery = Celery("aimass-producer", set_as_current=False)
-        self._celery.conf.update(producer_config(url))
-
-    @classmethod
-    def from_env(cls) -> Client:
-        """A client for ``$REDIS_URL`` (default ``redis://127.0.0.1:6379/0``)."""
-        url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-        ttl = int(os.environ.get("AIMASS_RESULT_TTL_S") or DEFAULT_RESULT_TTL_S)
-        return cls(url, result_ttl_s=ttl)
-
-    def close(self) -> None:
-        self.redis.close()
-        self._celery.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def classify(self, inputs: ImageLike | Sequence[ImageLike], *, model: str,
-                 version: int | None = None, top_k: int = 5, job_id: str | None = None,
-                 priority: Priority = Priority.normal) -> Job:
-        """Submit images (paths, bytes, PIL images or numpy arrays; one or many)."""
-        items: list[ImageLike] = (list(inputs) if isinstance(inputs, list | tuple)
-                                  else [inputs])  # type: ignore[list-item]
-        kwargs = {
-            "model": model, "version": version, "top_k": top_k,
-            "inputs": [{"image": _b64(encode_image(item))} for item in items],
-        }
-        return self.submit(JobKind.classify, kwargs, job_id=job_id, priority=priority)
-
-    def generate(self, *, model: str, count: int = 1, labels: Sequence[int] | None = None,
-                 seed: int | None = None, format: str = "png", version: int | None = None,
-                 job_id: str | None = None, priority: Priority = Priority.normal) -> Job:
-        """Ask a generator for ``count`` images, of the given classes if ``labels``."""
-        kwargs = {"model": model, "version": version, "count": count,
-                  "labels": list(labels) if labels is not None else None,
-                  "seed": seed, "format": format}
-        return self.submit(JobKind.generate, kwargs, job_id=job_id, priority=priority)
-
-    def submit(self, kind: JobKind, kwargs: dict[str, Any], *, job_id: str | None = None,
-               priority: Priority = Priority.normal) -> Job:
-        """Enqueue one job with contract kwargs. A ``job_id`` submitted twice runs once."""
-        job_id = job_id or str(uuid.uuid4())
-        record = json.dumps({"kind": str(kind), "model": kwargs["model"],
-                             "submitted_at": time.time()})
-        if self.redis.set(submitted_key(job_id), record, nx=True, ex=self.result_ttl_s):
-            self._celery.send_task(task_name(kind), kwargs=kwargs, task_id=job_id,
-                                   queue=queue_name(kwargs["model"]), priority=int(priority))
-        return Job(self, job_id, kind)
-
-    def job(self, job_id: str) -> Job:
-        """Re-attach to a job by its id, from any process."""
-        return Job(self, job_id, None)
-
-
-class Job:
-    """A submitted job: its id, its status, and (when done) its result."""
-
-    def __init__(self, client: Client, job_id: str, kind: JobKind | None) -> None:
-        self.client = client
-        self.id = job_id
-        self.kind = kind
-
-    def __repr__(self) -> str:
-        return f"Job({self.id!r})"
-
-    def _meta(self) -> dict[str, Any] | None:
-        raw = self.client.redis.get(result_key(self.id))
-        return json.loads(raw) if raw else None
-
-    def status(self) -> JobStatus:
-        meta = self._meta()
-        if meta is not None:
-            return _CELERY_STATES.get(meta.get("status", ""), JobStatus.queued)
-        if self.client.redis.exists(submitted_key(self.id)):
-            return JobStatus.queued
-        return JobStatus.unknown
-
-    def result(self, timeout: float | None = None) -> dict[str, Any]:
-        """Wait for the result (pub/sub, no busy loop) and return it decoded; raise the
-        job's typed error if it failed, ``JobTimeout`` if ``timeout`` passes first."""
-        meta = self._wait(timeout)
-        return self._decode(meta)
-
-    def forget(self) -> None:
-        """Delete the job's stored result and submission record."""
-        self.client.redis.delete(result_key(self.id), submitted_key(self.id))
-
-    def _wait(self, timeout: float | None) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        key = result_key(self.id)
-        pubsub = self.client.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(key)
-            meta = self._meta()
-            while meta is None or meta.get("status") not in _FINAL:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise JobTimeout(f"job {self.id} did not finish within {timeout} s "
-                                     f"(status: {self.status()})")
-                wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-                message = pubsub.get_message(timeout=max(0.0, wait))
-                if message is not None:
-                    meta = json.loads(message["data"])
-                elif meta is None or wait >= 1.0:
-                    meta = self._meta()  # a publish can be missed across a reconnect
-        finally:
-            pubsub.close()
-        return meta
-
-    def _decode(self, meta: dict[str, Any]) -> dict[str, Any]:
-        status = meta.get("status")
-        result = meta.get("result")
-        if status == "SUCCESS":
-            if isinstance(result, dict) and "images" in result:
-                result["images"] = [_decode_image(image) for image in result["images"]]
-            return dict(result or {})
-        if isinstance(result, dict) and "exc_type" in result:
-            message = result.get("exc_message")
-            text = message[0] if isinstance(message, list) and message else str(message)
-            raise error_from_result(result["exc_type"], text)
-        raise error_from_result("JobExpired" if status == "REVOKED" else "ModelError",
-                                f"job {self.id} ended as {status}")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _decode_image(image: Any) -> Any:
-    if isinstance(image, str):
-        return png_from_base64(image)
-    if isinstance(image, dict):
-        data = base64.b64decode(image["data"])
-        return tensor_from_bytes(image["dtype"], image["shape"], data, max_bytes=len(data))
-    return image
-
-
-def wait_all(jobs: Iterable[Job], timeout: float | None = None) -> list[dict[str, Any]]:
-    """Results of many jobs, in order."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    results = []
-    for job in jobs:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        results.append(job.result(timeout=left))
-    return results

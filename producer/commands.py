@@ -1,35 +1,143 @@
-"""Producer commands: ``aimass classify``, ``generate``, ``status`` and ``result``."""
+"""Producer commands: ``aimass classify``, ``generate``, ``status`` and ``result``.
+
+Human-readable output by default, ``--json`` for scripts. Exit codes: 0 done, 1 the
+job failed, expired or is unknown (the typed error is printed, ``InvalidInput: ...``),
+2 usage (bad arguments, unreadable files, a job the contract refuses), 3 the job did
+not finish within the wait. Only the standard library is imported at module level, so
+``aimass --help`` stays quick.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FINISHED = 3
+# Images per classify job when many are given (the contract allows up to 1024).
+IMAGES_PER_JOB = 256
+
+EPILOG = ("exit codes: 0 done, 1 job failed/expired/unknown, 2 usage, "
+          "3 not finished within the wait. Redis: $REDIS_URL.")
+
+Handler = Callable[[argparse.Namespace], int]
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    classify = subparsers.add_parser("classify", help="classify images through the queue")
+    classify = subparsers.add_parser(
+        "classify", help="classify images through the queue", epilog=EPILOG,
+        description="Send images to a classifier and print the top labels of each.")
     classify.add_argument("images", nargs="+", type=Path, help="PNG, JPEG or NPY files")
-    classify.add_argument("--model", required=True)
-    classify.add_argument("--version", type=int)
-    classify.add_argument("--top-k", type=int, default=5)
-    classify.add_argument("--no-wait", action="store_true", help="print the job id and exit")
-    classify.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
-    classify.add_argument("--json", action="store_true", help="print JSON")
-    classify.set_defaults(handler=run_classify)
+    classify.add_argument("--model", required=True, help="model name, e.g. digits")
+    classify.add_argument("--version", type=int, help="pin a model version (default: newest)")
+    classify.add_argument("--top-k", type=int, default=5, help="labels per image (5)")
+    _add_submit_options(classify)
+    classify.set_defaults(handler=_guarded(run_classify))
 
-    status = subparsers.add_parser("status", help="print a job's status")
+    generate = subparsers.add_parser(
+        "generate", help="generate images and write them as a PNG grid", epilog=EPILOG,
+        description="Ask a generator for images; tile them into one PNG you can look at.")
+    generate.add_argument("--model", required=True, help="generator name, e.g. digits-gan")
+    generate.add_argument("--version", type=int, help="pin a model version (default: newest)")
+    generate.add_argument("--label", type=int, help="class of every image (default: random)")
+    generate.add_argument("-n", "--count", type=int, default=16, help="images (16)")
+    generate.add_argument("--seed", type=int, help="seed, for the same images again")
+    generate.add_argument("-o", "--output", type=Path, help="write the grid PNG here")
+    generate.add_argument("--columns", type=int, help="tiles per row (default: square grid)")
+    generate.add_argument("--scale", type=int, help="upscale factor (default: tiles ~128 px)")
+    _add_submit_options(generate)
+    generate.set_defaults(handler=_guarded(run_generate))
+
+    status = subparsers.add_parser(
+        "status", help="print a job's status", epilog=EPILOG,
+        description="queued, started, succeeded, failed, expired or unknown.")
     status.add_argument("job_id")
-    status.set_defaults(handler=run_status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_guarded(run_status))
 
-    result = subparsers.add_parser("result", help="print a job's result")
+    result = subparsers.add_parser(
+        "result", help="print a job's result", epilog=EPILOG,
+        description="Print a finished job's result, or its typed error.")
     result.add_argument("job_id")
     result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait up to this long for it")
-    result.add_argument("--json", action="store_true", help="print JSON")
-    result.set_defaults(handler=run_result)
+                        help="wait up to this long for it (default: do not wait)")
+    result.add_argument("-o", "--output", type=Path,
+                        help="for a generate job, write its images as a PNG grid here")
+    result.add_argument("--json", action="store_true", help="print the stored result JSON")
+    result.set_defaults(handler=_guarded(run_result))
+
+
+def _add_submit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--priority", choices=["high", "normal", "low"], default="normal",
+                        help="queue priority (normal)")
+    parser.add_argument("--deadline", type=float, metavar="SECONDS",
+                        help="drop the job if no worker starts it within this long")
+    parser.add_argument("--job-id", help="choose the job id (a second submit runs nothing)")
+    parser.add_argument("--no-wait", action="store_true", help="print the job id and exit")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for the result (60)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Turn the errors a user can cause or meet into a message and an exit code."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        import redis
+
+        from producer.errors import AimassError, InvalidJob, JobTimeout
+
+        try:
+            return handler(args)
+        except JobTimeout as exc:
+            return _fail(exc, EXIT_NOT_FINISHED)
+        except InvalidJob as exc:
+            return _fail(exc, EXIT_USAGE)
+        except AimassError as exc:
+            return _fail(exc, EXIT_JOB_FAILED)
+        except redis.RedisError as exc:
+            print(f"error: Redis at $REDIS_URL failed ({type(exc).__name__}: {exc}); "
+                  "is it running, and is REDIS_URL right?", file=sys.stderr)
+            return EXIT_JOB_FAILED
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run
+
+
+def _fail(exc: Exception, code: int) -> int:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    return code
+
+
+@contextlib.contextmanager
+def _explained_timeout(client: Any, model: str) -> Iterator[None]:
+    """Add to a timeout the likeliest reason: no live worker serves the model."""
+    from producer.errors import JobTimeout
+    from producer.keys import WORKER_PREFIX
+
+    try:
+        yield
+    except JobTimeout as exc:
+        serving: set[str] = set()
+        for raw in client.redis.mget(list(client.redis.scan_iter(f"{WORKER_PREFIX}*"))
+                                     or ["-"]):
+            info = json.loads(raw) if raw else {}
+            serving.update(m.get("name") for m in info.get("models", []))
+        if model in serving:
+            raise
+        raise JobTimeout(f"{exc}; no live worker serves model {model!r} "
+                         "(`aimass workers` lists the live ones)") from None
 
 
 def _client() -> Any:
@@ -38,46 +146,115 @@ def _client() -> Any:
     return Client.from_env()
 
 
+def _submit_options(args: argparse.Namespace) -> dict[str, Any]:
+    from producer.contract import Priority
+
+    return {"priority": Priority[args.priority], "deadline": args.deadline,
+            "job_id": args.job_id}
+
+
 def run_classify(args: argparse.Namespace) -> int:
-    with _client() as client:
-        job = client.classify([p for p in args.images], model=args.model,
-                              version=args.version, top_k=args.top_k)
+    from producer.submission import Submission
+
+    groups = [args.images[i:i + IMAGES_PER_JOB]
+              for i in range(0, len(args.images), IMAGES_PER_JOB)]
+    if args.job_id and len(groups) > 1:
+        raise ValueError(f"--job-id names one job, but {len(args.images)} images make "
+                         f"{len(groups)} jobs of up to {IMAGES_PER_JOB}; drop --job-id")
+    submissions = [Submission.classify(group, model=args.model, version=args.version,
+                                       top_k=args.top_k, **_submit_options(args))
+                   for group in groups]
+    with _client() as client, _explained_timeout(client, args.model):
+        if args.no_wait:
+            for job in client.submit_many(submissions):
+                print(job.id)
+            return EXIT_OK
+        if len(submissions) == 1:
+            results = [client.submit(submissions[0]).result(timeout=args.timeout)]
+        else:
+            results = client.run_many(submissions, timeout=args.timeout)
+    if args.json:
+        for result in results:
+            print(json.dumps(result))
+    else:
+        predictions = [p for result in results for p in result["predictions"]]
+        print(classification_table([str(path) for path in args.images], predictions))
+    return EXIT_OK
+
+
+def classification_table(names: Sequence[str], predictions: Sequence[Any]) -> str:
+    """One row per image: its best label and score, then the runners-up."""
+    rows = [("image", "label", "score", "next")]
+    for name, top in zip(names, predictions, strict=True):
+        best = top[0]
+        others = "  ".join(f"{p['label']} {p['score']:.3f}" for p in top[1:])
+        rows.append((name, str(best["label"]), f"{best['score']:.3f}", others))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip()
+        for row in rows)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    if not (args.output or args.json or args.no_wait):
+        raise ValueError("say where the images go: -o grid.png writes a PNG grid, "
+                         "--json prints them (base64 PNG)")
+    labels = [args.label] * args.count if args.label is not None else None
+    with _client() as client, _explained_timeout(client, args.model):
+        job = client.generate(model=args.model, version=args.version, count=args.count,
+                              labels=labels, seed=args.seed, **_submit_options(args))
         if args.no_wait:
             print(job.id)
-            return 0
-        result = job.result(timeout=args.timeout)
-    _print_classification(result, [str(p) for p in args.images], args.json)
-    return 0
+            return EXIT_OK
+        stored = job.result(timeout=args.timeout, decode=False)
+    if args.output:
+        _write_grid(stored, args.output, args.columns, args.scale, quiet=args.json)
+    if args.json:
+        print(json.dumps(stored))
+    return EXIT_OK
 
 
-def _print_classification(result: dict[str, Any], names: list[str], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    for name, predictions in zip(names, result["predictions"], strict=True):
-        best = predictions[0]
-        others = ", ".join(f"{p['label']} {p['score']:.3f}" for p in predictions[1:])
-        extra = f"  [{others}]" if others else ""
-        print(f"{name}: {best['label']} ({best['score']:.3f}){extra}")
+def _write_grid(stored: dict[str, Any], output: Path, columns: int | None,
+                scale: int | None, quiet: bool = False) -> None:
+    from producer.images import tile
+    from producer.results import decode_image
+
+    images = [decode_image(image) for image in stored["images"]]
+    grid = tile(images, columns=columns, scale=scale)
+    grid.save(output, format="PNG")
+    if not quiet:
+        labels = sorted(set(stored.get("labels", [])))
+        shown = ", ".join(str(label) for label in labels[:10])
+        print(f"wrote {output}: {len(images)} images ({grid.size[0]}x{grid.size[1]} px) "
+              f"from {stored['model']} v{stored['version']}, labels {shown}, "
+              f"seed {stored.get('seed')}")
 
 
 def run_status(args: argparse.Namespace) -> int:
     with _client() as client:
-        print(client.job(args.job_id).status())
-    return 0
+        status = client.job(args.job_id).status()
+    print(json.dumps({"id": args.job_id, "status": str(status)}) if args.json else status)
+    return EXIT_OK
 
 
 def run_result(args: argparse.Namespace) -> int:
-    from producer.errors import AimassError
+    from producer.results import JobStatus
 
     with _client() as client:
         job = client.job(args.job_id)
-        try:
-            result = job.result(timeout=args.wait)
-        except AimassError as exc:
-            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-    if "images" in result:
-        result = {**result, "images": f"<{len(result['images'])} images>"}
-    print(json.dumps(result, indent=2 if args.json else None, default=str))
-    return 0
+        if args.wait <= 0 and job.status() is JobStatus.unknown:
+            print(f"unknown job {args.job_id}: never submitted, or its records expired",
+                  file=sys.stderr)
+            return EXIT_JOB_FAILED
+        stored = job.result(timeout=args.wait, decode=False)
+    if args.output and "images" in stored:
+        _write_grid(stored, args.output, None, None, quiet=args.json)
+    if args.json:
+        print(json.dumps(stored))
+    elif "predictions" in stored:
+        names = [f"#{i}" for i in range(len(stored["predictions"]))]
+        print(classification_table(names, stored["predictions"]))
+    elif not args.output:
+        print(f"{len(stored['images'])} images from {stored['model']} v{stored['version']}, "
+              f"labels {stored['labels']}, seed {stored['seed']}; -o grid.png writes them")
+    return EXIT_OK

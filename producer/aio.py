@@ -1,0 +1,215 @@
+"""The asyncio flavour of the client, on ``redis.asyncio``, for async services.
+
+>>> async with AsyncClient("redis://localhost:6379/0") as client:
+...     job = await client.classify("seven.png", model="digits")
+...     result = await job.result(timeout=10)
+
+The same jobs, keys and results as ``producer.client``: a job submitted by one can be
+read by the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from producer.codecs import ImageLike
+from producer.contract import Priority
+from producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, pushed_flags
+from producer.errors import AimassError, JobTimeout
+from producer.keys import result_key, submitted_key
+from producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
+from producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
+from producer.submission import Deadline, Submission
+from producer.watcher import REFRESH_S, Watchlist, in_chunks, job_id_of, time_left
+
+
+class AsyncClient:
+    """Submits jobs and awaits their results without blocking the event loop."""
+
+    def __init__(self, url: str = DEFAULT_REDIS_URL, *,
+                 max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
+                 result_ttl_s: int | None = None) -> None:
+        defaults = ClientSettings()
+        self.settings = ClientSettings(
+            redis_url=url, max_queue_depth=max_queue_depth,
+            result_ttl_s=defaults.result_ttl_s if result_ttl_s is None else result_ttl_s)
+        self.redis = aioredis.Redis.from_url(url)
+        self._script = self.redis.register_script(ENQUEUE_SCRIPT)
+
+    @classmethod
+    def from_env(cls) -> AsyncClient:
+        """A client configured like ``Client.from_env()``."""
+        settings = ClientSettings.from_env()
+        return cls(settings.redis_url, max_queue_depth=settings.max_queue_depth,
+                   result_ttl_s=settings.result_ttl_s)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def classify(self, inputs: ImageLike | Sequence[ImageLike], *, model: str,
+                       version: int | None = None, top_k: int = 5, job_id: str | None = None,
+                       priority: int = Priority.normal,
+                       deadline: Deadline | None = None) -> AsyncJob:
+        """Classify images (see ``Client.classify``)."""
+        return await self.submit(Submission.classify(
+            inputs, model=model, version=version, top_k=top_k, job_id=job_id,
+            priority=priority, deadline=deadline))
+
+    async def generate(self, *, model: str, count: int = 1,
+                       labels: Sequence[int] | None = None, seed: int | None = None,
+                       format: str = "png", version: int | None = None,
+                       job_id: str | None = None, priority: int = Priority.normal,
+                       deadline: Deadline | None = None) -> AsyncJob:
+        """Generate images (see ``Client.generate``)."""
+        return await self.submit(Submission.generate(
+            model=model, count=count, labels=labels, seed=seed, format=format,
+            version=version, job_id=job_id, priority=priority, deadline=deadline))
+
+    async def submit(self, submission: Submission) -> AsyncJob:
+        """Enqueue one job: idempotent on its id, ``QueueFull`` at the bound."""
+        call = EnqueueCall.of([submission], self.settings.max_queue_depth,
+                              self.settings.result_ttl_s)
+        reply = await self._script(keys=call.keys, args=call.args)
+        pushed_flags(reply, [submission], self.settings.max_queue_depth)
+        return AsyncJob(self, submission.job_id)
+
+    def job(self, job_id: str) -> AsyncJob:
+        """Re-attach to a job by its id."""
+        return AsyncJob(self, job_id)
+
+    async def wait(self, jobs: Sequence[AsyncJob], timeout: float | None = None, *,
+                   return_exceptions: bool = False) -> list[Any]:
+        """Results of many jobs in their order (see ``producer.job.wait``)."""
+        async for _ in self.as_completed(jobs, timeout):
+            pass
+        results: list[Any] = []
+        for job in jobs:
+            try:
+                results.append(await job.result(timeout=0))
+            except AimassError as exc:
+                if not return_exceptions:
+                    raise
+                results.append(exc)
+        return results
+
+    async def as_completed(self, jobs: Sequence[AsyncJob],
+                           timeout: float | None = None) -> AsyncIterator[AsyncJob]:
+        """Jobs as they finish; raises ``JobTimeout`` when ``timeout`` passes first."""
+        by_id: dict[str, list[AsyncJob]] = {}
+        for job in jobs:
+            by_id.setdefault(job.id, []).append(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with AsyncResultWatcher(self.redis) as watcher:
+            await watcher.watch(by_id)
+            while watcher.pending:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                finished = await watcher.next_finished(left)
+                if finished is None:
+                    raise JobTimeout(f"{watcher.pending} of {len(by_id)} jobs did not "
+                                     f"finish within {timeout} s")
+                for job in by_id[finished[0]]:
+                    job._final = finished[1]
+                    yield job
+
+
+class AsyncJob:
+    """A submitted job, awaited: ``await job.status()``, ``await job.result()``."""
+
+    def __init__(self, client: AsyncClient, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+        self._final: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"AsyncJob({self.id!r})"
+
+    async def meta(self) -> dict[str, Any] | None:
+        if self._final is not None:
+            return self._final
+        meta = parse_meta(await self.client.redis.get(result_key(self.id)))
+        if is_final(meta):
+            self._final = meta
+        return meta
+
+    async def status(self) -> JobStatus:
+        meta = await self.meta()
+        if meta is not None:
+            return status_of(meta, submitted=True)
+        submitted = bool(await self.client.redis.exists(submitted_key(self.id)))
+        return status_of(None, submitted=submitted)
+
+    async def result(self, timeout: float | None = None, *,
+                     decode: bool = True) -> dict[str, Any]:
+        """Await the result (see ``Job.result``)."""
+        if self._final is None:
+            async with AsyncResultWatcher(self.client.redis) as watcher:
+                await watcher.watch([self.id])
+                finished = await watcher.next_finished(timeout)
+            if finished is None:
+                raise JobTimeout(f"job {self.id} did not finish within {timeout} s "
+                                 f"(status: {await self.status()})")
+            self._final = finished[1]
+        return decode_result(self.id, self._final, decode=decode)
+
+    async def forget(self) -> None:
+        await self.client.redis.delete(result_key(self.id), submitted_key(self.id))
+        self._final = None
+
+
+class AsyncResultWatcher:
+    """``producer.watcher.ResultWatcher`` for asyncio."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._list = Watchlist()
+
+    async def __aenter__(self) -> AsyncResultWatcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._pubsub.aclose()
+
+    @property
+    def pending(self) -> int:
+        return self._list.outstanding
+
+    async def watch(self, job_ids: Iterable[str]) -> None:
+        fresh = self._list.add(job_ids)
+        for chunk in in_chunks(fresh):
+            await self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
+        await self._refresh(fresh)
+
+    async def next_finished(self, timeout: float | None) -> tuple[str, dict[str, Any]] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._list.finished:
+            left = time_left(deadline)
+            if not self._list.pending or left <= 0:
+                return None
+            message = await self._pubsub.get_message(timeout=min(REFRESH_S, left))
+            if message is not None:
+                await self._settle(job_id_of(message), parse_meta(message["data"]))
+            elif self._list.refresh_due():
+                await self._refresh(list(self._list.pending))
+        return self._list.finished.popleft()
+
+    async def _refresh(self, job_ids: list[str]) -> None:
+        self._list.last_refresh = time.monotonic()
+        for chunk in in_chunks(job_ids):
+            values = await self._redis.mget([result_key(job_id) for job_id in chunk])
+            for job_id, raw in zip(chunk, values, strict=True):
+                await self._settle(job_id, parse_meta(raw))
+
+    async def _settle(self, job_id: str, meta: dict[str, Any] | None) -> None:
+        if self._list.settle(job_id, meta):
+            await self._pubsub.unsubscribe(result_key(job_id))

@@ -1,0 +1,117 @@
+"""A submitted job, and waiting for many: ``Job``, ``wait`` and ``as_completed``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from producer.errors import AimassError, JobTimeout
+from producer.keys import result_key, submitted_key
+from producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
+from producer.watcher import ResultWatcher
+
+if TYPE_CHECKING:
+    from producer.client import Client
+
+
+class Job:
+    """A submitted job: its id, its status, and (when done) its result.
+
+    Any process can re-attach to a job with ``client.job(job_id)``.
+    """
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+        self._final: dict[str, Any] | None = None  # the stored meta, once final
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def meta(self) -> dict[str, Any] | None:
+        """The document the worker stored (``celery-task-meta-<id>``), if any."""
+        if self._final is None:
+            meta = parse_meta(self.client.redis.get(result_key(self.id)))
+            if is_final(meta):
+                self._final = meta
+            return meta
+        return self._final
+
+    def status(self) -> JobStatus:
+        """queued, started, succeeded, failed, expired, or unknown (never submitted, or
+        its records have expired)."""
+        meta = self.meta()
+        if meta is not None:
+            return status_of(meta, submitted=True)
+        return status_of(None, submitted=bool(self.client.redis.exists(submitted_key(self.id))))
+
+    def done(self) -> bool:
+        return is_final(self.meta())
+
+    def result(self, timeout: float | None = None, *, decode: bool = True) -> dict[str, Any]:
+        """Wait for the result (pub/sub, no busy loop) and return it; raise the job's
+        typed error if it failed, ``JobExpired`` if it expired, ``JobTimeout`` if
+        ``timeout`` seconds pass first (``None``: wait as long as it takes)."""
+        if self._final is None:
+            with ResultWatcher(self.client.redis) as watcher:
+                watcher.watch([self.id])
+                finished = watcher.next_finished(timeout)
+            if finished is None:
+                raise JobTimeout(f"job {self.id} did not finish within {timeout} s "
+                                 f"(status: {self.status()})")
+            self._final = finished[1]
+        return decode_result(self.id, self._final, decode=decode)
+
+    def forget(self) -> None:
+        """Delete the job's stored result and submission record; its id then reads
+        unknown, and may be submitted again."""
+        self.client.redis.delete(result_key(self.id), submitted_key(self.id))
+        self._final = None
+
+    def _settle(self, meta: dict[str, Any]) -> None:
+        self._final = meta
+
+
+def as_completed(jobs: Sequence[Job], timeout: float | None = None) -> Iterator[Job]:
+    """Yield jobs as they finish (succeeded, failed or expired); ``result()`` on a
+    yielded job returns (or raises) at once. Raises ``JobTimeout`` when ``timeout``
+    seconds pass before all have finished."""
+    if not jobs:
+        return
+    by_id: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_id.setdefault(job.id, []).append(job)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with ResultWatcher(jobs[0].client.redis) as watcher:
+        watcher.watch(by_id)
+        while watcher.pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            finished = watcher.next_finished(left)
+            if finished is None:
+                raise JobTimeout(f"{watcher.pending} of {len(by_id)} jobs did not finish "
+                                 f"within {timeout} s")
+            job_id, meta = finished
+            for job in by_id[job_id]:
+                job._settle(meta)
+                yield job
+
+
+def wait(jobs: Sequence[Job], timeout: float | None = None, *,
+         return_exceptions: bool = False) -> list[Any]:
+    """The results of many jobs, in their order, once all have finished.
+
+    Raises the first failed job's typed error (in the jobs' order) unless
+    ``return_exceptions``, which puts each error in its job's place instead.
+    """
+    for _ in as_completed(jobs, timeout):
+        pass
+    results: list[Any] = []
+    for job in jobs:
+        try:
+            results.append(job.result(timeout=0))
+        except AimassError as exc:
+            if not return_exceptions:
+                raise
+            results.append(exc)
+    return results

@@ -1,0 +1,131 @@
+"""One job ready to enqueue: its id, kind, validated kwargs, priority and deadline.
+
+Pure: building a submission checks its kwargs against the contract (so a bad job fails
+at the producer with ``InvalidJob``, before it costs a round trip) and encodes inputs;
+``producer.enqueue`` sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any, cast
+
+from producer.codecs import ImageLike, encode_image
+from producer.contract import JobKind, Priority, parse_job, queue_name, task_name
+from producer.messages import encode_message, message_list, priority_step, task_message
+
+# A deadline: seconds from now, a duration, or a point in time (naive means local time).
+Deadline = float | timedelta | datetime
+
+MAX_JOB_ID_LENGTH = 200
+
+
+def expires_at(deadline: Deadline | None, now: datetime | None = None) -> datetime | None:
+    """The aware UTC time a deadline falls at (``None``: no deadline)."""
+    if deadline is None:
+        return None
+    now = now or datetime.now(UTC)
+    if isinstance(deadline, datetime):
+        return deadline.astimezone(UTC)
+    if isinstance(deadline, timedelta):
+        return now + deadline
+    if isinstance(deadline, int | float) and not isinstance(deadline, bool):
+        return now + timedelta(seconds=float(deadline))
+    raise TypeError(
+        f"deadline must be seconds from now, a timedelta or a datetime, "
+        f"got {type(deadline).__name__}")
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID_LENGTH:
+        raise ValueError(
+            f"job_id must be a non-empty string of at most {MAX_JOB_ID_LENGTH} characters, "
+            f"got {job_id!r}")
+    return job_id
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A job as it will be enqueued; build with ``classify`` or ``generate``."""
+
+    kind: JobKind
+    kwargs: dict[str, Any]  # contract kwargs in their JSON form (bytes as base64)
+    job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    priority: int = Priority.normal
+    expires: datetime | None = None  # aware; a worker drops the job unstarted after it
+
+    def __post_init__(self) -> None:
+        check_job_id(self.job_id)
+        priority_step(self.priority)
+
+    @classmethod
+    def classify(cls, inputs: ImageLike | Sequence[ImageLike], *, model: str,
+                 version: int | None = None, top_k: int = 5, job_id: str | None = None,
+                 priority: int = Priority.normal,
+                 deadline: Deadline | None = None) -> Submission:
+        """A classify job of one or many images: file paths, bytes, PIL images or numpy
+        arrays (uint8 arrays go as PNG, other dtypes as NPY)."""
+        items: list[ImageLike] = (list(inputs) if isinstance(inputs, list | tuple)
+                                  else [cast(ImageLike, inputs)])
+        kwargs = {"model": model, "version": version, "top_k": top_k,
+                  "inputs": [{"image": encode_image(item)} for item in items]}
+        return cls.from_kwargs(JobKind.classify, kwargs, job_id, priority, deadline)
+
+    @classmethod
+    def generate(cls, *, model: str, count: int = 1, labels: Sequence[int] | None = None,
+                 seed: int | None = None, format: str = "png", version: int | None = None,
+                 job_id: str | None = None, priority: int = Priority.normal,
+                 deadline: Deadline | None = None) -> Submission:
+        """A generate job: ``count`` images, of the classes in ``labels`` if given."""
+        kwargs = {"model": model, "version": version, "count": count,
+                  "labels": list(labels) if labels is not None else None,
+                  "seed": seed, "format": format}
+        return cls.from_kwargs(JobKind.generate, kwargs, job_id, priority, deadline)
+
+    @classmethod
+    def from_kwargs(cls, kind: JobKind, kwargs: dict[str, Any], job_id: str | None = None,
+                    priority: int = Priority.normal,
+                    deadline: Deadline | None = None) -> Submission:
+        """A job from contract kwargs (bytes raw or as base64 text)."""
+        job = parse_job(kind, kwargs)  # raises InvalidJob saying what is wrong
+        return cls(kind=kind, kwargs=job.model_dump(mode="json"),
+                   job_id=job_id if job_id is not None else str(uuid.uuid4()),
+                   priority=int(priority), expires=expires_at(deadline))
+
+    @property
+    def model(self) -> str:
+        return str(self.kwargs["model"])
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue of the job's model."""
+        return queue_name(self.model)
+
+    @property
+    def list_name(self) -> str:
+        """The Redis list the message goes onto: the queue's list for its priority."""
+        return message_list(self.model, self.priority)
+
+    def message(self) -> bytes:
+        """The protocol-v2 message, as pushed onto ``list_name`` (built once)."""
+        return self._message
+
+    @cached_property
+    def _message(self) -> bytes:
+        return encode_message(task_message(
+            task_name(self.kind), self.job_id, self.kwargs, queue=self.queue,
+            priority=self.priority, expires=self.expires))
+
+    def record(self) -> str:
+        """The submission record stored under ``aimass:job:<id>``."""
+        return json.dumps({
+            "kind": str(self.kind), "model": self.model, "priority": self.priority,
+            "submitted_at": time.time(),
+            "expires": self.expires.isoformat() if self.expires else None,
+        })

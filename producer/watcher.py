@@ -1,0 +1,130 @@
+"""Waiting for results without a busy loop: one pub/sub connection for many jobs.
+
+Celery's Redis result backend PUBLISHes each stored meta on the channel named like its
+key (``celery-task-meta-<id>``). A watcher subscribes first, then reads the keys once
+(a result stored before the subscription is not published again), then waits on the
+channel. A publish can be missed across a reconnect, so pending keys are read again
+after ``REFRESH_S`` without news. ``producer.aio`` has the asyncio twin.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from producer.keys import RESULT_KEY_PREFIX, result_key
+from producer.results import is_final, parse_meta
+
+# Seconds without a message after which pending results are read again.
+REFRESH_S = 1.0
+# Keys per SUBSCRIBE or MGET command.
+CHUNK = 500
+
+
+class Watchlist:
+    """The bookkeeping of a watcher, without IO: jobs pending and jobs finished."""
+
+    def __init__(self) -> None:
+        self.pending: set[str] = set()
+        self.finished: deque[tuple[str, dict[str, Any]]] = deque()
+        self.last_refresh = time.monotonic()
+
+    @property
+    def outstanding(self) -> int:
+        """Jobs watched and not yet reported finished."""
+        return len(self.pending) + len(self.finished)
+
+    def add(self, job_ids: Iterable[str]) -> list[str]:
+        """Record new jobs; the ids not watched before, in chunks to subscribe to."""
+        fresh = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in self.pending]
+        self.pending.update(fresh)
+        return fresh
+
+    def settle(self, job_id: str, meta: dict[str, Any] | None) -> bool:
+        """Note a stored meta; True when it finishes a pending job (unsubscribe then)."""
+        if meta is None or not is_final(meta) or job_id not in self.pending:
+            return False
+        self.pending.discard(job_id)
+        self.finished.append((job_id, meta))
+        return True
+
+    def refresh_due(self) -> bool:
+        return time.monotonic() - self.last_refresh >= REFRESH_S
+
+
+def job_id_of(message: dict[str, Any]) -> str:
+    """The job id of a pub/sub message on a result channel."""
+    channel = message["channel"]
+    key = channel.decode() if isinstance(channel, bytes) else str(channel)
+    return key.removeprefix(RESULT_KEY_PREFIX)
+
+
+def in_chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
+
+
+def time_left(deadline: float | None) -> float:
+    """Seconds to the deadline (``REFRESH_S`` when there is none)."""
+    return REFRESH_S if deadline is None else deadline - time.monotonic()
+
+
+class ResultWatcher:
+    """Reports jobs as they finish; add jobs at any time with ``watch``."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._list = Watchlist()
+
+    def __enter__(self) -> ResultWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pubsub.close()
+
+    @property
+    def pending(self) -> int:
+        """Jobs watched and not yet reported finished."""
+        return self._list.outstanding
+
+    def watch(self, job_ids: Iterable[str]) -> None:
+        """Start watching these jobs (ids already watched are ignored)."""
+        fresh = self._list.add(job_ids)
+        for chunk in in_chunks(fresh):
+            self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
+        self._refresh(fresh)
+
+    def next_finished(self, timeout: float | None) -> tuple[str, dict[str, Any]] | None:
+        """The id and stored meta of the next job to finish; ``None`` when ``timeout``
+        seconds pass first or nothing is being watched."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._list.finished:
+            left = time_left(deadline)
+            if not self._list.pending or left <= 0:
+                return None
+            message = self._pubsub.get_message(timeout=min(REFRESH_S, left))
+            if message is not None:
+                job_id = job_id_of(message)
+                self._settle(job_id, parse_meta(message["data"]))
+            elif self._list.refresh_due():
+                self._refresh(list(self._list.pending))
+        return self._list.finished.popleft()
+
+    def _refresh(self, job_ids: list[str]) -> None:
+        self._list.last_refresh = time.monotonic()
+        for chunk in in_chunks(job_ids):
+            values = self._redis.mget([result_key(job_id) for job_id in chunk])
+            for job_id, raw in zip(chunk, values, strict=True):
+                self._settle(job_id, parse_meta(raw))
+
+    def _settle(self, job_id: str, meta: dict[str, Any] | None) -> None:
+        if self._list.settle(job_id, meta):
+            self._pubsub.unsubscribe(result_key(job_id))
