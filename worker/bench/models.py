@@ -26,6 +26,9 @@ from producer.manifest import (
 
 OPSET = 17
 SEED = 2012
+# The manifest's source.framework of a stand-in: how a repository's model is recognised
+# as one, wherever it was published.
+STAND_IN_FRAMEWORK = "onnx.helper (aimass bench stand-in, random weights)"
 
 # Batching limits of the stand-ins; exported models bring their own in their manifest.
 # Chosen where ONNX Runtime alone stops gaining on this class of machine (2 CPU cores).
@@ -84,7 +87,8 @@ def find_model(name: str, repository: Path, synthetic_root: Path | None) -> Benc
                       if p.name.isdigit() and (p / MODEL_FILE).is_file())
     if versions:
         manifest = Manifest.read(repository / name / str(versions[-1]))
-        return BenchModel(name, repository, manifest, synthetic=False)
+        synthetic = manifest.source.framework == STAND_IN_FRAMEWORK
+        return BenchModel(name, repository, manifest, synthetic=synthetic)
     if synthetic_root is None:
         raise ModelMissing(
             f"model {name!r} is not in {repository}: export it with `aimass export zoo` "
@@ -113,8 +117,7 @@ def publish_stand_in(repository: Path, name: str) -> Path:
         preprocessing=Preprocessing(height=side, width=side, channels=channels),
         labels=labels, batching=STAND_IN_BATCHING[name],
         sha256=hashlib.sha256(model).hexdigest(),
-        source=Source(framework="onnx.helper (aimass bench stand-in, random weights)",
-                      onnx_opset=OPSET),
+        source=Source(framework=STAND_IN_FRAMEWORK, onnx_opset=OPSET),
         trained=False, quality={},
     ).write(folder)
     return folder

@@ -29,6 +29,9 @@ class RawSpec:
     seconds_per_size: float
     gpu: int | None = None
     min_runs: int = 3
+    # Stop the sweep after a size whose single run took this long: larger sizes would
+    # take seconds each, and on a CPU the plateau is long reached by then.
+    max_run_s: float = 1.0
 
     @classmethod
     def from_json(cls, text: str) -> RawSpec:
@@ -36,8 +39,9 @@ class RawSpec:
 
 
 def measure(spec: RawSpec) -> dict[str, Any]:
-    """images/s per batch size and the batch-1 latencies; stops the sweep early once two
-    sizes in a row fall clearly below the best (the plateau has been passed)."""
+    """images/s per batch size and the batch-1 latency (median); stops the sweep early
+    once two sizes in a row fall clearly below the best (the plateau has been passed) or
+    one run takes longer than ``max_run_s``."""
     from worker.sessions import DevicePlan, cpu_threads_per_process, create_session
 
     plan = DevicePlan(gpu=spec.gpu, intra_op_threads=cpu_threads_per_process(1))
@@ -64,8 +68,8 @@ def measure(spec: RawSpec) -> dict[str, Any]:
             best, worse_in_a_row = rate, 0
         elif rate < 0.97 * best:
             worse_in_a_row += 1
-            if worse_in_a_row == 2:
-                break
+        if worse_in_a_row == 2 or min(runs) > spec.max_run_s:
+            break
     return {
         "images_per_s_by_batch": per_size,
         "batch1_latency_ms": statistics.median(batch1_ms) if batch1_ms else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from typing import Any
 class PlotUnavailable(Exception):
     """matplotlib is not installed."""
 
+
+# Cores used by processes outside the benchmark above which the report warns.
+NOISY_CORES = 0.25
 
 PLOT_HINT = ("the plot needs matplotlib: pip install matplotlib (it comes with "
              "pip install 'aimass[dev]')")
@@ -69,7 +73,32 @@ def headline(model: dict[str, Any]) -> dict[str, Any]:
     out["ratio_multi_vs_raw"] = _ratio(out["aimass_multi_images_per_s"],
                                        out["raw_best_images_per_s"])
     out["rss_vs_model_file"] = _ratio(out["worker_rss_bytes"], out["model_file_bytes"])
+    out.update(paired_ratios(model))
+    others = [lv["cpu_cores"]["others"] for system in (naive, aimass)
+              for lv in (system or {}).get("levels", []) if lv["cpu_cores"].get("others")]
+    out["others_cpu_cores"] = statistics.fmean(others) if others else None
     return out
+
+
+def paired_ratios(model: dict[str, Any]) -> dict[str, float | None]:
+    """The ratios within each round (raw, naive and aimass measured minutes apart), and
+    their medians: steadier than ratios of medians when neighbours load the machine."""
+    raw_rounds = (model.get("raw") or {}).get("rounds", [])
+    naive, aimass = _levels(model.get("naive")), _levels(model.get("aimass"))
+    vs_raw, vs_naive = [], []
+    for index in range(len(aimass[0]["rounds"]) if aimass else 0):
+        best_images = max(lv["rounds"][index]["images_per_s"] for lv in aimass)
+        best_jobs = max(lv["rounds"][index]["jobs_per_s"] for lv in aimass)
+        if index < len(raw_rounds):
+            vs_raw.append(best_images / max(raw_rounds[index]["images_per_s_by_batch"].values()))
+        if naive and index < len(naive[0]["rounds"]):
+            naive_jobs = max(lv["rounds"][index]["jobs_per_s"] for lv in naive)
+            if naive_jobs:
+                vs_naive.append(best_jobs / naive_jobs)
+    return {
+        "ratio_vs_raw_paired": statistics.median(vs_raw) if vs_raw else None,
+        "ratio_vs_naive_paired": statistics.median(vs_naive) if vs_naive else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -174,13 +203,20 @@ def format_report(results: dict[str, Any]) -> str:
                     f"{_fmt(lat['p50'], 1):>9}{_fmt(lat['p95'], 1):>9}{_fmt(lat['p99'], 1):>9}"
                     f"{lv['mean_batch_size']:>7.1f}{cpu_text:>20}{per_job:>11.2f}")
         lines.append(
-            f"  aimass vs raw best batch: {_fmt(model['ratio_vs_raw'], 2)}x images/s; "
-            f"aimass vs naive: {_fmt(model['ratio_vs_naive'], 1)}x jobs/s"
+            f"  aimass vs raw best batch: {_fmt(model['ratio_vs_raw'], 2)}x images/s "
+            f"(paired by round {_fmt(model['ratio_vs_raw_paired'], 2)}x); aimass vs naive: "
+            f"{_fmt(model['ratio_vs_naive'], 1)}x jobs/s "
+            f"(paired {_fmt(model['ratio_vs_naive_paired'], 1)}x)"
             + (f"; multi-image ({model['aimass_multi_images_per_job']}/job) vs raw: "
                f"{_fmt(model['ratio_multi_vs_raw'], 2)}x" if model["ratio_multi_vs_raw"] else "")
             + (f"; worker RSS {model['worker_rss_bytes'] / 2**20:,.0f} MiB "
                f"({_fmt(model['rss_vs_model_file'], 2)}x the model file)"
                if model["worker_rss_bytes"] else ""))
+    noise = [m["others_cpu_cores"] for m in results["models"].values() if m["others_cpu_cores"]]
+    if noise and max(noise) > NOISY_CORES:
+        lines.append("")
+        lines.append(f"note: other processes used {max(noise):.2f} cores on average during the "
+                     "windows (column 'other'): this machine was shared, figures are noisy")
     lines.append("")
     lines.append("goals:")
     for goal in results["goals"]:

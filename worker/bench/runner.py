@@ -103,20 +103,40 @@ class Bench:
         }
 
     def bench_model(self, model: BenchModel) -> dict[str, Any]:
+        """Every round measures raw, then naive, then aimass, so that a noisy moment on a
+        shared machine hits one round of each rather than every round of one."""
         log(f"== {model.name} ({'synthetic stand-in' if model.synthetic else 'exported'}, "
             f"{model.model_file.stat().st_size / 1e6:.1f} MB)")
+        systems: list[System] = []
+        raw_rounds: list[dict[str, Any]] = []
+        try:
+            for name in ("naive", "aimass"):
+                if name not in self.config.skip:
+                    systems.append(self._start_system(name, model))
+            for index in range(self.config.rounds):
+                if "raw" not in self.config.skip:
+                    raw_rounds.append(self.raw_round(model, index))
+                for system in systems:
+                    self.system_round(system, systems, index)
+            rss = {system.name: self.sampler.max_rss(system.track) for system in systems}
+        finally:
+            for system in systems:
+                self._stop_system(system)
+            self._flush()
         result: dict[str, Any] = {"model": model.describe()}
-        if "raw" not in self.config.skip:
-            result["raw"] = self.measure_raw(model)
-        if "naive" not in self.config.skip:
-            result["naive"] = self.measure_system("naive", model)
-        if "aimass" not in self.config.skip:
-            result["aimass"] = self.measure_system("aimass", model)
+        if raw_rounds:
+            result["raw"] = summarize_raw(raw_rounds)
+        for system in systems:
+            result[system.name] = {
+                "levels": [aggregate_level(system.windows[key]) for key in system.plan],
+                "worker_rss_bytes": rss[system.name],
+                **system.details,
+            }
         return result
 
     # -- raw ------------------------------------------------------------------------
 
-    def measure_raw(self, model: BenchModel) -> dict[str, Any]:
+    def raw_round(self, model: BenchModel, index: int) -> dict[str, Any]:
         spec = {
             "model_file": str(model.model_file),
             "input_name": model.manifest.inputs[0].name,
@@ -125,68 +145,51 @@ class Bench:
             "seconds_per_size": self.config.raw_seconds,
             "gpu": 0 if self.config.provider == "cuda" else None,
         }
-        rounds = []
-        for index in range(self.config.rounds):
-            done = subprocess.run([sys.executable, "-m", "worker.bench.raw", json.dumps(spec)],
-                                  capture_output=True, text=True, timeout=600,
-                                  env=child_env(self.redis.url))
-            if done.returncode != 0:
-                raise RuntimeError(f"raw measurement failed:\n{done.stderr[-4000:]}")
-            rounds.append(json.loads(done.stdout))
-            best = max(rounds[-1]["images_per_s_by_batch"].values())
-            log(f"   raw round {index + 1}: batch 1 {rounds[-1]['batch1_latency_ms']:.2f} ms, "
-                f"best {best:,.0f} img/s")
-        by_batch = median_by_key([r["images_per_s_by_batch"] for r in rounds])
-        best_batch = max(by_batch, key=lambda size: by_batch[size])
-        return {
-            "images_per_s_by_batch": by_batch,
-            "best_batch_size": int(best_batch),
-            "best_images_per_s": by_batch[best_batch],
-            "batch1_images_per_s": by_batch.get("1"),
-            "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in rounds),
-            "providers": rounds[0]["providers"],
-            "intra_op_threads": rounds[0]["intra_op_threads"],
-            "rounds": rounds,
-        }
+        done = subprocess.run([sys.executable, "-m", "worker.bench.raw", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=600,
+                              env=child_env(self.redis.url))
+        if done.returncode != 0:
+            raise RuntimeError(f"raw measurement failed:\n{done.stderr[-4000:]}")
+        measured: dict[str, Any] = json.loads(done.stdout)
+        by_batch = measured["images_per_s_by_batch"]
+        best = max(by_batch, key=lambda size: by_batch[size])
+        log(f"   raw    round {index + 1} batch 1 {measured['batch1_latency_ms']:.2f} ms "
+            f"{by_batch['1']:,.1f} img/s; best {by_batch[best]:,.1f} img/s at batch {best}")
+        return measured
 
     # -- naive and aimass --------------------------------------------------------------
 
-    def measure_system(self, system: str, model: BenchModel) -> dict[str, Any]:
-        """Start the system's worker and the producers, then measure every level."""
+    def _start_system(self, name: str, model: BenchModel) -> System:
         plan = [(c, 1) for c in self.config.concurrency]
-        if system == "aimass" and model.name == "digits" and self.config.images_per_job > 1:
+        if name == "aimass" and model.name == "digits" and self.config.images_per_job > 1:
             plan.append((self.config.multi_concurrency, self.config.images_per_job))
-        worker = self._start_worker(system, model)
-        producers: list[Producer] = []
-        try:
-            self.sampler.track("worker", worker.pid, tree=True)
-            producers = self._start_producers(system, model)
-            windows: dict[tuple[int, int], list[dict[str, Any]]] = {key: [] for key in plan}
-            for index in range(self.config.rounds):
-                for concurrency, per_job in plan:
-                    level = self.run_level(producers, worker, concurrency, per_job)
-                    windows[(concurrency, per_job)].append(level)
-                    log(f"   {system:<6} round {index + 1} c={concurrency:<3} x{per_job:<2} "
-                        f"{level['jobs_per_s']:>9,.1f} jobs/s {level['images_per_s']:>9,.1f} "
-                        f"img/s p50 {level['latency_ms']['p50']:.1f} ms "
-                        f"batch {level['mean_batch_size']:.1f} "
-                        f"cpu w/r/p {level['cpu_cores']['worker']:.2f}/"
-                        f"{level['cpu_cores']['redis']:.2f}/{level['cpu_cores']['producers']:.2f}"
-                        f" others {level['cpu_cores']['others']:.2f}")
-            rss = self.sampler.max_rss("worker")
-        finally:
-            for producer in producers:
-                producer.close()
-                self.sampler.untrack(f"producer-{producer.pid}")
-            worker.stop()
-            self.sampler.untrack("worker")
-            self._flush()
-        levels = [aggregate_level(windows[key]) for key in plan]
-        info: dict[str, Any] = {"levels": levels, "worker_rss_bytes": rss}
-        if system == "naive":
-            info["pool"] = self.config.naive_pool
-            info["pool_concurrency"] = self.config.naive_concurrency
-        return info
+        worker = self._start_worker(name, model)
+        system = System(name, worker, plan)
+        if name == "naive":
+            system.details = {"pool": self.config.naive_pool,
+                              "pool_concurrency": self.config.naive_concurrency}
+        self.sampler.track(system.track, worker.pid, tree=True)
+        system.producers = self._start_producers(name, model)
+        return system
+
+    def _stop_system(self, system: System) -> None:
+        for producer in system.producers:
+            producer.close()
+            self.sampler.untrack(f"producer-{producer.pid}")
+        system.worker.stop()
+        self.sampler.untrack(system.track)
+
+    def system_round(self, system: System, systems: list[System], index: int) -> None:
+        for concurrency, per_job in system.plan:
+            level = self.run_level(system, systems, concurrency, per_job)
+            system.windows[(concurrency, per_job)].append(level)
+            cpu = level["cpu_cores"]
+            log(f"   {system.name:<6} round {index + 1} c={concurrency:<3} x{per_job:<2} "
+                f"{level['jobs_per_s']:>9,.1f} jobs/s {level['images_per_s']:>9,.1f} "
+                f"img/s p50 {level['latency_ms']['p50']:.1f} ms "
+                f"batch {level['mean_batch_size']:.1f} cpu worker/redis/producers "
+                f"{cpu['worker']:.2f}/{cpu['redis']:.2f}/{cpu['producers']:.2f} "
+                f"others {cpu['others']:.2f}")
 
     def _start_worker(self, system: str, model: BenchModel) -> Service:
         log(f"   starting the {system} worker")
@@ -208,10 +211,10 @@ class Bench:
             self.sampler.track(f"producer-{producer.pid}", producer.pid)
         return producers
 
-    def run_level(self, producers: list[Producer], worker: Service, concurrency: int,
+    def run_level(self, system: System, systems: list[System], concurrency: int,
                   images_per_job: int) -> dict[str, Any]:
         """One closed-loop window at one concurrency; the producers' results combined."""
-        config = self.config
+        config, producers = self.config, system.producers
         t0 = time.monotonic() + config.warmup_s
         t_end = t0 + config.duration_s
         cap = -(-config.jobs // len(producers)) if config.jobs else 0
@@ -225,16 +228,19 @@ class Bench:
         for producer in producers:
             producer.send({"cmd": "stop"})
         results = [p.wait_for("result", timeout=180) for p in producers]
-        worker.check()
-        return combine_windows(results, self._cpu(producers, t0, t1), t1 - t0,
-                               self.sampler.max_rss("worker", t0, t1))
+        system.worker.check()
+        return combine_windows(results, self._cpu(system, systems, t0, t1), t1 - t0,
+                               self.sampler.max_rss(system.track, t0, t1))
 
-    def _cpu(self, producers: list[Producer], t0: float, t1: float) -> dict[str, float]:
+    def _cpu(self, system: System, systems: list[System], t0: float,
+             t1: float) -> dict[str, float]:
         seconds = {
-            "worker": self.sampler.cpu_seconds("worker", t0, t1),
+            "worker": self.sampler.cpu_seconds(system.track, t0, t1),
             "redis": self.sampler.cpu_seconds("redis", t0, t1),
             "producers": sum(self.sampler.cpu_seconds(f"producer-{p.pid}", t0, t1)
-                             for p in producers),
+                             for p in system.producers),
+            "idle_workers": sum(self.sampler.cpu_seconds(other.track, t0, t1)
+                                for other in systems if other is not system),
             "bench": self.sampler.cpu_seconds("bench", t0, t1),
         }
         machine = self.sampler.cpu_seconds("machine", t0, t1)
@@ -247,6 +253,41 @@ class Bench:
             client.flushall()
         finally:
             client.close()
+
+
+@dataclass
+class System:
+    """naive or aimass while it is measured: its worker, producers and windows."""
+
+    name: str
+    worker: Service
+    plan: list[tuple[int, int]]  # (jobs in flight per producer, images per job)
+    producers: list[Producer] = field(default_factory=list)
+    windows: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.windows = {key: [] for key in self.plan}
+
+    @property
+    def track(self) -> str:
+        return f"worker-{self.name}"
+
+
+def summarize_raw(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per batch size over rounds; the best batch is the best median."""
+    by_batch = median_by_key([r["images_per_s_by_batch"] for r in rounds])
+    best_batch = max(by_batch, key=lambda size: by_batch[size])
+    return {
+        "images_per_s_by_batch": by_batch,
+        "best_batch_size": int(best_batch),
+        "best_images_per_s": by_batch[best_batch],
+        "batch1_images_per_s": by_batch.get("1"),
+        "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in rounds),
+        "providers": rounds[0]["providers"],
+        "intra_op_threads": rounds[0]["intra_op_threads"],
+        "rounds": rounds,
+    }
 
 
 def combine_windows(windows: list[dict[str, Any]], cpu_s: dict[str, float], span_s: float,
