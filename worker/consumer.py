@@ -134,7 +134,18 @@ class BulkConsumer:
                     self.on_load(self.capacity.used)
                 arrived = time.monotonic()
                 for message in taken:
-                    self._begin(message, arrived)
+                    self._begin_safely(message, arrived)
+
+    def _begin_safely(self, message: Taken, arrived: float) -> None:
+        """Start one message; a bug must cost that message, never the consumer thread
+        (which would leave a live worker that takes no more jobs)."""
+        try:
+            self._begin(message, arrived)
+        except Exception:
+            log.exception("could not start message %s; acknowledging it without a result",
+                          message.delivery_tag)
+            envelope = Envelope(message.raw, message.delivery_tag, None, None, {}, {}, "", None)
+            self._finished.put(InFlight(envelope, arrived))
 
     def _begin(self, message: Taken, arrived: float) -> None:
         if not message.delivery_tag:

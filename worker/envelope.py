@@ -61,6 +61,8 @@ def open_envelope(raw: bytes, delivery_tag: str) -> Envelope:
         message = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RefusedMessage(f"queue entry is not a kombu JSON envelope: {exc}") from None
+    except RecursionError:  # Redis's Lua decoder takes a few levels more than Python's
+        raise RefusedMessage("queue entry is nested too deeply to decode") from None
     if not isinstance(message, dict):
         raise RefusedMessage("queue entry is not a kombu JSON envelope (not an object)")
     headers = _object(message.get("headers"))
@@ -105,6 +107,9 @@ def job_kwargs(envelope: Envelope) -> Any:
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as exc:
         raise InvalidJob(f"message body is not valid {content_type}: {exc}") from None
+    except RecursionError:
+        raise InvalidJob(f"message body is nested too deeply to decode as {content_type}; "
+                         "aimass jobs are a few levels deep") from None
     return _kwargs_from_payload(payload)
 
 
