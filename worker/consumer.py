@@ -19,13 +19,14 @@ from typing import Any
 import redis
 
 from producer.contract import CLASSIFY_TASK, GENERATE_TASK, JobKind
-from producer.errors import AimassError, InvalidJob, ModelError
+from producer.errors import AimassError, InvalidJob, ModelError, PayloadTooLarge
 from worker.envelope import (
     Envelope,
     RefusedMessage,
     failure_record,
     job_kwargs,
     open_envelope,
+    peek_task_id,
     revoked_record,
     success_record,
 )
@@ -87,6 +88,7 @@ class BulkConsumer:
                  on_load: Callable[[int], None] | None = None) -> None:
         self.runtime = runtime
         self.queues = queues
+        self.max_message_bytes = queues.max_message_bytes
         self.capacity = Capacity(capacity)
         self.revoked = revoked
         self.on_settled = on_settled
@@ -141,11 +143,10 @@ class BulkConsumer:
         (which would leave a live worker that takes no more jobs)."""
         try:
             self._begin(message, arrived)
-        except Exception:
-            log.exception("could not start message %s; acknowledging it without a result",
-                          message.delivery_tag)
-            envelope = Envelope(message.raw, message.delivery_tag, None, None, {}, {}, "", None)
-            self._finished.put(InFlight(envelope, arrived))
+        except Exception as exc:
+            log.exception("could not start message %s", message.delivery_tag)
+            self._refuse(message, arrived, ModelError(
+                f"the worker could not start this job ({type(exc).__name__}: {exc})"))
 
     def _begin(self, message: Taken, arrived: float) -> None:
         if not message.delivery_tag:
@@ -153,12 +154,17 @@ class BulkConsumer:
                       message.raw[:200])
             self.capacity.release(1)
             return
+        if len(message.raw) > self.max_message_bytes:
+            self._refuse(message, arrived, PayloadTooLarge(
+                f"message is {len(message.raw)} bytes; this worker takes messages of up to "
+                f"{self.max_message_bytes} bytes (AIMASS_MAX_MESSAGE_BYTES): send images "
+                "encoded (PNG, JPEG) rather than as float tensors, or split the inputs "
+                "over several jobs"))
+            return
         try:
             envelope = open_envelope(message.raw, message.delivery_tag)
         except RefusedMessage as exc:
-            log.error("refused message %s: %s", message.delivery_tag, exc)
-            envelope = Envelope(message.raw, message.delivery_tag, None, None, {}, {}, "", None)
-            self._finished.put(InFlight(envelope, arrived))
+            self._refuse(message, arrived, InvalidJob(str(exc)))
             return
         flight = InFlight(envelope, arrived)
         try:
@@ -173,6 +179,19 @@ class BulkConsumer:
         else:
             flight.started.future.add_done_callback(self._when_done(flight))
 
+    def _refuse(self, message: Taken, arrived: float, error: AimassError | None) -> None:
+        """Acknowledge a message that is not opened; its job fails with ``error`` when its
+        id can be found without decoding it."""
+        task_id = peek_task_id(message.raw)
+        envelope = Envelope(message.raw, message.delivery_tag, task_id, None, {}, {}, "", None)
+        flight = InFlight(envelope, arrived)
+        if error is not None:
+            log.error("refused message %s (job %s): %s", message.delivery_tag, task_id,
+                      error.message)
+            if task_id is not None:
+                flight.record = failure_record(task_id, error)
+        self._finished.put(flight)
+
     def _when_done(self, flight: InFlight) -> Callable[[Any], None]:
         return lambda _future: self._finished.put(flight)
 
@@ -183,7 +202,12 @@ class BulkConsumer:
             raise _Revoked("revoked")
         if envelope.is_expired(datetime.now(UTC)):
             raise _Revoked("expired")
-        kind = TASK_KINDS.get(envelope.task or "")
+        if envelope.task is None:
+            raise InvalidJob(
+                "message has no 'task' header: aimass takes Celery protocol 2 messages "
+                "(headers lang, task, id); protocol 1, with the task in the body, is not "
+                "accepted")
+        kind = TASK_KINDS.get(envelope.task)
         if kind is None:
             raise InvalidJob(f"unknown task {envelope.task!r}; this queue serves "
                              f"{CLASSIFY_TASK} and {GENERATE_TASK}")

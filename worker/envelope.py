@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +79,20 @@ def open_envelope(raw: bytes, delivery_tag: str) -> Envelope:
         content_type=str(message.get("content-type") or ""),
         body=message.get("body"),
     )
+
+
+# headers.id or properties.correlation_id, as JSON text.
+_ID_FIELD = re.compile(rb'"(?:id|correlation_id)"\s*:\s*"([^"\\]{1,255})"')
+PEEK_BYTES = 64 * 1024
+
+
+def peek_task_id(raw: bytes) -> str | None:
+    """The job id of a message that is not decoded (too large, or damaged), found by
+    searching its ends only: kombu writes headers and properties after the body, other
+    senders may write them before it. The body in between is never read."""
+    tail = list(_ID_FIELD.finditer(raw[-PEEK_BYTES:]))
+    found = tail[-1] if tail else _ID_FIELD.search(raw[:PEEK_BYTES])
+    return found.group(1).decode("utf-8", errors="replace") if found else None
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -23,32 +23,37 @@ from producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX
 
 # KEYS: unacked hash, unacked index, then the lists to serve in order.
 # ARGV: limit, now, result ttl, worker name (JSON string), adopted message or "",
-#       the adopted message's queue, then each list's base queue name.
+#       the adopted message's queue, max message bytes, then each list's base queue name.
+# A message above the size cap is not decoded (the worker fails it unread) but is
+# recorded under a fresh tag like any other, so that its job is not lost either.
 _TAKE = """
 local limit = tonumber(ARGV[1])
 local now, ttl, worker = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local max_bytes = tonumber(ARGV[7])
 local out = {}
 local function record(raw, base)
-  local ok, msg = pcall(cjson.decode, raw)
-  if not ok or type(msg) ~= 'table' then
-    out[#out + 1] = ''
-    out[#out + 1] = raw
-    return
-  end
   local tag, ex, rk, id = nil, '', base, nil
-  local p = msg['properties']
-  if type(p) == 'table' then
-    if type(p['delivery_tag']) == 'string' then tag = p['delivery_tag'] end
-    local info = p['delivery_info']
-    if type(info) == 'table' then
-      if type(info['exchange']) == 'string' then ex = info['exchange'] end
-      if type(info['routing_key']) == 'string' and info['routing_key'] ~= '' then
-        rk = info['routing_key']
+  if #raw <= max_bytes then
+    local ok, msg = pcall(cjson.decode, raw)
+    if not ok or type(msg) ~= 'table' then
+      out[#out + 1] = ''
+      out[#out + 1] = raw
+      return
+    end
+    local p = msg['properties']
+    if type(p) == 'table' then
+      if type(p['delivery_tag']) == 'string' then tag = p['delivery_tag'] end
+      local info = p['delivery_info']
+      if type(info) == 'table' then
+        if type(info['exchange']) == 'string' then ex = info['exchange'] end
+        if type(info['routing_key']) == 'string' and info['routing_key'] ~= '' then
+          rk = info['routing_key']
+        end
       end
     end
+    local h = msg['headers']
+    if type(h) == 'table' and type(h['id']) == 'string' then id = h['id'] end
   end
-  local h = msg['headers']
-  if type(h) == 'table' and type(h['id']) == 'string' then id = h['id'] end
   if not tag then tag = 'aimass-' .. redis.call('INCR', 'aimass:delivery-tags') end
   redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' ..
              cjson.encode(rk) .. ']')
@@ -67,7 +72,7 @@ for i = 3, #KEYS do
   while #out < 2 * limit do
     local raw = redis.call('RPOP', KEYS[i])
     if not raw then break end
-    record(raw, ARGV[4 + i])
+    record(raw, ARGV[5 + i])
   end
 end
 return out
@@ -117,10 +122,11 @@ class ModelQueues:
     """The Redis side of the bulk consumer for a set of model queues."""
 
     def __init__(self, client: redis.Redis, models: Sequence[str], worker_name: str,
-                 result_ttl_s: int) -> None:
+                 result_ttl_s: int, max_message_bytes: int = 32 * 1024 * 1024) -> None:
         self.client = client
         self.worker_name = json.dumps(worker_name)
         self.result_ttl_s = result_ttl_s
+        self.max_message_bytes = max_message_bytes
         self._take = client.register_script(_TAKE)
         self._settle = client.register_script(_SETTLE)
         self.set_models(models)
@@ -137,7 +143,7 @@ class ModelQueues:
         """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
         keys = [UNACKED_HASH, UNACKED_INDEX, *self.lists]
         args: list[Any] = [limit, repr(time.time()), self.result_ttl_s, self.worker_name,
-                           adopted or b"", adopted_queue, *self.bases]
+                           adopted or b"", adopted_queue, self.max_message_bytes, *self.bases]
         flat = self._take(keys=keys, args=args)
         return [Taken(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 

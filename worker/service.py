@@ -67,7 +67,7 @@ class WorkerService:
         if self.bulk:
             self.app.amqp.queues.select([CELERY_QUEUE])
             queues = ModelQueues(self._redis, self.runtime.model_names(), self.hostname,
-                                 self.settings.result_ttl_s)
+                                 self.settings.result_ttl_s, self.settings.max_message_bytes)
             self.consumer = BulkConsumer(
                 self.runtime, queues, self.settings.concurrency, revoked=worker_state.revoked,
                 on_settled=self._on_settled, on_load=self.metrics.in_flight.set)

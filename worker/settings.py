@@ -40,6 +40,9 @@ class WorkerSettings:
     # Caps on what one job may carry.
     max_payload_bytes: int = 16 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    # Cap on one whole queue message: larger ones fail with PayloadTooLarge before they
+    # are decoded. Room for one tensor at max_payload_bytes, base64 twice (kwargs, body).
+    max_message_bytes: int = 32 * 1024 * 1024
     # ONNX Runtime threads per session; 0 lets aimass pick from the cores per process.
     intra_op_threads: int = 0
     tensorrt: bool = False
@@ -85,6 +88,7 @@ class WorkerSettings:
             result_ttl_s=get("AIMASS_RESULT_TTL_S", defaults.result_ttl_s, int),
             max_payload_bytes=get("AIMASS_MAX_PAYLOAD_BYTES", defaults.max_payload_bytes, int),
             max_image_pixels=get("AIMASS_MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
+            max_message_bytes=get("AIMASS_MAX_MESSAGE_BYTES", defaults.max_message_bytes, int),
             intra_op_threads=get("AIMASS_INTRA_OP_THREADS", defaults.intra_op_threads, int),
             tensorrt=get("AIMASS_TENSORRT", "0") in ("1", "true", "yes"),
             tensorrt_cache=get("AIMASS_TENSORRT_CACHE", defaults.tensorrt_cache, Path),
