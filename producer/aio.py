@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from producer.codecs import ImageLike
 from producer.contract import Priority
-from producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, pushed_flags
+from producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
 from producer.errors import AimassError, JobTimeout
 from producer.keys import result_key, submitted_key
 from producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
@@ -79,8 +79,8 @@ class AsyncClient:
         """Enqueue one job: idempotent on its id, ``QueueFull`` at the bound."""
         call = EnqueueCall.of([submission], self.settings.max_queue_depth,
                               self.settings.result_ttl_s)
-        reply = await self._script(keys=call.keys, args=call.args)
-        pushed_flags(reply, [submission], self.settings.max_queue_depth)
+        pushed = Pushed.of(await self._script(keys=call.keys, args=call.args))
+        check_all_accepted(pushed, [submission], self.settings.max_queue_depth)
         return AsyncJob(self, submission.job_id)
 
     def job(self, job_id: str) -> AsyncJob:

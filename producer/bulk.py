@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from producer.enqueue import Enqueuer
+from producer.enqueue import Enqueuer, check_all_accepted
 from producer.errors import AimassError, JobTimeout, QueueFull
 from producer.progress import Progress
 from producer.results import decode_result
@@ -61,11 +61,12 @@ def submit_in_chunks(enqueuer: Enqueuer, submissions: Iterable[Submission]) -> l
     Raises ``BulkQueueFull`` when a chunk is refused."""
     ids: list[str] = []
     for chunk in chunks(submissions):
+        pushed = enqueuer.push(chunk)
+        ids.extend(s.job_id for s in chunk[:pushed.accepted])
         try:
-            enqueuer.push(chunk)
+            check_all_accepted(pushed, chunk, enqueuer.bound)
         except QueueFull as exc:
             raise BulkQueueFull(str(exc), ids) from None
-        ids.extend(s.job_id for s in chunk)
     return ids
 
 
@@ -110,12 +111,11 @@ class BulkRun:
             if not batch:
                 return False
             for chunk in chunks(s for _, s in batch):
-                try:
-                    self.enqueuer.push(chunk)
-                except QueueFull:
-                    self._hold(batch, chunk[0])
+                accepted = self.enqueuer.push(chunk).accepted
+                self._watch(chunk[:accepted], batch)
+                if accepted < len(chunk):
+                    self._hold(batch, chunk[accepted])
                     return True
-                self._watch(chunk, batch)
             self._backoff = 0.05
         return False
 

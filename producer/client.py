@@ -92,7 +92,7 @@ class Client:
         """Enqueue one job. A job id submitted twice runs once: the second submit returns
         the same job without enqueueing. Raises ``QueueFull`` when the model's queue is
         at its bound, ``InvalidJob`` (at build time) for kwargs the contract refuses."""
-        self._enqueuer.push([submission])
+        self._enqueuer.push_all([submission])
         return Job(self, submission.job_id)
 
     # Many jobs.

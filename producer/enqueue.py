@@ -1,11 +1,11 @@
 """Enqueueing: idempotency, backpressure and the push, in one atomic Redis script.
 
-For each job of a call the script skips ids that already have a submission record
-(``aimass:job:<id>``, so a caller-chosen id runs once), and refuses the whole call when
-the model's queue (the sum of its priority lists) would go above the bound. Otherwise it
-writes the records and LPUSHes the messages. Senders that do not use this script (plain
-Celery clients, other languages) are not counted against the bound before they push:
-the bound is a soft one, kept by aimass producers.
+For the jobs of a call, in order, the script skips ids that already have a submission
+record (``aimass:job:<id>``: a caller-chosen id runs once), and stops at the first job
+that would take the model's queue (the sum of its priority lists) past the bound;
+it writes the record and LPUSHes the message of each job before that. Senders that do
+not use this script (plain Celery clients, other languages) are not counted against
+the bound before they push: the bound is a soft one, kept by aimass producers.
 """
 
 from __future__ import annotations
@@ -21,35 +21,26 @@ from producer.errors import QueueFull
 from producer.keys import submitted_key
 from producer.submission import Submission
 
-# KEYS: the model's priority lists (len(PRIORITY_STEPS)), the target list, then one
-# record key per job. ARGV: bound (0: none), record TTL, then per job record, message.
-# Returns {depth before, pushed (1) or duplicate (0) per job}, or {-1, depth} when full.
+# KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
+# key per job. ARGV: bound (0: none), record TTL, list count, then per job its record
+# and message. Returns {queue depth before the call, jobs accepted (a prefix)}.
 ENQUEUE_SCRIPT = """
 local steps = tonumber(ARGV[3])
 local depth = 0
 for i = 1, steps do depth = depth + redis.call('LLEN', KEYS[i]) end
-local target = KEYS[steps + 1]
-local fresh, seen, count = {}, {}, 0
+local before, bound, target = depth, tonumber(ARGV[1]), KEYS[steps + 1]
+local accepted = 0
 for j = steps + 2, #KEYS do
-  if not seen[KEYS[j]] and redis.call('EXISTS', KEYS[j]) == 0 then
-    fresh[j] = true; count = count + 1
-  end
-  seen[KEYS[j]] = true
-end
-local bound = tonumber(ARGV[1])
-if bound > 0 and count > 0 and depth + count > bound then return {-1, depth} end
-local out = {depth}
-for j = steps + 2, #KEYS do
-  local a = 4 + 2 * (j - steps - 2)
-  if fresh[j] then
+  if redis.call('EXISTS', KEYS[j]) == 0 then
+    if bound > 0 and depth >= bound then break end
+    local a = 4 + 2 * (j - steps - 2)
     redis.call('SET', KEYS[j], ARGV[a], 'EX', ARGV[2])
     redis.call('LPUSH', target, ARGV[a + 1])
-    table.insert(out, 1)
-  else
-    table.insert(out, 0)
+    depth = depth + 1
   end
+  accepted = accepted + 1
 end
-return out
+return {before, accepted}
 """
 
 
@@ -74,18 +65,30 @@ class EnqueueCall:
         return cls(keys, args)
 
 
-def pushed_flags(reply: Any, submissions: Sequence[Submission], bound: int) -> list[bool]:
-    """Per job: pushed now (True) or already submitted under its id (False); raises
-    ``QueueFull`` when the script refused the call."""
-    depth, *flags = (int(value) for value in reply)
-    if depth == -1:
-        held = flags[0]
-        queue = submissions[0].queue
-        raise QueueFull(
-            f"queue {queue} holds {held} jobs and {len(submissions)} more would pass its "
-            f"bound of {bound}; retry when the workers have caught up, or raise the bound "
-            "(Client(max_queue_depth=...) or AIMASS_MAX_QUEUE_DEPTH)")
-    return [flag == 1 for flag in flags]
+@dataclass(frozen=True)
+class Pushed:
+    """What one script call did."""
+
+    accepted: int  # jobs taken, a prefix of the call: pushed now or submitted before
+    depth: int  # the queue's depth before the call
+
+    @classmethod
+    def of(cls, reply: Any) -> Pushed:
+        depth, accepted = (int(value) for value in reply)
+        return cls(accepted=accepted, depth=depth)
+
+
+def queue_full(queue: str, depth: int, bound: int) -> QueueFull:
+    return QueueFull(
+        f"queue {queue} holds {depth} jobs, at its bound of {bound}; retry when the workers "
+        "have caught up, or raise the bound (Client(max_queue_depth=...) or "
+        "AIMASS_MAX_QUEUE_DEPTH)")
+
+
+def check_all_accepted(pushed: Pushed, submissions: Sequence[Submission], bound: int) -> None:
+    """Raise ``QueueFull`` unless every job of the call was taken."""
+    if pushed.accepted < len(submissions):
+        raise queue_full(submissions[0].queue, pushed.depth + pushed.accepted, bound)
 
 
 class Enqueuer:
@@ -96,11 +99,14 @@ class Enqueuer:
         self.ttl_s = ttl_s
         self._script = client.register_script(ENQUEUE_SCRIPT)
 
-    def push(self, submissions: Sequence[Submission]) -> list[bool]:
-        """Enqueue jobs of one model and priority, all or none (see ``pushed_flags``)."""
+    def push(self, submissions: Sequence[Submission]) -> Pushed:
+        """Enqueue jobs of one model and priority, in order, up to the bound."""
         call = EnqueueCall.of(submissions, self.bound, self.ttl_s)
-        return pushed_flags(self._script(keys=call.keys, args=call.args), submissions,
-                            self.bound)
+        return Pushed.of(self._script(keys=call.keys, args=call.args))
+
+    def push_all(self, submissions: Sequence[Submission]) -> None:
+        """Enqueue all these jobs, or raise ``QueueFull`` after those that fit."""
+        check_all_accepted(self.push(submissions), submissions, self.bound)
 
 
 def queue_depth(client: redis.Redis, model: str) -> int:

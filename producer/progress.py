@@ -23,7 +23,8 @@ class Progress:
         self.done = 0
         self.failed = 0
         self._started = time.monotonic()
-        self._drawn = 0.0
+        self._drawn = 0.0  # when the line was last drawn
+        self._drawn_done = -1  # and the count it showed
 
     def __enter__(self) -> Progress:
         return self
@@ -41,7 +42,8 @@ class Progress:
 
     def close(self) -> None:
         if self.enabled:
-            self._draw(time.monotonic())
+            if self._drawn_done != self.done:
+                self._draw(time.monotonic())
             self.stream.write("\n")
             self.stream.flush()
 
@@ -59,5 +61,6 @@ class Progress:
                 f"{rate:.0f}/s  {eta_text}")
 
     def _draw(self, now: float) -> None:
+        self._drawn_done = self.done
         self.stream.write("\r" + self.line(now) + "\033[K")
         self.stream.flush()
