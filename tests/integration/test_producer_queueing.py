@@ -1,0 +1,129 @@
+"""What the producer promises about the queue: priorities overtake, deadlines expire,
+a job id runs once, and a full queue refuses more. Each test owns a database and
+starts its worker only after the queue is set up, so nothing depends on timing."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from producer.bulk import BulkQueueFull
+from producer.client import Client, JobStatus
+from producer.contract import Priority
+from producer.errors import JobExpired, QueueFull
+from producer.keys import submitted_key
+from producer.submission import Submission
+from tests.support.tiny_models import row_image
+
+pytestmark = pytest.mark.integration
+
+
+def finished_at(meta: dict) -> datetime:
+    return datetime.fromisoformat(meta["date_done"])
+
+
+def test_a_high_priority_job_overtakes_a_low_priority_backlog(
+        redis_url: str, model_repository: Path, start_worker) -> None:
+    with Client(redis_url) as client:
+        backlog = client.submit_many(
+            Submission.classify(row_image(i % 8), model="tiny", priority=Priority.low)
+            for i in range(120))
+        normal = client.classify(row_image(2), model="tiny")
+        urgent = client.classify(row_image(7), model="tiny", priority=Priority.high)
+        assert client.redis.llen("aimass.tiny") == 1
+        assert client.redis.llen("aimass.tiny:3") == 1
+        assert client.redis.llen("aimass.tiny:6") == 120
+        start_worker(redis_url, model_repository, "--concurrency", "2",
+                     "--max-batch-size", "2")
+        client.wait([*backlog, normal, urgent], timeout=60)
+        backlog_done = [finished_at(job.meta() or {}) for job in backlog]
+        for overtaker in (urgent, normal):
+            done = finished_at(overtaker.meta() or {})
+            before = sum(1 for when in backlog_done if when < done)
+            assert before < len(backlog) // 2, (
+                f"{before} of {len(backlog)} low-priority jobs finished before {overtaker}")
+        assert urgent.result()["predictions"][0][0]["label"] == "7"
+
+
+def test_a_job_not_started_by_its_deadline_expires(
+        redis_url: str, model_repository: Path, start_worker) -> None:
+    with Client(redis_url) as client:
+        short = client.classify(row_image(1), model="tiny", deadline=0.3)
+        past = client.generate(model="tiny-gan", count=1,
+                               deadline=datetime.now(UTC) - timedelta(seconds=1))
+        relaxed = client.classify(row_image(2), model="tiny", deadline=timedelta(hours=1))
+        plain = client.classify(row_image(3), model="tiny")
+        time.sleep(0.4)  # past the short deadline before any worker exists
+        assert short.status() is JobStatus.queued
+        start_worker(redis_url, model_repository)
+        results = client.wait([short, past, relaxed, plain], timeout=30,
+                              return_exceptions=True)
+        assert isinstance(results[0], JobExpired) and isinstance(results[1], JobExpired)
+        assert results[2]["predictions"][0][0]["label"] == "2"
+        assert results[3]["predictions"][0][0]["label"] == "3"
+        assert short.status() is JobStatus.expired and past.status() is JobStatus.expired
+        with pytest.raises(JobExpired, match="not started before its deadline"):
+            client.job(short.id).result(timeout=5)
+        assert client.queue_depth("tiny") == 0
+
+
+def test_a_job_id_submitted_twice_runs_once(
+        redis_url: str, model_repository: Path, start_worker) -> None:
+    with Client(redis_url) as client:
+        first = client.classify(row_image(4), model="tiny", job_id="order-42")
+        again = client.classify(row_image(5), model="tiny", job_id="order-42")
+        also = client.submit_many([Submission.classify(row_image(6), model="tiny",
+                                                       job_id="order-42")] * 3)
+        assert first.id == again.id == also[0].id == "order-42"
+        assert client.queue_depth("tiny") == 1  # one message for four submits
+        worker = start_worker(redis_url, model_repository)
+        result = first.result(timeout=30)
+        assert result["predictions"][0][0]["label"] == "4"  # the first submit's image
+        stored = first.meta()
+        worker.stop()
+        client.classify(row_image(5), model="tiny", job_id="order-42")
+        assert client.queue_depth("tiny") == 0  # finished: a resubmit enqueues nothing
+        assert client.job("order-42").meta() == stored
+        client.job("order-42").forget()  # forgetting the id frees it
+        client.classify(row_image(5), model="tiny", job_id="order-42")
+        assert client.queue_depth("tiny") == 1
+
+
+def test_a_full_queue_refuses_new_jobs(redis_url: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with Client(redis_url, max_queue_depth=5) as client:  # no worker: nothing drains
+        jobs = [client.classify(row_image(i), model="tiny",
+                                priority=Priority.low if i % 2 else Priority.normal)
+                for i in range(5)]
+        with pytest.raises(QueueFull, match=r"aimass.tiny holds 5 jobs, at its bound of 5"):
+            client.classify(row_image(6), model="tiny", priority=Priority.high)
+        assert client.queue_depth("tiny") == 5
+        assert client.job(jobs[0].id).status() is JobStatus.queued
+        # A resubmit of a queued id is not a new job: it is not refused.
+        assert client.classify(row_image(0), model="tiny", job_id=jobs[0].id).id == jobs[0].id
+        # Other models have their own bound.
+        client.generate(model="tiny-gan")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("AIMASS_MAX_QUEUE_DEPTH", "6")
+    with Client.from_env() as client:
+        client.classify(row_image(6), model="tiny")
+        refused = Submission.classify(row_image(7), model="tiny", job_id="refused")
+        with pytest.raises(QueueFull, match="bound of 6"):
+            client.submit(refused)
+        assert client.job("refused").status() is JobStatus.unknown  # may be retried
+        assert not client.redis.exists(submitted_key("refused"))
+
+
+def test_submit_many_stops_at_a_full_queue_and_says_what_went_in(redis_url: str) -> None:
+    with Client(redis_url, max_queue_depth=8) as client:
+        client.submit_many(Submission.classify(row_image(1), model="tiny") for _ in range(6))
+        more = [Submission.classify(row_image(1), model="tiny") for _ in range(5)]
+        with pytest.raises(BulkQueueFull, match=r"bound of 8;.*2 jobs were enqueued") as refused:
+            client.submit_many(more)
+        assert isinstance(refused.value, QueueFull)
+        assert refused.value.job_ids == [s.job_id for s in more[:2]]  # the prefix that fit
+        assert client.queue_depth("tiny") == 8
+        assert client.job(more[2].job_id).status() is JobStatus.unknown
