@@ -135,6 +135,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
     except ModelMissing as exc:
         print(f"aimass bench: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a worker or producer that would not start or died
+        print(f"aimass bench: {exc}", file=sys.stderr)
+        return 1
     report.summarize(results)
     json_path = args.json or DEFAULT_JSON
     report.write_json(results, json_path)

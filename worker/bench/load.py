@@ -63,6 +63,10 @@ class Window:
     images: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     batch_sizes: Counter[int] = field(default_factory=Counter)
+    # The results' own timing (aimass): wait in the worker before the batch ran, and
+    # the batch's session.run time.
+    worker_queue_ms: list[float] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
     submitted: int = 0
     polled: int = 0  # finished jobs found by MGET rather than by their publication
     unfinished: int = 0  # still in flight when the drain timed out
@@ -258,6 +262,9 @@ class ClosedLoop:
         result = meta.get("result")
         timing = result.get("timing") if isinstance(result, dict) else None
         window.batch_sizes[int(timing["batch_size"]) if timing else 1] += 1
+        if timing:
+            window.worker_queue_ms.append(float(timing["queue_ms"]))
+            window.inference_ms.append(float(timing["inference_ms"]))
         if window.completed >= cap > 0:
             self._close_window(window, done)
 

@@ -310,6 +310,10 @@ def combine_windows(windows: list[dict[str, Any]], cpu_s: dict[str, float], span
         "images_per_s": images_per_s,
         "latency_ms": latency_summary(latencies),
         "latencies_ms": latencies,
+        "worker_timing_ms": {
+            "queue_p50": _p50([x for w in windows for x in w["worker_queue_ms"]]),
+            "inference_p50": _p50([x for w in windows for x in w["inference_ms"]]),
+        },
         "mean_batch_size": sum(size * n for size, n in batches.items()) / jobs,
         "batch_sizes": {str(k): v for k, v in sorted(batches.items())},
         "completed": completed,
@@ -324,6 +328,10 @@ def combine_windows(windows: list[dict[str, Any]], cpu_s: dict[str, float], span
     }
 
 
+def _p50(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def aggregate_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The medians of one level's rounds; batch sizes summed, latencies pooled."""
     scalars = ("jobs_per_s", "images_per_s", "mean_batch_size", "worker_rss_bytes")
@@ -332,6 +340,7 @@ def aggregate_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for key in scalars:
         out[key] = statistics.median(r[key] for r in rounds)
     out["latency_ms"] = median_by_key([r["latency_ms"] for r in rounds])
+    out["worker_timing_ms"] = median_by_key([r["worker_timing_ms"] for r in rounds])
     out["cpu_cores"] = median_by_key([r["cpu_cores"] for r in rounds])
     out["cpu_ms_per_job"] = median_by_key([r["cpu_ms_per_job"] for r in rounds])
     batches: Counter[int] = Counter()
