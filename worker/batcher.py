@@ -3,6 +3,10 @@
 A batch runs when it holds ``max_batch_size`` inputs, or when its oldest job has waited
 ``max_queue_delay`` (a deadline per job, not a repeating timer). The thread that runs
 the model never touches the network; the threads that take messages only feed it.
+
+A batch that runs longer than the time limit fails its jobs (``ModelError``) and its run
+is asked to stop; if it has still not returned at twice the limit, its thread is left to
+it and a new thread serves the model (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,20 +87,50 @@ def collect_batch(
     return batch
 
 
+@dataclass(eq=False)
+class _Running:
+    """The batch a batcher thread is running, as the time-limit watchdog sees it."""
+
+    batch: list[Pending]
+    started: float
+    thread: threading.Thread
+    timed_out: bool = False
+    abandoned: bool = False
+
+
 class Batcher:
-    """One model's batch loop on its own thread."""
+    """One model's batch loop on its own thread.
+
+    ``time_limit_s`` (0: none) bounds the run of one batch; ``interrupt(thread)`` asks
+    the run on that thread to stop (ONNX Runtime's ``RunOptions.terminate``).
+    """
 
     def __init__(self, name: str, runner: Runner, max_batch_size: int, max_delay_ms: float,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float], None] | None = None,
+                 time_limit_s: float = 0.0,
+                 interrupt: Callable[[threading.Thread], None] | None = None) -> None:
         self.name = name
         self.runner = runner
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_ms / 1000.0
         self.on_batch = on_batch
+        self.time_limit_s = time_limit_s
+        self.interrupt = interrupt
+        self.abandoned_threads = 0
         self._jobs: queue.Queue[Pending | _Stop] = queue.Queue()
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._running: _Running | None = None
+        self._closed = threading.Event()
+        self._thread = self._start_thread()
+        if time_limit_s > 0:
+            threading.Thread(target=self._watch, name=f"batcher-{name}-watchdog",
+                             daemon=True).start()
+
+    def _start_thread(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.name}",
+                                        daemon=True)
         self._thread.start()
+        return self._thread
 
     def submit(self, feeds: Feeds, size: int, arrived: float) -> Future[BatchOutput]:
         """Queue one job's inputs; the future resolves when its batch has run."""
@@ -109,25 +143,34 @@ class Batcher:
     def stop(self, timeout: float | None = None) -> None:
         """Run what is queued, then end the thread."""
         self._stopped = True
+        self._closed.set()
         self._jobs.put(STOP)
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while (batch := collect_batch(self._jobs, self.max_batch_size, self.max_delay_s)):
+        me = threading.current_thread()
+        # An abandoned thread ends when (if ever) its stuck run returns.
+        while me is self._thread and (
+                batch := collect_batch(self._jobs, self.max_batch_size, self.max_delay_s)):
             self._run(batch)
 
     def _run(self, batch: list[Pending]) -> None:
         started = time.monotonic()
+        running = self._running = _Running(batch, started, threading.current_thread())
         try:
             outputs = run_in_chunks(self.runner, [job.feeds for job in batch],
                                     self.max_batch_size)
         except Exception as exc:
-            error = exc if isinstance(exc, AimassError) else ModelError(
-                f"model {self.name!r} failed on a batch of {len(batch)} jobs: "
-                f"{type(exc).__name__}: {exc}")
-            log.error("batch of %d jobs failed on %s: %s", len(batch), self.name, exc)
-            for job in batch:
-                job.future.set_exception(error)
+            if not running.timed_out:  # else its jobs have failed already
+                self._fail(batch, exc)
+            return
+        finally:
+            if self._running is running:
+                self._running = None
+        if running.timed_out:
+            log.warning("a batch of %d jobs on %s returned after %.1f s, past its time limit; "
+                        "its jobs had failed already", len(batch), self.name,
+                        time.monotonic() - started)
             return
         inference_ms = (time.monotonic() - started) * 1000.0
         size = sum(job.size for job in batch)
@@ -137,12 +180,72 @@ class Batcher:
         for job in batch:
             part = [out[offset:offset + job.size] for out in outputs]
             offset += job.size
-            job.future.set_result(BatchOutput(
+            _settle(job.future, BatchOutput(
                 outputs=part,
                 queue_ms=(started - job.arrived) * 1000.0,
                 inference_ms=inference_ms,
                 batch_size=size,
             ))
+
+    def _fail(self, batch: list[Pending], exc: Exception) -> None:
+        error = exc if isinstance(exc, AimassError) else ModelError(
+            f"model {self.name!r} failed on a batch of {len(batch)} jobs: "
+            f"{type(exc).__name__}: {exc}")
+        log.error("batch of %d jobs failed on %s: %s", len(batch), self.name, exc)
+        for job in batch:
+            _settle(job.future, error=error)
+
+    # The time limit: a watchdog thread per batcher, when there is a limit.
+
+    def _watch(self) -> None:
+        tick = min(1.0, max(0.02, self.time_limit_s / 10))
+        while not self._closed.wait(tick):
+            running = self._running
+            if running is None:
+                continue
+            elapsed = time.monotonic() - running.started
+            if not running.timed_out and elapsed >= self.time_limit_s:
+                self._time_out(running)
+            elif not running.abandoned and elapsed >= 2 * self.time_limit_s:
+                self._abandon(running)
+
+    def _time_out(self, running: _Running) -> None:
+        """Soft limit: fail the batch's jobs now, and ask its run to stop."""
+        running.timed_out = True
+        error = ModelError(
+            f"model {self.name!r} timed out after {self.time_limit_s:g} s on a batch of "
+            f"{len(running.batch)} jobs (the worker's AIMASS_JOB_TIME_LIMIT_S)")
+        log.error("batch of %d jobs on %s timed out after %g s; interrupting its run",
+                  len(running.batch), self.name, self.time_limit_s)
+        for job in running.batch:
+            _settle(job.future, error=error)
+        if self.interrupt is not None:
+            self.interrupt(running.thread)
+
+    def _abandon(self, running: _Running) -> None:
+        """Hard limit: the run ignored the interrupt. Leave it to its thread and serve the
+        model's queue on a new one."""
+        running.abandoned = True
+        self.abandoned_threads += 1
+        if self._running is running:
+            self._running = None
+        log.error("the run on %s ignored the interrupt and is still going after %g s: "
+                  "leaving it to its thread (%d abandoned so far) and serving the model on "
+                  "a new one", self.name, 2 * self.time_limit_s, self.abandoned_threads)
+        if not self._stopped:
+            self._start_thread()
+
+
+def _settle(future: Future[BatchOutput], result: BatchOutput | None = None,
+            error: BaseException | None = None) -> None:
+    """Resolve a job's future, unless the time limit has resolved it already."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+    except InvalidStateError:
+        pass
 
 
 def run_in_chunks(runner: Runner, feeds: list[Feeds], max_batch_size: int) -> list[np.ndarray]:

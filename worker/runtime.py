@@ -13,14 +13,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from producer.contract import JobKind, parse_job, task_name
 from producer.errors import InvalidJob, UnknownModel
-from worker.batcher import Batcher, BatchOutput, Feeds
+from worker.batcher import Batcher, BatchOutput
 from worker.models import Limits, ModelLogic, logic_for
 from worker.repository import ModelRepository, ModelVersion, verify_checksum
-from worker.sessions import DevicePlan, create_session
+from worker.sessions import DevicePlan, SessionRunner, create_session
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -189,15 +187,14 @@ class Runtime:
         if delay_ms is None:
             delay_ms = batching.max_queue_delay_ms
 
-        def run(feeds: Feeds) -> list[np.ndarray]:
-            return list(session.run(None, dict(feeds)))
-
+        run = SessionRunner(session)
         for size in sorted({1, max_batch}):
             run(logic.warmup_feeds(size))
         on_batch = self.on_batch
         batcher = Batcher(
             f"{version.name}-v{version.version}", run, max_batch, delay_ms,
-            on_batch=(lambda size, ms: on_batch(version.name, size, ms)) if on_batch else None)
+            on_batch=(lambda size, ms: on_batch(version.name, size, ms)) if on_batch else None,
+            time_limit_s=self.settings.job_time_limit_s, interrupt=run.interrupt)
         loaded = LoadedModel(version, logic, session, batcher, list(session.get_providers()))
         log.info("loaded %s v%d on %s in %.0f ms (max batch %d, max delay %.1f ms)",
                  version.name, version.version, ", ".join(loaded.providers),

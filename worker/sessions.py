@@ -9,9 +9,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +96,30 @@ def create_session(model: bytes | Path, plan: DevicePlan) -> Any:
         log.warning("GPU %s requested but the CUDA provider could not start; running on the CPU",
                     plan.gpu)
     return session
+
+
+class SessionRunner:
+    """Runs a session on whole batches; a run in progress on another thread can be asked
+    to stop (ONNX Runtime checks ``RunOptions.terminate`` between nodes and loop
+    iterations; a single long kernel runs to its end)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._options: dict[threading.Thread, Any] = {}
+
+    def __call__(self, feeds: Any) -> list[np.ndarray]:
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the batcher logs a stopped run itself
+        thread = threading.current_thread()
+        self._options[thread] = options
+        try:
+            return list(self.session.run(None, dict(feeds), options))
+        finally:
+            self._options.pop(thread, None)
+
+    def interrupt(self, thread: threading.Thread) -> None:
+        options = self._options.get(thread)
+        if options is not None:
+            options.terminate = True

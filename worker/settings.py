@@ -35,6 +35,10 @@ class WorkerSettings:
     # to another: longer than the worst queue wait plus run time, short enough that a dead
     # worker's jobs do not wait long.
     visibility_timeout_s: int = 300
+    # How long one batch may run before its jobs fail with ModelError ("timed out") and
+    # the run is interrupted (0: no limit). Keep it below the visibility timeout, or a
+    # stuck job is handed to another worker while this one still holds it.
+    job_time_limit_s: float = 60.0
     # How long results (and submission records) are kept.
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     # Caps on what one job may carry.
@@ -85,6 +89,7 @@ class WorkerSettings:
             visibility_timeout_s=get(
                 "AIMASS_VISIBILITY_TIMEOUT_S", defaults.visibility_timeout_s, int
             ),
+            job_time_limit_s=get("AIMASS_JOB_TIME_LIMIT_S", defaults.job_time_limit_s, float),
             result_ttl_s=get("AIMASS_RESULT_TTL_S", defaults.result_ttl_s, int),
             max_payload_bytes=get("AIMASS_MAX_PAYLOAD_BYTES", defaults.max_payload_bytes, int),
             max_image_pixels=get("AIMASS_MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
