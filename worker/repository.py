@@ -57,6 +57,18 @@ class ModelRepository:
             if p.name.isdigit() and (p / MODEL_FILE).is_file() and (p / MANIFEST_FILE).is_file()
         )
 
+    def stamp(self, name: str, version: int) -> tuple[int, ...]:
+        """Modification times and sizes of a version's files: changes when they do."""
+        folder = self._model_folder(name) / str(version)
+        stamp: list[int] = []
+        for path in (folder / MODEL_FILE, folder / MANIFEST_FILE):
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            stamp += [info.st_mtime_ns, info.st_size]
+        return tuple(stamp)
+
     def resolve(self, name: str, version: int | None = None) -> ModelVersion:
         """The given version, or the newest, of a model; ``UnknownModel`` when absent."""
         versions = self.versions(name)

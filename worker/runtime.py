@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from producer.contract import JobKind, parse_job, task_name
-from producer.errors import InvalidJob, UnknownModel
+from producer.errors import InvalidJob, ModelError, UnknownModel
 from worker.batcher import Batcher, BatchOutput
 from worker.models import Limits, ModelLogic, logic_for
 from worker.repository import ModelRepository, ModelVersion, verify_checksum
@@ -67,6 +67,9 @@ class Runtime:
         self.limits = Limits(settings.max_payload_bytes, settings.max_image_pixels)
         self._current: dict[str, LoadedModel] = {}
         self._pinned: dict[tuple[str, int], LoadedModel] = {}
+        # Versions that failed to load, with the files' stamp and the reason: not tried
+        # again (nor logged again) until their files change.
+        self._refused: dict[tuple[str, int], tuple[tuple[int, ...], str]] = {}
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -135,7 +138,7 @@ class Runtime:
             if pinned is not None:  # unpublished since: let go of it
                 del self._pinned[(name, version)]
                 pinned.batcher.stop(timeout=0)
-            pinned = self._load(self.repository.resolve(name, version))
+            pinned = self._load_version(name, version)
             self._keep_pinned(pinned)
             return pinned
 
@@ -150,11 +153,14 @@ class Runtime:
             versions = self.repository.versions(name)
             if not versions or (current and versions[-1] <= current.version.version):
                 continue
+            if self._refusal(name, versions[-1]) is not None:
+                continue  # refused before, files unchanged: logged then
             try:
-                loaded = self._load(self.repository.resolve(name, versions[-1]))
+                loaded = self._load_version(name, versions[-1])
             except Exception as exc:
-                log.error("could not load %s v%d; %s", name, versions[-1],
-                          "keeping the old version" if current else "not serving it", exc_info=exc)
+                log.error("could not load %s v%d (%s); %s", name, versions[-1], exc,
+                          "keeping the old version" if current else "not serving it",
+                          exc_info=not isinstance(exc, ModelError))
                 continue
             with self._lock:
                 self._current[name] = loaded
@@ -176,10 +182,33 @@ class Runtime:
         for model in [*self._current.values(), *self._pinned.values()]:
             model.batcher.stop(timeout=10)
 
+    def _refusal(self, name: str, version: int) -> str | None:
+        """Why a version failed to load, if it did and its files have not changed since."""
+        refused = self._refused.get((name, version))
+        if refused is not None and refused[0] == self.repository.stamp(name, version):
+            return refused[1]
+        return None
+
+    def _load_version(self, name: str, version: int) -> LoadedModel:
+        """Load one version, or raise why it cannot be (``ModelError``, remembered)."""
+        reason = self._refusal(name, version)
+        if reason is not None:
+            raise ModelError(reason)
+        stamp = self.repository.stamp(name, version)
+        try:
+            return self._load(self.repository.resolve(name, version))
+        except ModelError as error:
+            self._refused[(name, version)] = (stamp, error.message)
+            raise
+
     def _load(self, version: ModelVersion) -> LoadedModel:
         started = time.monotonic()
         data = verify_checksum(version)
-        session = create_session(data, self.plan)
+        try:
+            session = create_session(data, self.plan)
+        except Exception as exc:  # ONNX Runtime raises its own types for bad files
+            raise ModelError(f"model file of {version.name!r} v{version.version} could not "
+                             f"be loaded by ONNX Runtime: {exc}") from None
         logic = logic_for(version.manifest)
         batching = version.manifest.batching
         max_batch = self.settings.max_batch_size or batching.max_batch_size
