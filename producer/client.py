@@ -29,7 +29,9 @@ class Client:
     """Submits jobs to the workers through Redis and reads their results.
 
     ``max_queue_depth`` bounds each model's queue (all priorities): a submit that would
-    pass it raises ``QueueFull`` instead of enqueueing (0: no bound).
+    pass it raises ``QueueFull`` instead of enqueueing (0: no bound). It is a soft bound,
+    checked by the producers that use this client (atomically with the push), not by
+    Redis: senders that push without checking are not held back.
     """
 
     def __init__(self, url: str = DEFAULT_REDIS_URL, *,

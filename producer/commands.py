@@ -124,20 +124,23 @@ def _fail(exc: Exception, code: int) -> int:
 def _explained_timeout(client: Any, model: str) -> Iterator[None]:
     """Add to a timeout the likeliest reason: no live worker serves the model."""
     from producer.errors import JobTimeout
-    from producer.keys import WORKER_PREFIX
 
     try:
         yield
     except JobTimeout as exc:
-        serving: set[str] = set()
-        for raw in client.redis.mget(list(client.redis.scan_iter(f"{WORKER_PREFIX}*"))
-                                     or ["-"]):
-            info = json.loads(raw) if raw else {}
-            serving.update(m.get("name") for m in info.get("models", []))
-        if model in serving:
+        if model in _served_models(client.redis):
             raise
         raise JobTimeout(f"{exc}; no live worker serves model {model!r} "
                          "(`aimass workers` lists the live ones)") from None
+
+
+def _served_models(redis: Any) -> set[str]:
+    """Models named in the live workers' heartbeats (``aimass:worker:*``)."""
+    from producer.keys import WORKER_PREFIX
+
+    keys = list(redis.scan_iter(match=f"{WORKER_PREFIX}*"))
+    beats = [json.loads(raw) for raw in (redis.mget(keys) if keys else []) if raw]
+    return {str(model.get("name")) for beat in beats for model in beat.get("models", [])}
 
 
 def _client() -> Any:

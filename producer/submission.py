@@ -94,7 +94,8 @@ class Submission:
                     deadline: Deadline | None = None) -> Submission:
         """A job from contract kwargs (bytes raw or as base64 text)."""
         job = parse_job(kind, kwargs)  # raises InvalidJob saying what is wrong
-        return cls(kind=kind, kwargs=job.model_dump(mode="json"),
+        # None fields are the defaults: leave them off the wire.
+        return cls(kind=kind, kwargs=job.model_dump(mode="json", exclude_none=True),
                    job_id=job_id if job_id is not None else str(uuid.uuid4()),
                    priority=int(priority), expires=expires_at(deadline))
 

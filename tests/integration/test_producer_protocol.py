@@ -142,7 +142,8 @@ def test_the_python_examples_of_the_guide_run(example_env: dict[str, str],
     done = subprocess.run([sys.executable, str(script)], env=example_env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("label 5 score 1.000")
+    assert done.stdout.splitlines() == [
+        "label 5 score 1.000", "client: 5", "bulk: 50 50", "async: 5"]
 
 
 def test_the_shell_example_of_the_guide_runs(example_env: dict[str, str]) -> None:

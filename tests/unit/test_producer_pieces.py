@@ -82,8 +82,11 @@ def test_generate_submission_refuses_labels_that_do_not_match_count() -> None:
     with pytest.raises(InvalidJob, match="'labels' has 2 entries but 'count' is 3"):
         Submission.generate(model="tiny-gan", count=3, labels=[1, 2])
     ok = Submission.generate(model="tiny-gan", count=2, labels=[1, 2], seed=5)
-    assert ok.kwargs == {"model": "tiny-gan", "version": None, "count": 2, "labels": [1, 2],
-                         "seed": 5, "format": "png"}
+    assert ok.kwargs == {"model": "tiny-gan", "count": 2, "labels": [1, 2], "seed": 5,
+                         "format": "png"}
+    pinned = Submission.classify(b"\x89PNG", model="tiny", version=2)
+    assert pinned.kwargs == {"model": "tiny", "version": 2, "top_k": 5,
+                             "inputs": [{"image": "iVBORw=="}]}
 
 
 def test_job_ids_must_be_usable() -> None:
