@@ -57,14 +57,26 @@ class _Stop:
 STOP = _Stop()
 
 
+IDLE_POLL_S = 0.0005
+
+
+def never_idle() -> bool:
+    return False
+
+
 def collect_batch(
     jobs: queue.Queue[Pending | _Stop],
     max_batch_size: int,
     max_delay_s: float,
     clock: Callable[[], float] = time.monotonic,
+    idle: Callable[[], bool] = never_idle,
 ) -> list[Pending] | None:
     """Wait for a first job, then take more until the batch holds ``max_batch_size``
     inputs or the first job's deadline (its enqueue time plus ``max_delay_s``) passes.
+
+    ``idle`` lets the feeder say that no more jobs are on their way (the Redis queues
+    came back empty and nothing taken is still being decoded): then the batch runs at
+    once with what it has, instead of waiting out a deadline that nothing will beat.
 
     Returns ``None`` when told to stop and no job is waiting before the stop.
     """
@@ -76,9 +88,16 @@ def collect_batch(
     deadline = first.enqueued + max_delay_s
     while size < max_batch_size:
         try:
-            job = jobs.get(timeout=max(0.0, deadline - clock()))
+            if idle():
+                job = jobs.get_nowait()
+            else:
+                # Short waits, so that the feeder going idle is noticed promptly.
+                left = deadline - clock()
+                job = jobs.get(timeout=max(0.0, min(left, IDLE_POLL_S)))
         except queue.Empty:
-            break
+            if idle() or clock() >= deadline:
+                break
+            continue
         if isinstance(job, _Stop):
             jobs.put(job)  # stop after this batch
             break
@@ -107,6 +126,7 @@ class Batcher:
 
     def __init__(self, name: str, runner: Runner, max_batch_size: int, max_delay_ms: float,
                  on_batch: Callable[[int, float], None] | None = None,
+                 idle: Callable[[], bool] = never_idle,
                  time_limit_s: float = 0.0,
                  interrupt: Callable[[threading.Thread], None] | None = None) -> None:
         self.name = name
@@ -114,6 +134,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_ms / 1000.0
         self.on_batch = on_batch
+        self.idle = idle
         self.time_limit_s = time_limit_s
         self.interrupt = interrupt
         self.abandoned_threads = 0
@@ -151,7 +172,8 @@ class Batcher:
         me = threading.current_thread()
         # An abandoned thread ends when (if ever) its stuck run returns.
         while me is self._thread and (
-                batch := collect_batch(self._jobs, self.max_batch_size, self.max_delay_s)):
+                batch := collect_batch(self._jobs, self.max_batch_size, self.max_delay_s,
+                                       idle=self.idle)):
             self._run(batch)
 
     def _run(self, batch: list[Pending]) -> None:

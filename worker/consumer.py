@@ -94,6 +94,10 @@ class BulkConsumer:
         self.on_settled = on_settled
         self.on_load = on_load
         self._finished: queue.Queue[InFlight | None] = queue.Queue()
+        # Jobs taken from Redis and not yet handed to a batcher, and whether the last
+        # take emptied the queues: together they tell the batchers when to stop waiting.
+        self._decoding = 0
+        self._drained = False
         self._stopping = threading.Event()
         self._consumer = threading.Thread(target=self._consume_loop, name="aimass-consumer",
                                           daemon=True)
@@ -135,8 +139,16 @@ class BulkConsumer:
                 if self.on_load:
                     self.on_load(self.capacity.used)
                 arrived = time.monotonic()
+                self._decoding = len(taken)
+                self._drained = len(taken) < room
                 for message in taken:
                     self._begin_safely(message, arrived)
+                    self._decoding -= 1
+
+    def idle(self) -> bool:
+        """True when no job is on its way to a batcher: the last take emptied the model
+        queues and every job it brought has been handed over."""
+        return self._drained and self._decoding == 0
 
     def _begin_safely(self, message: Taken, arrived: float) -> None:
         """Start one message; a bug must cost that message, never the consumer thread

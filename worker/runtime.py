@@ -15,7 +15,7 @@ from typing import Any
 
 from producer.contract import JobKind, parse_job, task_name
 from producer.errors import InvalidJob, ModelError, UnknownModel
-from worker.batcher import Batcher, BatchOutput
+from worker.batcher import Batcher, BatchOutput, never_idle
 from worker.models import Limits, ModelLogic, logic_for
 from worker.repository import ModelRepository, ModelVersion, verify_checksum
 from worker.sessions import DevicePlan, SessionRunner, create_session
@@ -59,10 +59,12 @@ class Runtime:
     """Loads every model of the repository (or the chosen ones) and answers jobs."""
 
     def __init__(self, settings: WorkerSettings, plan: DevicePlan,
-                 on_batch: Callable[[str, int, float], None] | None = None) -> None:
+                 on_batch: Callable[[str, int, float], None] | None = None,
+                 idle: Callable[[], bool] = never_idle) -> None:
         self.settings = settings
         self.plan = plan
         self.on_batch = on_batch
+        self.idle = idle
         self.repository = ModelRepository(settings.model_repository)
         self.limits = Limits(settings.max_payload_bytes, settings.max_image_pixels)
         self._current: dict[str, LoadedModel] = {}
@@ -223,7 +225,8 @@ class Runtime:
         batcher = Batcher(
             f"{version.name}-v{version.version}", run, max_batch, delay_ms,
             on_batch=(lambda size, ms: on_batch(version.name, size, ms)) if on_batch else None,
-            time_limit_s=self.settings.job_time_limit_s, interrupt=run.interrupt)
+            idle=self.idle, time_limit_s=self.settings.job_time_limit_s,
+            interrupt=run.interrupt)
         loaded = LoadedModel(version, logic, session, batcher, list(session.get_providers()))
         log.info("loaded %s v%d on %s in %.0f ms (max batch %d, max delay %.1f ms)",
                  version.name, version.version, ", ".join(loaded.providers),

@@ -43,7 +43,8 @@ class WorkerService:
         self.settings: WorkerSettings = app.aimass_settings
         self.hostname = hostname
         self.metrics = Metrics()
-        self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch)
+        self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
+                               idle=self._feeder_idle)
         self.consumer: BulkConsumer | None = None
         self.ready = threading.Event()
         self.started_at = time.time()
@@ -52,6 +53,9 @@ class WorkerService:
                                            socket_keepalive=True)
         self._thread = threading.Thread(target=self._housekeeping, name="aimass-housekeeping",
                                         daemon=True)
+
+    def _feeder_idle(self) -> bool:
+        return self.consumer is not None and self.consumer.idle()
 
     @property
     def bulk(self) -> bool:

@@ -54,8 +54,29 @@ def test_partial_batch_runs_at_the_oldest_jobs_deadline() -> None:
     batch = collect_batch(jobs, max_batch_size=8, max_delay_s=2.5, clock=lambda: clock[0])
     assert batch is not None and len(batch) == 2
     # The wait is what is left of the first job's deadline, not a fresh timer.
-    assert jobs.timeouts[-1] == pytest.approx(1.5)
-    assert clock[0] == pytest.approx(101.5)
+    assert sum(t for t in jobs.timeouts if t) == pytest.approx(1.5, abs=1e-3)
+    assert clock[0] == pytest.approx(101.5, abs=1e-3)
+
+
+def test_an_idle_feeder_lets_a_partial_batch_run_at_once() -> None:
+    clock = [0.0]
+    jobs = ScriptedQueue(clock)
+    jobs.put(job())
+    jobs.put(job())
+    batch = collect_batch(jobs, max_batch_size=8, max_delay_s=5.0, clock=lambda: clock[0],
+                          idle=lambda: True)
+    assert batch is not None and len(batch) == 2
+    assert clock[0] == 0.0  # no waiting: nothing more is on its way
+
+
+def test_waiting_stops_when_the_feeder_goes_idle() -> None:
+    clock = [0.0]
+    jobs = ScriptedQueue(clock)
+    jobs.put(job())
+    batch = collect_batch(jobs, max_batch_size=8, max_delay_s=5.0, clock=lambda: clock[0],
+                          idle=lambda: clock[0] >= 0.002)
+    assert batch is not None and len(batch) == 1
+    assert 0.002 <= clock[0] < 0.01  # well before the 5 s deadline
 
 
 def test_zero_delay_takes_only_what_is_already_queued() -> None:
