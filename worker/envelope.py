@@ -121,7 +121,8 @@ def job_kwargs(envelope: Envelope) -> Any:
             payload = json.loads(body) if isinstance(body, bytes | str) else body
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as exc:
-        raise InvalidJob(f"message body is not valid {content_type}: {exc}") from None
+        raise InvalidJob(f"message body is not valid {content_type}: "
+                         f"{exc or type(exc).__name__}") from None
     except RecursionError:
         raise InvalidJob(f"message body is nested too deeply to decode as {content_type}; "
                          "aimass jobs are a few levels deep") from None

@@ -52,7 +52,9 @@ local function record(raw, base)
       end
     end
     local h = msg['headers']
-    if type(h) == 'table' and type(h['id']) == 'string' then id = h['id'] end
+    if type(h) == 'table' and type(h['id']) == 'string' and h['id'] ~= '' then
+      id = h['id']
+    end
   end
   if not tag then tag = 'aimass-' .. redis.call('INCR', 'aimass:delivery-tags') end
   redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' ..
