@@ -117,19 +117,23 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                     f"the limit is {max_pixels}"
                 )
             image.load()
+            if image.mode not in ("L", "RGB", "RGBA"):
+                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     except PayloadTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"image rejected as a decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise InvalidInput("image could not be decoded (its header is damaged, or it is a "
+                           "PNG or JPEG variant that cannot be read)") from None
     except Exception as exc:  # PIL raises many types for damaged files
         raise InvalidInput(f"image could not be decoded ({type(exc).__name__}: {exc})") from None
-    if image.mode not in ("L", "RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     pixels = np.asarray(image)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
 def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
+    _check_npy_header(data, max_pixels * 4)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:
@@ -141,6 +145,31 @@ def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
             f"NPY array has {array.size} elements; the limit is {max_pixels * 4}"
         )
     return array
+
+
+def _check_npy_header(data: bytes, max_elements: int) -> None:
+    """Refuse an NPY whose header claims more elements than allowed, or more bytes than
+    it holds, before numpy allocates room for them."""
+    buffer = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(buffer)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(buffer)
+        else:
+            return  # np.load reads (or refuses) the rarer versions itself
+    except Exception as exc:
+        raise InvalidInput(f"NPY bytes could not be read ({type(exc).__name__}: {exc})") from None
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count > max_elements:
+        raise PayloadTooLarge(
+            f"NPY array of shape {list(shape)} has {count} elements; the limit is {max_elements}")
+    if count * dtype.itemsize > len(data) - buffer.tell():
+        raise InvalidInput(f"NPY header claims shape {list(shape)} of {dtype}, but the bytes "
+                           "after it are fewer than that")
 
 
 def png_from_base64(text: str) -> Image.Image:
