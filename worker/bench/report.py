@@ -293,6 +293,10 @@ def _plot_throughput(ax: Any, name: str, model: dict[str, Any]) -> None:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(matplotlib_formatter())
+    ax.yaxis.set_major_formatter(matplotlib_formatter())
+    low, high = ax.get_ylim()
+    if high < 10 * low:  # less than a decade: label the minor ticks too
+        ax.yaxis.set_minor_formatter(matplotlib_formatter())
     ax.set_xlabel("jobs in flight per producer")
     ax.set_ylabel("images/s (median of rounds)")
     ax.set_title(f"{name}: throughput ({model['origin']} model)")
