@@ -98,12 +98,24 @@ def _run_one(settings: Any, device: int | None) -> int:
     app = create_app(settings, plan_for(settings, device))
     label = "cpu" if device is None else f"gpu{device}"
     hostname = settings.hostname or f"aimass-{label}-{os.getpid()}@{socket.gethostname()}"
-    app.worker_main([
+    return _celery_main(app, [
         "worker", "--pool=threads", f"--concurrency={settings.concurrency}",
         f"--loglevel={settings.log_level}", f"--hostname={hostname}",
         "--without-gossip", "--without-mingle",
     ])
-    return 0
+
+
+def _celery_main(app: Any, argv: list[str]) -> int:
+    """``celery worker`` run as ``app.worker_main`` runs it, but returning its exit code:
+    ``worker_main`` drops it, so a worker that could not start exited 0."""
+    from celery.bin.celery import celery
+
+    celery.params[0].default = app
+    try:
+        code = celery.main(args=argv, standalone_mode=False)
+    finally:
+        celery.params[0].default = None
+    return code if isinstance(code, int) else 0
 
 
 def _supervise(devices: list[int | None]) -> int:
