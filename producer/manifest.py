@@ -30,7 +30,7 @@ _MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 def is_valid_model_name(name: str) -> bool:
     """True for names that are safe as a folder name and a queue suffix (no path traversal)."""
-    return bool(_MODEL_NAME_RE.match(name)) and ".." not in name
+    return bool(_MODEL_NAME_RE.fullmatch(name)) and ".." not in name
 
 
 class ModelKind(StrEnum):
