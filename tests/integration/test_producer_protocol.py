@@ -31,7 +31,8 @@ from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
@@ -135,12 +136,10 @@ def example_env(shared_url: str, tmp_path: Path) -> dict[str, str]:
     return child_env(shared_url, MODEL="tiny", IMAGE=str(image))
 
 
-def test_the_python_examples_of_the_guide_run(example_env: dict[str, str],
-                                              tmp_path: Path) -> None:
-    script = tmp_path / "example.py"
-    script.write_text("\n".join(doc_blocks("python")))
-    done = subprocess.run([sys.executable, str(script)], env=example_env,
-                          capture_output=True, text=True, timeout=60)
+def test_the_python_examples_of_the_guide_run(example_env: dict[str, str]) -> None:
+    done = subprocess.run([sys.executable, "-"], input="\n".join(doc_blocks("python")),
+                          env=example_env, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "label 5 score 1.000", "client: 5", "bulk: 50 50", "async: 5"]
