@@ -299,7 +299,9 @@ def test_worker_finishes_its_batches_when_stopped(services: dict[str, Any], name
 def test_export_is_a_one_shot_job_writing_the_models_volume(services: dict[str, Any]) -> None:
     export = services["export"]
     assert export["restart"] == "no"
-    assert argv(export["command"]) == ["aimass", "export", "zoo", "--repository", "/models"]
+    # --skip-existing: restarting the stack does not publish the zoo again.
+    assert argv(export["command"]) == ["aimass", "export", "zoo", "--repository", "/models",
+                                       "--skip-existing"]
     assert "models:/models" in export["volumes"]
 
 

@@ -1,0 +1,375 @@
+"""``aimass export zoo``, ``aimass export keras`` and ``aimass models``.
+
+Imported to build ``aimass --help``: at module level only the standard library and
+``producer``. TensorFlow, ONNX Runtime and the rest of ``export`` load inside the
+handlers, when a command actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from producer.manifest import MODEL_FILE, ModelKind
+
+if TYPE_CHECKING:
+    from export.repository import PublishedModel
+
+ZOO_MODELS = ("digits", "digits-gan", "alexnet")  # export.recipes.ZOO, kept here to stay light
+DEFAULT_OPSET = 17  # export.opsets.DEFAULT_OPSET, kept here to stay light
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``export`` (with ``zoo`` and ``keras``) and ``models`` to the ``aimass`` parser."""
+    export = subparsers.add_parser(
+        "export",
+        help="train or load TensorFlow models, convert them to ONNX and publish them",
+        description="Convert TensorFlow models to ONNX, check parity with ONNX Runtime, and "
+        "publish them to the model repository.",
+    )
+    commands = export.add_subparsers(dest="export_command", required=True, metavar="{zoo,keras}")
+    _add_zoo(commands)
+    _add_keras(commands)
+
+    models = subparsers.add_parser("models", help="list the published models and their quality")
+    _add_repository(models)
+    models.add_argument(
+        "--json", action="store_true", help="print JSON: a list with one object per model version"
+    )
+    models.set_defaults(handler=run_models)
+
+
+def _add_repository(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repository",
+        metavar="DIR",
+        help="model repository (default: $AIMASS_MODEL_REPOSITORY, else ./models)",
+    )
+
+
+def _add_zoo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    zoo = commands.add_parser(
+        "zoo",
+        help="train and publish the bundled models",
+        description="Train digits and digits-gan on scikit-learn's digits, build AlexNet, convert, "
+        "check parity and quality, and publish each as a new version.",
+    )
+    zoo.add_argument(
+        "--only",
+        metavar="NAMES",
+        default=",".join(ZOO_MODELS),
+        help=f"comma-separated subset of {','.join(ZOO_MODELS)} (default: all); digits-gan uses "
+        "the digits trained in the same run, else the latest published one",
+    )
+    _add_repository(zoo)
+    zoo.add_argument(
+        "--quick",
+        action="store_true",
+        help="train a few steps only (tests); quality gates not enforced",
+    )
+    zoo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for data order, initialisation and sampling (default 0)",
+    )
+    _add_opset(zoo)
+    zoo.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="AlexNet weights (.weights.h5); default: random, trained=false",
+    )
+    zoo.add_argument(
+        "--labels",
+        type=Path,
+        metavar="FILE",
+        help="AlexNet labels, one per line (default class_0..class_999)",
+    )
+    zoo.add_argument(
+        "--measure-batching",
+        action="store_true",
+        help="set AlexNet's max_batch_size from ONNX Runtime's throughput on this machine's CPU "
+        "(default: 16, measured on an idle 2-core machine); needs an otherwise idle machine",
+    )
+    zoo.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="publish only the models the repository has no version of yet",
+    )
+    zoo.set_defaults(handler=run_zoo)
+
+
+def _add_opset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset for tf2onnx, 13..18 (default {DEFAULT_OPSET})",
+    )
+
+
+def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keras = commands.add_parser(
+        "keras",
+        help="publish your own trained Keras model or SavedModel",
+        description="Convert a .keras file or SavedModel folder to ONNX, check parity, "
+        "and publish it.",
+    )
+    keras.add_argument(
+        "path", type=Path, metavar="PATH", help="a .keras file or a SavedModel folder"
+    )
+    keras.add_argument(
+        "--name", required=True, help="model name: lowercase letters, digits, '_', '.', '-'"
+    )
+    keras.add_argument("--kind", required=True, choices=[kind.value for kind in ModelKind])
+    keras.add_argument(
+        "--labels", type=Path, metavar="FILE", help="class labels, one per line (default class_<i>)"
+    )
+    _add_repository(keras)
+    _add_opset(keras)
+    keras.add_argument(
+        "--tolerance",
+        type=float,
+        help="allowed max abs error between TensorFlow and ONNX Runtime "
+        "(default 1e-4 for classify, 1e-3 for generate)",
+    )
+    keras.add_argument("--seed", type=int, default=0, help="seed of the parity samples (default 0)")
+    classify = keras.add_argument_group("classify")
+    classify.add_argument("--height", type=int, help="input height, if the model leaves it open")
+    classify.add_argument("--width", type=int, help="input width, if the model leaves it open")
+    classify.add_argument(
+        "--channels", type=int, help="input channels (1, 3 or 4), if the model leaves it open"
+    )
+    classify.add_argument(
+        "--scale",
+        type=float,
+        default=1.0 / 255.0,
+        help="input = pixel * scale + offset (default 1/255)",
+    )
+    classify.add_argument(
+        "--offset",
+        type=_floats,
+        default=[0.0],
+        metavar="X[,X...]",
+        help="one offset, or one per channel (default 0)",
+    )
+    classify.add_argument(
+        "--softmax", action="store_true", help="append a softmax to a model that outputs logits"
+    )
+    generate = keras.add_argument_group("generate")
+    generate.add_argument(
+        "--latent-size", type=int, help="latent vector size, if the model leaves it open"
+    )
+    generate.add_argument(
+        "--class-count", type=int, help="number of classes the label input accepts (required)"
+    )
+    batching = keras.add_argument_group("batching")
+    batching.add_argument(
+        "--max-batch-size", type=int, default=64, help="dynamic batching limit (default 64)"
+    )
+    batching.add_argument(
+        "--max-queue-delay-ms", type=float, default=2.0, help="dynamic batching delay (default 2)"
+    )
+    keras.set_defaults(handler=run_keras)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    names = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(ZOO_MODELS))
+    if unknown or not names:
+        return _fail(
+            f"--only {args.only!r}: unknown model(s) {unknown}; "
+            f"expected some of {','.join(ZOO_MODELS)}"
+        )
+    if (args.weights or args.labels) and "alexnet" not in names:
+        return _fail("--weights and --labels apply to alexnet, which --only leaves out")
+    from export.repository import list_versions, resolve_repository
+
+    repository = resolve_repository(args.repository)
+    if args.skip_existing:
+        names = [name for name in names if not list_versions(repository, name)]
+        if not names:
+            print(f"every requested model already has a version in {repository}")
+            return 0
+    _quiet_tensorflow()
+    from export.errors import ExportError
+    from export.recipes import ZooOptions, publish_zoo
+
+    options = ZooOptions(
+        repository=repository,
+        seed=args.seed,
+        quick=args.quick,
+        opset=args.opset,
+        alexnet_weights=args.weights,
+        alexnet_labels=args.labels,
+        measure_batching=args.measure_batching,
+    )
+    started = time.perf_counter()
+    try:
+        published = publish_zoo(names, options, _progress)
+    except ExportError as error:
+        return _fail(str(error))
+    for model in published:
+        print(_summary(model))
+    training = [
+        model.manifest.model_dump().get("training", {}).get("seconds") for model in published
+    ]
+    trained = [seconds for seconds in training if isinstance(seconds, int | float) and seconds]
+    print(f"done in {time.perf_counter() - started:.1f} s ({sum(trained):.1f} s of it training)")
+    return 0
+
+
+def run_keras(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from export.errors import ExportError
+    from export.keras_import import KerasImportOptions, publish_user_model
+    from export.repository import resolve_repository
+
+    options = KerasImportOptions(
+        path=args.path,
+        name=args.name,
+        kind=ModelKind(args.kind),
+        repository=resolve_repository(args.repository),
+        labels=args.labels,
+        opset=args.opset,
+        tolerance=args.tolerance,
+        height=args.height,
+        width=args.width,
+        channels=args.channels,
+        scale=args.scale,
+        offset=args.offset,
+        softmax=args.softmax,
+        latent_size=args.latent_size,
+        class_count=args.class_count,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        seed=args.seed,
+    )
+    try:
+        published = publish_user_model(options, _progress)
+    except ExportError as error:
+        return _fail(str(error))
+    print(_summary(published))
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from export.repository import resolve_repository
+
+    repository = resolve_repository(args.repository)
+    rows = _model_rows(repository)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no models in {repository}", file=sys.stderr)
+    else:
+        print(_table(rows))
+    return 0
+
+
+def _model_rows(repository: Path) -> list[dict[str, Any]]:
+    """One object per model version: its manifest, where it is and how big (or why the
+    manifest is unreadable)."""
+    from pydantic import ValidationError
+
+    from export.repository import list_model_names, list_versions
+    from producer.manifest import Manifest
+
+    rows: list[dict[str, Any]] = []
+    for name in list_model_names(repository):
+        for version in list_versions(repository, name):
+            folder = repository / name / str(version)
+            model_file = folder / MODEL_FILE
+            row: dict[str, Any] = {"name": name, "version": version, "path": str(folder)}
+            row["size_bytes"] = model_file.stat().st_size if model_file.is_file() else None
+            try:
+                row = Manifest.read(folder).model_dump(mode="json") | row
+            except (OSError, ValidationError, ValueError) as error:
+                row["error"] = f"unreadable manifest: {error}".splitlines()[0]
+            rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    header = ("NAME", "VERSION", "KIND", "INPUTS", "SIZE", "QUALITY", "PARITY")
+    lines = [header] + [
+        (
+            row["name"],
+            str(row["version"]),
+            row.get("kind", "?"),
+            ", ".join(
+                f"{spec['name']} {spec['dtype']}{spec['shape']}" for spec in row.get("inputs", [])
+            ),
+            _size(row["size_bytes"]),
+            _quality(row.get("quality", {}), row.get("trained", True))
+            if "error" not in row
+            else row["error"],
+            _number(row.get("parity_max_abs_error")),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _quality(quality: dict[str, Any], trained: bool = True) -> str:
+    if not trained:
+        return "untrained"
+    for key in ("test_accuracy", "class_agreement"):
+        if key in quality:
+            return f"{key}={_number(quality[key])}"
+    return "-"
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if 1e-2 <= abs(value) <= 1 else f"{value:.2g}"
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "missing"
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def _summary(model: PublishedModel) -> str:
+    manifest = model.manifest
+    return (
+        f"published {manifest.name} version {manifest.version} in {model.folder}: "
+        f"{_quality(manifest.quality, manifest.trained)}, parity max abs error "
+        f"{_number(manifest.parity_max_abs_error)} (tolerance {_number(manifest.parity_tolerance)})"
+    )
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"aimass: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _quiet_tensorflow() -> None:
+    # Read by TensorFlow's C++ side when it loads: hides its INFO and WARNING lines (a
+    # few start-up notices come before it is read). A user's own setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

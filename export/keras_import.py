@@ -1,0 +1,352 @@
+"""Bring your own model: publish a trained Keras model (``.keras``/``.h5``) or a
+SavedModel folder through the same conversion and parity gate as the zoo.
+
+A model is checked against the kind it is published as before anything slow happens:
+a classifier takes one float image (batch, height, width, channels) and returns
+(batch, classes) probabilities; a generator takes a float latent (batch, latent_size)
+and an integer class, (batch,) or (batch, 1), and returns images (batch, h, w, c) in
+[-1, 1]. Whatever the user's inputs are called, the published graph's are named as
+the manifest says; labels are cast and reshaped to what the model wants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from export.convert import (
+    ServableFunction,
+    classifier_function,
+    generator_function,
+    run_function,
+)
+from export.errors import UnsupportedModelError
+from export.labels import default_labels, read_labels
+from export.opsets import DEFAULT_OPSET
+from export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
+from export.publish import Progress, convert_checked, publish
+from export.quality import sample_latents
+from export.repository import PublishedModel, check_model_name
+from producer.manifest import BatchingSpec, GeneratorSpec, ModelKind, Postprocessing, Preprocessing
+
+PARITY_SAMPLES = 8
+_CHANNELS = (1, 3, 4)
+_PROBABILITY_SLACK = 1e-3  # how far from 1 a row of probabilities may sum
+
+
+@dataclass(frozen=True)
+class KerasImportOptions:
+    path: Path
+    name: str
+    kind: ModelKind
+    repository: Path
+    labels: Path | None = None
+    opset: int = DEFAULT_OPSET
+    tolerance: float | None = None  # None: the kind's default
+    height: int | None = None  # None: from the model's input shape
+    width: int | None = None
+    channels: int | None = None
+    scale: float = 1.0 / 255.0
+    offset: Sequence[float] = (0.0,)
+    softmax: bool = False  # append a softmax to a classifier that outputs logits
+    latent_size: int | None = None
+    class_count: int | None = None
+    max_batch_size: int = 64
+    max_queue_delay_ms: float = 2.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    name: str
+    dtype: tf.DType
+    shape: tuple[int | None, ...]
+
+    def __str__(self) -> str:
+        dims = ", ".join(
+            "batch" if index == 0 else str(dim) for index, dim in enumerate(self.shape)
+        )
+        return f"'{self.name}' {self.dtype.name} ({dims})"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model of either format, called with its inputs in ``inputs`` order."""
+
+    path: Path
+    format: str  # "keras" or "saved_model"
+    inputs: list[ModelInput]
+    output_shape: tuple[int | None, ...]
+    call: Callable[[list[tf.Tensor]], tf.Tensor]
+    keep_alive: Any = None  # a SavedModel's signature only holds weak references to its variables
+
+    def describe_inputs(self) -> str:
+        return ", ".join(str(item) for item in self.inputs) or "none"
+
+
+def publish_user_model(options: KerasImportOptions, progress: Progress) -> PublishedModel:
+    check_model_name(options.name)
+    model = load_model(options.path)
+    progress(
+        f"{options.name}: loaded {options.path} ({model.format}), inputs {model.describe_inputs()}"
+    )
+    if options.kind == ModelKind.classify:
+        function, feeds, fields = _as_classifier(model, options)
+        default_tolerance = CLASSIFIER_TOLERANCE
+    else:
+        function, feeds, fields = _as_generator(model, options)
+        default_tolerance = GENERATOR_TOLERANCE
+    tolerance = default_tolerance if options.tolerance is None else options.tolerance
+    candidate = convert_checked(
+        options.name, options.kind, function, feeds, tolerance, options.opset, progress
+    )
+    fields |= {
+        "batching": BatchingSpec(
+            max_batch_size=options.max_batch_size, max_queue_delay_ms=options.max_queue_delay_ms
+        ),
+        "origin": {"path": str(options.path), "format": model.format},
+    }
+    return publish(options.repository, candidate, fields)
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Read a ``.keras``/``.h5`` file or a SavedModel folder; refuse anything else."""
+    if not path.exists():
+        raise UnsupportedModelError(
+            f"no such file or folder: {path}; expected a .keras file or a SavedModel folder"
+        )
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise UnsupportedModelError(
+                f"{path} is a folder without saved_model.pb; expected a SavedModel folder "
+                "(tf.saved_model.save or model.export) or a .keras file"
+            )
+        return _load_saved_model(path)
+    if path.suffix not in (".keras", ".h5"):
+        raise UnsupportedModelError(
+            f"{path} has the unsupported suffix '{path.suffix}'; expected a .keras (or legacy .h5) "
+            "file saved with model.save(), or a SavedModel folder"
+        )
+    return _load_keras(path)
+
+
+def _load_keras(path: Path) -> LoadedModel:
+    import keras
+
+    import export.zoo.alexnet  # noqa: F401 - registers its LRN layer for models built from it
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises ValueError, OSError, zipfile and h5py errors alike
+        raise UnsupportedModelError(
+            f"could not read {path} as a Keras model: {error}. Expected a file written by "
+            "model.save('model.keras') with Keras 3"
+        ) from error
+    try:
+        keras_inputs, keras_outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError) as error:
+        raise UnsupportedModelError(
+            f"{path} holds a model whose inputs are unknown ({error}); expected a functional or "
+            "Sequential model built with keras.Input, or a subclassed one called once before saving"
+        ) from error
+    if len(keras_outputs) != 1:
+        raise UnsupportedModelError(
+            f"{path} has {len(keras_outputs)} outputs; expected exactly one"
+        )
+    inputs = [
+        ModelInput(str(item.name), tf.as_dtype(item.dtype), tuple(item.shape))
+        for item in keras_inputs
+    ]
+
+    def call(tensors: list[tf.Tensor]) -> tf.Tensor:
+        return model(tensors[0] if len(tensors) == 1 else tensors, training=False)
+
+    return LoadedModel(path, "keras", inputs, tuple(keras_outputs[0].shape), call)
+
+
+def _load_saved_model(path: Path) -> LoadedModel:
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures["serving_default"]
+    except KeyError as error:
+        raise UnsupportedModelError(
+            f"{path} has no 'serving_default' signature; expected a SavedModel written by "
+            "model.export() or tf.saved_model.save() with a serving signature"
+        ) from error
+    except Exception as error:  # TensorFlow raises many types for an unreadable folder
+        raise UnsupportedModelError(f"could not read {path} as a SavedModel: {error}") from error
+    specs: dict[str, tf.TensorSpec] = signature.structured_input_signature[1]
+    outputs: dict[str, tf.TensorSpec] = signature.structured_outputs
+    if len(outputs) != 1:
+        raise UnsupportedModelError(
+            f"{path}'s serving signature has {len(outputs)} outputs ({', '.join(outputs)}); "
+            "expected exactly one"
+        )
+    names = sorted(specs)
+    inputs = [
+        ModelInput(name, specs[name].dtype, tuple(specs[name].shape.as_list())) for name in names
+    ]
+    ((output_name, output_spec),) = outputs.items()
+
+    def call(tensors: list[tf.Tensor]) -> tf.Tensor:
+        return signature(**dict(zip(names, tensors, strict=True)))[output_name]
+
+    return LoadedModel(
+        path, "saved_model", inputs, tuple(output_spec.shape.as_list()), call, keep_alive=loaded
+    )
+
+
+def _as_classifier(
+    model: LoadedModel, options: KerasImportOptions
+) -> tuple[ServableFunction, dict[str, np.ndarray], dict[str, Any]]:
+    if len(model.inputs) != 1:
+        hint = "; did you mean --kind generate?" if len(model.inputs) == 2 else ""
+        raise UnsupportedModelError(
+            "--kind classify expects a model with one image input (batch, height, width, "
+            f"channels); {model.path} has {len(model.inputs)}: {model.describe_inputs()}{hint}"
+        )
+    (image,) = model.inputs
+    if len(image.shape) != 4 or not image.dtype.is_floating:
+        raise UnsupportedModelError(
+            "--kind classify expects a float image input of rank 4 (batch, height, width, "
+            f"channels), NHWC; {model.path} has input {image} (rank {len(image.shape)})"
+        )
+    height = _dimension("height", image.shape[1], options.height, model.path)
+    width = _dimension("width", image.shape[2], options.width, model.path)
+    channels = _dimension("channels", image.shape[3], options.channels, model.path)
+    if channels not in _CHANNELS:
+        raise UnsupportedModelError(
+            f"{model.path}'s input {image} ends in {channels}, which is not a channel count; "
+            "expected NHWC with 1, 3 or 4 channels last (NCHW models are not supported)"
+        )
+    if len(model.output_shape) != 2 or model.output_shape[1] is None:
+        raise UnsupportedModelError(
+            "--kind classify expects one output of shape (batch, classes); "
+            f"{model.path}'s output has shape {model.output_shape}"
+        )
+    class_count = int(model.output_shape[1])
+    labels = (
+        read_labels(options.labels, class_count) if options.labels else default_labels(class_count)
+    )
+    offset = list(options.offset)
+    if len(offset) not in (1, channels):
+        raise UnsupportedModelError(
+            f"--offset has {len(offset)} values; expected 1 or {channels} (one per channel)"
+        )
+
+    def predict(tensor: tf.Tensor) -> tf.Tensor:
+        output = tf.cast(model.call([tf.cast(tensor, image.dtype)]), tf.float32)
+        return tf.nn.softmax(output, axis=-1) if options.softmax else output
+
+    function = classifier_function(predict, height, width, channels)
+    rng = np.random.default_rng(options.seed)
+    pixels = rng.integers(0, 256, (PARITY_SAMPLES, height, width, channels)).astype(np.float32)
+    feeds = {
+        "image": (pixels * np.float32(options.scale) + np.asarray(offset, np.float32)).astype(
+            np.float32
+        )
+    }
+    _check_probabilities(run_function(function, feeds)["probabilities"], model.path)
+    fields: dict[str, Any] = {
+        "preprocessing": Preprocessing(
+            height=height,
+            width=width,
+            channels=channels,
+            layout="NHWC",
+            scale=options.scale,
+            offset=offset,
+        ),
+        "labels": labels,
+        "quality": {"test_accuracy": None},  # no labelled data comes with a user's model
+    }
+    return function, feeds, fields
+
+
+def _as_generator(
+    model: LoadedModel, options: KerasImportOptions
+) -> tuple[ServableFunction, dict[str, np.ndarray], dict[str, Any]]:
+    latent = next((i for i in model.inputs if i.dtype.is_floating and len(i.shape) == 2), None)
+    label = next(
+        (
+            i
+            for i in model.inputs
+            if i.dtype.is_integer and (len(i.shape) == 1 or i.shape[1:] == (1,))
+        ),
+        None,
+    )
+    if len(model.inputs) != 2 or latent is None or label is None:
+        hint = "; did you mean --kind classify?" if len(model.inputs) == 1 else ""
+        raise UnsupportedModelError(
+            "--kind generate expects two inputs: a float latent (batch, latent_size) and an "
+            f"integer class (batch,) or (batch, 1); {model.path} has "
+            f"{model.describe_inputs()}{hint}"
+        )
+    latent_size = _dimension("latent-size", latent.shape[1], options.latent_size, model.path)
+    if options.class_count is None or options.class_count < 1:
+        raise UnsupportedModelError(
+            "--kind generate needs --class-count N: how many classes the label input accepts "
+            "(0..N-1)"
+        )
+    output = model.output_shape
+    if len(output) != 4 or None in output[1:] or output[3] not in _CHANNELS:
+        raise UnsupportedModelError(
+            "--kind generate expects one image output (batch, height, width, channels) with "
+            f"static sizes and 1, 3 or 4 channels; {model.path}'s output has shape {output}"
+        )
+    labels = (
+        read_labels(options.labels, options.class_count)
+        if options.labels
+        else default_labels(options.class_count)
+    )
+
+    def generate(latents: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+        wanted = tf.cast(classes, label.dtype)
+        if len(label.shape) == 2:
+            wanted = tf.reshape(wanted, (-1, 1))
+        latents = tf.cast(latents, latent.dtype)
+        return tf.cast(
+            model.call([latents if item is latent else wanted for item in model.inputs]), tf.float32
+        )
+
+    function = generator_function(generate, latent_size, tf.int64)
+    class_labels = np.arange(PARITY_SAMPLES, dtype=np.int64) % options.class_count
+    feeds: dict[str, np.ndarray] = {
+        "latent": sample_latents(PARITY_SAMPLES, latent_size, options.seed),
+        "label": class_labels,
+    }
+    fields: dict[str, Any] = {
+        "postprocessing": Postprocessing(),
+        "generator": GeneratorSpec(latent_size=latent_size, class_count=options.class_count),
+        "labels": labels,
+        "quality": {"class_agreement": None},  # no classifier comes with a user's generator
+    }
+    return function, feeds, fields
+
+
+def _dimension(flag: str, from_model: int | None, from_flag: int | None, path: Path) -> int:
+    """A size the model fixes, else the one its flag gives; the two must agree."""
+    if from_model is None:
+        if from_flag is None:
+            raise UnsupportedModelError(f"{path} does not fix its input's {flag}; pass --{flag}")
+        return from_flag
+    if from_flag is not None and from_flag != from_model:
+        raise UnsupportedModelError(
+            f"--{flag} {from_flag} contradicts the model, whose input has {flag} {from_model}; "
+            "leave the flag out or make it match"
+        )
+    return int(from_model)
+
+
+def _check_probabilities(probabilities: np.ndarray, path: Path) -> None:
+    sums = probabilities.sum(axis=1)
+    if probabilities.min() < 0 or np.abs(sums - 1).max() > _PROBABILITY_SLACK:
+        raise UnsupportedModelError(
+            f"{path}'s outputs are not probabilities (rows sum to "
+            f"{sums.min():.3g}..{sums.max():.3g}, expected 1): a classifier must end in a "
+            "softmax; pass --softmax to add one to a model that outputs logits"
+        )

@@ -1,0 +1,60 @@
+"""The parity gate: ONNX Runtime must reproduce TensorFlow's outputs on the same samples.
+
+Tolerances are on the max absolute difference over every element of every output:
+
+* classifier probabilities: 1e-4. Softmax outputs lie in [0, 1]; float32 kernels that
+  sum in a different order differ around 1e-7, so 1e-4 catches a wrong op or layout
+  with a wide margin while never failing on rounding.
+* generator images: 1e-3 on tanh outputs in [-1, 1]. Transposed convolutions and batch
+  normalisation accumulate more rounding; 1e-3 is an eighth of one 8-bit grey level
+  (2/255), so no published pixel can change by more than one level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from export.errors import ParityError
+from export.runtime import cpu_session
+
+CLASSIFIER_TOLERANCE = 1e-4
+GENERATOR_TOLERANCE = 1e-3
+
+
+def check_parity(
+    model_name: str,
+    model: bytes | Path,
+    feeds: Mapping[str, NDArray[np.generic]],
+    reference: Mapping[str, NDArray[np.generic]],
+    tolerance: float,
+) -> float:
+    """Run ``model`` on ``feeds`` and compare with TensorFlow's ``reference`` outputs.
+
+    Returns the max abs error over all outputs; raises ParityError above ``tolerance``
+    (a NaN anywhere counts as an infinite error).
+    """
+    if not tolerance >= 0:
+        raise ValueError(f"the parity tolerance must be a number >= 0, got {tolerance}")
+    session = cpu_session(model)
+    names = [output.name for output in session.get_outputs()]
+    produced = dict(zip(names, session.run(names, dict(feeds)), strict=True))
+    worst = 0.0
+    for name, expected in reference.items():
+        if name not in produced:
+            raise ParityError(model_name, name, float("inf"), tolerance)
+        error = _max_abs_error(np.asarray(produced[name]), np.asarray(expected))
+        if not error <= tolerance:
+            raise ParityError(model_name, name, error, tolerance)
+        worst = max(worst, error)
+    return worst
+
+
+def _max_abs_error(actual: NDArray[np.generic], expected: NDArray[np.generic]) -> float:
+    if actual.shape != expected.shape:
+        return float("inf")
+    difference = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    return float("inf") if np.isnan(difference).any() else float(difference.max(initial=0.0))

@@ -1,0 +1,196 @@
+"""Seeded, reproducible training of the digits classifier and the conditional GAN.
+
+Both read the uint8 images of ``export.data`` and scale them exactly as a worker does
+(1/255 for the classifier; the generator learns [-1, 1], which the manifest's
+postprocessing maps back to 0..255). Shuffling and augmentation draw from one NumPy
+generator seeded with ``seed``; Keras's initialisers and dropout from
+``keras.utils.set_random_seed``; TensorFlow's kernels are made deterministic, so the
+same seed gives the same weights on the same machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
+
+from export.data import DigitsSplit, to_model_input
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+
+
+CLASSIFIER_SCHEDULE = Schedule(epochs=30, batch_size=64, learning_rate=2e-3)
+CLASSIFIER_QUICK = Schedule(epochs=2, batch_size=64, learning_rate=2e-3)
+# Measured at seed 0: class agreement 0.97 from epoch 20 on, diversity rising to epoch 30.
+GAN_SCHEDULE = Schedule(epochs=30, batch_size=64, learning_rate=2e-4)
+GAN_QUICK = Schedule(epochs=2, batch_size=64, learning_rate=2e-4)
+_SHIFT_PIXELS = 2  # augmentation: digits shifted by up to 2 pixels each way
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    epochs: int
+    steps: int
+    seconds: float
+    final: dict[str, float]  # the last epoch's losses and metrics
+
+    def as_manifest(self, seed: int, quick: bool) -> dict[str, Any]:
+        return {
+            "seed": seed,
+            "quick": quick,
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 1),
+            "final": {key: round(value, 4) for key, value in self.final.items()},
+        }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow; call before building a model (initialisers draw)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train_classifier(
+    model: keras.Model, split: DigitsSplit, schedule: Schedule, seed: int, progress: Progress
+) -> TrainingReport:
+    """Train on the split's train part only; the test part stays unseen."""
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = int(np.ceil(len(split.train_labels) / schedule.batch_size))
+    learning_rate = keras.optimizers.schedules.CosineDecay(
+        schedule.learning_rate, decay_steps=schedule.epochs * steps_per_epoch
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    started = time.perf_counter()
+    final: dict[str, float] = {}
+    for epoch in range(1, schedule.epochs + 1):
+        order = rng.permutation(len(split.train_labels))
+        images = to_model_input(shift_randomly(split.train_images[order], rng))
+        history = model.fit(
+            images,
+            split.train_labels[order],
+            batch_size=schedule.batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+        final = {key: float(values[-1]) for key, values in history.history.items()}
+        progress(
+            f"{model.name} epoch {epoch}/{schedule.epochs}: loss {final['loss']:.4f}, "
+            f"train accuracy {final['accuracy']:.4f} ({time.perf_counter() - started:.1f} s)"
+        )
+    return TrainingReport(
+        schedule.epochs, schedule.epochs * steps_per_epoch, time.perf_counter() - started, final
+    )
+
+
+def shift_randomly(images: NDArray[np.uint8], rng: np.random.Generator) -> NDArray[np.uint8]:
+    """Each image moved by a random whole number of pixels in -2..2 per axis, zero-filled."""
+    count, height, width = images.shape
+    margin = _SHIFT_PIXELS
+    padded = np.pad(images, ((0, 0), (margin, margin), (margin, margin)))
+    top = rng.integers(0, 2 * margin + 1, size=(count,))
+    left = rng.integers(0, 2 * margin + 1, size=(count,))
+    rows = (top[:, None] + np.arange(height))[:, :, None]
+    cols = (left[:, None] + np.arange(width))[:, None, :]
+    return padded[np.arange(count)[:, None, None], rows, cols]
+
+
+def train_gan(
+    generator: keras.Model,
+    discriminator: keras.Model,
+    split: DigitsSplit,
+    schedule: Schedule,
+    seed: int,
+    progress: Progress,
+) -> TrainingReport:
+    """Adversarial training on the train part of the split; only ``generator`` is kept."""
+    rng = np.random.default_rng(seed)
+    real_images = (split.train_images.astype(np.float32) / np.float32(127.5) - 1.0)[..., np.newaxis]
+    real_labels = split.train_labels
+    latent_size = int(generator.inputs[0].shape[-1])
+    class_count = int(discriminator.outputs[1].shape[-1])
+    step = _gan_step(generator, discriminator, schedule.learning_rate)
+    steps_per_epoch = len(real_labels) // schedule.batch_size  # full batches keep batch norm steady
+    started = time.perf_counter()
+    final: dict[str, float] = {}
+    for epoch in range(1, schedule.epochs + 1):
+        order = rng.permutation(len(real_labels))
+        totals = np.zeros(2)
+        for index in range(steps_per_epoch):
+            batch = order[index * schedule.batch_size : (index + 1) * schedule.batch_size]
+            latents = rng.standard_normal((len(batch), latent_size), dtype=np.float32)
+            wanted = rng.integers(0, class_count, len(batch))
+            losses = step(real_images[batch], real_labels[batch], latents, wanted)
+            totals += [float(loss) for loss in losses]
+        final = {
+            "discriminator_loss": float(totals[0] / steps_per_epoch),
+            "generator_loss": float(totals[1] / steps_per_epoch),
+        }
+        progress(
+            f"{generator.name} epoch {epoch}/{schedule.epochs}: discriminator loss "
+            f"{final['discriminator_loss']:.4f}, generator loss {final['generator_loss']:.4f} "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+    return TrainingReport(
+        schedule.epochs, schedule.epochs * steps_per_epoch, time.perf_counter() - started, final
+    )
+
+
+def _gan_step(
+    generator: keras.Model, discriminator: keras.Model, learning_rate: float
+) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+    """One compiled step: the discriminator learns real vs fake and the real images'
+    classes; the generator learns to be taken for real and for the class it was given."""
+    generator_optimizer = keras.optimizers.Adam(learning_rate, beta_1=0.5)  # DCGAN's settings
+    discriminator_optimizer = keras.optimizers.Adam(learning_rate, beta_1=0.5)
+    realness = keras.losses.BinaryCrossentropy(from_logits=True)
+    classes = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(
+        real: tf.Tensor, labels: tf.Tensor, latents: tf.Tensor, wanted: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as discriminator_tape, tf.GradientTape() as generator_tape:
+            fake = generator([latents, wanted], training=True)
+            real_score, real_classes = discriminator([real, labels], training=True)
+            fake_score, fake_classes = discriminator([fake, wanted], training=True)
+            discriminator_loss = (
+                realness(
+                    tf.fill(tf.shape(real_score), 0.9), real_score
+                )  # one-sided label smoothing
+                + realness(tf.zeros_like(fake_score), fake_score)
+                + classes(labels, real_classes)
+            )
+            generator_loss = realness(tf.ones_like(fake_score), fake_score) + classes(
+                wanted, fake_classes
+            )
+        _apply(discriminator_optimizer, discriminator_tape, discriminator_loss, discriminator)
+        _apply(generator_optimizer, generator_tape, generator_loss, generator)
+        return discriminator_loss, generator_loss
+
+    return step
+
+
+def _apply(
+    optimizer: keras.Optimizer, tape: tf.GradientTape, loss: tf.Tensor, model: keras.Model
+) -> None:
+    variables = model.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
