@@ -35,6 +35,16 @@ def _at_concurrency(levels: list[dict[str, Any]], concurrency: int) -> dict[str,
     return next((lv for lv in levels if lv["concurrency"] == concurrency), None)
 
 
+def _cpu_per_image(level: dict[str, Any] | None) -> float | None:
+    """CPU milliseconds per image spent by the worker, Redis and the producers: steadier
+    than throughput when neighbours share the cores."""
+    if not level:
+        return None
+    per_job = sum(level["cpu_ms_per_job"].get(k) or 0.0
+                  for k in ("worker", "redis", "producers"))
+    return per_job / level["images_per_job"]
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -67,12 +77,17 @@ def headline(model: dict[str, Any]) -> dict[str, Any]:
         "aimass_multi_images_per_job": multi["images_per_job"] if multi else None,
         "aimass_multi_images_per_s": multi["images_per_s"] if multi else None,
         "worker_rss_bytes": aimass["worker_rss_bytes"] if aimass else None,
+        "raw_best_cpu_ms_per_image": raw.get("best_cpu_ms_per_image"),
+        "aimass_cpu_ms_per_image": _cpu_per_image(best_aimass),
+        "naive_cpu_ms_per_image": _cpu_per_image(best_naive),
     }
     out["ratio_vs_raw"] = _ratio(out["aimass_images_per_s"], out["raw_best_images_per_s"])
     out["ratio_vs_naive"] = _ratio(out["aimass_jobs_per_s"], out["naive_jobs_per_s"])
     out["ratio_multi_vs_raw"] = _ratio(out["aimass_multi_images_per_s"],
                                        out["raw_best_images_per_s"])
     out["rss_vs_model_file"] = _ratio(out["worker_rss_bytes"], out["model_file_bytes"])
+    out["cpu_per_image_vs_raw"] = _ratio(out["aimass_cpu_ms_per_image"],
+                                         out["raw_best_cpu_ms_per_image"])
     out.update(paired_ratios(model))
     others = [lv["cpu_cores"]["others"] for system in (naive, aimass)
               for lv in (system or {}).get("levels", []) if lv["cpu_cores"].get("others")]
@@ -187,7 +202,8 @@ def format_report(results: dict[str, Any]) -> str:
             lines.append(f"  raw onnxruntime: batch 1 {_fmt(model['raw_batch1_images_per_s'])} "
                          f"img/s ({_fmt(model['raw_batch1_latency_ms'], 2)} ms); best "
                          f"{_fmt(model['raw_best_images_per_s'])} img/s at batch "
-                         f"{model['raw_best_batch_size']}")
+                         f"{model['raw_best_batch_size']} "
+                         f"({_fmt(model['raw_best_cpu_ms_per_image'], 2)} CPU ms/image)")
         lines.append("  " + header)
         for system in ("naive", "aimass"):
             for lv in (model.get(system) or {}).get("levels", []):
@@ -209,6 +225,8 @@ def format_report(results: dict[str, Any]) -> str:
             f"(paired {_fmt(model['ratio_vs_naive_paired'], 1)}x)"
             + (f"; multi-image ({model['aimass_multi_images_per_job']}/job) vs raw: "
                f"{_fmt(model['ratio_multi_vs_raw'], 2)}x" if model["ratio_multi_vs_raw"] else "")
+            + (f"; CPU per image {_fmt(model['cpu_per_image_vs_raw'], 1)}x raw's"
+               if model["cpu_per_image_vs_raw"] else "")
             + (f"; worker RSS {model['worker_rss_bytes'] / 2**20:,.0f} MiB "
                f"({_fmt(model['rss_vs_model_file'], 2)}x the model file)"
                if model["worker_rss_bytes"] else ""))

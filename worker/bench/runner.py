@@ -277,11 +277,14 @@ class System:
 def summarize_raw(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians per batch size over rounds; the best batch is the best median."""
     by_batch = median_by_key([r["images_per_s_by_batch"] for r in rounds])
+    cpu_by_batch = median_by_key([r["cpu_ms_per_image_by_batch"] for r in rounds])
     best_batch = max(by_batch, key=lambda size: by_batch[size])
     return {
         "images_per_s_by_batch": by_batch,
+        "cpu_ms_per_image_by_batch": cpu_by_batch,
         "best_batch_size": int(best_batch),
         "best_images_per_s": by_batch[best_batch],
+        "best_cpu_ms_per_image": cpu_by_batch[best_batch],
         "batch1_images_per_s": by_batch.get("1"),
         "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in rounds),
         "providers": rounds[0]["providers"],
