@@ -205,9 +205,9 @@ class Runtime:
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         started = time.monotonic()
-        data = verify_checksum(version)
+        model_file = verify_checksum(version)
         try:
-            session = create_session(data, self.plan)
+            session = create_session(model_file, self.plan)
         except Exception as exc:  # ONNX Runtime raises its own types for bad files
             raise ModelError(f"model file of {version.name!r} v{version.version} could not "
                              f"be loaded by ONNX Runtime: {exc}") from None
