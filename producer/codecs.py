@@ -62,6 +62,18 @@ def encode_image(image: ImageLike) -> bytes:
     )
 
 
+def encode_input(image: ImageLike) -> dict[str, Any]:
+    """One classify input: uint8 pixel arrays (HxW or HxWxC) as a raw ``tensor`` (exact,
+    and the cheapest for a worker to take: nothing to decode), everything else as an
+    encoded ``image``."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
+            image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        pixels = np.ascontiguousarray(image)
+        return {"tensor": {"dtype": "uint8", "shape": list(pixels.shape),
+                           "data": pixels.tobytes()}}
+    return {"image": encode_image(image)}
+
+
 def tensor_payload(array: np.ndarray) -> dict[str, Any]:
     """The JSON form of a raw tensor input: dtype, shape and base64 little-endian bytes."""
     array = np.ascontiguousarray(array)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, cast
 
-from producer.codecs import ImageLike, encode_image
+from producer.codecs import ImageLike, encode_input
 from producer.contract import JobKind, Priority, parse_job, queue_name, task_name
 from producer.messages import encode_message, message_list, priority_step, task_message
 
@@ -70,11 +70,11 @@ class Submission:
                  priority: int = Priority.normal,
                  deadline: Deadline | None = None) -> Submission:
         """A classify job of one or many images: file paths, bytes, PIL images or numpy
-        arrays (uint8 arrays go as PNG, other dtypes as NPY)."""
+        arrays (uint8 pixel arrays go as raw uint8 tensors, other dtypes as NPY)."""
         items: list[ImageLike] = (list(inputs) if isinstance(inputs, list | tuple)
                                   else [cast(ImageLike, inputs)])
         kwargs = {"model": model, "version": version, "top_k": top_k,
-                  "inputs": [{"image": encode_image(item)} for item in items]}
+                  "inputs": [encode_input(item) for item in items]}
         return cls.from_kwargs(JobKind.classify, kwargs, job_id, priority, deadline)
 
     @classmethod

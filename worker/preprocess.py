@@ -7,7 +7,7 @@ from PIL import Image
 
 from producer.codecs import decode_image, tensor_from_bytes
 from producer.contract import InputItem
-from producer.errors import InvalidInput
+from producer.errors import InvalidInput, PayloadTooLarge
 from producer.manifest import Preprocessing, TensorSpec
 
 
@@ -60,12 +60,26 @@ def check_tensor(array: np.ndarray, spec: TensorSpec, model: str) -> np.ndarray:
     return array
 
 
+def _is_pixels(array: np.ndarray, spec: TensorSpec, prep: Preprocessing | None) -> bool:
+    """A uint8 tensor shaped like an image (HxW or HxWxC), for a model that takes
+    floats: raw pixels, preprocessed like a decoded image. The cheapest way to send
+    many images (no PNG to decode), and exact."""
+    return (prep is not None and array.dtype == np.uint8 and spec.dtype != "uint8"
+            and (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))))
+
+
 def decode_input(item: InputItem, spec: TensorSpec, prep: Preprocessing | None, model: str,
                  max_bytes: int, max_pixels: int) -> np.ndarray:
     """One classify input -> one model input (no batch dimension)."""
     if item.tensor is not None:
         tensor = item.tensor
         array = tensor_from_bytes(tensor.dtype, tensor.shape, tensor.data, max_bytes)
+        if _is_pixels(array, spec, prep):
+            assert prep is not None
+            if array.size > max_pixels * 4:
+                raise PayloadTooLarge(f"pixel tensor has {array.size} values; the limit is "
+                                      f"{max_pixels * 4}")
+            return pixels_to_input(array if array.ndim == 3 else array[:, :, None], prep)
         return check_tensor(array, spec, model)
     assert item.image is not None
     decoded = decode_image(item.image, max_pixels)

@@ -72,3 +72,19 @@ def test_preprocessing_resizes_converts_and_scales() -> None:
     nchw = pixels_to_input(np.zeros((4, 4, 1), np.uint8),
                            Preprocessing(height=4, width=4, channels=3, layout="NCHW"))
     assert nchw.shape == (3, 4, 4)
+
+
+def test_uint8_pixel_tensors_are_preprocessed_like_decoded_images() -> None:
+    from producer.codecs import tensor_payload
+    from producer.contract import InputItem
+    from worker.preprocess import decode_input
+
+    spec = TensorSpec(name="image", dtype="float32", shape=[-1, 4, 4, 1])
+    prep = Preprocessing(height=4, width=4, channels=1, scale=1 / 255)
+    pixels = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    as_tensor = decode_input(InputItem.model_validate({"tensor": tensor_payload(pixels)}),
+                             spec, prep, "m", max_bytes=1000, max_pixels=1000)
+    as_png = decode_input(InputItem(image=encode_image(pixels)), spec, prep, "m",
+                          max_bytes=1000, max_pixels=1000)
+    assert as_tensor.dtype == np.float32 and as_tensor.shape == (4, 4, 1)
+    assert np.array_equal(as_tensor, as_png)

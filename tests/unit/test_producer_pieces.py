@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from producer.bulk import chunks
+from producer.codecs import encode_image
 from producer.contract import JobKind, Priority
 from producer.errors import InvalidInput, InvalidJob, JobExpired, ModelError
 from producer.images import layout_for, tile, upscale_factor
@@ -68,8 +69,12 @@ def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
                                      priority=Priority.low)
     assert submission.kind is JobKind.classify
     assert submission.list_name == "aimass.tiny:6"
-    png = base64.b64decode(submission.kwargs["inputs"][0]["image"])
-    assert png.startswith(b"\x89PNG")
+    # uint8 pixel arrays go as raw uint8 tensors; encoded images as they are.
+    tensor = submission.kwargs["inputs"][0]["tensor"]
+    assert tensor["dtype"] == "uint8" and tensor["shape"] == [8, 8]
+    assert base64.b64decode(tensor["data"]) == row_image(3).tobytes()
+    png = Submission.classify(encode_image(row_image(3)), model="tiny")
+    assert base64.b64decode(png.kwargs["inputs"][0]["image"]).startswith(b"\x89PNG")
     _, kwargs, _ = decode_body(json.loads(submission.message()))
     assert kwargs == submission.kwargs
     with pytest.raises(InvalidJob, match="top_k"):
