@@ -96,13 +96,13 @@ def synthetic_pixels(shape: list[int], count: int, seed: int) -> list[np.ndarray
     return images
 
 
-def encoded_image(pixels: np.ndarray) -> bytes:
-    """What the docs recommend sending: PNG for small grayscale images, JPEG for photos."""
-    buffer = io.BytesIO()
+def recommended_input(pixels: np.ndarray) -> np.ndarray | bytes:
+    """What the docs recommend sending: small images as their uint8 pixels (the client
+    sends them as raw uint8 tensors: nothing to decode), photos as JPEG."""
     if pixels.shape[2] == 1:
-        Image.fromarray(pixels[:, :, 0], mode="L").save(buffer, format="PNG", compress_level=1)
-    else:
-        Image.fromarray(pixels, mode="RGB").save(buffer, format="JPEG", quality=90)
+        return pixels
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -115,15 +115,15 @@ Submit = Callable[[list[str], int], None]  # job ids, images per job
 
 
 def aimass_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
-    """Submit classify jobs of encoded images through the producer client."""
+    """Submit classify jobs of images, sent as the docs recommend, through the client."""
     from producer.client import Client
 
     client = Client(spec.redis_url)
-    images = [encoded_image(p) for p in synthetic_pixels(spec.input_shape, POOL_SIZE,
-                                                         spec.producer_index)]
+    images = [recommended_input(p) for p in synthetic_pixels(spec.input_shape, POOL_SIZE,
+                                                             spec.producer_index)]
     counter = itertools.count()
 
-    def job_images(count: int) -> list[bytes]:
+    def job_images(count: int) -> list[np.ndarray | bytes]:
         return [images[next(counter) % POOL_SIZE] for _ in range(count)]
 
     def submit(job_ids: list[str], images_per_job: int) -> None:
@@ -133,7 +133,8 @@ def aimass_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
     return submit, client.close
 
 
-def submit_classify_jobs(client: Any, model: str, jobs: list[tuple[str, list[bytes]]]) -> None:
+def submit_classify_jobs(client: Any, model: str,
+                         jobs: list[tuple[str, list[np.ndarray | bytes]]]) -> None:
     """The one place that submits aimass jobs: the fastest path the client offers
     (``Client.submit_many``, pipelined, where it exists; else one ``classify`` each)."""
     if hasattr(client, "submit_many"):
