@@ -33,10 +33,7 @@ class AsyncClient:
     def __init__(self, url: str = DEFAULT_REDIS_URL, *,
                  max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
                  result_ttl_s: int | None = None) -> None:
-        defaults = ClientSettings()
-        self.settings = ClientSettings(
-            redis_url=url, max_queue_depth=max_queue_depth,
-            result_ttl_s=defaults.result_ttl_s if result_ttl_s is None else result_ttl_s)
+        self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s)
         self.redis = aioredis.Redis.from_url(url)
         self._script = self.redis.register_script(ENQUEUE_SCRIPT)
 

