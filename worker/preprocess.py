@@ -76,9 +76,10 @@ def decode_input(item: InputItem, spec: TensorSpec, prep: Preprocessing | None, 
         array = tensor_from_bytes(tensor.dtype, tensor.shape, tensor.data, max_bytes)
         if _is_pixels(array, spec, prep):
             assert prep is not None
-            if array.size > max_pixels * 4:
-                raise PayloadTooLarge(f"pixel tensor has {array.size} values; the limit is "
-                                      f"{max_pixels * 4}")
+            height, width = array.shape[:2]
+            if height * width > max_pixels:
+                raise PayloadTooLarge(f"image is {width}x{height} = {height * width} pixels; "
+                                      f"the limit is {max_pixels}")
             return pixels_to_input(array if array.ndim == 3 else array[:, :, None], prep)
         return check_tensor(array, spec, model)
     assert item.image is not None
