@@ -132,13 +132,13 @@ def test_redis_killed_and_restarted_under_load_loses_no_submitted_job(
         with Client(server.url) as client:
             producer = Producer(client)
             producer.start()
-            wait_until(lambda: len(producer.submitted) > 200, 30, "jobs before the outage")
+            wait_until(lambda: len(producer.submitted) > 100, 30, "jobs before the outage")
             server.kill()  # SIGKILL: only what the AOF holds survives
-            wait_until(lambda: producer.failures > 10, 10, "submits failing while Redis is down")
-            time.sleep(1.0)
+            wait_until(lambda: producer.failures > 5, 10, "submits failing while Redis is down")
+            time.sleep(0.5)
             server = RedisServer(folder, server.port, persistent=True).start()
             before = len(producer.submitted)
-            wait_until(lambda: len(producer.submitted) > before + 200, 30,
+            wait_until(lambda: len(producer.submitted) > before + 100, 30,
                        "submits to succeed again after the restart")
             producer.stopping.set()
             producer.join(10)
@@ -266,6 +266,9 @@ def test_results_and_submission_records_expire_after_the_result_ttl(
             bad.result(timeout=30)
         keys = [key(job.id) for job in (good, bad) for key in (result_key, submitted_key)]
         ttls = [store.pttl(key) for key in keys]
-        assert all(0 < ttl <= 2000 for ttl in ttls), dict(zip(keys, ttls, strict=True))
+        # Each has a TTL of at most 2 s (-2: gone already, on a slow machine; -1 would be
+        # a key kept for ever).
+        assert all(ttl == -2 or 0 < ttl <= 2000 for ttl in ttls), dict(zip(keys, ttls,
+                                                                           strict=True))
         wait_until(lambda: store.exists(*keys) == 0, 10, "the records to expire")
         assert client.job(good.id).status() is JobStatus.unknown

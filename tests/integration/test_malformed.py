@@ -310,6 +310,7 @@ def classify_cases(c: Corpus) -> None:
     image_cases(c)
     npy_cases(c)
     tensor_cases(c)
+    pixel_cases(c)
 
 
 def image_cases(c: Corpus) -> None:
@@ -413,9 +414,10 @@ def tensor_cases(c: Corpus) -> None:
     for name, size in [("short", 255), ("long", 257), ("empty", 0)]:
         one(f"data {name}", tensor(data=b64(b"\0" * size)), "InvalidInput",
             "tensor data has \\d+ bytes")
-    for dtype in ("uint8", "float64", "int32", "int64", "bool", "float16", "int8"):
+    for dtype in ("float64", "int32", "int64", "bool", "float16", "int8"):
         one(f"dtype {dtype} for float32 input", tensor(dtype=dtype), "InvalidInput",
             "unexpected tensor for input 'image' of model 'tiny'")
+
     for shape in ((8, 8), (1, 8, 8, 1), (8, 8, 3), (16, 16, 1), (0, 8, 1), ()):
         one(f"shape {shape} for an 8x8x1 input", tensor(shape=shape), "InvalidInput",
             "unexpected tensor.*expected shape \\[8, 8, 1\\]")
@@ -427,6 +429,20 @@ def tensor_cases(c: Corpus) -> None:
     one("extra field", tensor(data=GOOD_TENSOR["data"], scale=2), "InvalidJob", "Extra inputs")
     for value in ("x", [], None, 5):
         one(f"a {type(value).__name__}", value, "InvalidJob", "tensor")
+
+
+def pixel_cases(c: Corpus) -> None:
+    """uint8 tensors shaped like images are pixels, preprocessed like a decoded image."""
+    def one(name: str, value: Any, expect: str, match: str = "") -> None:
+        c.job(f"uint8 pixels {name}", classify(inputs=[{"tensor": value}]), expect, match)
+
+    for shape in ((8, 8, 1), (8, 8), (30, 20, 3), (8, 8, 4), (1, 1)):
+        one(str(shape), tensor(dtype="uint8", shape=shape), "SUCCESS")
+    for shape in ((8, 8, 2), (8, 8, 5), (1, 8, 8, 1)):
+        one(str(shape), tensor(dtype="uint8", shape=shape), "InvalidInput",
+            "unexpected tensor|channels")
+    one("5000x4000", tensor(dtype="uint8", shape=(5000, 4000), data=""), "PayloadTooLarge",
+        "needs 20000000 bytes")
 
 
 def generate_cases(c: Corpus) -> None:
