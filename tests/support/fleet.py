@@ -63,9 +63,11 @@ class Fleet:
 
 class ResultLog:
     """Subscribes to every result channel and records each final record published, in
-    order, per job: a job answered once has exactly one entry."""
+    order, per job: a job answered once has exactly one entry (its status only, unless
+    ``keep``)."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, keep: bool = True) -> None:
+        self.keep = keep
         self._client = redis.Redis.from_url(redis_url)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.psubscribe(f"{RESULT_KEY_PREFIX}*")
@@ -92,7 +94,8 @@ class ResultLog:
             channel = message["channel"].decode()
             meta = json.loads(message["data"])
             if meta.get("status") in FINAL_STATES:
-                self.published[channel.removeprefix(RESULT_KEY_PREFIX)].append(meta)
+                self.published[channel.removeprefix(RESULT_KEY_PREFIX)].append(
+                    meta if self.keep else {"status": meta["status"]})
 
     def wait_for(self, job_ids: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
