@@ -12,7 +12,7 @@ import numpy as np
 
 from producer.codecs import array_to_png, tensor_payload
 from producer.contract import ClassifyJob, GenerateJob
-from producer.errors import InvalidInput, InvalidJob, PayloadTooLarge
+from producer.errors import InvalidInput, InvalidJob, ModelError, PayloadTooLarge
 from producer.manifest import Manifest, ModelKind
 from worker.batcher import BatchOutput, Feeds
 from worker.preprocess import decode_input
@@ -64,6 +64,11 @@ class Classifier:
 
     def finish(self, job: ClassifyJob, context: None, output: BatchOutput) -> dict[str, Any]:
         scores = output.outputs[0]
+        if not np.isfinite(scores).all():
+            # JSON has no NaN or Infinity: a result holding them is unreadable outside Python.
+            raise ModelError(
+                f"model {self.manifest.name!r} produced NaN or infinite scores for this "
+                "input; check that its values are in the range the model expects")
         k = min(job.top_k, scores.shape[1])
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         predictions = [
