@@ -33,9 +33,9 @@ GENERATE_TASK = "aimass.generate"
 QUEUE_PREFIX = "aimass."
 
 # kombu's Redis transport keeps one list per priority step: "<queue>" for 0 and
-# "<queue>:<step>" for the others; a lower step is served first.
+# "<queue>\x06\x16<step>" for the others; a lower step is served first.
 PRIORITY_STEPS = (0, 3, 6, 9)
-PRIORITY_SEPARATOR = ":"
+PRIORITY_SEPARATOR = "\x06\x16"  # kombu's default: every Celery client agrees on it
 
 DTYPES = ("float32", "float16", "float64", "uint8", "int8", "int32", "int64", "bool")
 

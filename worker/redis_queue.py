@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from producer.contract import PRIORITY_STEPS, priority_queue_name, queue_name
+from producer.contract import PRIORITY_SEPARATOR, PRIORITY_STEPS, priority_queue_name, queue_name
 from producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX
 
 # KEYS: unacked hash, unacked index, then the lists to serve in order.
@@ -156,7 +156,7 @@ class ModelQueues:
         if popped is None:
             return []
         source, raw = popped
-        base = _text(source).split(":")[0]
+        base = _text(source).split(PRIORITY_SEPARATOR)[0]
         return self.take(limit, adopted=raw if isinstance(raw, bytes) else raw.encode(),
                          adopted_queue=base)
 

@@ -23,6 +23,7 @@ from kombu import Queue
 from producer.contract import queue_name
 from producer.keys import WORKER_HEARTBEAT_INTERVAL_S, WORKER_HEARTBEAT_TTL_S, worker_key
 from worker.consumer import BulkConsumer, InFlight
+from worker.events import TaskEvents
 from worker.metrics import Metrics
 from worker.redis_queue import ModelQueues
 from worker.runtime import Runtime
@@ -38,10 +39,12 @@ CELERY_QUEUE = "aimass.celery"
 class WorkerService:
     """Everything aimass runs inside one Celery worker process."""
 
-    def __init__(self, app: Any, hostname: str) -> None:
+    def __init__(self, app: Any, hostname: str, worker: Any = None) -> None:
         self.app = app
         self.settings: WorkerSettings = app.aimass_settings
         self.hostname = hostname
+        self.events = TaskEvents(app, hostname, lambda: getattr(
+            getattr(worker, "consumer", None), "event_dispatcher", None))
         self.metrics = Metrics()
         self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
                                idle=self._feeder_idle)
@@ -116,6 +119,7 @@ class WorkerService:
             queue_ms = flight.started.future.result().queue_ms
         self.metrics.on_settled(flight.model, str(kind), record, queue_ms,
                                 time.monotonic() - flight.arrived)
+        self.events.on_settled(flight, record)
 
     def _housekeeping(self) -> None:
         next_reload = time.monotonic() + self.settings.reload_interval_s
@@ -162,7 +166,7 @@ class ServiceStep(bootsteps.StartStopStep):
         self.service: WorkerService | None = None
 
     def start(self, worker: Any) -> None:
-        self.service = WorkerService(worker.app, worker.hostname)
+        self.service = WorkerService(worker.app, worker.hostname, worker)
         worker.app.aimass_service = self.service
         self.service.start()
         service = self.service
@@ -188,3 +192,15 @@ def aimass(state: Any) -> dict[str, Any]:
     """``celery inspect aimass``: the worker's models, queues and jobs in flight."""
     service: WorkerService | None = getattr(state.consumer.app, "aimass_service", None)
     return service.describe() if service else {}
+
+
+@inspect_command()
+def active_queues(state: Any) -> list[dict[str, Any]]:
+    """``celery inspect active_queues`` (and Flower): the queues this worker consumes,
+    the model queues its bulk consumer serves included."""
+    consumer = state.consumer
+    queues = list(consumer.task_consumer.queues) if consumer.task_consumer else []
+    service: WorkerService | None = getattr(consumer.app, "aimass_service", None)
+    if service is not None and service.bulk:
+        queues += [Queue(name) for name in service.queues()]
+    return [dict(queue.as_dict(recurse=True)) for queue in queues]

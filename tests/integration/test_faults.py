@@ -92,7 +92,7 @@ def test_workers_killed_every_second_lose_no_job_and_answer_each_once(
     assert all(len(records) == 1 for records in answers.values()), \
         [(j, len(r)) for j, r in answers.items() if len(r) != 1][:5]
     assert [answers[job.id][0]["result"] for job in jobs] == stored
-    assert store.hlen("unacked") == 0 and store.llen("aimass.tiny:3") == 0
+    assert store.hlen("unacked") == 0 and store.llen("aimass.tiny\x06\x163") == 0
 
 
 # -- Redis killed and restarted under load ------------------------------------------------

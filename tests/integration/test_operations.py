@@ -108,3 +108,28 @@ def test_the_app_also_runs_under_celerys_own_command(
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_flower_sees_the_model_queues_and_the_jobs_task_events(
+        redis_url: str, model_repository: Path, start_worker) -> None:
+    from celery import Celery
+
+    start_worker(redis_url, model_repository)
+    app = Celery(broker=redis_url)
+    queues = [q["name"] for queues in app.control.inspect(timeout=5).active_queues().values()
+              for q in queues]
+    assert {"aimass.tiny", "aimass.tiny-gan"} <= set(queues)
+    assert app.control.enable_events(reply=True, timeout=5)  # what Flower does on start
+    seen: dict[str, set[str]] = {}
+    with app.connection_for_read() as connection, Client(redis_url) as client:
+        receiver = app.events.Receiver(connection, handlers={
+            "*": lambda event: seen.setdefault(event.get("uuid", ""), set()).add(
+                event["type"])})
+        job = client.classify(row_image(2), model="tiny")
+        bad = client.classify(b"not an image", model="tiny")
+        deadline = time.monotonic() + 20
+        for _ in receiver.itercapture(limit=None, timeout=1, wakeup=True):
+            if {"task-received", "task-succeeded"} <= seen.get(job.id, set()) and \
+                    "task-failed" in seen.get(bad.id, set()):
+                break
+            assert time.monotonic() < deadline, seen

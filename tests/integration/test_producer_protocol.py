@@ -90,7 +90,7 @@ def test_a_raw_msgpack_message_with_raw_bytes_works(shared_url: str) -> None:
     message.update({"content-type": "application/x-msgpack", "content-encoding": "binary",
                     "body": base64.b64encode(msgpack.packb([[], kwargs, EMBED])).decode()})
     message["properties"]["priority"] = 3
-    r.lpush("aimass.tiny:3", json.dumps(message))
+    r.lpush("aimass.tiny\x06\x163", json.dumps(message))
     meta = read_result(r, job_id)
     assert meta["status"] == "SUCCESS", meta
     assert meta["result"]["predictions"] == [[{"label": "3", "index": 3,
@@ -101,7 +101,7 @@ def test_the_client_writes_the_envelope_celery_writes(redis_url: str) -> None:
     app = Celery("sender", set_as_current=False)
     app.conf.update(producer_config(redis_url))
     with Client(redis_url) as client:
-        for priority, name in ((0, "aimass.tiny"), (6, "aimass.tiny:6")):
+        for priority, name in ((0, "aimass.tiny"), (6, "aimass.tiny\x06\x166")):
             ours = Submission.classify(row_image(1), model="tiny", priority=priority,
                                        deadline=60)
             client.submit(ours)

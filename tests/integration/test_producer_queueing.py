@@ -34,8 +34,8 @@ def test_a_high_priority_job_overtakes_a_low_priority_backlog(
         normal = client.classify(row_image(2), model="tiny")
         urgent = client.classify(row_image(7), model="tiny", priority=Priority.high)
         assert client.redis.llen("aimass.tiny") == 1
-        assert client.redis.llen("aimass.tiny:3") == 1
-        assert client.redis.llen("aimass.tiny:6") == 120
+        assert client.redis.llen("aimass.tiny\x06\x163") == 1
+        assert client.redis.llen("aimass.tiny\x06\x166") == 120
         start_worker(redis_url, model_repository, "--concurrency", "2",
                      "--max-batch-size", "2")
         client.wait([*backlog, normal, urgent], timeout=60)

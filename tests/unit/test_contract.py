@@ -26,7 +26,7 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
 def test_queue_names() -> None:
     assert queue_name("digits") == "aimass.digits"
     assert priority_queue_name("digits", 0) == "aimass.digits"
-    assert priority_queue_name("digits", 6) == "aimass.digits:6"
+    assert priority_queue_name("digits", 6) == "aimass.digits\x06\x166"
 
 
 def test_json_job_decodes_base64_bytes() -> None:

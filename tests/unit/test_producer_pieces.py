@@ -28,8 +28,8 @@ pytestmark = pytest.mark.unit
 
 @pytest.mark.parametrize(("priority", "step", "name"), [
     (Priority.high, 0, "aimass.digits"), (1, 0, "aimass.digits"),
-    (Priority.normal, 3, "aimass.digits:3"), (5, 3, "aimass.digits:3"),
-    (Priority.low, 6, "aimass.digits:6"), (9, 9, "aimass.digits:9"),
+    (Priority.normal, 3, "aimass.digits\x06\x163"), (5, 3, "aimass.digits\x06\x163"),
+    (Priority.low, 6, "aimass.digits\x06\x166"), (9, 9, "aimass.digits\x06\x169"),
 ])
 def test_priorities_land_in_the_lists_kombu_reads(priority: int, step: int, name: str) -> None:
     assert priority_step(priority) == step
@@ -68,7 +68,7 @@ def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
     submission = Submission.classify([row_image(3), row_image(4)], model="tiny", top_k=2,
                                      priority=Priority.low)
     assert submission.kind is JobKind.classify
-    assert submission.list_name == "aimass.tiny:6"
+    assert submission.list_name == "aimass.tiny\x06\x166"
     # uint8 pixel arrays go as raw uint8 tensors; encoded images as they are.
     tensor = submission.kwargs["inputs"][0]["tensor"]
     assert tensor["dtype"] == "uint8" and tensor["shape"] == [8, 8]
