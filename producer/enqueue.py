@@ -18,7 +18,7 @@ import redis
 
 from producer.contract import PRIORITY_STEPS, priority_queue_name
 from producer.errors import QueueFull
-from producer.keys import submitted_key
+from producer.keys import submitted_key, wake_channel
 from producer.submission import Submission
 
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
@@ -40,6 +40,7 @@ for j = steps + 2, #KEYS do
   end
   accepted = accepted + 1
 end
+if depth > before then redis.call('PUBLISH', ARGV[#ARGV], depth - before) end
 return {before, accepted}
 """
 
@@ -62,6 +63,7 @@ class EnqueueCall:
         args: list[str | bytes | int] = [bound, ttl_s, len(PRIORITY_STEPS)]
         for submission in submissions:
             args.extend((submission.record(), submission.message()))
+        args.append(wake_channel(first.model))  # last: idle workers look at once
         return cls(keys, args)
 
 

@@ -22,6 +22,11 @@ UNACKED_MUTEX = "unacked_mutex"
 # PENDING for both) and "expired" from "queued". TTL: the result TTL.
 SUBMITTED_PREFIX = "aimass:job:"
 
+# Published (by the client's enqueue script) after jobs are pushed onto a model's queue:
+# idle workers wake at once instead of at their next poll. Senders that do not publish
+# are picked up at the next poll (AIMASS_IDLE_POLL_MS).
+WAKE_PREFIX = "aimass:wake:"
+
 # One per live worker process: JSON with host, pid, models, versions, providers,
 # batch settings and queues; expires unless refreshed (WORKER_HEARTBEAT_TTL_S).
 WORKER_PREFIX = "aimass:worker:"
@@ -38,6 +43,10 @@ def result_key(job_id: str) -> str:
 
 def submitted_key(job_id: str) -> str:
     return f"{SUBMITTED_PREFIX}{job_id}"
+
+
+def wake_channel(model: str) -> str:
+    return f"{WAKE_PREFIX}{model}"
 
 
 def worker_key(hostname: str) -> str:

@@ -85,7 +85,8 @@ class BulkConsumer:
     def __init__(self, runtime: Runtime, queues: ModelQueues, capacity: int,
                  revoked: Container[str] = (),
                  on_settled: Callable[[InFlight, bytes | None], None] | None = None,
-                 on_load: Callable[[int], None] | None = None) -> None:
+                 on_load: Callable[[int], None] | None = None,
+                 idle_poll_s: float = 0.02) -> None:
         self.runtime = runtime
         self.queues = queues
         self.max_message_bytes = queues.max_message_bytes
@@ -93,6 +94,7 @@ class BulkConsumer:
         self.revoked = revoked
         self.on_settled = on_settled
         self.on_load = on_load
+        self.idle_poll_s = idle_poll_s
         self._finished: queue.Queue[InFlight | None] = queue.Queue()
         # Jobs taken from Redis and not yet handed to a batcher, and whether the last
         # take emptied the queues: together they tell the batchers when to stop waiting.
@@ -127,7 +129,7 @@ class BulkConsumer:
             if room <= 0 or self._stopping.is_set():
                 continue
             try:
-                taken = self.queues.take(room) or self.queues.wait(timeout=1.0, limit=room)
+                taken = self.queues.take(room) or self.queues.wait(self.idle_poll_s, room)
             except redis.RedisError as exc:
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
                 self._stopping.wait(backoff)

@@ -18,8 +18,8 @@ from typing import Any
 
 import redis
 
-from producer.contract import PRIORITY_SEPARATOR, PRIORITY_STEPS, priority_queue_name, queue_name
-from producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX
+from producer.contract import PRIORITY_STEPS, priority_queue_name, queue_name
+from producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX, wake_channel
 
 # KEYS: unacked hash, unacked index, then the lists to serve in order.
 # ARGV: limit, now, result ttl, worker name (JSON string), adopted message or "",
@@ -131,11 +131,15 @@ class ModelQueues:
         self.max_message_bytes = max_message_bytes
         self._take = client.register_script(_TAKE)
         self._settle = client.register_script(_SETTLE)
+        self._pubsub: Any = None
+        self._subscribed: list[str] = []
         self.set_models(models)
 
     def set_models(self, models: Sequence[str]) -> None:
         """Serve these models' queues: every high-priority list before any lower one."""
         self.models = list(models)
+        # The consumer thread (re)subscribes at its next wait; this may run elsewhere.
+        self.channels = [wake_channel(m) for m in self.models]
         self.lists = [priority_queue_name(m, step) for step in PRIORITY_STEPS
                       for m in self.models]
         self.bases = [queue_name(m) for step in PRIORITY_STEPS for m in self.models]
@@ -150,15 +154,23 @@ class ModelQueues:
         return [Taken(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def wait(self, timeout: float, limit: int) -> list[Taken]:
-        """Block until a message arrives (BRPOP, highest priority first), then take it
-        together with whatever else is waiting."""
-        popped = self.client.brpop(self.lists, timeout=timeout)
-        if popped is None:
-            return []
-        source, raw = popped
-        base = _text(source).split(PRIORITY_SEPARATOR)[0]
-        return self.take(limit, adopted=raw if isinstance(raw, bytes) else raw.encode(),
-                         adopted_queue=base)
+        """Wait for a producer's wake-up or ``timeout`` (the idle poll), then take.
+
+        Never a blocking pop: a worker killed inside BRPOP can still be handed the next
+        message by Redis, which then goes nowhere. Every pop happens in the take
+        script, which records the message as unacknowledged in the same step."""
+        if self._pubsub is None:
+            self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        channels = self.channels
+        if channels != self._subscribed:
+            if self._subscribed:
+                self._pubsub.unsubscribe(*self._subscribed)
+            self._pubsub.subscribe(*channels)
+            self._subscribed = channels
+        message = self._pubsub.get_message(timeout=timeout)
+        while message is not None:  # several wake-ups need one look
+            message = self._pubsub.get_message(timeout=0)
+        return self.take(limit)
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
         """Store results (first answer wins) and acknowledge their messages, atomically."""

@@ -77,7 +77,8 @@ class WorkerService:
                                  self.settings.result_ttl_s, self.settings.max_message_bytes)
             self.consumer = BulkConsumer(
                 self.runtime, queues, self.settings.concurrency, revoked=worker_state.revoked,
-                on_settled=self._on_settled, on_load=self.metrics.in_flight.set)
+                on_settled=self._on_settled, on_load=self.metrics.in_flight.set,
+                idle_poll_s=self.settings.idle_poll_ms / 1000.0)
             self.consumer.start()
         else:
             self.app.amqp.queues.select([queue_name(n) for n in self.runtime.model_names()])

@@ -31,6 +31,9 @@ class WorkerSettings:
     # "bulk": take many jobs per Redis call and settle a batch's results in one call
     # (fast); "celery": Celery's own consumer, one message at a time (conventional).
     consumer: str = "bulk"
+    # How often an idle bulk consumer looks at its queues; producers that publish a
+    # wake-up (the aimass client does) are served at once.
+    idle_poll_ms: float = 20.0
     # How long a delivered, unacknowledged job stays with its worker before Redis hands it
     # to another: longer than the worst queue wait plus run time, short enough that a dead
     # worker's jobs do not wait long.
@@ -86,6 +89,7 @@ class WorkerSettings:
             max_queue_delay_ms=get("AIMASS_MAX_QUEUE_DELAY_MS", None, optional(float)),
             concurrency=get("AIMASS_CONCURRENCY", defaults.concurrency, int),
             consumer=get("AIMASS_CONSUMER", defaults.consumer).lower(),
+            idle_poll_ms=get("AIMASS_IDLE_POLL_MS", defaults.idle_poll_ms, float),
             visibility_timeout_s=get(
                 "AIMASS_VISIBILITY_TIMEOUT_S", defaults.visibility_timeout_s, int
             ),

@@ -125,10 +125,12 @@ def test_flower_sees_the_model_queues_and_the_jobs_task_events(
         receiver = app.events.Receiver(connection, handlers={
             "*": lambda event: seen.setdefault(event.get("uuid", ""), set()).add(
                 event["type"])})
+        events = receiver.itercapture(limit=None, timeout=5, wakeup=True)
+        next(events)  # listening (the wake-up makes workers send a heartbeat event)
         job = client.classify(row_image(2), model="tiny")
         bad = client.classify(b"not an image", model="tiny")
         deadline = time.monotonic() + 20
-        for _ in receiver.itercapture(limit=None, timeout=1, wakeup=True):
+        for _ in events:
             if {"task-received", "task-succeeded"} <= seen.get(job.id, set()) and \
                     "task-failed" in seen.get(bad.id, set()):
                 break
