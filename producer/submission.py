@@ -18,6 +18,8 @@ from typing import Any, cast
 
 from producer.codecs import ImageLike, encode_input
 from producer.contract import JobKind, Priority, parse_job, queue_name, task_name
+from producer.errors import InvalidJob
+from producer.manifest import is_valid_model_name
 from producer.messages import encode_message, message_list, priority_step, task_message
 
 # A deadline: seconds from now, a duration, or a point in time (naive means local time).
@@ -94,6 +96,10 @@ class Submission:
                     deadline: Deadline | None = None) -> Submission:
         """A job from contract kwargs (bytes raw or as base64 text)."""
         job = parse_job(kind, kwargs)  # raises InvalidJob saying what is wrong
+        if not is_valid_model_name(job.model):
+            raise InvalidJob(f"{job.model!r} is not a valid model name: expected lowercase "
+                             "letters, digits, '-', '_' or '.', starting with a letter or "
+                             "digit (no workers would ever serve its queue)")
         # None fields are the defaults: leave them off the wire.
         return cls(kind=kind, kwargs=job.model_dump(mode="json", exclude_none=True),
                    job_id=job_id if job_id is not None else str(uuid.uuid4()),

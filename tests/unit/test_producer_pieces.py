@@ -202,3 +202,8 @@ def test_client_settings_from_env_say_what_is_wrong() -> None:
         ClientSettings.from_env({"AIMASS_MAX_QUEUE_DEPTH": "lots"})
     with pytest.raises(ValueError, match=r"max_queue_depth must be 0 .* or positive"):
         ClientSettings(max_queue_depth=-1)
+
+
+def test_a_model_name_no_worker_could_serve_is_refused_before_sending() -> None:
+    with pytest.raises(InvalidJob, match="not a valid model name"):
+        Submission.classify(row_image(1), model="../tiny")
