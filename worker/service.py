@@ -183,11 +183,6 @@ class ServiceStep(bootsteps.StartStopStep):
             self.service.stop()
 
 
-def served_queues(app: Any) -> list[Queue]:
-    service: WorkerService | None = getattr(app, "aimass_service", None)
-    return [Queue(name) for name in service.queues()] if service else []
-
-
 @inspect_command()
 def aimass(state: Any) -> dict[str, Any]:
     """``celery inspect aimass``: the worker's models, queues and jobs in flight."""
