@@ -198,7 +198,8 @@ def run_zoo(args: argparse.Namespace) -> int:
         )
     if (args.weights or args.labels) and "alexnet" not in names:
         return _fail("--weights and --labels apply to alexnet, which --only leaves out")
-    from export.repository import list_versions, resolve_repository
+    from export.repository import list_versions
+    from producer.manifest import resolve_repository
 
     repository = resolve_repository(args.repository)
     if args.skip_existing:
@@ -238,7 +239,7 @@ def run_keras(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from export.errors import ExportError
     from export.keras_import import KerasImportOptions, publish_user_model
-    from export.repository import resolve_repository
+    from producer.manifest import resolve_repository
 
     options = KerasImportOptions(
         path=args.path,
@@ -269,7 +270,7 @@ def run_keras(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from export.repository import resolve_repository
+    from producer.manifest import resolve_repository
 
     repository = resolve_repository(args.repository)
     rows = _model_rows(repository)

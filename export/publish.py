@@ -8,7 +8,7 @@ tensor specs, source versions, parity figures).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,8 @@ from numpy.typing import NDArray
 
 from export.convert import ServableFunction, run_function, tensor_specs, to_onnx
 from export.parity import check_parity
-from export.repository import PublishedModel, publish_version
+from export.repository import Progress, PublishedModel, publish_version
 from producer.manifest import ModelKind, Source, TensorSpec
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

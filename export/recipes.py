@@ -13,7 +13,7 @@ recorded, but the gates are not enforced.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,8 @@ from export.errors import ExportError, QualityError
 from export.labels import default_labels, read_labels
 from export.opsets import DEFAULT_OPSET
 from export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
-from export.repository import PublishedModel, latest
+from export.repository import Progress, PublishedModel, latest
 from producer.manifest import BatchingSpec, GeneratorSpec, ModelKind, Postprocessing, Preprocessing
-
-Progress = Callable[[str], None]
 
 ZOO = ("digits", "digits-gan", "alexnet")
 MIN_TEST_ACCURACY = 0.97

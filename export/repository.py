@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +24,9 @@ from typing import Any
 from export.errors import InvalidModelNameError
 from producer.manifest import MODEL_FILE, Manifest, is_valid_model_name
 
-REPOSITORY_ENV = "AIMASS_MODEL_REPOSITORY"
-DEFAULT_REPOSITORY = Path("models")
+# How export steps report progress: a line for the user.
+Progress = Callable[[str], None]
+
 _TEMPORARY_PREFIX = ".incoming-"
 _RENAME_ATTEMPTS = 20  # each lost race with another publisher moves on to the next number
 # A staging folder lives for the seconds it takes to write one model; one this old was
@@ -37,18 +38,6 @@ _STALE_STAGING_SECONDS = 3600
 class PublishedModel:
     manifest: Manifest
     folder: Path
-
-
-def resolve_repository(flag: str | Path | None) -> Path:
-    """The ``--repository`` flag, else ``$AIMASS_MODEL_REPOSITORY``, else ``./models``.
-
-    Called when a command runs, never at import, so tests and callers can set the
-    environment first.
-    """
-    if flag:
-        return Path(flag)
-    from_env = os.environ.get(REPOSITORY_ENV)
-    return Path(from_env) if from_env else DEFAULT_REPOSITORY
 
 
 def check_model_name(name: str) -> None:

@@ -21,8 +21,7 @@ import tensorflow as tf
 from numpy.typing import NDArray
 
 from export.data import DigitsSplit, to_model_input
-
-Progress = Callable[[str], None]
+from export.repository import Progress
 
 
 @dataclass(frozen=True)

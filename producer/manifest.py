@@ -12,6 +12,7 @@ two sides cannot drift apart.
 from __future__ import annotations
 
 import json
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +27,22 @@ MANIFEST_FORMAT = 1
 # Model names become Redis queue names and folder names: keep them to a safe alphabet.
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 _MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+
+
+REPOSITORY_ENV = "AIMASS_MODEL_REPOSITORY"
+DEFAULT_REPOSITORY = Path("models")
+
+
+def resolve_repository(flag: str | Path | None) -> Path:
+    """The ``--repository`` flag, else ``$AIMASS_MODEL_REPOSITORY``, else ``./models``.
+
+    Called when a command runs, never at import, so tests and callers can set the
+    environment first.
+    """
+    if flag:
+        return Path(flag)
+    from_env = os.environ.get(REPOSITORY_ENV)
+    return Path(from_env) if from_env else DEFAULT_REPOSITORY
 
 
 def is_valid_model_name(name: str) -> bool:

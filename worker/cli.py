@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.keys import WORKER_HEARTBEAT_TTL_S, WORKER_PREFIX
+from producer.manifest import resolve_repository
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -242,7 +243,7 @@ def run_workers(args: argparse.Namespace) -> int:
 def _stack(args: argparse.Namespace) -> Any:
     from worker.stack import LocalStack, StackOptions
 
-    repository = args.repository or Path(os.environ.get("AIMASS_MODEL_REPOSITORY") or "models")
+    repository = resolve_repository(args.repository)
     return LocalStack(StackOptions(
         repository=repository, workers=args.workers, devices=args.devices,
         redis_url=os.environ.get("REDIS_URL") or None, quick=args.quick,

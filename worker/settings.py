@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.keys import DEFAULT_RESULT_TTL_S
+from producer.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -18,7 +19,7 @@ class WorkerSettings:
     """Everything a worker process needs to know; see the README for each variable."""
 
     redis_url: str = DEFAULT_REDIS_URL
-    model_repository: Path = Path("models")
+    model_repository: Path = DEFAULT_REPOSITORY
     # "auto" (every visible GPU, else CPU), "cpu", or a comma list of GPU indices.
     devices: str = "auto"
     # Only these models (empty: every model in the repository).
@@ -80,7 +81,7 @@ class WorkerSettings:
 
         return cls(
             redis_url=get("REDIS_URL", defaults.redis_url),
-            model_repository=get("AIMASS_MODEL_REPOSITORY", defaults.model_repository, Path),
+            model_repository=get(REPOSITORY_ENV, defaults.model_repository, Path),
             devices=get("AIMASS_DEVICES", defaults.devices),
             models=tuple(
                 name for name in get("AIMASS_MODELS", "").split(",") if name.strip()

@@ -16,10 +16,16 @@ from export.repository import (
     list_model_names,
     list_versions,
     publish_version,
-    resolve_repository,
     sha256_of,
 )
-from producer.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, ModelKind, TensorSpec
+from producer.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Manifest,
+    ModelKind,
+    TensorSpec,
+    resolve_repository,
+)
 
 pytestmark = pytest.mark.export
 

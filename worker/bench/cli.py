@@ -7,7 +7,6 @@ Imports only the standard library and ``producer`` at module level, so that
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -108,6 +107,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         print(f"aimass bench: --skip {args.skip!r}: expected raw, naive or aimass",
               file=sys.stderr)
         return 2
+    from producer.manifest import resolve_repository
+
     config = BenchConfig(
         models=list(dict.fromkeys(args.model or MODELS)),
         concurrency=args.concurrency,
@@ -117,8 +118,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         jobs=max(0, args.jobs),
         producers=max(1, args.producers),
         provider=args.provider,
-        repository=args.repository or Path(os.environ.get("AIMASS_MODEL_REPOSITORY")
-                                           or "models"),
+        repository=resolve_repository(args.repository),
         allow_synthetic=args.allow_synthetic,
         images_per_job=args.images_per_job,
         multi_concurrency=args.multi_concurrency,
