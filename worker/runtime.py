@@ -18,7 +18,7 @@ from producer.errors import InvalidJob, ModelError, UnknownModel
 from worker.batcher import Batcher, BatchOutput, never_idle
 from worker.models import Limits, ModelLogic, logic_for
 from worker.repository import ModelRepository, ModelVersion, verify_checksum
-from worker.sessions import DevicePlan, SessionRunner, create_session
+from worker.sessions import DevicePlan, SessionRunner, create_session, release_free_memory
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class Runtime:
         names = list(self.settings.models) or self.repository.names()
         for name in names:
             self._current[name] = self._load(self.repository.resolve(name))
+        release_free_memory()
         if not self._current:
             log.warning("no models found in %s", self.repository.root)
 
@@ -142,6 +143,7 @@ class Runtime:
                 pinned.batcher.stop(timeout=0)
             pinned = self._load_version(name, version)
             self._keep_pinned(pinned)
+            release_free_memory()
             return pinned
 
     def reload(self) -> list[str]:
@@ -170,6 +172,8 @@ class Runtime:
                     self._keep_pinned(current)
             log.info("now serving %s v%d", name, loaded.version.version)
             changed.append(name)
+        if changed:
+            release_free_memory()
         return changed
 
     def _keep_pinned(self, model: LoadedModel, per_model: int = 2) -> None:
