@@ -113,13 +113,36 @@ class InputItem(_Model):
         return self
 
 
+MAX_INPUTS = 1024  # images (or tensors) in one job
+
+
 class ClassifyJob(_Model):
-    """Keyword arguments of ``aimass.classify``."""
+    """Keyword arguments of ``aimass.classify``: the images as ``inputs`` (one item
+    each), or as one ``batch`` tensor that stacks them along its first dimension (uint8
+    pixels N x H x W or N x H x W x C, or model-ready values). A result holds one list of
+    predictions per image, in order, either way."""
 
     model: str = Field(min_length=1, max_length=64)
     version: int | None = Field(default=None, ge=1)
     top_k: int = Field(default=5, ge=1, le=1000)
-    inputs: list[InputItem] = Field(min_length=1, max_length=1024)
+    inputs: list[InputItem] | None = Field(default=None, min_length=1, max_length=MAX_INPUTS)
+    batch: TensorPayload | None = None
+
+    @model_validator(mode="after")
+    def _inputs_or_batch(self) -> ClassifyJob:
+        if (self.inputs is None) == (self.batch is None):
+            raise ValueError("a classify job needs exactly one of 'inputs' (a list of "
+                             "images) or 'batch' (one tensor of images, N first)")
+        if self.batch is not None and not 1 <= self.image_count <= MAX_INPUTS:
+            raise ValueError(f"'batch' must stack 1 to {MAX_INPUTS} images along its first "
+                             f"dimension; its shape is {self.batch.shape}")
+        return self
+
+    @property
+    def image_count(self) -> int:
+        if self.batch is not None:
+            return self.batch.shape[0] if self.batch.shape else 0
+        return len(self.inputs or ())
 
 
 class GenerateJob(_Model):
@@ -127,7 +150,7 @@ class GenerateJob(_Model):
 
     model: str = Field(min_length=1, max_length=64)
     version: int | None = Field(default=None, ge=1)
-    count: int = Field(default=1, ge=1, le=1024)
+    count: int = Field(default=1, ge=1, le=MAX_INPUTS)
     labels: list[Annotated[int, Field(ge=0)]] | None = None
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     format: Literal["png", "tensor"] = "png"

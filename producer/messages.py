@@ -105,6 +105,8 @@ def kwargs_repr(kwargs: dict[str, Any]) -> str:
 def _short(value: Any) -> Any:
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return f"<{len(value)} items>"
+    if isinstance(value, dict):
+        return {key: _short(item) for key, item in value.items()}
     if isinstance(value, str) and len(value) > 64:
         return f"<{len(value)} chars>"
     return value

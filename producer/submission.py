@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, cast
 
-from producer.codecs import ImageLike, encode_input
+from producer.codecs import ImageLike, encode_inputs
 from producer.contract import JobKind, Priority, parse_job, queue_name, task_name
 from producer.errors import InvalidJob
 from producer.manifest import is_valid_model_name
@@ -72,11 +72,12 @@ class Submission:
                  priority: int = Priority.normal,
                  deadline: Deadline | None = None) -> Submission:
         """A classify job of one or many images: file paths, bytes, PIL images or numpy
-        arrays (uint8 pixel arrays go as raw uint8 tensors, other dtypes as NPY)."""
+        arrays (uint8 pixel arrays go as raw uint8 tensors, several of one shape stacked
+        in one ``batch`` tensor; other dtypes as NPY)."""
         items: list[ImageLike] = (list(inputs) if isinstance(inputs, list | tuple)
                                   else [cast(ImageLike, inputs)])
         kwargs = {"model": model, "version": version, "top_k": top_k,
-                  "inputs": [encode_input(item) for item in items]}
+                  **encode_inputs(items)}
         return cls.from_kwargs(JobKind.classify, kwargs, job_id, priority, deadline)
 
     @classmethod

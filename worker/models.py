@@ -15,7 +15,7 @@ from producer.contract import ClassifyJob, GenerateJob
 from producer.errors import InvalidInput, InvalidJob, ModelError, PayloadTooLarge
 from producer.manifest import Manifest, ModelKind
 from worker.batcher import BatchOutput, Feeds
-from worker.preprocess import decode_input
+from worker.preprocess import decode_batch, decode_input
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,25 @@ class Classifier:
 
     def prepare(self, job: ClassifyJob, limits: Limits,
                 job_id: str | None = None) -> tuple[Feeds, int, None]:
-        arrays = []
-        for index, item in enumerate(job.inputs):
+        prep, name = self.manifest.preprocessing, self.manifest.name
+        if job.batch is not None:
             try:
-                arrays.append(decode_input(item, self.spec, self.manifest.preprocessing,
-                                           self.manifest.name, limits.max_payload_bytes,
-                                           limits.max_image_pixels))
+                batch = decode_batch(job.batch, self.spec, prep, name,
+                                     limits.max_payload_bytes, limits.max_image_pixels)
             except (InvalidInput, PayloadTooLarge) as exc:
-                raise type(exc)(f"inputs[{index}]: {exc.message}") from None
-        batch = np.stack(arrays).astype(self.dtype, copy=False)
-        return {self.spec.name: batch}, len(arrays), None
+                raise type(exc)(f"batch: {exc.message}") from None
+        else:
+            arrays = []
+            for index, item in enumerate(job.inputs or ()):
+                try:
+                    arrays.append(decode_input(item, self.spec, prep, name,
+                                               limits.max_payload_bytes,
+                                               limits.max_image_pixels))
+                except (InvalidInput, PayloadTooLarge) as exc:
+                    raise type(exc)(f"inputs[{index}]: {exc.message}") from None
+            batch = np.stack(arrays)
+        batch = batch.astype(self.dtype, copy=False)
+        return {self.spec.name: batch}, len(batch), None
 
     def finish(self, job: ClassifyJob, context: None, output: BatchOutput) -> dict[str, Any]:
         scores = output.outputs[0]

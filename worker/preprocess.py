@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from producer.codecs import decode_image, tensor_from_bytes
-from producer.contract import InputItem
+from producer.contract import InputItem, TensorPayload
 from producer.errors import InvalidInput, PayloadTooLarge
 from producer.manifest import Preprocessing, TensorSpec
 
@@ -21,10 +21,23 @@ def pixels_to_input(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
         resized = Image.fromarray(source, mode=mode).resize(
             (prep.width, prep.height), Image.Resampling.BILINEAR)
         pixels = np.asarray(resized).reshape(prep.height, prep.width, prep.channels)
+    return _scaled(pixels[None], prep)[0]
+
+
+def pixels_to_batch(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """uint8 pixels (NxHxWxC) -> float32 model inputs, N first: in one pass when the
+    images already have the model's size and channels, else image by image."""
+    if pixels.shape[1:] != (prep.height, prep.width, prep.channels):
+        return np.stack([pixels_to_input(image, prep) for image in pixels])
+    return _scaled(pixels, prep)
+
+
+def _scaled(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """NxHxWxC uint8 -> float32 with the manifest's scale, offset and layout."""
     values = pixels.astype(np.float32) * np.float32(prep.scale)
     values += np.asarray(prep.offset, dtype=np.float32)
     if prep.layout == "NCHW":
-        values = values.transpose(2, 0, 1)
+        values = values.transpose(0, 3, 1, 2)
     return values
 
 
@@ -44,14 +57,17 @@ def _to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     raise InvalidInput(f"image has {have} channels; expected {channels}")
 
 
-def check_tensor(array: np.ndarray, spec: TensorSpec, model: str) -> np.ndarray:
-    """A raw per-input tensor must match the model input without its batch dimension."""
-    expected_shape = spec.shape[1:]
+def check_tensor(array: np.ndarray, spec: TensorSpec, model: str,
+                 batched: bool = False) -> np.ndarray:
+    """A raw tensor must match the model input: without its batch dimension for one
+    input, with it for a ``batch``."""
+    expected_shape = spec.shape if batched else spec.shape[1:]
     fits = len(array.shape) == len(expected_shape) and all(
         want in (-1, got) for want, got in zip(expected_shape, array.shape, strict=True))
     if not fits or str(array.dtype) != spec.dtype:
+        what = "batch" if batched else "tensor"
         raise InvalidInput(
-            f"unexpected tensor for input {spec.name!r} of model {model!r}: expected shape "
+            f"unexpected {what} for input {spec.name!r} of model {model!r}: expected shape "
             f"{expected_shape} dtype {spec.dtype}, got shape {list(array.shape)} dtype "
             f"{array.dtype}"
         )
@@ -60,12 +76,20 @@ def check_tensor(array: np.ndarray, spec: TensorSpec, model: str) -> np.ndarray:
     return array
 
 
-def _is_pixels(array: np.ndarray, spec: TensorSpec, prep: Preprocessing | None) -> bool:
-    """A uint8 tensor shaped like an image (HxW or HxWxC), for a model that takes
-    floats: raw pixels, preprocessed like a decoded image. The cheapest way to send
-    many images (no PNG to decode), and exact."""
+def _is_pixels(array: np.ndarray, spec: TensorSpec, prep: Preprocessing | None,
+               batched: bool = False) -> bool:
+    """A uint8 tensor shaped like an image (HxW or HxWxC; N first in a batch), for a
+    model that takes floats: raw pixels, preprocessed like a decoded image. The cheapest
+    way to send images (no PNG to decode), and exact."""
+    dims = array.shape[1:] if batched else array.shape
     return (prep is not None and array.dtype == np.uint8 and spec.dtype != "uint8"
-            and (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))))
+            and (len(dims) == 2 or (len(dims) == 3 and dims[2] in (1, 3, 4))))
+
+
+def _check_pixels(height: int, width: int, max_pixels: int) -> None:
+    if height * width > max_pixels:
+        raise PayloadTooLarge(f"image is {width}x{height} = {height * width} pixels; "
+                              f"the limit is {max_pixels}")
 
 
 def decode_input(item: InputItem, spec: TensorSpec, prep: Preprocessing | None, model: str,
@@ -76,10 +100,7 @@ def decode_input(item: InputItem, spec: TensorSpec, prep: Preprocessing | None, 
         array = tensor_from_bytes(tensor.dtype, tensor.shape, tensor.data, max_bytes)
         if _is_pixels(array, spec, prep):
             assert prep is not None
-            height, width = array.shape[:2]
-            if height * width > max_pixels:
-                raise PayloadTooLarge(f"image is {width}x{height} = {height * width} pixels; "
-                                      f"the limit is {max_pixels}")
+            _check_pixels(array.shape[0], array.shape[1], max_pixels)
             return pixels_to_input(array if array.ndim == 3 else array[:, :, None], prep)
         return check_tensor(array, spec, model)
     assert item.image is not None
@@ -90,3 +111,16 @@ def decode_input(item: InputItem, spec: TensorSpec, prep: Preprocessing | None, 
         return pixels_to_input(decoded[:, :, None], prep)
     # An NPY of another dtype is taken as a ready model input.
     return check_tensor(decoded, spec, model)
+
+
+def decode_batch(batch: TensorPayload, spec: TensorSpec, prep: Preprocessing | None,
+                 model: str, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """A classify job's ``batch`` tensor -> model inputs, N first: uint8 pixels
+    (NxHxW or NxHxWxC) preprocessed like images, anything else checked as model-ready
+    values."""
+    array = tensor_from_bytes(batch.dtype, batch.shape, batch.data, max_bytes)
+    if _is_pixels(array, spec, prep, batched=True):
+        assert prep is not None
+        _check_pixels(array.shape[1], array.shape[2], max_pixels)
+        return pixels_to_batch(array if array.ndim == 4 else array[..., None], prep)
+    return check_tensor(array, spec, model, batched=True)

@@ -15,8 +15,10 @@ from PIL import Image
 
 from producer.aio import AsyncClient
 from producer.client import Client, JobStatus
-from producer.codecs import encode_image
+from producer.codecs import encode_image, tensor_payload
+from producer.contract import JobKind
 from producer.errors import InvalidInput, InvalidJob, JobTimeout, UnknownModel
+from producer.submission import Submission
 from tests.support.processes import child_env
 from tests.support.tiny_models import row_image
 
@@ -54,6 +56,24 @@ def test_every_input_kind_classifies(shared_url: str, tmp_path: Path) -> None:
     assert [p[0]["label"] for p in result["predictions"]] == ["2", "2", "3", "4", "5", "6"]
     assert all(len(p) == 2 for p in result["predictions"])
     assert single["predictions"][0][0]["label"] == "7" and len(single["predictions"][0]) == 5
+
+
+def test_a_batch_of_pixel_arrays_travels_as_one_tensor_and_answers_per_image(
+        shared_url: str) -> None:
+    rows = [row_image(i % 8) for i in range(12)]
+    with Client(shared_url) as client:
+        stacked = client.classify(rows, model="tiny", top_k=3).result(timeout=30)
+        apart = [client.classify(row, model="tiny", top_k=3) for row in rows]
+        one_by_one = [job.result(timeout=30)["predictions"][0] for job in apart]
+        floats = tensor_payload(np.zeros((2, 9, 8), np.float32))  # not pixels: checked
+        bad = client.submit(Submission.from_kwargs(
+            JobKind.classify, {"model": "tiny", "batch": floats}))
+        with pytest.raises(InvalidInput, match=r"batch: unexpected batch .* got shape "
+                                               r"\[2, 9, 8\] dtype float32"):
+            bad.result(timeout=30)
+    assert [p[0]["label"] for p in stacked["predictions"]] == [str(i % 8) for i in range(12)]
+    assert stacked["predictions"] == one_by_one
+    assert stacked["timing"]["batch_size"] >= 12
 
 
 def test_reattach_from_other_processes_both_ways(shared_url: str) -> None:

@@ -88,3 +88,48 @@ def test_uint8_pixel_tensors_are_preprocessed_like_decoded_images() -> None:
                           max_bytes=1000, max_pixels=1000)
     assert as_tensor.dtype == np.float32 and as_tensor.shape == (4, 4, 1)
     assert np.array_equal(as_tensor, as_png)
+
+
+def test_a_batch_tensor_is_preprocessed_like_its_images_one_by_one() -> None:
+    from producer.codecs import tensor_payload
+    from producer.contract import TensorPayload
+    from worker.preprocess import decode_batch
+
+    spec = TensorSpec(name="image", dtype="float32", shape=[-1, 3, 4, 4])
+    prep = Preprocessing(height=4, width=4, channels=3, scale=1 / 127.5, offset=[-1.0] * 3,
+                         layout="NCHW")
+    rng = np.random.default_rng(0)
+    same_size = rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    other_size = rng.integers(0, 256, (2, 6, 5), dtype=np.uint8)  # resized, gray -> RGB
+    for pixels in (same_size, other_size):
+        payload = TensorPayload.model_validate(tensor_payload(pixels))
+        batch = decode_batch(payload, spec, prep, "m", max_bytes=10_000, max_pixels=100)
+        one_by_one = np.stack([pixels_to_input(image if image.ndim == 3 else image[:, :, None],
+                                               prep) for image in pixels])
+        assert batch.dtype == np.float32 and batch.shape == (len(pixels), 3, 4, 4)
+        assert np.array_equal(batch, one_by_one)
+
+
+def test_a_batch_tensor_is_checked_whole() -> None:
+    from producer.codecs import tensor_payload
+    from producer.contract import TensorPayload
+    from worker.preprocess import decode_batch
+
+    spec = TensorSpec(name="image", dtype="float32", shape=[-1, 4, 4, 1])
+    prep = Preprocessing(height=4, width=4, channels=1)
+
+    def decode(array: np.ndarray) -> np.ndarray:
+        payload = TensorPayload.model_validate(tensor_payload(array))
+        return decode_batch(payload, spec, prep, "m", max_bytes=10_000, max_pixels=16)
+
+    ready = np.zeros((3, 4, 4, 1), np.float32)
+    assert decode(ready) is not None and decode(ready).shape == (3, 4, 4, 1)
+    with pytest.raises(InvalidInput, match=r"unexpected batch .* expected shape "
+                                           r"\[-1, 4, 4, 1\] dtype float32, got shape "
+                                           r"\[3, 4, 4\]"):
+        decode(np.zeros((3, 4, 4), np.float32))
+    ready[1, 0, 0, 0] = np.inf
+    with pytest.raises(InvalidInput, match="NaN or Inf"):
+        decode(ready)
+    with pytest.raises(PayloadTooLarge, match="image is 5x5 = 25 pixels; the limit is 16"):
+        decode(np.zeros((2, 5, 5), np.uint8))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import msgpack
 import numpy as np
@@ -66,9 +67,18 @@ def test_tensor_payload_round_trip_in_json() -> None:
                                            "data": ""}}]}, "dtype"),
     ({"model": "m", "inputs": [{"tensor": {"dtype": "float32", "shape": [-1],
                                            "data": ""}}]}, "greater than or equal to 0"),
+    ({"model": "m"}, "exactly one of 'inputs' (a list of images) or 'batch'"),
+    ({"model": "m", "inputs": [{"image": PNG}],
+      "batch": {"dtype": "uint8", "shape": [1, 1], "data": "AA=="}}, "exactly one of"),
+    ({"model": "m", "batch": {"dtype": "uint8", "shape": [], "data": "AA=="}},
+     "'batch' must stack 1 to 1024 images along its first dimension; its shape is []"),
+    ({"model": "m", "batch": {"dtype": "uint8", "shape": [0, 8, 8], "data": ""}},
+     "its shape is [0, 8, 8]"),
+    ({"model": "m", "batch": {"dtype": "uint8", "shape": [1025, 1], "data": ""}},
+     "must stack 1 to 1024 images"),
 ])
 def test_invalid_classify_jobs_say_what_is_wrong(kwargs: dict, message: str) -> None:
-    with pytest.raises(InvalidJob, match=message.replace("(", r"\(")):
+    with pytest.raises(InvalidJob, match=re.escape(message)):
         parse_job(JobKind.classify, kwargs)
 
 

@@ -61,6 +61,8 @@ def test_kwargs_repr_elides_images_and_stays_short() -> None:
     text = kwargs_repr({"model": "digits", "inputs": [{"image": "A" * 5000}] * 3,
                         "note": "x" * 100})
     assert "'inputs': '<3 items>'" in text and "'note': '<100 chars>'" in text
+    batch = kwargs_repr({"batch": {"dtype": "uint8", "shape": [16, 8, 8], "data": "A" * 900}})
+    assert batch == "{'batch': {'dtype': 'uint8', 'shape': [16, 8, 8], 'data': '<900 chars>'}}"
     assert len(kwargs_repr({f"k{i}": i for i in range(500)})) == 1024
 
 
@@ -69,10 +71,18 @@ def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
                                      priority=Priority.low)
     assert submission.kind is JobKind.classify
     assert submission.list_name == "aimass.tiny\x06\x166"
-    # uint8 pixel arrays go as raw uint8 tensors; encoded images as they are.
-    tensor = submission.kwargs["inputs"][0]["tensor"]
+    # uint8 pixel arrays of one shape go stacked as one raw uint8 batch tensor...
+    batch = submission.kwargs["batch"]
+    assert batch["dtype"] == "uint8" and batch["shape"] == [2, 8, 8]
+    assert base64.b64decode(batch["data"]) == row_image(3).tobytes() + row_image(4).tobytes()
+    assert "inputs" not in submission.kwargs
+    # ... one alone, or of different shapes, as raw tensors; encoded images as they are.
+    one = Submission.classify(row_image(3), model="tiny")
+    tensor = one.kwargs["inputs"][0]["tensor"]
     assert tensor["dtype"] == "uint8" and tensor["shape"] == [8, 8]
     assert base64.b64decode(tensor["data"]) == row_image(3).tobytes()
+    mixed = Submission.classify([row_image(3), row_image(3)[:4]], model="tiny")
+    assert [item["tensor"]["shape"] for item in mixed.kwargs["inputs"]] == [[8, 8], [4, 8]]
     png = Submission.classify(encode_image(row_image(3)), model="tiny")
     assert base64.b64decode(png.kwargs["inputs"][0]["image"]).startswith(b"\x89PNG")
     _, kwargs, _ = decode_body(json.loads(submission.message()))
