@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from producer.keys import RESULT_KEY_PREFIX, result_key
+from producer.pubsub import next_message
 from producer.results import is_final, parse_meta
 
 # Seconds without a message after which pending results are read again.
@@ -110,7 +111,7 @@ class ResultWatcher:
             left = time_left(deadline)
             if not self._list.pending or left <= 0:
                 return None
-            message = self._pubsub.get_message(timeout=min(REFRESH_S, left))
+            message = next_message(self._pubsub, min(REFRESH_S, left))
             if message is not None:
                 job_id = job_id_of(message)
                 self._settle(job_id, parse_meta(message["data"]))

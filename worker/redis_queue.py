@@ -20,6 +20,7 @@ import redis
 
 from producer.contract import PRIORITY_STEPS, priority_queue_name, queue_name
 from producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX, wake_channel
+from producer.pubsub import next_message
 
 # KEYS: unacked hash, unacked index, then the lists to serve in order.
 # ARGV: limit, now, result ttl, worker name (JSON string), adopted message or "",
@@ -167,9 +168,9 @@ class ModelQueues:
                 self._pubsub.unsubscribe(*self._subscribed)
             self._pubsub.subscribe(*channels)
             self._subscribed = channels
-        message = self._pubsub.get_message(timeout=timeout)
+        message = next_message(self._pubsub, timeout)
         while message is not None:  # several wake-ups need one look
-            message = self._pubsub.get_message(timeout=0)
+            message = next_message(self._pubsub, 0)
         return self.take(limit)
 
     def settle(self, settlements: Sequence[Settlement]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from producer.keys import RESULT_KEY_PREFIX
+from producer.pubsub import next_message
 from tests.support.processes import WorkerProcess, aimass_command, child_env
 
 FINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
@@ -88,7 +89,7 @@ class ResultLog:
 
     def _listen(self) -> None:
         while not self._stop.is_set():
-            message = self._pubsub.get_message(timeout=0.2)
+            message = next_message(self._pubsub, 0.2)
             if message is None or message["type"] != "pmessage":
                 continue
             channel = message["channel"].decode()

@@ -32,6 +32,7 @@ import redis
 from PIL import Image
 
 from producer.keys import RESULT_KEY_PREFIX
+from producer.pubsub import next_message
 
 FINAL_STATES = {"SUCCESS", "FAILURE", "REVOKED"}
 POLL_AFTER_S = 1.0  # read a job's result directly when no publication came in this long
@@ -223,7 +224,7 @@ class ClosedLoop:
     def _receive(self, window: Window, t_end: float, cap: int) -> None:
         """Handle every publication waiting now (after waiting a little for the first)."""
         timeout = 0.05
-        while (message := self.pubsub.get_message(timeout=timeout)) is not None:
+        while (message := next_message(self.pubsub, timeout)) is not None:
             timeout = 0.0
             if message["type"] != "pmessage":
                 continue
