@@ -12,9 +12,9 @@ it and a new thread serves the model (docs/reliability.md).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
@@ -57,15 +57,81 @@ class _Stop:
 STOP = _Stop()
 
 
-IDLE_POLL_S = 0.0005
-
-
 def never_idle() -> bool:
     return False
 
 
+class Inbox:
+    """A batcher's queue of jobs. It wakes the batch thread only when there is something
+    for it to do: a first job, enough inputs to fill its batch, a stop, or a ``poke``
+    (the feeder went idle). Not one wake-up per job: on a busy worker each one costs the
+    feeding thread a switch of the interpreter lock."""
+
+    def __init__(self) -> None:
+        self._items: deque[Pending | _Stop] = deque()
+        self._inputs = 0  # inputs of the queued jobs
+        self._need = 0  # inputs the waiting batch thread needs; 0: it is not waiting
+        self._stops = 0
+        self._poked = False
+        self._cond = threading.Condition(threading.Lock())
+
+    def put(self, item: Pending | _Stop) -> None:
+        with self._cond:
+            self._items.append(item)
+            if isinstance(item, _Stop):
+                self._stops += 1
+                self._cond.notify()
+                return
+            self._inputs += item.size
+            if self._need and self._inputs >= self._need:
+                self._cond.notify()
+
+    def poke(self) -> None:
+        """Make a waiting batch thread look again whether the feeder is idle."""
+        with self._cond:
+            self._poked = True
+            self._cond.notify()
+
+    def take(self) -> Pending | _Stop | None:
+        """The oldest queued item, or ``None`` when there is none."""
+        with self._cond:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            if isinstance(item, _Stop):
+                self._stops -= 1
+            else:
+                self._inputs -= item.size
+            return item
+
+    def push_back(self, item: Pending | _Stop) -> None:
+        """Return an item to the front (a stop seen while filling a batch)."""
+        with self._cond:
+            self._items.appendleft(item)
+            if isinstance(item, _Stop):
+                self._stops += 1
+            else:
+                self._inputs += item.size
+
+    def wait(self, inputs: int, timeout: float | None) -> None:
+        """Wait until ``inputs`` inputs are queued, a stop is, a poke comes, or
+        ``timeout`` seconds pass."""
+        with self._cond:
+            self._need = inputs
+            try:
+                self._cond.wait_for(
+                    lambda: self._poked or self._inputs >= inputs or self._stops > 0,
+                    timeout)
+            finally:
+                self._need = 0
+                self._poked = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def collect_batch(
-    jobs: queue.Queue[Pending | _Stop],
+    jobs: Inbox,
     max_batch_size: int,
     max_delay_s: float,
     clock: Callable[[], float] = time.monotonic,
@@ -77,29 +143,29 @@ def collect_batch(
     ``idle`` lets the feeder say that no more jobs are on their way (the Redis queues
     came back empty and nothing taken is still being decoded): then the batch runs at
     once with what it has, instead of waiting out a deadline that nothing will beat.
+    The feeder pokes the inbox when it goes idle.
 
     Returns ``None`` when told to stop and no job is waiting before the stop.
     """
-    first = jobs.get()
+    first = jobs.take()
+    while first is None:
+        jobs.wait(1, None)
+        first = jobs.take()
     if isinstance(first, _Stop):
         return None
     batch = [first]
     size = first.size
     deadline = first.enqueued + max_delay_s
     while size < max_batch_size:
-        try:
-            if idle():
-                job = jobs.get_nowait()
-            else:
-                # Short waits, so that the feeder going idle is noticed promptly.
-                left = deadline - clock()
-                job = jobs.get(timeout=max(0.0, min(left, IDLE_POLL_S)))
-        except queue.Empty:
-            if idle() or clock() >= deadline:
+        job = jobs.take()
+        if job is None:
+            left = deadline - clock()
+            if left <= 0 or idle():
                 break
+            jobs.wait(max_batch_size - size, left)
             continue
         if isinstance(job, _Stop):
-            jobs.put(job)  # stop after this batch
+            jobs.push_back(job)  # stop after this batch
             break
         batch.append(job)
         size += job.size
@@ -138,7 +204,7 @@ class Batcher:
         self.time_limit_s = time_limit_s
         self.interrupt = interrupt
         self.abandoned_threads = 0
-        self._jobs: queue.Queue[Pending | _Stop] = queue.Queue()
+        self._jobs = Inbox()
         self._stopped = False
         self._running: _Running | None = None
         self._closed = threading.Event()
@@ -160,6 +226,10 @@ class Batcher:
         job = Pending(feeds=feeds, size=size, arrived=arrived, enqueued=time.monotonic())
         self._jobs.put(job)
         return job.future
+
+    def poke(self) -> None:
+        """The feeder went idle: a partial batch that waits for more need not."""
+        self._jobs.poke()
 
     def stop(self, timeout: float | None = None) -> None:
         """Run what is queued, then end the thread."""

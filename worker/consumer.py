@@ -146,6 +146,12 @@ class BulkConsumer:
                 for message in taken:
                     self._begin_safely(message, arrived)
                     self._decoding -= 1
+            elif self._drained:
+                continue  # still idle: the batchers know
+            else:
+                self._drained = True
+            if self._drained:
+                self.runtime.poke()  # a partial batch need not wait for more
 
     def idle(self) -> bool:
         """True when no job is on its way to a batcher: the last take emptied the model

@@ -184,6 +184,11 @@ class Runtime:
         for old in mine[:-per_model]:
             self._pinned.pop((name, old)).batcher.stop(timeout=0)
 
+    def poke(self) -> None:
+        """No more jobs are on their way for now: partial batches may run at once."""
+        for model in [*self._current.values(), *self._pinned.values()]:
+            model.batcher.poke()
+
     def stop(self) -> None:
         for model in [*self._current.values(), *self._pinned.values()]:
             model.batcher.stop(timeout=10)

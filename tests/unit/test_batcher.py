@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import queue
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from producer.errors import ModelError
-from worker.batcher import STOP, Batcher, Pending, collect_batch, run_in_chunks
+from worker.batcher import STOP, Batcher, Inbox, Pending, collect_batch, run_in_chunks
 
 pytestmark = pytest.mark.unit
 
@@ -19,36 +19,39 @@ def job(size: int = 1, enqueued: float = 0.0, value: float = 0.0) -> Pending:
                    enqueued=enqueued)
 
 
-class ScriptedQueue(queue.Queue):
-    """A queue whose ``get(timeout=...)`` advances a fake clock instead of sleeping."""
+class ScriptedInbox(Inbox):
+    """An inbox whose ``wait`` advances a fake clock instead of sleeping: to the end of
+    the timeout, or to ``poke_at`` when the feeder pokes before then."""
 
-    def __init__(self, clock: list[float]) -> None:
+    def __init__(self, clock: list[float], poke_at: float | None = None) -> None:
         super().__init__()
         self.clock = clock
+        self.poke_at = poke_at
         self.timeouts: list[float | None] = []
 
-    def get(self, block: bool = True, timeout: float | None = None):  # type: ignore[override]
+    def wait(self, inputs: int, timeout: float | None) -> None:
         self.timeouts.append(timeout)
-        if self.empty() and timeout is not None:
-            self.clock[0] += timeout
-            raise queue.Empty
-        return super().get(block=False)
+        assert timeout is not None, "the scripted inbox never blocks"
+        end = self.clock[0] + timeout
+        if self.poke_at is not None and self.clock[0] <= self.poke_at < end:
+            end = self.poke_at
+        self.clock[0] = end
 
 
 def test_full_batch_runs_without_waiting_for_the_deadline() -> None:
     clock = [0.0]
-    jobs = ScriptedQueue(clock)
+    jobs = ScriptedInbox(clock)
     for _ in range(5):
         jobs.put(job())
     batch = collect_batch(jobs, max_batch_size=4, max_delay_s=10.0, clock=lambda: clock[0])
     assert batch is not None and len(batch) == 4
     assert clock[0] == 0.0  # never waited
-    assert jobs.qsize() == 1
+    assert len(jobs) == 1
 
 
 def test_partial_batch_runs_at_the_oldest_jobs_deadline() -> None:
     clock = [100.0]
-    jobs = ScriptedQueue(clock)
+    jobs = ScriptedInbox(clock)
     jobs.put(job(enqueued=99.0))  # has already waited 1 s of its 2.5 s
     jobs.put(job(enqueued=100.0))
     batch = collect_batch(jobs, max_batch_size=8, max_delay_s=2.5, clock=lambda: clock[0])
@@ -60,7 +63,7 @@ def test_partial_batch_runs_at_the_oldest_jobs_deadline() -> None:
 
 def test_an_idle_feeder_lets_a_partial_batch_run_at_once() -> None:
     clock = [0.0]
-    jobs = ScriptedQueue(clock)
+    jobs = ScriptedInbox(clock)
     jobs.put(job())
     jobs.put(job())
     batch = collect_batch(jobs, max_batch_size=8, max_delay_s=5.0, clock=lambda: clock[0],
@@ -69,19 +72,51 @@ def test_an_idle_feeder_lets_a_partial_batch_run_at_once() -> None:
     assert clock[0] == 0.0  # no waiting: nothing more is on its way
 
 
-def test_waiting_stops_when_the_feeder_goes_idle() -> None:
+def test_waiting_stops_when_the_feeder_goes_idle_and_pokes() -> None:
     clock = [0.0]
-    jobs = ScriptedQueue(clock)
+    jobs = ScriptedInbox(clock, poke_at=0.002)
     jobs.put(job())
     batch = collect_batch(jobs, max_batch_size=8, max_delay_s=5.0, clock=lambda: clock[0],
                           idle=lambda: clock[0] >= 0.002)
     assert batch is not None and len(batch) == 1
-    assert 0.002 <= clock[0] < 0.01  # well before the 5 s deadline
+    assert clock[0] == pytest.approx(0.002)  # at the poke, not at the 5 s deadline
+
+
+def test_the_inbox_wakes_its_batch_thread_for_a_full_batch_a_stop_or_a_poke() -> None:
+    inbox = Inbox()
+    woke: list[float] = []
+
+    def waiter(inputs: int) -> threading.Thread:
+        def run() -> None:
+            started = time.monotonic()
+            inbox.wait(inputs, timeout=5.0)
+            woke.append(time.monotonic() - started)
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.05)
+        return thread
+
+    thread = waiter(3)
+    inbox.put(job())
+    inbox.put(job())
+    time.sleep(0.05)
+    assert not woke  # two of the three inputs it waits for: no wake-up yet
+    inbox.put(job())
+    thread.join(1.0)
+    assert len(woke) == 1 and woke[0] < 1.0
+    while inbox.take() is not None:
+        pass
+    for wake in (inbox.poke, lambda: inbox.put(STOP)):
+        thread = waiter(8)
+        wake()
+        thread.join(1.0)
+        assert not thread.is_alive()
+    assert len(woke) == 3 and max(woke) < 1.0
 
 
 def test_zero_delay_takes_only_what_is_already_queued() -> None:
     clock = [0.0]
-    jobs = ScriptedQueue(clock)
+    jobs = ScriptedInbox(clock)
     jobs.put(job())
     jobs.put(job())
     batch = collect_batch(jobs, max_batch_size=8, max_delay_s=0.0, clock=lambda: clock[0])
@@ -90,7 +125,7 @@ def test_zero_delay_takes_only_what_is_already_queued() -> None:
 
 def test_multi_input_jobs_count_their_inputs() -> None:
     clock = [0.0]
-    jobs = ScriptedQueue(clock)
+    jobs = ScriptedInbox(clock)
     jobs.put(job(size=3))
     jobs.put(job(size=3))
     jobs.put(job(size=3))
@@ -100,7 +135,7 @@ def test_multi_input_jobs_count_their_inputs() -> None:
 
 def test_stop_ends_after_the_jobs_before_it() -> None:
     clock = [0.0]
-    jobs = ScriptedQueue(clock)
+    jobs = ScriptedInbox(clock)
     jobs.put(job())
     jobs.put(STOP)
     batch = collect_batch(jobs, max_batch_size=8, max_delay_s=1.0, clock=lambda: clock[0])
