@@ -80,15 +80,20 @@ class Classifier:
                 "input; check that its values are in the range the model expects")
         k = min(job.top_k, scores.shape[1])
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1).tolist()
+        labels = self._labels(scores.shape[1])
         predictions = [
-            [{"label": self._label(int(i)), "index": int(i), "score": float(row[i])}
-             for i in indices]
-            for row, indices in zip(scores, top, strict=True)
+            [{"label": labels[i], "index": i, "score": score}
+             for i, score in zip(indices, row, strict=True)]
+            for indices, row in zip(top.tolist(), top_scores, strict=True)
         ]
         return {"predictions": predictions}
 
-    def _label(self, index: int) -> str:
-        return self.labels[index] if index < len(self.labels) else str(index)
+    def _labels(self, classes: int) -> list[str]:
+        """A label per output class: the manifest's, then the class index as text."""
+        if len(self.labels) < classes:
+            return [*self.labels, *(str(i) for i in range(len(self.labels), classes))]
+        return self.labels
 
     def warmup_feeds(self, batch_size: int) -> Feeds:
         shape = [batch_size] + [d if d > 0 else 1 for d in self.spec.shape[1:]]
