@@ -20,7 +20,14 @@ from producer.codecs import ImageLike, encode_inputs
 from producer.contract import JobKind, Priority, parse_job, queue_name, task_name
 from producer.errors import InvalidJob
 from producer.manifest import is_valid_model_name
-from producer.messages import encode_message, message_list, priority_step, task_message
+from producer.messages import (
+    CONTENT,
+    Serializer,
+    encode_message,
+    message_list,
+    priority_step,
+    task_message,
+)
 
 # A deadline: seconds from now, a duration, or a point in time (naive means local time).
 Deadline = float | timedelta | datetime
@@ -61,16 +68,23 @@ class Submission:
     job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     priority: int = Priority.normal
     expires: datetime | None = None  # aware; a worker drops the job unstarted after it
+    # The message body: msgpack carries bytes raw (a third fewer bytes than base64, and
+    # nothing for the worker to decode twice); JSON is readable with any tool.
+    serializer: Serializer = "msgpack"
+    # The kwargs with bytes raw, as msgpack sends them (derived from ``kwargs`` if unset).
+    raw_kwargs: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_job_id(self.job_id)
         priority_step(self.priority)
+        if self.serializer not in CONTENT:
+            raise ValueError(f"serializer must be 'msgpack' or 'json', got {self.serializer!r}")
 
     @classmethod
     def classify(cls, inputs: ImageLike | Sequence[ImageLike], *, model: str,
                  version: int | None = None, top_k: int = 5, job_id: str | None = None,
-                 priority: int = Priority.normal,
-                 deadline: Deadline | None = None) -> Submission:
+                 priority: int = Priority.normal, deadline: Deadline | None = None,
+                 serializer: Serializer = "msgpack") -> Submission:
         """A classify job of one or many images: file paths, bytes, PIL images or numpy
         arrays (uint8 pixel arrays go as raw uint8 tensors, several of one shape stacked
         in one ``batch`` tensor; other dtypes as NPY)."""
@@ -78,23 +92,26 @@ class Submission:
                                   else [cast(ImageLike, inputs)])
         kwargs = {"model": model, "version": version, "top_k": top_k,
                   **encode_inputs(items)}
-        return cls.from_kwargs(JobKind.classify, kwargs, job_id, priority, deadline)
+        return cls.from_kwargs(JobKind.classify, kwargs, job_id, priority, deadline,
+                               serializer)
 
     @classmethod
     def generate(cls, *, model: str, count: int = 1, labels: Sequence[int] | None = None,
                  seed: int | None = None, format: str = "png", version: int | None = None,
                  job_id: str | None = None, priority: int = Priority.normal,
-                 deadline: Deadline | None = None) -> Submission:
+                 deadline: Deadline | None = None,
+                 serializer: Serializer = "msgpack") -> Submission:
         """A generate job: ``count`` images, of the classes in ``labels`` if given."""
         kwargs = {"model": model, "version": version, "count": count,
                   "labels": list(labels) if labels is not None else None,
                   "seed": seed, "format": format}
-        return cls.from_kwargs(JobKind.generate, kwargs, job_id, priority, deadline)
+        return cls.from_kwargs(JobKind.generate, kwargs, job_id, priority, deadline,
+                               serializer)
 
     @classmethod
     def from_kwargs(cls, kind: JobKind, kwargs: dict[str, Any], job_id: str | None = None,
-                    priority: int = Priority.normal,
-                    deadline: Deadline | None = None) -> Submission:
+                    priority: int = Priority.normal, deadline: Deadline | None = None,
+                    serializer: Serializer = "msgpack") -> Submission:
         """A job from contract kwargs (bytes raw or as base64 text)."""
         job = parse_job(kind, kwargs)  # raises InvalidJob saying what is wrong
         if not is_valid_model_name(job.model):
@@ -104,7 +121,8 @@ class Submission:
         # None fields are the defaults: leave them off the wire.
         return cls(kind=kind, kwargs=job.model_dump(mode="json", exclude_none=True),
                    job_id=job_id if job_id is not None else str(uuid.uuid4()),
-                   priority=int(priority), expires=expires_at(deadline))
+                   priority=int(priority), expires=expires_at(deadline),
+                   serializer=serializer, raw_kwargs=job.model_dump(exclude_none=True))
 
     @property
     def model(self) -> str:
@@ -126,9 +144,13 @@ class Submission:
 
     @cached_property
     def _message(self) -> bytes:
+        kwargs = self.kwargs
+        if self.serializer == "msgpack":
+            kwargs = self.raw_kwargs or parse_job(self.kind, kwargs).model_dump(
+                exclude_none=True)
         return encode_message(task_message(
-            task_name(self.kind), self.job_id, self.kwargs, queue=self.queue,
-            priority=self.priority, expires=self.expires))
+            task_name(self.kind), self.job_id, kwargs, queue=self.queue,
+            priority=self.priority, expires=self.expires, serializer=self.serializer))
 
     def record(self) -> str:
         """The submission record stored under ``aimass:job:<id>``."""

@@ -100,13 +100,17 @@ def test_a_raw_msgpack_message_with_raw_bytes_works(shared_url: str) -> None:
 def test_the_client_writes_the_envelope_celery_writes(redis_url: str) -> None:
     app = Celery("sender", set_as_current=False)
     app.conf.update(producer_config(redis_url))
+    cases = [(0, "aimass.tiny", "msgpack"), (6, "aimass.tiny\x06\x166", "msgpack"),
+             (3, "aimass.tiny\x06\x163", "json")]
     with Client(redis_url) as client:
-        for priority, name in ((0, "aimass.tiny"), (6, "aimass.tiny\x06\x166")):
-            ours = Submission.classify(row_image(1), model="tiny", priority=priority,
-                                       deadline=60)
+        for priority, name, serializer in cases:
+            ours = Submission.classify([row_image(1), row_image(2)], model="tiny",
+                                       priority=priority, deadline=60, serializer=serializer)
             client.submit(ours)
-            app.send_task("aimass.classify", kwargs=ours.kwargs, task_id="celery-" + str(
-                priority), queue="aimass.tiny", priority=priority, expires=ours.expires)
+            kwargs = ours.raw_kwargs if serializer == "msgpack" else ours.kwargs
+            app.send_task("aimass.classify", kwargs=kwargs, task_id=f"celery-{priority}",
+                          queue="aimass.tiny", priority=priority, expires=ours.expires,
+                          serializer=serializer)
             theirs, mine = (json.loads(m) for m in client.redis.lrange(name, 0, 1))
             assert set(mine["headers"]) == set(theirs["headers"])
             assert set(mine["properties"]) <= set(theirs["properties"])

@@ -85,8 +85,18 @@ def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
     assert [item["tensor"]["shape"] for item in mixed.kwargs["inputs"]] == [[8, 8], [4, 8]]
     png = Submission.classify(encode_image(row_image(3)), model="tiny")
     assert base64.b64decode(png.kwargs["inputs"][0]["image"]).startswith(b"\x89PNG")
-    _, kwargs, _ = decode_body(json.loads(submission.message()))
-    assert kwargs == submission.kwargs
+    # The body is msgpack, bytes raw, unless JSON is asked for (bytes as base64 text).
+    message = json.loads(submission.message())
+    assert message["content-type"] == "application/x-msgpack"
+    _, kwargs, _ = decode_body(message)
+    assert kwargs == submission.raw_kwargs and kwargs["batch"]["data"] == (
+        row_image(3).tobytes() + row_image(4).tobytes())
+    as_json = Submission.classify([row_image(3), row_image(4)], model="tiny", top_k=2,
+                                  serializer="json")
+    _, kwargs, _ = decode_body(json.loads(as_json.message()))
+    assert kwargs == submission.kwargs == as_json.kwargs
+    with pytest.raises(ValueError, match="serializer must be 'msgpack' or 'json'"):
+        Submission(JobKind.classify, submission.kwargs, serializer="pickle")  # type: ignore[arg-type]
     with pytest.raises(InvalidJob, match="top_k"):
         Submission.classify(row_image(1), model="tiny", top_k=0)
     with pytest.raises(TypeError, match="expected a file path, bytes, a PIL image"):
