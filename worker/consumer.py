@@ -129,7 +129,11 @@ class BulkConsumer:
             if room <= 0 or self._stopping.is_set():
                 continue
             try:
-                taken = self.queues.take(room) or self.queues.wait(self.idle_poll_s, room)
+                # After a take that emptied the queues, another take right away is
+                # nearly always empty and costs a round trip (~0.2 ms of this thread on
+                # a small VM): wait for a producer's wake-up (or the idle poll) instead.
+                taken = [] if self._drained else self.queues.take(room)
+                taken = taken or self.queues.wait(self.idle_poll_s, room)
             except redis.RedisError as exc:
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
                 self._stopping.wait(backoff)
