@@ -344,7 +344,10 @@ def run_in_chunks(runner: Runner, feeds: list[Feeds], max_batch_size: int) -> li
     """Concatenate the jobs' inputs, run them at most ``max_batch_size`` at a time, and
     return each output concatenated back in job order."""
     names = list(feeds[0])
-    joined = {name: np.concatenate([f[name] for f in feeds]) for name in names}
+    if len(feeds) == 1:  # a batch of one job: its arrays as they are, no copy
+        joined = dict(feeds[0])
+    else:
+        joined = {name: np.concatenate([f[name] for f in feeds]) for name in names}
     total = len(joined[names[0]])
     if total <= max_batch_size:
         return runner(joined)

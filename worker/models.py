@@ -67,7 +67,7 @@ class Classifier:
                                                limits.max_image_pixels))
                 except (InvalidInput, PayloadTooLarge) as exc:
                     raise type(exc)(f"inputs[{index}]: {exc.message}") from None
-            batch = np.stack(arrays)
+            batch = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
         batch = batch.astype(self.dtype, copy=False)
         return {self.spec.name: batch}, len(batch), None
 
