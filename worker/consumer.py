@@ -148,8 +148,11 @@ class BulkConsumer:
                 self._decoding = len(taken)
                 self._drained = len(taken) < room
                 for message in taken:
-                    self._begin_safely(message, arrived)
+                    # Counted before the job is handed over: a batcher that receives
+                    # the last job of a take that emptied the queues runs it at once,
+                    # instead of waiting to be poked after it.
                     self._decoding -= 1
+                    self._begin_safely(message, arrived)
             elif self._drained:
                 continue  # still idle: the batchers know
             else:
@@ -158,8 +161,8 @@ class BulkConsumer:
                 self.runtime.poke()  # a partial batch need not wait for more
 
     def idle(self) -> bool:
-        """True when no job is on its way to a batcher: the last take emptied the model
-        queues and every job it brought has been handed over."""
+        """True when no more jobs are on their way to a batcher: the last take emptied
+        the model queues and every job it brought has been (or is being) handed over."""
         return self._drained and self._decoding == 0
 
     def _begin_safely(self, message: Taken, arrived: float) -> None:
