@@ -38,11 +38,25 @@ FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 
 def parse_meta(raw: bytes | str | None) -> dict[str, Any] | None:
-    """The stored meta document, or ``None`` when there is none."""
+    """The stored meta document, or ``None`` when there is none. A stored value that is
+    not a JSON object (written by something other than a worker) reads as a failure
+    with ``ModelError`` saying so, so that a caller gets a typed error, not a crash."""
     if not raw:
         return None
-    meta = json.loads(raw)
-    return meta if isinstance(meta, dict) else None
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        return _unreadable(f"is not JSON ({exc})")
+    if not isinstance(meta, dict):
+        return _unreadable(f"is JSON but not an object (a {type(meta).__name__})")
+    return meta
+
+
+def _unreadable(why: str) -> dict[str, Any]:
+    return {"status": "FAILURE", "result": {
+        "exc_type": "ModelError", "exc_module": "producer.errors",
+        "exc_message": [f"the job's stored result {why}; a worker stores a Celery "
+                        "result document (a JSON object with status and result)"]}}
 
 
 def is_final(meta: dict[str, Any] | None) -> bool:

@@ -4,6 +4,7 @@ errors, waiting for many, and the asyncio flavour."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from producer.aio import AsyncClient
 from producer.client import Client, JobStatus
 from producer.codecs import encode_image, tensor_payload
 from producer.contract import JobKind
-from producer.errors import InvalidInput, InvalidJob, JobTimeout, UnknownModel
+from producer.errors import InvalidInput, InvalidJob, JobTimeout, ModelError, UnknownModel
 from producer.submission import Submission
 from tests.support.processes import child_env
 from tests.support.tiny_models import row_image
@@ -43,6 +44,22 @@ def test_unknown_queued_and_forgotten(redis_url: str) -> None:
             job.result(timeout=0.2)
         job.forget()
         assert job.status() is JobStatus.unknown
+
+
+@pytest.mark.parametrize(("stored", "why"), [
+    (b"\xff not json", "is not JSON"), (b"[1, 2]", "is JSON but not an object (a list)")])
+def test_a_stored_result_that_is_not_a_result_document_is_a_typed_error(
+        redis_url: str, stored: bytes, why: str) -> None:
+    with Client(redis_url) as client:  # no worker here: only the stored value answers
+        job = client.classify(row_image(1), model="tiny")
+        client.redis.set(f"celery-task-meta-{job.id}", stored)
+        assert job.status() is JobStatus.failed
+        with pytest.raises(ModelError, match=f"the job's stored result {re.escape(why)}"):
+            job.result(timeout=5)
+        other = client.classify(row_image(2), model="tiny")
+        client.redis.set(f"celery-task-meta-{other.id}", stored)  # read by the watcher
+        (done,) = client.wait([other], timeout=5, return_exceptions=True)
+        assert isinstance(done, ModelError)
 
 
 def test_every_input_kind_classifies(shared_url: str, tmp_path: Path) -> None:

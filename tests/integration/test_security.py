@@ -24,7 +24,7 @@ import redis
 
 from producer.client import Client, producer_config
 from producer.codecs import encode_image
-from producer.errors import PayloadTooLarge, UnknownModel
+from producer.errors import ModelError, PayloadTooLarge, UnknownModel
 from producer.keys import result_key
 from producer.manifest import is_valid_model_name
 from tests.support import raw_messages as raw
@@ -137,7 +137,7 @@ def test_results_are_json_only_and_neither_client_unpickles_a_planted_result(
     job_id = raw.new_id()
     store = redis.Redis.from_url(redis_url)
     store.set(result_key(job_id), pickle.dumps({"status": "SUCCESS", "result": Marker(marker)}))
-    with Client(redis_url) as client, pytest.raises(ValueError):
+    with Client(redis_url) as client, pytest.raises(ModelError, match="stored result is not JSON"):
         client.job(job_id).result(timeout=1)
     code = f"""
         from celery import Celery
