@@ -216,15 +216,19 @@ JOB_MODELS: dict[JobKind, type[ClassifyJob] | type[GenerateJob]] = {
 }
 
 
-def parse_job(kind: JobKind, kwargs: Any) -> ClassifyJob | GenerateJob:
-    """Validate a job's keyword arguments, raising ``InvalidJob`` that says what is wrong."""
+def parse_job(kind: JobKind, kwargs: Any, *, strict: bool = False) -> ClassifyJob | GenerateJob:
+    """Validate a job's keyword arguments, raising ``InvalidJob`` that says what is wrong.
+
+    ``strict`` (what workers use on the wire) takes each field only in its own JSON or
+    msgpack type: no ``"3"`` or ``true`` for an integer. The client validates without it,
+    so that Python values such as NumPy integers are accepted and sent as plain ones."""
     if not isinstance(kwargs, dict):
         raise InvalidJob(
             f"{task_name(kind)} takes keyword arguments (a JSON object), "
             f"got {type(kwargs).__name__}"
         )
     try:
-        return JOB_MODELS[kind].model_validate(kwargs)
+        return JOB_MODELS[kind].model_validate(kwargs, strict=strict)
     except ValidationError as exc:
         raise InvalidJob(f"invalid {task_name(kind)} job: {describe_validation(exc)}") from None
 

@@ -100,7 +100,7 @@ class Runtime:
               job_id: str | None = None) -> StartedJob:
         """Validate and decode a job and hand it to its model's batcher. Bad jobs raise
         their typed error here, before they can join (and spoil) a batch."""
-        job = parse_job(kind, kwargs)
+        job = parse_job(kind, kwargs, strict=True)
         model = self.model_for(job.model, job.version)
         if model.logic.kind != kind:
             raise InvalidJob(

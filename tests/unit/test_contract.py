@@ -108,3 +108,14 @@ def test_committed_json_schemas_are_current() -> None:
         assert path.exists(), f"{path} missing: run python -m producer.schema docs/schemas"
         assert path.read_text() == text, (
             f"{path} is stale: run python -m producer.schema docs/schemas")
+
+
+def test_workers_take_each_field_only_in_its_own_type() -> None:
+    wire = {"model": "m", "inputs": [{"image": PNG}]}
+    for bad in ("3", True, 3.0):
+        with pytest.raises(InvalidJob, match="top_k: Input should be a valid integer"):
+            parse_job(JobKind.classify, {**wire, "top_k": bad}, strict=True)
+    assert parse_job(JobKind.classify, {**wire, "top_k": 3}, strict=True).top_k == 3
+    # The client is lenient with Python values (NumPy integers) and sends plain ones.
+    job = parse_job(JobKind.generate, {"model": "g", "count": 2, "labels": list(np.arange(2))})
+    assert job.model_dump()["labels"] == [0, 1]
