@@ -79,7 +79,6 @@ class Runtime:
         names = list(self.settings.models) or self.repository.names()
         for name in names:
             self._current[name] = self._load(self.repository.resolve(name))
-        release_free_memory()
         if not self._current:
             log.warning("no models found in %s", self.repository.root)
 
@@ -143,7 +142,6 @@ class Runtime:
                 pinned.batcher.stop(timeout=0)
             pinned = self._load_version(name, version)
             self._keep_pinned(pinned)
-            release_free_memory()
             return pinned
 
     def reload(self) -> list[str]:
@@ -172,8 +170,6 @@ class Runtime:
                     self._keep_pinned(current)
             log.info("now serving %s v%d", name, loaded.version.version)
             changed.append(name)
-        if changed:
-            release_free_memory()
         return changed
 
     def _keep_pinned(self, model: LoadedModel, per_model: int = 2) -> None:
@@ -237,6 +233,7 @@ class Runtime:
             idle=self.idle, time_limit_s=self.settings.job_time_limit_s,
             interrupt=run.interrupt)
         loaded = LoadedModel(version, logic, session, batcher, list(session.get_providers()))
+        release_free_memory()  # the parsed model ONNX Runtime has let go of
         log.info("loaded %s v%d on %s in %.0f ms (max batch %d, max delay %.1f ms)",
                  version.name, version.version, ", ".join(loaded.providers),
                  (time.monotonic() - started) * 1000, max_batch, delay_ms)
