@@ -182,12 +182,16 @@ class Runtime:
 
     def poke(self) -> None:
         """No more jobs are on their way for now: partial batches may run at once."""
-        for model in [*self._current.values(), *self._pinned.values()]:
+        for model in self._loaded():
             model.batcher.poke()
 
     def stop(self) -> None:
-        for model in [*self._current.values(), *self._pinned.values()]:
+        for model in self._loaded():
             model.batcher.stop(timeout=10)
+
+    def _loaded(self) -> list[LoadedModel]:
+        """Every loaded version: the current ones and those kept for pinned jobs."""
+        return [*self._current.values(), *self._pinned.values()]
 
     def _refusal(self, name: str, version: int) -> str | None:
         """Why a version failed to load, if it did and its files have not changed since."""
