@@ -133,16 +133,11 @@ class ClassifyJob(_Model):
         if (self.inputs is None) == (self.batch is None):
             raise ValueError("a classify job needs exactly one of 'inputs' (a list of "
                              "images) or 'batch' (one tensor of images, N first)")
-        if self.batch is not None and not 1 <= self.image_count <= MAX_INPUTS:
+        if self.batch is not None and not (
+                self.batch.shape and 1 <= self.batch.shape[0] <= MAX_INPUTS):
             raise ValueError(f"'batch' must stack 1 to {MAX_INPUTS} images along its first "
                              f"dimension; its shape is {self.batch.shape}")
         return self
-
-    @property
-    def image_count(self) -> int:
-        if self.batch is not None:
-            return self.batch.shape[0] if self.batch.shape else 0
-        return len(self.inputs or ())
 
 
 class GenerateJob(_Model):
