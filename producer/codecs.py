@@ -73,9 +73,14 @@ def encode_input(image: ImageLike) -> dict[str, Any]:
     return {"image": encode_image(image)}
 
 
+def is_image_shape(dims: tuple[int, ...]) -> bool:
+    """HxW, or HxWxC with 1, 3 or 4 channels: the shapes of pixels taken as an image."""
+    return len(dims) == 2 or (len(dims) == 3 and dims[2] in (1, 3, 4))
+
+
 def _is_pixel_array(image: object) -> bool:
-    return isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
-        image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)))
+    return (isinstance(image, np.ndarray) and image.dtype == np.uint8
+            and is_image_shape(image.shape))
 
 
 def encode_inputs(images: list[ImageLike]) -> dict[str, Any]:

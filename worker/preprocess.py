@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from producer.codecs import decode_image, tensor_from_bytes
+from producer.codecs import decode_image, is_image_shape, tensor_from_bytes
 from producer.contract import InputItem, TensorPayload
 from producer.errors import InvalidInput, PayloadTooLarge
 from producer.manifest import Preprocessing, TensorSpec
@@ -87,9 +87,8 @@ def _is_pixels(array: np.ndarray, spec: TensorSpec, prep: Preprocessing | None,
     """A uint8 tensor shaped like an image (HxW or HxWxC; N first in a batch), for a
     model that takes floats: raw pixels, preprocessed like a decoded image. The cheapest
     way to send images (no PNG to decode), and exact."""
-    dims = array.shape[1:] if batched else array.shape
     return (prep is not None and array.dtype == np.uint8 and spec.dtype != "uint8"
-            and (len(dims) == 2 or (len(dims) == 3 and dims[2] in (1, 3, 4))))
+            and is_image_shape(array.shape[1:] if batched else array.shape))
 
 
 def _check_pixels(height: int, width: int, max_pixels: int) -> None:
