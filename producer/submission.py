@@ -122,7 +122,9 @@ class Submission:
         return cls(kind=kind, kwargs=job.model_dump(mode="json", exclude_none=True),
                    job_id=job_id if job_id is not None else str(uuid.uuid4()),
                    priority=int(priority), expires=expires_at(deadline),
-                   serializer=serializer, raw_kwargs=job.model_dump(exclude_none=True))
+                   serializer=serializer,
+                   raw_kwargs=(job.model_dump(exclude_none=True) if serializer == "msgpack"
+                               else None))
 
     @property
     def model(self) -> str:
