@@ -30,7 +30,7 @@ RUN python3 -m venv /opt/venv
 # Dependencies first, from pyproject.toml alone, so that a code change reuses this layer.
 COPY pyproject.toml /src/pyproject.toml
 COPY docker/pyproject_requirements.py docker/check_onnxruntime_cuda.py /tmp/
-# Flower shares this image: it needs the worker's Celery app (celery -A worker.main flower).
+# Flower shares this image: it needs the worker's Celery app (celery -A aimass.worker.main flower).
 ARG FLOWER_REQUIREMENT="flower>=2.0,<3"
 RUN python /tmp/pyproject_requirements.py --pyproject /src/pyproject.toml worker > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt "${FLOWER_REQUIREMENT}" \

@@ -1,6 +1,6 @@
 """Export: train or load TensorFlow models, convert them to ONNX, check parity, publish.
 
-Only ``export.data``, ``export.errors``, ``export.repository`` and ``export.cli`` are
-free of TensorFlow; everything that trains or converts imports it lazily, so that
-``aimass --help`` and the worker never pay for it.
+Only ``aimass.export.data``, ``aimass.export.errors``, ``aimass.export.repository``
+and ``aimass.export.cli`` are free of TensorFlow; everything that trains or converts
+imports it lazily, so that ``aimass --help`` and the worker never pay for it.
 """

@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from producer.manifest import MODEL_FILE, ModelKind
+from aimass.producer.manifest import MODEL_FILE, ModelKind
 
 if TYPE_CHECKING:
-    from export.repository import PublishedModel
+    from aimass.export.repository import PublishedModel
 
-ZOO_MODELS = ("digits", "digits-gan", "alexnet")  # export.recipes.ZOO, kept here to stay light
-DEFAULT_OPSET = 17  # export.opsets.DEFAULT_OPSET, kept here to stay light
+# aimass.export.recipes.ZOO, kept here to stay light
+ZOO_MODELS = ("digits", "digits-gan", "alexnet")
+DEFAULT_OPSET = 17  # aimass.export.opsets.DEFAULT_OPSET, kept here to stay light
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -198,8 +199,8 @@ def run_zoo(args: argparse.Namespace) -> int:
         )
     if (args.weights or args.labels) and "alexnet" not in names:
         return _fail("--weights and --labels apply to alexnet, which --only leaves out")
-    from export.repository import list_versions
-    from producer.manifest import resolve_repository
+    from aimass.export.repository import list_versions
+    from aimass.producer.manifest import resolve_repository
 
     repository = resolve_repository(args.repository)
     if args.skip_existing:
@@ -208,8 +209,8 @@ def run_zoo(args: argparse.Namespace) -> int:
             print(f"every requested model already has a version in {repository}")
             return 0
     _quiet_tensorflow()
-    from export.errors import ExportError
-    from export.recipes import ZooOptions, publish_zoo
+    from aimass.export.errors import ExportError
+    from aimass.export.recipes import ZooOptions, publish_zoo
 
     options = ZooOptions(
         repository=repository,
@@ -237,9 +238,9 @@ def run_zoo(args: argparse.Namespace) -> int:
 
 def run_keras(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from export.errors import ExportError
-    from export.keras_import import KerasImportOptions, publish_user_model
-    from producer.manifest import resolve_repository
+    from aimass.export.errors import ExportError
+    from aimass.export.keras_import import KerasImportOptions, publish_user_model
+    from aimass.producer.manifest import resolve_repository
 
     options = KerasImportOptions(
         path=args.path,
@@ -270,7 +271,7 @@ def run_keras(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from producer.manifest import resolve_repository
+    from aimass.producer.manifest import resolve_repository
 
     repository = resolve_repository(args.repository)
     rows = _model_rows(repository)
@@ -288,8 +289,8 @@ def _model_rows(repository: Path) -> list[dict[str, Any]]:
     manifest is unreadable)."""
     from pydantic import ValidationError
 
-    from export.repository import list_model_names, list_versions
-    from producer.manifest import Manifest
+    from aimass.export.repository import list_model_names, list_versions
+    from aimass.producer.manifest import Manifest
 
     rows: list[dict[str, Any]] = []
     for name in list_model_names(repository):

@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
-from export.errors import ConversionError
-from export.opsets import DEFAULT_OPSET, MIN_OPSET
-from producer.manifest import TensorSpec
+from aimass.export.errors import ConversionError
+from aimass.export.opsets import DEFAULT_OPSET, MIN_OPSET
+from aimass.producer.manifest import TensorSpec
 
 IMAGE = "image"
 PROBABILITIES = "probabilities"

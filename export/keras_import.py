@@ -19,20 +19,26 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from export.convert import (
+from aimass.export.convert import (
     ServableFunction,
     classifier_function,
     generator_function,
     run_function,
 )
-from export.errors import UnsupportedModelError
-from export.labels import default_labels, read_labels
-from export.opsets import DEFAULT_OPSET
-from export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
-from export.publish import Progress, convert_checked, publish
-from export.quality import sample_latents
-from export.repository import PublishedModel, check_model_name
-from producer.manifest import BatchingSpec, GeneratorSpec, ModelKind, Postprocessing, Preprocessing
+from aimass.export.errors import UnsupportedModelError
+from aimass.export.labels import default_labels, read_labels
+from aimass.export.opsets import DEFAULT_OPSET
+from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
+from aimass.export.publish import Progress, convert_checked, publish
+from aimass.export.quality import sample_latents
+from aimass.export.repository import PublishedModel, check_model_name
+from aimass.producer.manifest import (
+    BatchingSpec,
+    GeneratorSpec,
+    ModelKind,
+    Postprocessing,
+    Preprocessing,
+)
 
 PARITY_SAMPLES = 8
 _CHANNELS = (1, 3, 4)
@@ -138,7 +144,7 @@ def load_model(path: Path) -> LoadedModel:
 def _load_keras(path: Path) -> LoadedModel:
     import keras
 
-    import export.zoo.alexnet  # noqa: F401 - registers its LRN layer for models built from it
+    import aimass.export.zoo.alexnet  # noqa: F401 - registers its LRN layer for models built from it
 
     try:
         model = keras.models.load_model(path, compile=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.errors import UnsupportedModelError
+from aimass.export.errors import UnsupportedModelError
 
 
 def default_labels(count: int) -> list[str]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from export.errors import ParityError
-from export.runtime import cpu_session
+from aimass.export.errors import ParityError
+from aimass.export.runtime import cpu_session
 
 CLASSIFIER_TOLERANCE = 1e-4
 GENERATOR_TOLERANCE = 1e-3

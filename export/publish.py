@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from export.convert import ServableFunction, run_function, tensor_specs, to_onnx
-from export.parity import check_parity
-from export.repository import Progress, PublishedModel, publish_version
-from producer.manifest import ModelKind, Source, TensorSpec
+from aimass.export.convert import ServableFunction, run_function, tensor_specs, to_onnx
+from aimass.export.parity import check_parity
+from aimass.export.repository import Progress, PublishedModel, publish_version
+from aimass.producer.manifest import ModelKind, Source, TensorSpec
 
 
 @dataclass(frozen=True)

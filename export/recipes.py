@@ -20,14 +20,26 @@ from typing import Any
 
 import numpy as np
 
-from export import benchmark, quality
-from export.data import CLASS_COUNT, IMAGE_SIZE, DigitsSplit, load_digits_split, to_model_input
-from export.errors import ExportError, QualityError
-from export.labels import default_labels, read_labels
-from export.opsets import DEFAULT_OPSET
-from export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
-from export.repository import Progress, PublishedModel, latest
-from producer.manifest import BatchingSpec, GeneratorSpec, ModelKind, Postprocessing, Preprocessing
+from aimass.export import benchmark, quality
+from aimass.export.data import (
+    CLASS_COUNT,
+    IMAGE_SIZE,
+    DigitsSplit,
+    load_digits_split,
+    to_model_input,
+)
+from aimass.export.errors import ExportError, QualityError
+from aimass.export.labels import default_labels, read_labels
+from aimass.export.opsets import DEFAULT_OPSET
+from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
+from aimass.export.repository import Progress, PublishedModel, latest
+from aimass.producer.manifest import (
+    BatchingSpec,
+    GeneratorSpec,
+    ModelKind,
+    Postprocessing,
+    Preprocessing,
+)
 
 ZOO = ("digits", "digits-gan", "alexnet")
 MIN_TEST_ACCURACY = 0.97
@@ -44,7 +56,7 @@ ALEXNET_BATCH_SIZE = 16
 ALEXNET_QUEUE_DELAY_MS = 10.0
 ALEXNET_PARITY_SAMPLES = 4
 _SPLIT_DESCRIPTION = (
-    "scikit-learn load_digits, upscaled to 32x32, seeded stratified split (export.data)"
+    "scikit-learn load_digits, upscaled to 32x32, seeded stratified split (aimass.export.data)"
 )
 
 
@@ -88,15 +100,15 @@ def publish_zoo(
 
 
 def publish_digits(options: ZooOptions, split: DigitsSplit, progress: Progress) -> PublishedModel:
-    from export.convert import classifier_function
-    from export.publish import convert_checked, publish
-    from export.training import (
+    from aimass.export.convert import classifier_function
+    from aimass.export.publish import convert_checked, publish
+    from aimass.export.training import (
         CLASSIFIER_QUICK,
         CLASSIFIER_SCHEDULE,
         seed_everything,
         train_classifier,
     )
-    from export.zoo.digits import build_digits_classifier
+    from aimass.export.zoo.digits import build_digits_classifier
 
     seed_everything(options.seed)
     model = build_digits_classifier()
@@ -139,10 +151,10 @@ def publish_digits_gan(
 ) -> PublishedModel:
     import tensorflow as tf
 
-    from export.convert import generator_function
-    from export.publish import convert_checked, publish
-    from export.training import GAN_QUICK, GAN_SCHEDULE, seed_everything, train_gan
-    from export.zoo.gan import LABEL_DTYPE, LATENT_SIZE, build_discriminator, build_generator
+    from aimass.export.convert import generator_function
+    from aimass.export.publish import convert_checked, publish
+    from aimass.export.training import GAN_QUICK, GAN_SCHEDULE, seed_everything, train_gan
+    from aimass.export.zoo.gan import LABEL_DTYPE, LATENT_SIZE, build_discriminator, build_generator
 
     seed_everything(options.seed)
     generator, discriminator = build_generator(), build_discriminator()
@@ -212,10 +224,10 @@ def publish_digits_gan(
 
 
 def publish_alexnet(options: ZooOptions, progress: Progress) -> PublishedModel:
-    from export.convert import classifier_function
-    from export.publish import convert_checked, publish
-    from export.zoo.alexnet import CLASS_COUNT as ALEXNET_CLASSES
-    from export.zoo.alexnet import INPUT_SIZE
+    from aimass.export.convert import classifier_function
+    from aimass.export.publish import convert_checked, publish
+    from aimass.export.zoo.alexnet import CLASS_COUNT as ALEXNET_CLASSES
+    from aimass.export.zoo.alexnet import INPUT_SIZE
 
     labels = (
         read_labels(options.alexnet_labels, ALEXNET_CLASSES)
@@ -259,8 +271,8 @@ def publish_alexnet(options: ZooOptions, progress: Progress) -> PublishedModel:
 
 def _alexnet(options: ZooOptions, parity_images: np.ndarray, progress: Progress) -> Any:
     """AlexNet with the user's weights, or seeded random ones whose logits are spread."""
-    from export.training import seed_everything
-    from export.zoo.alexnet import build_alexnet, spread_random_logits
+    from aimass.export.training import seed_everything
+    from aimass.export.zoo.alexnet import build_alexnet, spread_random_logits
 
     seed_everything(options.seed)
     model = build_alexnet()
@@ -305,7 +317,8 @@ def _load_weights(model: Any, path: Path) -> None:
     except Exception as error:  # Keras raises ValueError, OSError or h5py errors alike
         raise ExportError(
             f"could not load AlexNet weights from {path}: {error}. Expected a Keras weights file "
-            "(.weights.h5) saved from export.zoo.alexnet.build_alexnet() with the same class count"
+            "(.weights.h5) saved from aimass.export.zoo.alexnet.build_alexnet() with the same "
+            "class count"
         ) from error
 
 

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from export.errors import InvalidModelNameError
-from producer.manifest import MODEL_FILE, Manifest, is_valid_model_name
+from aimass.export.errors import InvalidModelNameError
+from aimass.producer.manifest import MODEL_FILE, Manifest, is_valid_model_name
 
 # How export steps report progress: a line for the user.
 Progress = Callable[[str], None]

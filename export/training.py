@@ -1,6 +1,6 @@
 """Seeded, reproducible training of the digits classifier and the conditional GAN.
 
-Both read the uint8 images of ``export.data`` and scale them exactly as a worker does
+Both read the uint8 images of ``aimass.export.data`` and scale them exactly as a worker does
 (1/255 for the classifier; the generator learns [-1, 1], which the manifest's
 postprocessing maps back to 0..255). Shuffling and augmentation draw from one NumPy
 generator seeded with ``seed``; Keras's initialisers and dropout from
@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
 
-from export.data import DigitsSplit, to_model_input
-from export.repository import Progress
+from aimass.export.data import DigitsSplit, to_model_input
+from aimass.export.repository import Progress
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,16 @@
 """aimass producer: the wire contract and the client that enqueues jobs and reads results.
 
 Imports nothing of ONNX Runtime or TensorFlow. The client (and Celery behind it) is
-imported on first use, so that ``producer.contract`` and ``producer.manifest`` stay light.
+imported on first use, so that ``aimass.producer.contract`` and
+``aimass.producer.manifest`` stay light.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from producer.contract import CONTRACT_VERSION, JobKind, Priority
-from producer.errors import (
+from aimass.producer.contract import CONTRACT_VERSION, JobKind, Priority
+from aimass.producer.errors import (
     AimassError,
     InvalidInput,
     InvalidJob,
@@ -42,7 +43,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("Client", "Job", "JobStatus"):
-        from producer import client
+        from aimass.producer import client
 
         return getattr(client, name)
     raise AttributeError(f"module 'producer' has no attribute {name!r}")

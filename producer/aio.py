@@ -4,7 +4,7 @@
 ...     job = await client.classify("seven.png", model="digits")
 ...     result = await job.result(timeout=10)
 
-The same jobs, keys and results as ``producer.client``: a job submitted by one can be
+The same jobs, keys and results as ``aimass.producer.client``: a job submitted by one can be
 read by the other.
 """
 
@@ -16,15 +16,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from producer.codecs import ImageLike
-from producer.contract import Priority
-from producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
-from producer.errors import AimassError, JobTimeout
-from producer.keys import result_key, submitted_key
-from producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
-from producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
-from producer.submission import Deadline, Submission
-from producer.watcher import REFRESH_S, Watchlist, in_chunks, job_id_of, time_left
+from aimass.producer.codecs import ImageLike
+from aimass.producer.contract import Priority
+from aimass.producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
+from aimass.producer.errors import AimassError, JobTimeout
+from aimass.producer.keys import result_key, submitted_key
+from aimass.producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
+from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
+from aimass.producer.submission import Deadline, Submission
+from aimass.producer.watcher import REFRESH_S, Watchlist, in_chunks, job_id_of, time_left
 
 
 class AsyncClient:
@@ -86,7 +86,7 @@ class AsyncClient:
 
     async def wait(self, jobs: Sequence[AsyncJob], timeout: float | None = None, *,
                    return_exceptions: bool = False) -> list[Any]:
-        """Results of many jobs in their order (see ``producer.job.wait``)."""
+        """Results of many jobs in their order (see ``aimass.producer.job.wait``)."""
         async for _ in self.as_completed(jobs, timeout):
             pass
         results: list[Any] = []
@@ -164,7 +164,7 @@ class AsyncJob:
 
 
 class AsyncResultWatcher:
-    """``producer.watcher.ResultWatcher`` for asyncio."""
+    """``aimass.producer.watcher.ResultWatcher`` for asyncio."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client

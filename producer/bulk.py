@@ -14,12 +14,12 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from producer.enqueue import Enqueuer, check_all_accepted
-from producer.errors import AimassError, JobTimeout, QueueFull
-from producer.progress import Progress
-from producer.results import decode_result
-from producer.submission import Submission
-from producer.watcher import ResultWatcher
+from aimass.producer.enqueue import Enqueuer, check_all_accepted
+from aimass.producer.errors import AimassError, JobTimeout, QueueFull
+from aimass.producer.progress import Progress
+from aimass.producer.results import decode_result
+from aimass.producer.submission import Submission
+from aimass.producer.watcher import ResultWatcher
 
 if TYPE_CHECKING:
     from redis import Redis

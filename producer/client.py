@@ -13,14 +13,14 @@ from typing import Any
 
 import redis
 
-from producer.bulk import BulkRun, submit_in_chunks
-from producer.codecs import ImageLike
-from producer.contract import PRIORITY_SEPARATOR, PRIORITY_STEPS, Priority
-from producer.enqueue import Enqueuer, queue_depth
-from producer.job import Job, as_completed, wait
-from producer.results import JobStatus
-from producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
-from producer.submission import Deadline, Submission
+from aimass.producer.bulk import BulkRun, submit_in_chunks
+from aimass.producer.codecs import ImageLike
+from aimass.producer.contract import PRIORITY_SEPARATOR, PRIORITY_STEPS, Priority
+from aimass.producer.enqueue import Enqueuer, queue_depth
+from aimass.producer.job import Job, as_completed, wait
+from aimass.producer.results import JobStatus
+from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
+from aimass.producer.submission import Deadline, Submission
 
 __all__ = ["Client", "Job", "JobStatus", "as_completed", "producer_config", "wait"]
 
@@ -136,11 +136,11 @@ class Client:
 
     def wait(self, jobs: Sequence[Job], timeout: float | None = None, *,
              return_exceptions: bool = False) -> list[Any]:
-        """Results of many jobs in their order (see ``producer.job.wait``)."""
+        """Results of many jobs in their order (see ``aimass.producer.job.wait``)."""
         return wait(jobs, timeout, return_exceptions=return_exceptions)
 
     def as_completed(self, jobs: Sequence[Job], timeout: float | None = None) -> Iterator[Job]:
-        """Jobs as they finish (see ``producer.job.as_completed``)."""
+        """Jobs as they finish (see ``aimass.producer.job.as_completed``)."""
         return as_completed(jobs, timeout)
 
     def queue_depth(self, model: str) -> int:

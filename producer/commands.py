@@ -94,7 +94,7 @@ def _guarded(handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         import redis
 
-        from producer.errors import AimassError, InvalidJob, JobTimeout
+        from aimass.producer.errors import AimassError, InvalidJob, JobTimeout
 
         try:
             return handler(args)
@@ -123,7 +123,7 @@ def _fail(exc: Exception, code: int) -> int:
 @contextlib.contextmanager
 def _explained_timeout(client: Any, model: str) -> Iterator[None]:
     """Add to a timeout the likeliest reason: no live worker serves the model."""
-    from producer.errors import JobTimeout
+    from aimass.producer.errors import JobTimeout
 
     try:
         yield
@@ -136,7 +136,7 @@ def _explained_timeout(client: Any, model: str) -> Iterator[None]:
 
 def _served_models(redis: Any) -> set[str]:
     """Models named in the live workers' heartbeats (``aimass:worker:*``)."""
-    from producer.keys import WORKER_PREFIX
+    from aimass.producer.keys import WORKER_PREFIX
 
     keys = list(redis.scan_iter(match=f"{WORKER_PREFIX}*"))
     beats = [json.loads(raw) for raw in (redis.mget(keys) if keys else []) if raw]
@@ -144,20 +144,20 @@ def _served_models(redis: Any) -> set[str]:
 
 
 def _client() -> Any:
-    from producer.client import Client
+    from aimass.producer.client import Client
 
     return Client.from_env()
 
 
 def _submit_options(args: argparse.Namespace) -> dict[str, Any]:
-    from producer.contract import Priority
+    from aimass.producer.contract import Priority
 
     return {"priority": Priority[args.priority], "deadline": args.deadline,
             "job_id": args.job_id}
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from producer.submission import Submission
+    from aimass.producer.submission import Submission
 
     groups = [args.images[i:i + IMAGES_PER_JOB]
               for i in range(0, len(args.images), IMAGES_PER_JOB)]
@@ -219,8 +219,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def _write_grid(stored: dict[str, Any], output: Path, columns: int | None,
                 scale: int | None, quiet: bool = False) -> None:
-    from producer.images import tile
-    from producer.results import decode_image
+    from aimass.producer.images import tile
+    from aimass.producer.results import decode_image
 
     images = [decode_image(image) for image in stored["images"]]
     grid = tile(images, columns=columns, scale=scale)
@@ -241,7 +241,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_result(args: argparse.Namespace) -> int:
-    from producer.results import JobStatus
+    from aimass.producer.results import JobStatus
 
     with _client() as client:
         job = client.job(args.job_id)

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from producer.errors import InvalidJob
+from aimass.producer.errors import InvalidJob
 
 CONTRACT_VERSION = 1
 

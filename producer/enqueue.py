@@ -16,10 +16,10 @@ from typing import Any
 
 import redis
 
-from producer.contract import PRIORITY_STEPS, priority_queue_name
-from producer.errors import QueueFull
-from producer.keys import submitted_key, wake_channel
-from producer.submission import Submission
+from aimass.producer.contract import PRIORITY_STEPS, priority_queue_name
+from aimass.producer.errors import QueueFull
+from aimass.producer.keys import submitted_key, wake_channel
+from aimass.producer.submission import Submission
 
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
 # key per job. ARGV: bound (0: none), record TTL, list count, then per job its record

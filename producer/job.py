@@ -6,13 +6,13 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from producer.errors import AimassError, JobTimeout
-from producer.keys import result_key, submitted_key
-from producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
-from producer.watcher import ResultWatcher
+from aimass.producer.errors import AimassError, JobTimeout
+from aimass.producer.keys import result_key, submitted_key
+from aimass.producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
+from aimass.producer.watcher import ResultWatcher
 
 if TYPE_CHECKING:
-    from producer.client import Client
+    from aimass.producer.client import Client
 
 
 class Job:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import msgpack
 import orjson
 
-from producer.contract import PRIORITY_STEPS, priority_queue_name
+from aimass.producer.contract import PRIORITY_STEPS, priority_queue_name
 
 # The protocol-v2 ``embed`` element: this job has no callbacks, chain or chord.
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}

@@ -11,8 +11,8 @@ import json
 from enum import StrEnum
 from typing import Any
 
-from producer.codecs import png_from_base64, tensor_from_bytes
-from producer.errors import AimassError, JobExpired, error_from_result
+from aimass.producer.codecs import png_from_base64, tensor_from_bytes
+from aimass.producer.errors import AimassError, JobExpired, error_from_result
 
 
 class JobStatus(StrEnum):
@@ -54,7 +54,7 @@ def parse_meta(raw: bytes | str | None) -> dict[str, Any] | None:
 
 def _unreadable(why: str) -> dict[str, Any]:
     return {"status": "FAILURE", "result": {
-        "exc_type": "ModelError", "exc_module": "producer.errors",
+        "exc_type": "ModelError", "exc_module": "aimass.producer.errors",
         "exc_message": [f"the job's stored result {why}; a worker stores a Celery "
                         "result document (a JSON object with status and result)"]}}
 

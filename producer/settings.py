@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from producer.keys import DEFAULT_RESULT_TTL_S
+from aimass.producer.keys import DEFAULT_RESULT_TTL_S
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Jobs a model's queue may hold before submit raises QueueFull.

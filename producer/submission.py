@@ -2,7 +2,7 @@
 
 Pure: building a submission checks its kwargs against the contract (so a bad job fails
 at the producer with ``InvalidJob``, before it costs a round trip) and encodes inputs;
-``producer.enqueue`` sends it.
+``aimass.producer.enqueue`` sends it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, cast
 
-from producer.codecs import ImageLike, encode_inputs
-from producer.contract import JobKind, Priority, parse_job, queue_name, task_name
-from producer.errors import InvalidJob
-from producer.manifest import is_valid_model_name
-from producer.messages import (
+from aimass.producer.codecs import ImageLike, encode_inputs
+from aimass.producer.contract import JobKind, Priority, parse_job, queue_name, task_name
+from aimass.producer.errors import InvalidJob
+from aimass.producer.manifest import is_valid_model_name
+from aimass.producer.messages import (
     CONTENT,
     Serializer,
     encode_message,

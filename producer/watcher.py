@@ -4,7 +4,7 @@ Celery's Redis result backend PUBLISHes each stored meta on the channel named li
 key (``celery-task-meta-<id>``). A watcher subscribes first, then reads the keys once
 (a result stored before the subscription is not published again), then waits on the
 channel. A publish can be missed across a reconnect, so pending keys are read again
-after ``REFRESH_S`` without news. ``producer.aio`` has the asyncio twin.
+after ``REFRESH_S`` without news. ``aimass.producer.aio`` has the asyncio twin.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from producer.keys import RESULT_KEY_PREFIX, result_key
-from producer.pubsub import next_message
-from producer.results import is_final, parse_meta
+from aimass.producer.keys import RESULT_KEY_PREFIX, result_key
+from aimass.producer.pubsub import next_message
+from aimass.producer.results import is_final, parse_meta
 
 # Seconds without a message after which pending results are read again.
 REFRESH_S = 1.0

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from aimass.embedded_redis import RedisServer
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import build_repository
-from worker.embedded_redis import RedisServer
 
 
 @pytest.fixture(scope="session")

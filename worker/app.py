@@ -1,8 +1,8 @@
 """The Celery app of the workers: settings, queues, and the two tasks.
 
 ``create_app(settings)`` is called once at start-up; nothing here reads the
-environment at import. ``worker.main`` builds the app from the environment for
-``celery -A worker.main ...`` (Flower, inspect, control).
+environment at import. ``aimass.worker.main`` builds the app from the environment for
+``celery -A aimass.worker.main ...`` (Flower, inspect, control).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery, Task
 from kombu import Queue
 
-from producer.contract import (
+from aimass.producer.contract import (
     CLASSIFY_TASK,
     GENERATE_TASK,
     PRIORITY_SEPARATOR,
@@ -22,13 +22,13 @@ from producer.contract import (
     JobKind,
     queue_name,
 )
-from producer.errors import AimassError
-from worker.devices import plan_for
-from worker.repository import ModelRepository
-from worker.runtime import Runtime
-from worker.service import CELERY_QUEUE, ServiceStep
-from worker.sessions import DevicePlan
-from worker.settings import WorkerSettings
+from aimass.producer.errors import AimassError
+from aimass.worker.devices import plan_for
+from aimass.worker.repository import ModelRepository
+from aimass.worker.runtime import Runtime
+from aimass.worker.service import CELERY_QUEUE, ServiceStep
+from aimass.worker.sessions import DevicePlan
+from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from producer.errors import AimassError, ModelError
+from aimass.producer.errors import AimassError, ModelError
 
 log = logging.getLogger(__name__)
 

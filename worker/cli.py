@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from producer.keys import WORKER_HEARTBEAT_TTL_S, WORKER_PREFIX
-from producer.manifest import resolve_repository
+from aimass.producer.keys import WORKER_HEARTBEAT_TTL_S, WORKER_PREFIX
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,34 +43,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument("--any-host", action="store_true", help="accept a worker on any host")
     check.set_defaults(handler=run_check)
 
-    for name, helptext in (
-            ("up", "run a local stack in the foreground: Redis, the zoo, workers"),
-            ("demo", "run the whole system end to end on this machine and report")):
-        stack = subparsers.add_parser(name, help=helptext, description=helptext)
-        stack.add_argument("--repository", type=Path,
-                           help="model repository (default $AIMASS_MODEL_REPOSITORY or ./models)")
-        stack.add_argument("--workers", type=int, default=1, help="worker processes (1)")
-        stack.add_argument("--devices", default="auto", help="auto, cpu or GPU indices")
-        stack.add_argument("--metrics-port", type=int, default=0,
-                           help="first worker's Prometheus port (0: off)")
-        stack.add_argument("--zoo", default="digits,digits-gan",
-                           help="models to train and publish when missing "
-                                "(default digits,digits-gan; '' for none)")
-        stack.add_argument("--quick", action="store_true",
-                           help="quick training when the zoo is missing (for tests)")
-        stack.set_defaults(handler=run_up if name == "up" else run_demo)
-    demo = subparsers.choices["demo"]
-    demo.add_argument("--output", type=Path, default=Path("aimass-demo-grid.png"),
-                      help="where to write the generated grid (aimass-demo-grid.png)")
-    demo.add_argument("--concurrency", type=int, default=16, help="jobs in flight (16)")
-
     workers = subparsers.add_parser("workers", help="list live workers, their models and queues")
     workers.add_argument("--json", action="store_true", help="print JSON")
     workers.set_defaults(handler=run_workers)
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from worker.settings import WorkerSettings
+    from aimass.worker.settings import WorkerSettings
 
     models = tuple(m for m in (args.models or "").split(",") if m) or None
     return WorkerSettings.from_env().override(
@@ -82,7 +60,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from worker.devices import resolve_devices
+    from aimass.worker.devices import resolve_devices
 
     settings = _settings(args)
     devices = resolve_devices(settings.devices)
@@ -92,8 +70,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def _run_one(settings: Any, device: int | None) -> int:
-    from worker.app import create_app
-    from worker.devices import pin_process, plan_for
+    from aimass.worker.app import create_app
+    from aimass.worker.devices import pin_process, plan_for
 
     pin_process(device)
     app = create_app(settings, plan_for(settings, device))
@@ -121,7 +99,7 @@ def _celery_main(app: Any, argv: list[str]) -> int:
 
 def _supervise(devices: list[int | None]) -> int:
     """One child worker process per GPU, each pinned to its device; signals forwarded."""
-    from worker.settings import WorkerSettings
+    from aimass.worker.settings import WorkerSettings
 
     base_port = WorkerSettings.from_env().metrics_port
     children = []
@@ -130,7 +108,7 @@ def _supervise(devices: list[int | None]) -> int:
         if base_port or "--metrics-port" in argv:
             port = int(_flag_value(argv, "--metrics-port") or base_port)
             argv = _replace_flag(argv, "--metrics-port", str(port + index))
-        children.append(subprocess.Popen([sys.executable, "-m", "producer.cli", *argv]))
+        children.append(subprocess.Popen([sys.executable, "-m", "aimass.cli", *argv]))
 
     def forward(signum: int, frame: Any) -> None:
         for child in children:
@@ -184,7 +162,7 @@ def live_workers(redis_url: str) -> list[dict[str, Any]]:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from worker.settings import WorkerSettings
+    from aimass.worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()
     try:
@@ -211,8 +189,8 @@ def run_check(args: argparse.Namespace) -> int:
 def run_workers(args: argparse.Namespace) -> int:
     import redis
 
-    from producer.contract import PRIORITY_STEPS, priority_queue_name
-    from worker.settings import WorkerSettings
+    from aimass.producer.contract import PRIORITY_STEPS, priority_queue_name
+    from aimass.worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()
     infos = live_workers(settings.redis_url)
@@ -238,39 +216,3 @@ def run_workers(args: argparse.Namespace) -> int:
                   f"batch<={m['max_batch_size']:<4} delay {m['max_queue_delay_ms']:.1f} ms  "
                   f"{','.join(m['providers'])}  queued {depths.get(m['name'], 0)}")
     return 0
-
-
-def _stack(args: argparse.Namespace) -> Any:
-    from worker.stack import LocalStack, StackOptions
-
-    repository = resolve_repository(args.repository)
-    return LocalStack(StackOptions(
-        repository=repository, workers=args.workers, devices=args.devices,
-        redis_url=os.environ.get("REDIS_URL") or None, quick=args.quick,
-        zoo=tuple(name for name in args.zoo.split(",") if name),
-        metrics_port=args.metrics_port))
-
-
-def run_up(args: argparse.Namespace) -> int:
-    def stop_on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop_on_term)
-    with _stack(args) as stack:
-        print("Press Ctrl-C to stop.", flush=True)
-        try:
-            while stack.alive():
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            print("\nstopping...", flush=True)
-            return 0
-        print("a worker exited; stopping", file=sys.stderr)
-        return 1
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from producer.client import Client
-    from worker.demo import run_demo as demo
-
-    with _stack(args) as stack, Client(stack.redis_url) as client:
-        return demo(client, args.output, concurrency=args.concurrency)

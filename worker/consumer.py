@@ -18,9 +18,9 @@ from typing import Any
 
 import redis
 
-from producer.contract import CLASSIFY_TASK, GENERATE_TASK, JobKind
-from producer.errors import AimassError, InvalidJob, ModelError, PayloadTooLarge
-from worker.envelope import (
+from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK, JobKind
+from aimass.producer.errors import AimassError, InvalidJob, ModelError, PayloadTooLarge
+from aimass.worker.envelope import (
     Envelope,
     RefusedMessage,
     failure_record,
@@ -30,8 +30,8 @@ from worker.envelope import (
     revoked_record,
     success_record,
 )
-from worker.redis_queue import ModelQueues, Settlement, Taken
-from worker.runtime import Runtime, StartedJob
+from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
+from aimass.worker.runtime import Runtime, StartedJob
 
 log = logging.getLogger(__name__)
 

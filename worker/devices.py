@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from worker.sessions import DevicePlan, cpu_threads_per_process, gpu_count
-from worker.settings import WorkerSettings
+from aimass.worker.sessions import DevicePlan, cpu_threads_per_process, gpu_count
+from aimass.worker.settings import WorkerSettings
 
 
 def resolve_devices(devices: str) -> list[int | None]:

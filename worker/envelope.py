@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from producer.errors import AimassError, InvalidJob
+from aimass.producer.errors import AimassError, InvalidJob
 
 JSON_TYPES = ("application/json",)
 MSGPACK_TYPES = ("application/x-msgpack", "application/msgpack")

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from worker.consumer import InFlight
+from aimass.worker.consumer import InFlight
 
 log = logging.getLogger(__name__)
 

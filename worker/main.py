@@ -1,4 +1,4 @@
-"""The Celery app built from the environment, for ``celery -A worker.main ...``.
+"""The Celery app built from the environment, for ``celery -A aimass.worker.main ...``.
 
 This is the one module that reads the environment when imported, because Celery's
 own command line imports the app by name. aimass's CLI builds its app explicitly.
@@ -6,7 +6,7 @@ own command line imports the app by name. aimass's CLI builds its app explicitly
 
 from __future__ import annotations
 
-from worker.app import create_app
-from worker.settings import WorkerSettings
+from aimass.worker.app import create_app
+from aimass.worker.settings import WorkerSettings
 
 app = create_app(WorkerSettings.from_env())

@@ -10,12 +10,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from producer.codecs import array_to_png, tensor_payload
-from producer.contract import ClassifyJob, GenerateJob
-from producer.errors import InvalidInput, InvalidJob, ModelError, PayloadTooLarge
-from producer.manifest import Manifest, ModelKind
-from worker.batcher import BatchOutput, Feeds
-from worker.preprocess import decode_batch, decode_input
+from aimass.producer.codecs import array_to_png, tensor_payload
+from aimass.producer.contract import ClassifyJob, GenerateJob
+from aimass.producer.errors import InvalidInput, InvalidJob, ModelError, PayloadTooLarge
+from aimass.producer.manifest import Manifest, ModelKind
+from aimass.worker.batcher import BatchOutput, Feeds
+from aimass.worker.preprocess import decode_batch, decode_input
 
 
 @dataclass(frozen=True)

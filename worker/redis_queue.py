@@ -18,9 +18,9 @@ from typing import Any
 
 import redis
 
-from producer.contract import PRIORITY_STEPS, priority_queue_name, queue_name
-from producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX, wake_channel
-from producer.pubsub import next_message
+from aimass.producer.contract import PRIORITY_STEPS, priority_queue_name, queue_name
+from aimass.producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX, wake_channel
+from aimass.producer.pubsub import next_message
 
 # KEYS: unacked hash, unacked index, then the lists to serve in order.
 # ARGV: limit, now, result ttl, worker name (JSON string), adopted message or "",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from producer.errors import ModelError, UnknownModel
-from producer.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, is_valid_model_name
+from aimass.producer.errors import ModelError, UnknownModel
+from aimass.producer.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, is_valid_model_name
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from producer.contract import JobKind, parse_job, task_name
-from producer.errors import InvalidJob, ModelError, UnknownModel
-from worker.batcher import Batcher, BatchOutput, never_idle
-from worker.models import Limits, ModelLogic, logic_for
-from worker.repository import ModelRepository, ModelVersion, verify_checksum
-from worker.sessions import DevicePlan, SessionRunner, create_session, release_free_memory
-from worker.settings import WorkerSettings
+from aimass.producer.contract import JobKind, parse_job, task_name
+from aimass.producer.errors import InvalidJob, ModelError, UnknownModel
+from aimass.worker.batcher import Batcher, BatchOutput, never_idle
+from aimass.worker.models import Limits, ModelLogic, logic_for
+from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
+from aimass.worker.sessions import DevicePlan, SessionRunner, create_session, release_free_memory
+from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

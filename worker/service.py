@@ -20,14 +20,14 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu import Queue
 
-from producer.contract import queue_name
-from producer.keys import WORKER_HEARTBEAT_INTERVAL_S, WORKER_HEARTBEAT_TTL_S, worker_key
-from worker.consumer import BulkConsumer, InFlight
-from worker.events import TaskEvents
-from worker.metrics import Metrics
-from worker.redis_queue import ModelQueues
-from worker.runtime import Runtime
-from worker.settings import WorkerSettings
+from aimass.producer.contract import queue_name
+from aimass.producer.keys import WORKER_HEARTBEAT_INTERVAL_S, WORKER_HEARTBEAT_TTL_S, worker_key
+from aimass.worker.consumer import BulkConsumer, InFlight
+from aimass.worker.events import TaskEvents
+from aimass.worker.metrics import Metrics
+from aimass.worker.redis_queue import ModelQueues
+from aimass.worker.runtime import Runtime
+from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from producer.keys import DEFAULT_RESULT_TTL_S
-from producer.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV
+from aimass.producer.keys import DEFAULT_RESULT_TTL_S
+from aimass.producer.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 

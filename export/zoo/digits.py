@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers, regularizers
 
-from export.data import CLASS_COUNT, IMAGE_SIZE
+from aimass.export.data import CLASS_COUNT, IMAGE_SIZE
 
 L2 = 1e-4
 

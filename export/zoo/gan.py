@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from export.data import CLASS_COUNT, IMAGE_SIZE
+from aimass.export.data import CLASS_COUNT, IMAGE_SIZE
 
 LATENT_SIZE = 64
 LABEL_DTYPE = "int64"  # the dtype of the published generator's "label" input

@@ -309,7 +309,7 @@ def test_flower_uses_the_workers_celery_app(services: dict[str, Any]) -> None:
     command = argv(services["flower"]["command"])
     assert command[0] == "celery" and "flower" in command
     app = command[command.index("-A") + 1] if "-A" in command else None
-    assert app == "worker.main"
+    assert app == "aimass.worker.main"
     published = [str(port) for port in services["flower"]["ports"]]
     assert any(port.endswith(":5555") for port in published)
 
@@ -410,7 +410,7 @@ def test_aimass_command_exists_with_its_options(source: str, arguments: list[str
         if token.startswith("-"):
             break
         subcommand.append(token)
-    result = run_python("-m", "producer.cli", *subcommand, "--help")
+    result = run_python("-m", "aimass.cli", *subcommand, "--help")
     assert result.returncode == 0, (
         f"{source} runs `aimass {' '.join(arguments)}`, but "
         f"`aimass {' '.join(subcommand)} --help` failed:\n{result.stdout}\n{result.stderr}")
@@ -423,10 +423,10 @@ def test_aimass_command_exists_with_its_options(source: str, arguments: list[str
 
 @pytest.mark.e2e
 def test_celery_finds_the_app_flower_is_given() -> None:
-    # Exactly how `celery -A worker.main flower` looks the app up.
+    # Exactly how `celery -A aimass.worker.main flower` looks the app up.
     check = (
         "from celery import Celery; from celery.app.utils import find_app; "
-        "app = find_app('worker.main'); "
+        "app = find_app('aimass.worker.main'); "
         "assert isinstance(app, Celery), type(app)"
     )
     result = run_python("-c", check)

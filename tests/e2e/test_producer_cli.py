@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producer.codecs import encode_image
-from producer.images import layout_for
+from aimass.producer.codecs import encode_image
+from aimass.producer.images import layout_for
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from export.cli import register
+from aimass.export.cli import register
 
 Aimass = Callable[..., int]
 

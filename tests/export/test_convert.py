@@ -11,16 +11,16 @@ import pytest
 import tensorflow as tf
 from onnx import numpy_helper
 
-from export.convert import (
+from aimass.export.convert import (
     classifier_function,
     generator_function,
     run_function,
     tensor_specs,
     to_onnx,
 )
-from export.errors import ConversionError, ParityError
-from export.parity import CLASSIFIER_TOLERANCE, check_parity
-from export.runtime import cpu_session
+from aimass.export.errors import ConversionError, ParityError
+from aimass.export.parity import CLASSIFIER_TOLERANCE, check_parity
+from aimass.export.runtime import cpu_session
 
 pytestmark = pytest.mark.export
 
@@ -138,7 +138,7 @@ def _identity_model() -> bytes:
 
 
 def test_local_response_normalisation_converts_within_tolerance() -> None:
-    from export.zoo.alexnet import LocalResponseNormalization
+    from aimass.export.zoo.alexnet import LocalResponseNormalization
 
     keras.utils.set_random_seed(2)
     image = keras.Input((6, 6, 3))
@@ -157,7 +157,7 @@ def test_local_response_normalisation_converts_within_tolerance() -> None:
 
 
 def test_alexnet_has_the_papers_shape() -> None:
-    from export.zoo.alexnet import build_alexnet
+    from aimass.export.zoo.alexnet import build_alexnet
 
     model = build_alexnet()
     assert model.count_params() == 62_378_344

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.data import load_digits_split, to_model_input, upscale
+from aimass.export.data import load_digits_split, to_model_input, upscale
 
 pytestmark = pytest.mark.export
 
@@ -52,10 +52,11 @@ def test_model_input_is_the_png_pixels_over_255() -> None:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("export.cli", ("tensorflow", "numpy", "onnxruntime", "export.data", "keras")),
-        ("export.data", ("tensorflow", "keras", "onnxruntime")),
-        ("export.repository", ("tensorflow", "keras", "onnxruntime", "numpy")),
-        ("export.recipes", ("tensorflow", "keras", "tf2onnx")),
+        ("aimass.export.cli",
+         ("tensorflow", "numpy", "onnxruntime", "aimass.export.data", "keras")),
+        ("aimass.export.data", ("tensorflow", "keras", "onnxruntime")),
+        ("aimass.export.repository", ("tensorflow", "keras", "onnxruntime", "numpy")),
+        ("aimass.export.recipes", ("tensorflow", "keras", "tf2onnx")),
     ],
 )
 def test_light_modules_do_not_import_heavy_ones(module: str, forbidden: tuple[str, ...]) -> None:
@@ -67,7 +68,7 @@ def test_light_modules_do_not_import_heavy_ones(module: str, forbidden: tuple[st
 
 
 def test_cli_copies_of_constants_match_their_sources() -> None:
-    from export import cli, opsets, recipes
+    from aimass.export import cli, opsets, recipes
 
     assert cli.ZOO_MODELS == recipes.ZOO
     assert cli.DEFAULT_OPSET == opsets.DEFAULT_OPSET

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from export.errors import InvalidModelNameError
-from export.repository import (
+from aimass.export.errors import InvalidModelNameError
+from aimass.export.repository import (
     latest,
     list_model_names,
     list_versions,
     publish_version,
     sha256_of,
 )
-from producer.manifest import (
+from aimass.producer.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     Manifest,

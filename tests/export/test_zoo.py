@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from export.data import load_digits_split, to_model_input
-from export.repository import list_versions, sha256_of
-from export.runtime import cpu_session
-from producer.manifest import MODEL_FILE, Manifest, ModelKind
+from aimass.export.data import load_digits_split, to_model_input
+from aimass.export.repository import list_versions, sha256_of
+from aimass.export.runtime import cpu_session
+from aimass.producer.manifest import MODEL_FILE, Manifest, ModelKind
 from tests.export.conftest import Aimass
 
 pytestmark = pytest.mark.export
@@ -198,9 +198,9 @@ def test_alexnet_flags_without_alexnet_are_refused(
 def test_a_model_that_misses_its_quality_gate_is_not_published(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from export import training
-    from export.errors import QualityError
-    from export.recipes import ZooOptions, publish_zoo
+    from aimass.export import training
+    from aimass.export.errors import QualityError
+    from aimass.export.recipes import ZooOptions, publish_zoo
 
     # One epoch stands in for a training run gone wrong: far below 0.97 test accuracy.
     monkeypatch.setattr(training, "CLASSIFIER_SCHEDULE", training.CLASSIFIER_QUICK)

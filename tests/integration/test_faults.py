@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.client import Client, JobStatus
-from producer.errors import ModelError, UnknownModel
-from producer.keys import result_key, submitted_key
-from producer.manifest import ModelKind
-from producer.submission import Submission
+from aimass.embedded_redis import RedisServer
+from aimass.producer.client import Client, JobStatus
+from aimass.producer.errors import ModelError, UnknownModel
+from aimass.producer.keys import result_key, submitted_key
+from aimass.producer.manifest import ModelKind
+from aimass.producer.submission import Submission
 from tests.support.fleet import Fleet, ResultLog
 from tests.support.hanging_model import hanging_classifier
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import classifier_model, publish, row_image
-from worker.embedded_redis import RedisServer
 
 pytestmark = pytest.mark.integration
 

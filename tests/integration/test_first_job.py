@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.client import Client, JobStatus
-from producer.codecs import encode_image
-from producer.contract import ClassifyResult, GenerateResult
-from producer.errors import InvalidInput, UnknownModel
+from aimass.producer.client import Client, JobStatus
+from aimass.producer.codecs import encode_image
+from aimass.producer.contract import ClassifyResult, GenerateResult
+from aimass.producer.errors import InvalidInput, UnknownModel
 from tests.support.processes import WorkerProcess, aimass_command, child_env
 from tests.support.tiny_models import row_image
 
@@ -35,7 +35,7 @@ def test_enqueue_in_one_process_answer_in_a_worker_read_in_a_third(
     image = tmp_path / "row5.png"
     image.write_bytes(encode_image(row_image(5)))
     job_id = run_python(f"""
-        from producer.client import Client
+        from aimass.producer.client import Client
         job = Client.from_env().classify({str(image)!r}, model="tiny", top_k=3)
         print(job.id)
     """, shared_url)

@@ -25,6 +25,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aimass.embedded_redis import RedisServer
 from tests.support import raw_messages as raw
 from tests.support.malformed_corpus import (
     CLASSIFY,
@@ -40,7 +41,6 @@ from tests.support.malformed_corpus import (
     png_claiming,
 )
 from tests.support.processes import WorkerProcess, aimass_command, child_env
-from worker.embedded_redis import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from producer.client import Client
-from producer.manifest import ModelKind
+from aimass.embedded_redis import free_port
+from aimass.producer.client import Client
+from aimass.producer.manifest import ModelKind
 from tests.support.processes import child_env
 from tests.support.tiny_models import classifier_model, publish, row_image
-from worker.embedded_redis import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,8 @@ def test_celery_inspect_sees_the_worker_and_its_models(
         redis_url: str, model_repository: Path, start_worker) -> None:
     worker = start_worker(redis_url, model_repository)
     done = subprocess.run(
-        [celery_command(), "-A", "worker.main", "inspect", "aimass", "--timeout", "5", "--json"],
+        [celery_command(), "-A", "aimass.worker.main", "inspect", "aimass", "--timeout", "5",
+         "--json"],
         env=child_env(redis_url, AIMASS_MODEL_REPOSITORY=str(model_repository)),
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -97,7 +98,7 @@ def test_the_app_also_runs_under_celerys_own_command(
         redis_url: str, model_repository: Path, tmp_path: Path) -> None:
     with (tmp_path / "celery.log").open("wb") as log:
         process = subprocess.Popen(
-            [celery_command(), "-A", "worker.main", "worker", "--pool=threads",
+            [celery_command(), "-A", "aimass.worker.main", "worker", "--pool=threads",
              "--concurrency=8", "--without-mingle", "--without-gossip"],
             env=child_env(redis_url, AIMASS_MODEL_REPOSITORY=str(model_repository)),
             stdout=log, stderr=subprocess.STDOUT)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import redis
 
-from producer.bulk import BulkRun
-from producer.client import Client
-from producer.errors import InvalidInput
-from producer.submission import Submission
+from aimass.producer.bulk import BulkRun
+from aimass.producer.client import Client
+from aimass.producer.errors import InvalidInput
+from aimass.producer.submission import Submission
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration

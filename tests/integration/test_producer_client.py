@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producer.aio import AsyncClient
-from producer.client import Client, JobStatus
-from producer.codecs import encode_image, tensor_payload
-from producer.contract import JobKind
-from producer.errors import InvalidInput, InvalidJob, JobTimeout, ModelError, UnknownModel
-from producer.submission import Submission
+from aimass.producer.aio import AsyncClient
+from aimass.producer.client import Client, JobStatus
+from aimass.producer.codecs import encode_image, tensor_payload
+from aimass.producer.contract import JobKind
+from aimass.producer.errors import InvalidInput, InvalidJob, JobTimeout, ModelError, UnknownModel
+from aimass.producer.submission import Submission
 from tests.support.processes import child_env
 from tests.support.tiny_models import row_image
 
@@ -97,7 +97,7 @@ def test_reattach_from_other_processes_both_ways(shared_url: str) -> None:
     with Client(shared_url) as client:
         mine = client.classify(row_image(3), model="tiny")
         seen = run_python(f"""
-            from producer.client import Client
+            from aimass.producer.client import Client
             client = Client.from_env()
             result = client.job({mine.id!r}).result(timeout=30)
             print(result["predictions"][0][0]["label"])

@@ -21,11 +21,11 @@ import pytest
 import redis
 from celery import Celery
 
-from producer.client import Client, producer_config
-from producer.codecs import encode_image
-from producer.contract import ClassifyJob
-from producer.messages import decode_body
-from producer.submission import Submission
+from aimass.producer.client import Client, producer_config
+from aimass.producer.codecs import encode_image
+from aimass.producer.contract import ClassifyJob
+from aimass.producer.messages import decode_body
+from aimass.producer.submission import Submission
 from tests.support.processes import child_env
 from tests.support.tiny_models import row_image
 
@@ -77,7 +77,7 @@ def test_a_raw_message_pushed_with_plain_redis_gets_a_json_result(shared_url: st
     jsonschema.validate(success["result"], load_schema("classify-result.json"))
     assert failure["status"] == "FAILURE"
     assert failure["result"]["exc_type"] == "InvalidInput"
-    assert failure["result"]["exc_module"] == "producer.errors"
+    assert failure["result"]["exc_module"] == "aimass.producer.errors"
     assert "not PNG, JPEG or NPY" in failure["result"]["exc_message"][0]
     jsonschema.validate(failure["result"], load_schema("error-result.json"))
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from producer.bulk import BulkQueueFull
-from producer.client import Client, JobStatus
-from producer.contract import Priority
-from producer.errors import JobExpired, QueueFull
-from producer.keys import submitted_key
-from producer.submission import Submission
+from aimass.producer.bulk import BulkQueueFull
+from aimass.producer.client import Client, JobStatus
+from aimass.producer.contract import Priority
+from aimass.producer.errors import JobExpired, QueueFull
+from aimass.producer.keys import submitted_key
+from aimass.producer.submission import Submission
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from producer.pubsub import next_message
+from aimass.producer.pubsub import next_message
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_the_take_script_reads_the_envelope_with_or_without_its_body(redis_url: 
     """The take script skips the body when it can; an envelope where that shortcut
     would mislead (a nested "body" key first, a body that is not a string, spaces after
     colons) is still recorded under its own delivery tag and routing key."""
-    from worker.redis_queue import ModelQueues
+    from aimass.worker.redis_queue import ModelQueues
 
     client = redis.Redis.from_url(redis_url)
     queues = ModelQueues(client, ["take-test"], "tester", 60)

@@ -22,20 +22,20 @@ import psutil
 import pytest
 import redis
 
-from producer.client import Client, producer_config
-from producer.codecs import encode_image
-from producer.errors import ModelError, PayloadTooLarge, UnknownModel
-from producer.keys import result_key
-from producer.manifest import is_valid_model_name
+from aimass.embedded_redis import RedisServer, redis_server_candidates
+from aimass.producer.client import Client, producer_config
+from aimass.producer.codecs import encode_image
+from aimass.producer.errors import ModelError, PayloadTooLarge, UnknownModel
+from aimass.producer.keys import result_key
+from aimass.producer.manifest import is_valid_model_name
+from aimass.worker.app import create_app
+from aimass.worker.repository import ModelRepository
+from aimass.worker.settings import WorkerSettings
 from tests.support import raw_messages as raw
 from tests.support.certs import make_certificates
 from tests.support.fleet import LaunchedWorker
 from tests.support.processes import WorkerProcess, aimass_command, child_env
 from tests.support.tiny_models import row_image
-from worker.app import create_app
-from worker.embedded_redis import RedisServer, redis_server_candidates
-from worker.repository import ModelRepository
-from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +141,7 @@ def test_results_are_json_only_and_neither_client_unpickles_a_planted_result(
         client.job(job_id).result(timeout=1)
     code = f"""
         from celery import Celery
-        from producer.client import producer_config
+        from aimass.producer.client import producer_config
         app = Celery()
         app.conf.update(producer_config({redis_url!r}))
         try:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.client import Client, JobStatus
-from producer.errors import InvalidInput
+from aimass.producer.client import Client, JobStatus
+from aimass.producer.errors import InvalidInput
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
 

@@ -26,11 +26,11 @@ import psutil
 import pytest
 import redis
 
-from producer.client import Client, Job
-from producer.codecs import encode_image
-from producer.errors import AimassError, InvalidInput, InvalidJob, JobTimeout, UnknownModel
-from producer.keys import result_key
-from producer.submission import Submission
+from aimass.producer.client import Client, Job
+from aimass.producer.codecs import encode_image
+from aimass.producer.errors import AimassError, InvalidInput, InvalidJob, JobTimeout, UnknownModel
+from aimass.producer.keys import result_key
+from aimass.producer.submission import Submission
 from tests.support import raw_messages as raw
 from tests.support.fleet import Fleet, ResultLog
 from tests.support.tiny_models import row_image

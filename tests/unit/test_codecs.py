@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producer.codecs import decode_image, encode_image, tensor_from_bytes
-from producer.errors import InvalidInput, PayloadTooLarge
-from producer.manifest import Preprocessing, TensorSpec
-from worker.preprocess import check_tensor, pixels_to_input
+from aimass.producer.codecs import decode_image, encode_image, tensor_from_bytes
+from aimass.producer.errors import InvalidInput, PayloadTooLarge
+from aimass.producer.manifest import Preprocessing, TensorSpec
+from aimass.worker.preprocess import check_tensor, pixels_to_input
 
 pytestmark = pytest.mark.unit
 
@@ -75,9 +75,9 @@ def test_preprocessing_resizes_converts_and_scales() -> None:
 
 
 def test_uint8_pixel_tensors_are_preprocessed_like_decoded_images() -> None:
-    from producer.codecs import tensor_payload
-    from producer.contract import InputItem
-    from worker.preprocess import decode_input
+    from aimass.producer.codecs import tensor_payload
+    from aimass.producer.contract import InputItem
+    from aimass.worker.preprocess import decode_input
 
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 4, 4, 1])
     prep = Preprocessing(height=4, width=4, channels=1, scale=1 / 255)
@@ -91,9 +91,9 @@ def test_uint8_pixel_tensors_are_preprocessed_like_decoded_images() -> None:
 
 
 def test_a_batch_tensor_is_preprocessed_like_its_images_one_by_one() -> None:
-    from producer.codecs import tensor_payload
-    from producer.contract import TensorPayload
-    from worker.preprocess import decode_batch
+    from aimass.producer.codecs import tensor_payload
+    from aimass.producer.contract import TensorPayload
+    from aimass.worker.preprocess import decode_batch
 
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 3, 4, 4])
     prep = Preprocessing(height=4, width=4, channels=3, scale=1 / 127.5, offset=[-1.0] * 3,
@@ -111,9 +111,9 @@ def test_a_batch_tensor_is_preprocessed_like_its_images_one_by_one() -> None:
 
 
 def test_a_batch_tensor_is_checked_whole() -> None:
-    from producer.codecs import tensor_payload
-    from producer.contract import TensorPayload
-    from worker.preprocess import decode_batch
+    from aimass.producer.codecs import tensor_payload
+    from aimass.producer.contract import TensorPayload
+    from aimass.worker.preprocess import decode_batch
 
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 4, 4, 1])
     prep = Preprocessing(height=4, width=4, channels=1)

@@ -8,16 +8,16 @@ import msgpack
 import numpy as np
 import pytest
 
-from producer.codecs import tensor_payload
-from producer.contract import (
+from aimass.producer.codecs import tensor_payload
+from aimass.producer.contract import (
     ClassifyJob,
     JobKind,
     parse_job,
     priority_queue_name,
     queue_name,
 )
-from producer.errors import InvalidJob, error_from_result
-from producer.schema import schema_documents
+from aimass.producer.errors import InvalidJob, error_from_result
+from aimass.producer.schema import schema_documents
 
 pytestmark = pytest.mark.unit
 
@@ -105,9 +105,9 @@ def test_committed_json_schemas_are_current() -> None:
     folder = Path(__file__).resolve().parents[2] / "docs" / "schemas"
     for name, text in schema_documents().items():
         path = folder / name
-        assert path.exists(), f"{path} missing: run python -m producer.schema docs/schemas"
+        assert path.exists(), f"{path} missing: run python -m aimass.producer.schema docs/schemas"
         assert path.read_text() == text, (
-            f"{path} is stale: run python -m producer.schema docs/schemas")
+            f"{path} is stale: run python -m aimass.producer.schema docs/schemas")
 
 
 def test_workers_take_each_field_only_in_its_own_type() -> None:

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from producer.errors import ModelError
-from worker.batcher import Batcher
+from aimass.producer.errors import ModelError
+from aimass.worker.batcher import Batcher
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from producer.cli import main
-from producer.commands import classification_table
+from aimass.cli import main
+from aimass.producer.commands import classification_table
 
 pytestmark = pytest.mark.unit
 

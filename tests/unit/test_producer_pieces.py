@@ -11,16 +11,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producer.bulk import chunks
-from producer.codecs import encode_image
-from producer.contract import JobKind, Priority
-from producer.errors import InvalidInput, InvalidJob, JobExpired, ModelError
-from producer.images import layout_for, tile, upscale_factor
-from producer.messages import decode_body, kwargs_repr, message_list, priority_step, task_message
-from producer.progress import Progress
-from producer.results import JobStatus, decode_result, status_of
-from producer.settings import ClientSettings
-from producer.submission import Submission, expires_at
+from aimass.producer.bulk import chunks
+from aimass.producer.codecs import encode_image
+from aimass.producer.contract import JobKind, Priority
+from aimass.producer.errors import InvalidInput, InvalidJob, JobExpired, ModelError
+from aimass.producer.images import layout_for, tile, upscale_factor
+from aimass.producer.messages import (
+    decode_body,
+    kwargs_repr,
+    message_list,
+    priority_step,
+    task_message,
+)
+from aimass.producer.progress import Progress
+from aimass.producer.results import JobStatus, decode_result, status_of
+from aimass.producer.settings import ClientSettings
+from aimass.producer.submission import Submission, expires_at
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.unit
@@ -148,7 +154,7 @@ def test_status_from_meta_and_record(meta: dict | None, submitted: bool,
 def test_failed_and_expired_results_raise_their_typed_errors() -> None:
     failed = {"status": "FAILURE", "result": {
         "exc_type": "InvalidInput", "exc_message": ["image is 3x3"],
-        "exc_module": "producer.errors"}}
+        "exc_module": "aimass.producer.errors"}}
     with pytest.raises(InvalidInput, match="image is 3x3"):
         decode_result("j", failed)
     foreign = {"status": "FAILURE", "result": {

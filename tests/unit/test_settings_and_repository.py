@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from producer.errors import ModelError, UnknownModel
-from producer.manifest import ModelKind
+from aimass.producer.errors import ModelError, UnknownModel
+from aimass.producer.manifest import ModelKind
+from aimass.worker.repository import ModelRepository, verify_checksum
+from aimass.worker.settings import WorkerSettings
 from tests.support.tiny_models import build_repository, classifier_model, publish
-from worker.repository import ModelRepository, verify_checksum
-from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.unit
 

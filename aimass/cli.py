@@ -1,6 +1,6 @@
 """The ``aimass`` command: one entry point, with each package registering its commands.
 
-Command modules import only the standard library and ``producer`` at module level, so
+Command modules import only the standard library and ``aimass.producer`` at module level, so
 ``aimass --help`` is quick and lists every command whatever extras are installed.
 """
 
@@ -10,7 +10,13 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("producer.commands", "worker.cli", "export.cli", "worker.bench.cli")
+COMMAND_MODULES = (
+    "aimass.producer.commands",
+    "aimass.worker.cli",
+    "aimass.local",
+    "aimass.export.cli",
+    "aimass.bench.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,9 +5,9 @@ the JSON kwargs; the model is loaded once per worker process; no batching; Celer
 defaults everywhere else. Started by the benchmark as a user would start it::
 
     AIMASS_BENCH_MODEL_FILE=models/digits/1/model.onnx \\
-        celery -A worker.bench.naive worker --pool=solo
+        celery -A aimass.bench.naive worker --pool=solo
 
-Like ``worker.main``, this module reads the environment when imported, because
+Like ``aimass.worker.main``, this module reads the environment when imported, because
 Celery's command line imports the app by name.
 """
 

@@ -1,6 +1,6 @@
 """Producers: closed-loop load from processes of their own, with per-job latency.
 
-Run as ``python -m worker.bench.load SPEC_JSON``. The process talks to the benchmark
+Run as ``python -m aimass.bench.load SPEC_JSON``. The process talks to the benchmark
 through JSON lines: it says ``ready``, then for each ``run`` command keeps
 ``concurrency`` jobs in flight, measures the jobs that finish inside the window, says
 ``window`` when the window closes, keeps the load on until ``stop``, drains, and answers
@@ -31,8 +31,8 @@ import numpy as np
 import redis
 from PIL import Image
 
-from producer.keys import RESULT_KEY_PREFIX
-from producer.pubsub import next_message
+from aimass.producer.keys import RESULT_KEY_PREFIX
+from aimass.producer.pubsub import next_message
 
 FINAL_STATES = {"SUCCESS", "FAILURE", "REVOKED"}
 POLL_AFTER_S = 1.0  # read a job's result directly when no publication came in this long
@@ -117,7 +117,7 @@ Submit = Callable[[list[str], int], None]  # job ids, images per job
 
 def aimass_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
     """Submit classify jobs of images, sent as the docs recommend, through the client."""
-    from producer.client import Client
+    from aimass.producer.client import Client
 
     client = Client(spec.redis_url)
     images = [recommended_input(p) for p in synthetic_pixels(spec.input_shape, POOL_SIZE,
@@ -139,7 +139,7 @@ def submit_classify_jobs(client: Any, model: str,
     """The one place that submits aimass jobs: the fastest path the client offers
     (``Client.submit_many``, pipelined, where it exists; else one ``classify`` each)."""
     if hasattr(client, "submit_many"):
-        from producer.submission import Submission
+        from aimass.producer.submission import Submission
 
         client.submit_many(Submission.classify(images, model=model, job_id=job_id)
                            for job_id, images in jobs)
@@ -151,7 +151,7 @@ def submit_classify_jobs(client: Any, model: str,
 def naive_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
     """Submit one task per image with its float32 tensor, the way a first Celery
     producer does: ``task.apply_async(kwargs=...)``."""
-    from worker.bench.naive import app, classify
+    from aimass.bench.naive import app, classify
 
     tensors = [float_tensor_b64(p) for p in synthetic_pixels(spec.input_shape, POOL_SIZE,
                                                              spec.producer_index)]

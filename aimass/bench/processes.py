@@ -1,6 +1,6 @@
 """The processes a benchmark starts, as a user starts them, and what they cost.
 
-``aimass worker`` and ``celery -A worker.bench.naive worker`` run as subprocesses of
+``aimass worker`` and ``celery -A aimass.bench.naive worker`` run as subprocesses of
 the benchmark; ``CpuSampler`` records every process's CPU time and memory ten times a
 second so that a window's CPU can be read afterwards for any interval.
 """
@@ -24,9 +24,9 @@ from typing import IO, Any
 import psutil
 import redis
 
-from producer.keys import WORKER_PREFIX
-from worker.bench.models import BenchModel
-from worker.embedded_redis import stop_process
+from aimass.bench.models import BenchModel
+from aimass.embedded_redis import stop_process
+from aimass.producer.keys import WORKER_PREFIX
 
 
 def aimass_command() -> list[str]:
@@ -35,7 +35,7 @@ def aimass_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("aimass")
-    return [found] if found else [sys.executable, "-m", "producer.cli"]
+    return [found] if found else [sys.executable, "-m", "aimass.cli"]
 
 
 def child_env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -123,8 +123,8 @@ def _children(pid: int) -> list[psutil.Process]:
 def start_naive_worker(redis_url: str, model: BenchModel, provider: str, pool: str,
                        concurrency: int | None, log_dir: Path,
                        timeout: float = 180.0) -> Service:
-    """``celery -A worker.bench.naive worker``; returns once it has answered a job."""
-    argv = [sys.executable, "-m", "celery", "-A", "worker.bench.naive", "worker",
+    """``celery -A aimass.bench.naive worker``; returns once it has answered a job."""
+    argv = [sys.executable, "-m", "celery", "-A", "aimass.bench.naive", "worker",
             f"--pool={pool}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
@@ -162,7 +162,7 @@ def _volume(shape: Sequence[int]) -> int:
 
 @dataclass
 class Producer:
-    """One producer process (``python -m worker.bench.load``), driven by JSON lines."""
+    """One producer process (``python -m aimass.bench.load``), driven by JSON lines."""
 
     process: subprocess.Popen[str]
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -173,7 +173,7 @@ class Producer:
         index = spec["producer_index"]
         log = (log_dir / f"producer-{spec['system']}-{index}.log").open("a")
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.bench.load", json.dumps(spec)],
+            [sys.executable, "-m", "aimass.bench.load", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
             env=child_env(spec["redis_url"]))
         log.close()

@@ -1,6 +1,6 @@
 """The ceiling: ONNX Runtime alone, in one process, with the worker's session settings.
 
-Run as ``python -m worker.bench.raw SPEC_JSON`` so that the measurement has a process
+Run as ``python -m aimass.bench.raw SPEC_JSON`` so that the measurement has a process
 of its own; prints one JSON document on stdout.
 """
 
@@ -42,7 +42,7 @@ def measure(spec: RawSpec) -> dict[str, Any]:
     """images/s per batch size and the batch-1 latency (median); stops the sweep early
     once two sizes in a row fall clearly below the best (the plateau has been passed) or
     one run takes longer than ``max_run_s``."""
-    from worker.sessions import DevicePlan, cpu_threads_per_process, create_session
+    from aimass.worker.sessions import DevicePlan, cpu_threads_per_process, create_session
 
     plan = DevicePlan(gpu=spec.gpu, intra_op_threads=cpu_threads_per_process(1))
     session = create_session(Path(spec.model_file), plan)

@@ -88,9 +88,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from worker.bench import report
-    from worker.bench.models import ModelMissing
-    from worker.bench.runner import BenchConfig, run_bench
+    from aimass.bench import report
+    from aimass.bench.models import ModelMissing
+    from aimass.bench.runner import BenchConfig, run_bench
 
     plot_path = args.plot or DEFAULT_PLOT
     try:
@@ -107,7 +107,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         print(f"aimass bench: --skip {args.skip!r}: expected raw, naive or aimass",
               file=sys.stderr)
         return 2
-    from producer.manifest import resolve_repository
+    from aimass.producer.manifest import resolve_repository
 
     config = BenchConfig(
         models=list(dict.fromkeys(args.model or MODELS)),

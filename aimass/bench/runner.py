@@ -24,8 +24,8 @@ from typing import Any
 
 import redis
 
-from worker.bench.models import BenchModel, find_model
-from worker.bench.processes import (
+from aimass.bench.models import BenchModel, find_model
+from aimass.bench.processes import (
     CpuSampler,
     Producer,
     Service,
@@ -33,8 +33,8 @@ from worker.bench.processes import (
     start_aimass_worker,
     start_naive_worker,
 )
-from worker.bench.stats import cdf, latency_summary, median_by_key
-from worker.embedded_redis import RedisServer
+from aimass.bench.stats import cdf, latency_summary, median_by_key
+from aimass.embedded_redis import RedisServer
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class Bench:
             "seconds_per_size": self.config.raw_seconds,
             "gpu": 0 if self.config.provider == "cuda" else None,
         }
-        done = subprocess.run([sys.executable, "-m", "worker.bench.raw", json.dumps(spec)],
+        done = subprocess.run([sys.executable, "-m", "aimass.bench.raw", json.dumps(spec)],
                               capture_output=True, text=True, timeout=600,
                               env=child_env(self.redis.url))
         if done.returncode != 0:

@@ -20,16 +20,16 @@ from types import TracebackType
 
 import redis
 
-from producer.keys import WORKER_PREFIX
-from worker.embedded_redis import RedisServer, stop_process
-from worker.repository import ModelRepository
+from aimass.embedded_redis import RedisServer, stop_process
+from aimass.producer.keys import WORKER_PREFIX
+from aimass.worker.repository import ModelRepository
 
 DEMO_MODELS = ("digits", "digits-gan")
 
 
 def aimass_argv() -> list[str]:
     """How to run this installation's ``aimass`` command in a child process."""
-    return [sys.executable, "-m", "producer.cli"]
+    return [sys.executable, "-m", "aimass.cli"]
 
 
 def reachable(url: str, timeout: float = 2.0) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from producer.codecs import encode_image
+from aimass.producer.codecs import encode_image
 
 GENERATED_PER_CLASS = 10
 
@@ -83,7 +83,7 @@ def closed_loop(work: list[Callable[[], Any]], concurrency: int, tally: Tally,
 def run_demo(client: Any, grid_path: Path, concurrency: int = 16, out: Any = sys.stdout,
              timeout: float = 60.0) -> int:
     """The producer side of the demo; returns the exit code (0: every job answered)."""
-    from export.data import load_digits_split
+    from aimass.export.data import load_digits_split
 
     split = load_digits_split()
     tally = Tally()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from producer.manifest import (
+from aimass.producer.manifest import (
     MODEL_FILE,
     BatchingSpec,
     Manifest,
