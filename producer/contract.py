@@ -166,6 +166,9 @@ class Timing(BaseModel):
     queue_ms: float  # from the message's arrival at the worker to the start of its batch
     inference_ms: float  # the batch's session.run time
     batch_size: int  # inputs in the batch this job ran in
+    # The batch size the model ran at, padding included, where batches are padded up to
+    # fixed sizes (GPU workers); absent where they run at their exact size.
+    bucket: int | None = None
 
 
 class Prediction(BaseModel):

@@ -16,7 +16,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,6 +110,10 @@ class BatchingSpec(BaseModel):
 
     max_batch_size: int = Field(default=64, ge=1)
     max_queue_delay_ms: float = Field(default=2.0, ge=0)
+    # The batch sizes a GPU worker builds one session each for, padding every batch up to
+    # the smallest that holds it (the max batch size is always one); None: powers of two
+    # up to the max batch size. CPU workers run exact sizes unless told otherwise.
+    buckets: list[Annotated[int, Field(ge=1)]] | None = None
 
 
 class Source(BaseModel):

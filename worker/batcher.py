@@ -15,13 +15,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from aimass.producer.errors import AimassError, ModelError
+from aimass.worker.buckets import bucket_for, gather
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class BatchOutput:
     queue_ms: float
     inference_ms: float
     batch_size: int
+    run_size: int  # the batch size the model ran at: its bucket, padding included
 
 
 @dataclass(eq=False)
@@ -188,16 +190,21 @@ class Batcher:
 
     ``time_limit_s`` (0: none) bounds the run of one batch; ``interrupt(thread)`` asks
     the run on that thread to stop (ONNX Runtime's ``RunOptions.terminate``).
+    ``buckets`` (sorted, the largest ``max_batch_size``): pad each run up to the smallest
+    of these sizes that holds it (worker/buckets.py); empty: run exact sizes.
+    ``on_batch(inputs, run_size, inference_ms)`` is told of each batch that ran.
     """
 
     def __init__(self, name: str, runner: Runner, max_batch_size: int, max_delay_ms: float,
-                 on_batch: Callable[[int, float], None] | None = None,
+                 on_batch: Callable[[int, int, float], None] | None = None,
                  idle: Callable[[], bool] = never_idle,
                  time_limit_s: float = 0.0,
-                 interrupt: Callable[[threading.Thread], None] | None = None) -> None:
+                 interrupt: Callable[[threading.Thread], None] | None = None,
+                 buckets: Sequence[int] = ()) -> None:
         self.name = name
         self.runner = runner
         self.max_batch_size = max_batch_size
+        self.buckets = tuple(buckets)
         self.max_delay_s = max_delay_ms / 1000.0
         self.on_batch = on_batch
         self.idle = idle
@@ -250,8 +257,8 @@ class Batcher:
         started = time.monotonic()
         running = self._running = _Running(batch, started, threading.current_thread())
         try:
-            outputs = run_in_chunks(self.runner, [job.feeds for job in batch],
-                                    self.max_batch_size)
+            outputs, run_size = run_in_chunks(self.runner, [job.feeds for job in batch],
+                                              self.max_batch_size, self.buckets)
         except Exception as exc:
             if not running.timed_out:  # else its jobs have failed already
                 self._fail(batch, exc)
@@ -267,7 +274,7 @@ class Batcher:
         inference_ms = (time.monotonic() - started) * 1000.0
         size = sum(job.size for job in batch)
         if self.on_batch:
-            self.on_batch(size, inference_ms)
+            self.on_batch(size, run_size, inference_ms)
         offset = 0
         for job in batch:
             part = [out[offset:offset + job.size] for out in outputs]
@@ -277,6 +284,7 @@ class Batcher:
                 queue_ms=(started - job.arrived) * 1000.0,
                 inference_ms=inference_ms,
                 batch_size=size,
+                run_size=run_size,
             ))
 
     def _fail(self, batch: list[Pending], exc: Exception) -> None:
@@ -340,9 +348,15 @@ def _settle(future: Future[BatchOutput], result: BatchOutput | None = None,
         pass
 
 
-def run_in_chunks(runner: Runner, feeds: list[Feeds], max_batch_size: int) -> list[np.ndarray]:
-    """Concatenate the jobs' inputs, run them at most ``max_batch_size`` at a time, and
-    return each output concatenated back in job order."""
+def run_in_chunks(runner: Runner, feeds: list[Feeds], max_batch_size: int,
+                  buckets: Sequence[int] = ()) -> tuple[list[np.ndarray], int]:
+    """Run the jobs' inputs, in order, at most ``max_batch_size`` at a time, and return
+    each output concatenated back in job order, with the largest batch size a run had.
+
+    Without ``buckets`` each run has its exact size; with them, each run is padded up to
+    its bucket and the padding is cut from its outputs."""
+    if buckets:
+        return _run_in_buckets(runner, feeds, max_batch_size, buckets)
     names = list(feeds[0])
     if len(feeds) == 1:  # a batch of one job: its arrays as they are, no copy
         joined = dict(feeds[0])
@@ -350,8 +364,25 @@ def run_in_chunks(runner: Runner, feeds: list[Feeds], max_batch_size: int) -> li
         joined = {name: np.concatenate([f[name] for f in feeds]) for name in names}
     total = len(joined[names[0]])
     if total <= max_batch_size:
-        return runner(joined)
+        return runner(joined), total
     parts: list[list[np.ndarray]] = []
     for start in range(0, total, max_batch_size):
         parts.append(runner({n: a[start:start + max_batch_size] for n, a in joined.items()}))
-    return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+    return [np.concatenate(outs) for outs in zip(*parts, strict=True)], max_batch_size
+
+
+def _run_in_buckets(runner: Runner, feeds: list[Feeds], max_batch_size: int,
+                    buckets: Sequence[int]) -> tuple[list[np.ndarray], int]:
+    first = next(iter(feeds[0]))
+    total = sum(len(f[first]) for f in feeds)
+    parts: list[list[np.ndarray]] = []
+    ran = 0
+    for start in range(0, total, max_batch_size):
+        count = min(max_batch_size, total - start)
+        size = bucket_for(count, buckets)
+        outputs = runner(gather(feeds, start, count, size))
+        parts.append([out[:count] for out in outputs])
+        ran = max(ran, size)
+    if len(parts) == 1:
+        return parts[0], ran
+    return [np.concatenate(outs) for outs in zip(*parts, strict=True)], ran

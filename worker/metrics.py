@@ -34,6 +34,12 @@ class Metrics:
                                     ["model"], buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("aimass_batch_size", "Inputs per batch", ["model"],
                                     buckets=_BATCH_BUCKETS, registry=r)
+        self.bucket_runs = Counter("aimass_bucket_runs", "Batches run, by the size the model "
+                                   "ran at (its bucket, padding included; the batch's own "
+                                   "size where batches run exact sizes)",
+                                   ["model", "bucket"], registry=r)
+        self.cpu_fallback = Gauge("aimass_cpu_fallback", "1 when this process was asked to "
+                                  "run on a GPU but runs on the CPU", registry=r)
         self.in_flight = Gauge("aimass_jobs_in_flight",
                                "Jobs taken from Redis and not yet settled", registry=r)
         self.model_info = Gauge("aimass_model_info", "Served model versions (value 1)",
@@ -44,8 +50,9 @@ class Metrics:
             start_http_server(port, registry=self.registry)
             log.info("metrics on :%d/metrics", port)
 
-    def on_batch(self, model: str, size: int, inference_ms: float) -> None:
+    def on_batch(self, model: str, size: int, run_size: int, inference_ms: float) -> None:
         self.batch_size.labels(model).observe(size)
+        self.bucket_runs.labels(model, str(run_size)).inc()
         self.inference.labels(model).observe(inference_ms / 1000.0)
 
     def on_settled(self, model: str, kind: str, record: bytes | None, queue_ms: float | None,

@@ -15,10 +15,20 @@ from typing import Any
 
 from aimass.producer.contract import JobKind, parse_job, task_name
 from aimass.producer.errors import InvalidJob, ModelError, UnknownModel
+from aimass.producer.manifest import Manifest
 from aimass.worker.batcher import Batcher, BatchOutput, never_idle
+from aimass.worker.buckets import BucketRunner, default_buckets, normalize_buckets
 from aimass.worker.models import Limits, ModelLogic, logic_for
 from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
-from aimass.worker.sessions import DevicePlan, SessionRunner, create_session, release_free_memory
+from aimass.worker.sessions import (
+    CPU,
+    DevicePlan,
+    SessionRunner,
+    SharedWeights,
+    create_bucket_sessions,
+    create_session,
+    release_free_memory,
+)
 from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -30,9 +40,10 @@ class LoadedModel:
 
     version: ModelVersion
     logic: ModelLogic
-    session: Any
+    sessions: list[Any]  # one, or one per bucket
     batcher: Batcher
     providers: list[str]
+    shared: SharedWeights | None = None  # the bucket sessions' one copy of the weights
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -42,7 +53,13 @@ class LoadedModel:
             "providers": self.providers,
             "max_batch_size": self.batcher.max_batch_size,
             "max_queue_delay_ms": self.batcher.max_delay_s * 1000.0,
+            "buckets": list(self.batcher.buckets),
+            "shared_weight_bytes": self.shared.nbytes if self.shared else None,
         }
+
+    @property
+    def on_cpu(self) -> bool:
+        return not self.providers or self.providers[0] == CPU
 
 
 @dataclass
@@ -59,7 +76,7 @@ class Runtime:
     """Loads every model of the repository (or the chosen ones) and answers jobs."""
 
     def __init__(self, settings: WorkerSettings, plan: DevicePlan,
-                 on_batch: Callable[[str, int, float], None] | None = None,
+                 on_batch: Callable[[str, int, int, float], None] | None = None,
                  idle: Callable[[], bool] = never_idle) -> None:
         self.settings = settings
         self.plan = plan
@@ -115,16 +132,15 @@ class Runtime:
         output = started.future.result()
         model = started.model
         fields = model.logic.finish(started.job, started.context, output)
-        return {
-            "model": model.version.name,
-            "version": model.version.version,
-            **fields,
-            "timing": {
-                "queue_ms": round(output.queue_ms, 3),
-                "inference_ms": round(output.inference_ms, 3),
-                "batch_size": output.batch_size,
-            },
+        timing: dict[str, Any] = {
+            "queue_ms": round(output.queue_ms, 3),
+            "inference_ms": round(output.inference_ms, 3),
+            "batch_size": output.batch_size,
         }
+        if model.batcher.buckets:
+            timing["bucket"] = output.run_size
+        return {"model": model.version.name, "version": model.version.version, **fields,
+                "timing": timing}
 
     def model_for(self, name: str, version: int | None) -> LoadedModel:
         current = self._current.get(name)
@@ -189,6 +205,10 @@ class Runtime:
         for model in self._loaded():
             model.batcher.stop(timeout=10)
 
+    def cpu_fallback(self) -> bool:
+        """Asked for a GPU, but a model runs on the CPU (the CUDA provider failed)."""
+        return self.plan.gpu is not None and any(m.on_cpu for m in self._current.values())
+
     def _loaded(self) -> list[LoadedModel]:
         """Every loaded version: the current ones and those kept for pinned jobs."""
         return [*self._current.values(), *self._pinned.values()]
@@ -212,33 +232,60 @@ class Runtime:
             self._refused[(name, version)] = (stamp, error.message)
             raise
 
+    def buckets_for(self, manifest: Manifest, max_batch: int) -> tuple[int, ...]:
+        """The batch sizes this model's sessions are built for; empty: exact sizes."""
+        setting = self.settings.bucket_setting()
+        if setting == "off" or (setting == "auto" and self.plan.gpu is None):
+            return ()
+        if isinstance(setting, tuple):
+            return normalize_buckets(setting, max_batch)
+        return normalize_buckets(manifest.batching.buckets or default_buckets(max_batch),
+                                 max_batch)
+
     def _load(self, version: ModelVersion) -> LoadedModel:
         started = time.monotonic()
         model_file = verify_checksum(version)
-        try:
-            session = create_session(model_file, self.plan)
-        except Exception as exc:  # ONNX Runtime raises its own types for bad files
-            raise ModelError(f"model file of {version.name!r} v{version.version} could not "
-                             f"be loaded by ONNX Runtime: {exc}") from None
         logic = logic_for(version.manifest)
         batching = version.manifest.batching
         max_batch = self.settings.max_batch_size or batching.max_batch_size
         delay_ms = self.settings.max_queue_delay_ms
         if delay_ms is None:
             delay_ms = batching.max_queue_delay_ms
-
-        run = SessionRunner(session)
-        for size in sorted({1, max_batch}):
-            run(logic.warmup_feeds(size))
+        buckets = self.buckets_for(version.manifest, max_batch)
+        shared: SharedWeights | None = None
+        runner: BucketRunner | SessionRunner
+        try:
+            if buckets:
+                by_size, shared = create_bucket_sessions(model_file, self.plan, buckets)
+                sessions = list(by_size.values())
+                runner = BucketRunner({size: SessionRunner(session)
+                                       for size, session in by_size.items()})
+            else:
+                sessions = [create_session(model_file, self.plan)]
+                runner = SessionRunner(sessions[0])
+        except Exception as exc:  # ONNX Runtime raises its own types for bad files
+            raise ModelError(f"model file of {version.name!r} v{version.version} could not "
+                             f"be loaded by ONNX Runtime: {exc}") from None
+        # Each session runs once at every size it will serve before any job reaches it.
+        for size in buckets or sorted({1, max_batch}):
+            runner(logic.warmup_feeds(size))
         on_batch = self.on_batch
         batcher = Batcher(
-            f"{version.name}-v{version.version}", run, max_batch, delay_ms,
-            on_batch=(lambda size, ms: on_batch(version.name, size, ms)) if on_batch else None,
+            f"{version.name}-v{version.version}", runner, max_batch, delay_ms,
+            on_batch=(lambda size, ran, ms: on_batch(version.name, size, ran, ms))
+            if on_batch else None,
             idle=self.idle, time_limit_s=self.settings.job_time_limit_s,
-            interrupt=run.interrupt)
-        loaded = LoadedModel(version, logic, session, batcher, list(session.get_providers()))
+            interrupt=runner.interrupt, buckets=buckets)
+        loaded = LoadedModel(version, logic, sessions, batcher,
+                             list(sessions[0].get_providers()), shared)
         release_free_memory()  # the parsed model ONNX Runtime has let go of
-        log.info("loaded %s v%d on %s in %.0f ms (max batch %d, max delay %.1f ms)",
+        log.info("loaded %s v%d on %s in %.0f ms (max batch %d, max delay %.1f ms, %s)",
                  version.name, version.version, ", ".join(loaded.providers),
-                 (time.monotonic() - started) * 1000, max_batch, delay_ms)
+                 (time.monotonic() - started) * 1000, max_batch, delay_ms,
+                 f"buckets {', '.join(map(str, buckets))}" if buckets else "exact sizes")
+        if self.plan.gpu is not None and loaded.on_cpu:
+            log.error("%s v%d: GPU %s was asked for, but it runs on the CPU: the CUDA provider "
+                      "could not start (see the warnings above). `aimass check` fails until "
+                      "this is fixed, unless AIMASS_ALLOW_CPU_FALLBACK=1", version.name,
+                      version.version, self.plan.gpu)
         return loaded

@@ -10,6 +10,7 @@ from typing import Any
 
 from aimass.producer.keys import DEFAULT_RESULT_TTL_S
 from aimass.producer.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV
+from aimass.worker.buckets import parse_bucket_setting
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -27,6 +28,16 @@ class WorkerSettings:
     # Override every manifest's batching limits when set.
     max_batch_size: int | None = None
     max_queue_delay_ms: float | None = None
+    # Shape-stable batching (worker/buckets.py): "auto" pads batches up to fixed sizes,
+    # one session each, on a GPU, and runs exact sizes on the CPU; "on", "off", or sizes
+    # like "1,8,32" instead of the manifests' buckets.
+    batch_buckets: str = "auto"
+    # Worker processes per GPU (0: as many as the cores allow, see worker/supervisor.py);
+    # with --devices cpu, processes sharing the CPU (0: one).
+    procs_per_gpu: int = 0
+    # A worker asked for a GPU that ends up on the CPU fails `aimass check` unless this
+    # is set: it would serve, but far slower than planned.
+    allow_cpu_fallback: bool = False
     # Jobs a worker process holds at once (taken from Redis, waiting or running).
     concurrency: int = 64
     # "bulk": take many jobs per Redis call and settle a batch's results in one call
@@ -74,7 +85,8 @@ class WorkerSettings:
             try:
                 return convert(value)
             except ValueError:
-                raise ValueError(f"{name}={value!r} is not a valid {convert.__name__}") from None
+                expected = _EXPECTED.get(convert, convert.__name__)
+                raise ValueError(f"{name}={value!r} is not a valid {expected}") from None
 
         def optional(convert: Any) -> Any:
             return lambda value: None if value.lower() == "none" else convert(value)
@@ -88,6 +100,9 @@ class WorkerSettings:
             ),
             max_batch_size=get("AIMASS_MAX_BATCH_SIZE", None, optional(int)),
             max_queue_delay_ms=get("AIMASS_MAX_QUEUE_DELAY_MS", None, optional(float)),
+            batch_buckets=get("AIMASS_BATCH_BUCKETS", defaults.batch_buckets, _buckets),
+            procs_per_gpu=get("AIMASS_PROCS_PER_GPU", defaults.procs_per_gpu, _non_negative),
+            allow_cpu_fallback=get("AIMASS_ALLOW_CPU_FALLBACK", False, _flag),
             concurrency=get("AIMASS_CONCURRENCY", defaults.concurrency, int),
             consumer=get("AIMASS_CONSUMER", defaults.consumer).lower(),
             idle_poll_ms=get("AIMASS_IDLE_POLL_MS", defaults.idle_poll_ms, float),
@@ -100,13 +115,47 @@ class WorkerSettings:
             max_image_pixels=get("AIMASS_MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
             max_message_bytes=get("AIMASS_MAX_MESSAGE_BYTES", defaults.max_message_bytes, int),
             intra_op_threads=get("AIMASS_INTRA_OP_THREADS", defaults.intra_op_threads, int),
-            tensorrt=get("AIMASS_TENSORRT", "0") in ("1", "true", "yes"),
+            tensorrt=get("AIMASS_TENSORRT", False, _flag),
             tensorrt_cache=get("AIMASS_TENSORRT_CACHE", defaults.tensorrt_cache, Path),
             metrics_port=get("AIMASS_METRICS_PORT", defaults.metrics_port, int),
             reload_interval_s=get("AIMASS_RELOAD_INTERVAL_S", defaults.reload_interval_s, float),
             log_level=get("AIMASS_LOG_LEVEL", defaults.log_level).upper(),
         )
 
+    def bucket_setting(self) -> str | tuple[int, ...]:
+        return parse_bucket_setting(self.batch_buckets)
+
     def override(self, **changes: Any) -> WorkerSettings:
         """A copy with the CLI's flags applied; ``None`` means "not given"."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _buckets(value: str) -> str:
+    parse_bucket_setting(value)  # raises ValueError, with the variable's name, when bad
+    return value.strip().lower()
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(value)
+    return number
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _flag(value: str) -> bool:
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+_EXPECTED: dict[Any, str] = {
+    _buckets: "batch bucket setting (auto, on, off, or sizes like 1,8,32)",
+    _non_negative: "count (0 or more)",
+    _flag: "boolean (1, true, yes, on or 0, false, no, off)",
+}

@@ -79,6 +79,8 @@ def test_metrics_endpoint_counts_jobs_and_batches(
     assert 'aimass_model_info{kind="classify",model="tiny",provider="CPUExecutionProvider",' \
            'version="1"} 1.0' in text
     assert "aimass_inference_seconds_bucket" in text and "aimass_job_seconds_bucket" in text
+    assert 'aimass_bucket_runs_total{bucket="1",model="tiny"}' in text  # exact sizes
+    assert "aimass_cpu_fallback 0.0" in text
 
 
 def test_celery_inspect_sees_the_worker_and_its_models(

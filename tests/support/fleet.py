@@ -13,9 +13,9 @@ from typing import Any
 
 import redis
 
-from producer.keys import RESULT_KEY_PREFIX
-from producer.pubsub import next_message
-from tests.support.processes import WorkerProcess, aimass_command, child_env
+from aimass.producer.keys import RESULT_KEY_PREFIX
+from aimass.producer.pubsub import next_message
+from tests.support.processes import WorkerProcess, child_env
 
 FINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 
@@ -27,9 +27,7 @@ class LaunchedWorker(WorkerProcess):
         self.launched_at = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*aimass_command(), "worker", "--repository", str(self.repository),
-                 "--devices", "cpu", *self.args],
-                env=child_env(self.redis_url, **self.env), stdout=log,
+                self.argv(), env=child_env(self.redis_url, **self.env), stdout=log,
                 stderr=subprocess.STDOUT)
         return self
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import redis
 
-from producer.keys import WORKER_PREFIX
-from worker.embedded_redis import stop_process
+from aimass.embedded_redis import stop_process
+from aimass.producer.keys import WORKER_PREFIX
 
 
 def aimass_command() -> list[str]:
@@ -24,7 +24,7 @@ def aimass_command() -> list[str]:
     found = shutil.which("aimass")
     if found:
         return [found]
-    return [sys.executable, "-m", "producer.cli"]
+    return [sys.executable, "-m", "aimass.cli"]
 
 
 def child_env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -39,19 +39,25 @@ class WorkerProcess:
     """One ``aimass worker`` process and its log file."""
 
     def __init__(self, redis_url: str, repository: Path, log_path: Path,
-                 args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 args: list[str] | None = None, env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
         self.redis_url = redis_url
         self.repository = repository
         self.log_path = log_path
         self.args = args or []
         self.env = env or {}
+        # What runs as ``aimass``: the console script, or a wrapper that takes its arguments.
+        self.command = command or aimass_command()
         self.process: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        return [*self.command, "worker", "--repository", str(self.repository),
+                "--devices", "cpu", *self.args]
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*aimass_command(), "worker", "--repository", str(self.repository),
-             "--devices", "cpu", *self.args],
+            self.argv(),
             env=child_env(self.redis_url, **self.env), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.wait_ready(timeout)

@@ -8,8 +8,15 @@ import time
 import numpy as np
 import pytest
 
-from producer.errors import ModelError
-from worker.batcher import STOP, Batcher, Inbox, Pending, collect_batch, run_in_chunks
+from aimass.producer.errors import ModelError
+from aimass.worker.batcher import (
+    STOP,
+    Batcher,
+    Inbox,
+    Pending,
+    collect_batch,
+    run_in_chunks,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -151,8 +158,8 @@ def test_run_in_chunks_splits_oversized_batches_and_keeps_order() -> None:
         return [feeds["x"] * 2]
 
     feeds = [{"x": np.arange(i * 3, i * 3 + 3, dtype=np.float32)[:, None]} for i in range(3)]
-    out = run_in_chunks(runner, feeds, max_batch_size=4)
-    assert seen == [4, 4, 1]
+    out, ran = run_in_chunks(runner, feeds, max_batch_size=4)
+    assert seen == [4, 4, 1] and ran == 4
     assert out[0][:, 0].tolist() == [2.0 * i for i in range(9)]
 
 

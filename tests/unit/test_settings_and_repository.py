@@ -30,6 +30,31 @@ def test_bad_setting_names_the_variable() -> None:
         WorkerSettings.from_env({"AIMASS_CONCURRENCY": "many"})
 
 
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("AIMASS_BATCH_BUCKETS", "sometimes", "auto, on, off, or sizes like 1,8,32"),
+    ("AIMASS_BATCH_BUCKETS", "4,0", "auto, on, off, or sizes like 1,8,32"),
+    ("AIMASS_PROCS_PER_GPU", "-2", "count"),
+    ("AIMASS_ALLOW_CPU_FALLBACK", "maybe", "boolean"),
+    ("AIMASS_TENSORRT", "True-ish", "boolean"),
+])
+def test_gpu_settings_refuse_bad_values_and_say_what_is_expected(
+        name: str, value: str, expected: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}={value!r} is not a valid .*{expected}"):
+        WorkerSettings.from_env({name: value})
+
+
+def test_gpu_settings_accept_what_people_write() -> None:
+    settings = WorkerSettings.from_env({
+        "AIMASS_BATCH_BUCKETS": "32, 1,8", "AIMASS_PROCS_PER_GPU": "4",
+        "AIMASS_ALLOW_CPU_FALLBACK": "Yes", "AIMASS_TENSORRT": "True"})
+    assert settings.bucket_setting() == (1, 8, 32)
+    assert settings.procs_per_gpu == 4
+    assert settings.allow_cpu_fallback is True and settings.tensorrt is True
+    defaults = WorkerSettings.from_env({})
+    assert defaults.bucket_setting() == "auto" and defaults.procs_per_gpu == 0
+    assert defaults.allow_cpu_fallback is False and defaults.tensorrt is False
+
+
 def test_repository_resolves_newest_and_pinned_versions(tmp_path: Path) -> None:
     build_repository(tmp_path)
     publish(tmp_path, "tiny", 2, ModelKind.classify, classifier_model(gain=2.0))
