@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     worker.add_argument("--repository", type=Path, help="model repository folder "
                         "(default: $AIMASS_MODEL_REPOSITORY or ./models)")
     worker.add_argument("--devices", help="auto (default), cpu, or GPU indices like 0,1")
+    worker.add_argument("--procs-per-gpu", type=int,
+                        help="worker processes per GPU, or on the CPU (default "
+                             "$AIMASS_PROCS_PER_GPU, else 0: cores / (4 x GPUs), at most 8, "
+                             "on GPUs; one on the CPU)")
+    worker.add_argument("--batch-buckets",
+                        help="auto (default: fixed batch sizes on GPUs, exact sizes on the "
+                             "CPU), on, off, or sizes like 1,8,32")
     worker.add_argument("--models", help="serve only these models (comma list)")
     worker.add_argument("--concurrency", type=int, help="jobs held at once per process (64)")
     worker.add_argument("--max-batch-size", type=int, help="override the manifests' batch limit")
@@ -56,16 +61,19 @@ def _settings(args: argparse.Namespace) -> Any:
         model_repository=args.repository, devices=args.devices, models=models,
         concurrency=args.concurrency, max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms, metrics_port=args.metrics_port,
+        procs_per_gpu=args.procs_per_gpu, batch_buckets=args.batch_buckets,
         log_level=args.loglevel.upper() if args.loglevel else None, hostname=args.hostname)
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from aimass.worker.devices import resolve_devices
+    from aimass.worker.devices import processes_per_device, resolve_devices
 
     settings = _settings(args)
+    settings.bucket_setting()  # a bad --batch-buckets stops here, with its reason
     devices = resolve_devices(settings.devices)
-    if len(devices) > 1:
-        return _supervise(devices)
+    per_device = processes_per_device(settings.procs_per_gpu, devices)
+    if len(devices) * per_device > 1:
+        return _supervise(settings, devices, per_device)
     return _run_one(settings, devices[0])
 
 
@@ -97,28 +105,39 @@ def _celery_main(app: Any, argv: list[str]) -> int:
     return code if isinstance(code, int) else 0
 
 
-def _supervise(devices: list[int | None]) -> int:
-    """One child worker process per GPU, each pinned to its device; signals forwarded."""
-    from aimass.worker.settings import WorkerSettings
+def _supervise(settings: Any, devices: list[int | None], per_device: int) -> int:
+    """``per_device`` child workers on each device, each pinned to its device and to a
+    share of the cores, restarted when one dies (worker/supervisor.py)."""
+    from aimass.worker.sessions import cpu_threads_per_process
+    from aimass.worker.supervisor import Child, Supervisor, cpu_shares
 
-    base_port = WorkerSettings.from_env().metrics_port
+    # The same program again (the console script, or whatever ran this module), with
+    # only the flags that make each child one process on one device changed.
+    prefix = sys.orig_argv[:len(sys.orig_argv) - len(sys.argv) + 1]
+    slots = [(device, index) for device in devices for index in range(per_device)]
+    shares = cpu_shares(len(slots))
+    env = dict(os.environ)
+    if shares[0] is None and not settings.intra_op_threads:
+        # Too few cores to pin: split ONNX Runtime's threads between the children.
+        env["AIMASS_INTRA_OP_THREADS"] = str(cpu_threads_per_process(len(slots)))
     children = []
-    for index, device in enumerate(devices):
-        argv = _replace_flag(list(sys.argv[1:]), "--devices", str(device))
-        if base_port or "--metrics-port" in argv:
-            port = int(_flag_value(argv, "--metrics-port") or base_port)
-            argv = _replace_flag(argv, "--metrics-port", str(port + index))
-        children.append(subprocess.Popen([sys.executable, "-m", "aimass.cli", *argv]))
+    for number, ((device, index), cpus) in enumerate(zip(slots, shares, strict=True)):
+        argv = _replace_flag(list(sys.argv[1:]), "--devices", "cpu" if device is None
+                             else str(device))
+        argv = _replace_flag(argv, "--procs-per-gpu", "1")
+        if settings.metrics_port:
+            argv = _replace_flag(argv, "--metrics-port", str(settings.metrics_port + number))
+        label = f"{'cpu' if device is None else f'gpu{device}'}.{index}"
+        children.append(Child(label, [*prefix, *argv], env, cpus=cpus))
+    _configure_logging(settings.log_level)
+    return Supervisor(children).run()
 
-    def forward(signum: int, frame: Any) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level, format="[%(asctime)s: %(levelname)s/supervisor] "
+                                            "%(message)s")
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
@@ -172,6 +191,15 @@ def run_check(args: argparse.Namespace) -> int:
         return 2
     host = socket.gethostname()
     mine = [i for i in infos if args.any_host or i.get("host") == host]
+    allowed = settings.allow_cpu_fallback  # here, or in the worker's own settings
+    fallen = [i for i in mine if i.get("cpu_fallback")
+              and not (allowed or i.get("cpu_fallback_allowed"))]
+    for info in fallen:
+        print(f"unhealthy: {info['hostname']} was asked for {info.get('requested_device')} "
+              "but runs on the CPU (the CUDA provider could not start; see its log). Set "
+              "AIMASS_ALLOW_CPU_FALLBACK=1 to accept that.", file=sys.stderr)
+    if fallen:
+        return 1
     ready = [i for i in mine if i.get("ready") and i.get("models")]
     if ready:
         for info in ready:
@@ -209,10 +237,15 @@ def run_workers(args: argparse.Namespace) -> int:
         print("no live workers")
         return 1
     for info in infos:
+        fallback = (f"  CPU FALLBACK: {info.get('requested_device')} was asked for"
+                    if info.get("cpu_fallback") else "")
         print(f"{info['hostname']}  pid {info['pid']}  {info['device']}  "
-              f"{'ready' if info['ready'] else 'starting'}")
+              f"{'ready' if info['ready'] else 'starting'}{fallback}")
         for m in info.get("models", []):
+            buckets = m.get("buckets") or []
+            sizes = f"buckets {','.join(map(str, buckets))}" if buckets else "exact sizes"
             print(f"  {m['name']:<16} v{m['version']:<3} {m['kind']:<9} "
-                  f"batch<={m['max_batch_size']:<4} delay {m['max_queue_delay_ms']:.1f} ms  "
+                  f"batch<={m['max_batch_size']:<4} {sizes}  "
+                  f"delay {m['max_queue_delay_ms']:.1f} ms  "
                   f"{','.join(m['providers'])}  queued {depths.get(m['name'], 0)}")
     return 0

@@ -27,6 +27,18 @@ def resolve_devices(devices: str) -> list[int | None]:
     return list(dict.fromkeys(indices))
 
 
+def processes_per_device(setting: int, devices: list[int | None]) -> int:
+    """Worker processes on each device: ``setting`` when given; else one on the CPU, and on
+    GPUs as many as leave each about four cores (at most 8): one Python process cannot
+    decode, batch and store results fast enough to keep a large GPU busy."""
+    if setting:
+        return setting
+    if devices == [None]:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 1) // (4 * len(devices))))
+
+
 def pin_process(device: int | None) -> None:
     """Make this process see only its GPU (call before any CUDA work)."""
     if device is not None:

@@ -70,6 +70,7 @@ class WorkerService:
             logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
         self.runtime.load()
         self.metrics.set_models([m.describe() for m in self.runtime.models()])
+        self.metrics.cpu_fallback.set(int(self.runtime.cpu_fallback()))
         self.metrics.serve(self.settings.metrics_port)
         if self.bulk:
             self.app.amqp.queues.select([CELERY_QUEUE])
@@ -108,9 +109,18 @@ class WorkerService:
             "queues": self.queues(),
             "models": [m.describe() for m in self.runtime.models()],
             "in_flight": self.consumer.capacity.used if self.consumer else None,
-            "device": "cpu" if self.app.aimass_plan.gpu is None
+            "device": self._device(),
+            "requested_device": "cpu" if self.app.aimass_plan.gpu is None
             else f"gpu:{self.app.aimass_plan.gpu}",
+            "cpu_fallback": self.runtime.cpu_fallback(),
+            "cpu_fallback_allowed": self.settings.allow_cpu_fallback,
         }
+
+    def _device(self) -> str:
+        """Where the models run: the GPU asked for, or the CPU when nothing was asked or
+        the CUDA provider could not start."""
+        gpu = self.app.aimass_plan.gpu
+        return "cpu" if gpu is None or self.runtime.cpu_fallback() else f"gpu:{gpu}"
 
     def _on_settled(self, flight: InFlight, record: bytes | None) -> None:
         kind = flight.started.model.logic.kind if flight.started else "-"

@@ -98,3 +98,25 @@ def test_check_is_zero_with_a_worker_up_and_non_zero_without(
     assert check() == 0
     worker.stop()
     assert check() != 0
+
+
+def test_a_worker_asked_for_a_gpu_that_runs_on_the_cpu_says_so_and_fails_check(
+        redis_url: str, model_repository: Path, start_worker) -> None:
+    """GPU 7 is not there (CUDA_VISIBLE_DEVICES=7 leaves no device, and without CUDA
+    libraries the provider cannot start at all): ONNX Runtime falls back to the CPU."""
+    def run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*aimass_command(), *command], env=child_env(redis_url, **env),
+                              capture_output=True, text=True, timeout=30)
+
+    worker = start_worker(redis_url, model_repository, "--devices", "7")
+    info = worker.heartbeat()
+    assert info is not None
+    assert (info["requested_device"], info["device"], info["cpu_fallback"]) == \
+        ("gpu:7", "cpu", True)
+    with Client(redis_url) as client:  # it serves, only slower than planned
+        assert client.classify(row_image(3), model="tiny").result(timeout=30)[
+            "predictions"][0][0]["label"] == "3"
+    check = run("check")
+    assert check.returncode == 1 and "gpu:7 but runs on the CPU" in check.stderr
+    assert run("check", AIMASS_ALLOW_CPU_FALLBACK="1").returncode == 0
+    assert "CPU FALLBACK: gpu:7 was asked for" in run("workers").stdout
