@@ -21,7 +21,8 @@ from aimass.producer.contract import Priority
 from aimass.producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
 from aimass.producer.errors import AimassError, JobTimeout
 from aimass.producer.keys import result_key, submitted_key
-from aimass.producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
+from aimass.producer.records import ResultRecord
+from aimass.producer.results import JobStatus, decode_result, is_final, status_of
 from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 from aimass.producer.submission import Deadline, Submission
 from aimass.producer.watcher import REFRESH_S, Watchlist, in_chunks, job_id_of, time_left
@@ -125,23 +126,24 @@ class AsyncJob:
     def __init__(self, client: AsyncClient, job_id: str) -> None:
         self.client = client
         self.id = job_id
-        self._final: dict[str, Any] | None = None
+        self._final: ResultRecord | None = None
 
     def __repr__(self) -> str:
         return f"AsyncJob({self.id!r})"
 
-    async def meta(self) -> dict[str, Any] | None:
+    async def record(self) -> ResultRecord | None:
+        """The record the worker stored, if any (see ``Job.record``)."""
         if self._final is not None:
             return self._final
-        meta = parse_meta(await self.client.redis.get(result_key(self.id)))
-        if is_final(meta):
-            self._final = meta
-        return meta
+        record = ResultRecord.decode(await self.client.redis.get(result_key(self.id)), self.id)
+        if is_final(record):
+            self._final = record
+        return record
 
     async def status(self) -> JobStatus:
-        meta = await self.meta()
-        if meta is not None:
-            return status_of(meta, submitted=True)
+        record = await self.record()
+        if record is not None:
+            return status_of(record, submitted=True)
         submitted = bool(await self.client.redis.exists(submitted_key(self.id)))
         return status_of(None, submitted=submitted)
 
@@ -187,7 +189,7 @@ class AsyncResultWatcher:
             await self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
         await self._refresh(fresh)
 
-    async def next_finished(self, timeout: float | None) -> tuple[str, dict[str, Any]] | None:
+    async def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._list.finished:
             left = time_left(deadline)
@@ -195,7 +197,8 @@ class AsyncResultWatcher:
                 return None
             message = await self._pubsub.get_message(timeout=min(REFRESH_S, left))
             if message is not None:
-                await self._settle(job_id_of(message), parse_meta(message["data"]))
+                job_id = job_id_of(message)
+                await self._note(job_id, ResultRecord.decode(message["data"], job_id))
             elif self._list.refresh_due():
                 await self._refresh(list(self._list.pending))
         return self._list.finished.popleft()
@@ -205,8 +208,8 @@ class AsyncResultWatcher:
         for chunk in in_chunks(job_ids):
             values = await self._redis.mget([result_key(job_id) for job_id in chunk])
             for job_id, raw in zip(chunk, values, strict=True):
-                await self._settle(job_id, parse_meta(raw))
+                await self._note(job_id, ResultRecord.decode(raw, job_id))
 
-    async def _settle(self, job_id: str, meta: dict[str, Any] | None) -> None:
-        if self._list.settle(job_id, meta):
+    async def _note(self, job_id: str, record: ResultRecord | None) -> None:
+        if self._list.note(job_id, record):
             await self._pubsub.unsubscribe(result_key(job_id))

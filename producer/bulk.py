@@ -150,12 +150,12 @@ class BulkRun:
         if finished is None:
             self._check_deadline()
             return
-        job_id, meta = finished
+        job_id, record = finished
         failed = 0
         places = self._places.pop(job_id)
         for index in places:
             try:
-                self._results[index] = decode_result(job_id, meta)
+                self._results[index] = decode_result(job_id, record)
             except AimassError as exc:
                 if not self.return_exceptions:
                     raise

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from aimass.producer.errors import AimassError, JobTimeout
 from aimass.producer.keys import result_key, submitted_key
-from aimass.producer.results import JobStatus, decode_result, is_final, parse_meta, status_of
+from aimass.producer.records import ResultRecord
+from aimass.producer.results import JobStatus, decode_result, is_final, status_of
 from aimass.producer.watcher import ResultWatcher
 
 if TYPE_CHECKING:
@@ -24,30 +25,30 @@ class Job:
     def __init__(self, client: Client, job_id: str) -> None:
         self.client = client
         self.id = job_id
-        self._final: dict[str, Any] | None = None  # the stored meta, once final
+        self._final: ResultRecord | None = None  # the stored record, once final
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
 
-    def meta(self) -> dict[str, Any] | None:
-        """The document the worker stored (``celery-task-meta-<id>``), if any."""
+    def record(self) -> ResultRecord | None:
+        """The record the worker stored (``celery-task-meta-<id>``), if any."""
         if self._final is None:
-            meta = parse_meta(self.client.redis.get(result_key(self.id)))
-            if is_final(meta):
-                self._final = meta
-            return meta
+            record = ResultRecord.decode(self.client.redis.get(result_key(self.id)), self.id)
+            if is_final(record):
+                self._final = record
+            return record
         return self._final
 
     def status(self) -> JobStatus:
         """queued, started, succeeded, failed, expired, or unknown (never submitted, or
         its records have expired)."""
-        meta = self.meta()
-        if meta is not None:
-            return status_of(meta, submitted=True)
+        record = self.record()
+        if record is not None:
+            return status_of(record, submitted=True)
         return status_of(None, submitted=bool(self.client.redis.exists(submitted_key(self.id))))
 
     def done(self) -> bool:
-        return is_final(self.meta())
+        return is_final(self.record())
 
     def result(self, timeout: float | None = None, *, decode: bool = True) -> dict[str, Any]:
         """Wait for the result (pub/sub, no busy loop) and return it; raise the job's
@@ -69,8 +70,9 @@ class Job:
         self.client.redis.delete(result_key(self.id), submitted_key(self.id))
         self._final = None
 
-    def _settle(self, meta: dict[str, Any]) -> None:
-        self._final = meta
+    def _deliver(self, record: ResultRecord) -> None:
+        """The watcher saw this job's final record."""
+        self._final = record
 
 
 def as_completed(jobs: Sequence[Job], timeout: float | None = None) -> Iterator[Job]:
@@ -91,9 +93,9 @@ def as_completed(jobs: Sequence[Job], timeout: float | None = None) -> Iterator[
             if finished is None:
                 raise JobTimeout(f"{watcher.pending} of {len(by_id)} jobs did not finish "
                                  f"within {timeout} s")
-            job_id, meta = finished
+            job_id, record = finished
             for job in by_id[job_id]:
-                job._settle(meta)
+                job._deliver(record)
                 yield job
 
 

@@ -17,16 +17,16 @@ from functools import cached_property
 from typing import Any, cast
 
 from aimass.producer.codecs import ImageLike, encode_inputs
-from aimass.producer.contract import JobKind, Priority, parse_job, queue_name, task_name
+from aimass.producer.contract import Priority, parse_job, task_name
 from aimass.producer.errors import InvalidJob
-from aimass.producer.manifest import is_valid_model_name
+from aimass.producer.keys import queue_name
+from aimass.producer.manifest import ModelKind, is_valid_model_name
 from aimass.producer.messages import (
     CONTENT,
     Serializer,
-    encode_message,
+    TaskMessage,
     message_list,
     priority_step,
-    task_message,
 )
 
 # A deadline: seconds from now, a duration, or a point in time (naive means local time).
@@ -63,7 +63,7 @@ def check_job_id(job_id: str) -> str:
 class Submission:
     """A job as it will be enqueued; build with ``classify`` or ``generate``."""
 
-    kind: JobKind
+    kind: ModelKind
     kwargs: dict[str, Any]  # contract kwargs in their JSON form (bytes as base64)
     job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     priority: int = Priority.normal
@@ -92,7 +92,7 @@ class Submission:
                                   else [cast(ImageLike, inputs)])
         kwargs = {"model": model, "version": version, "top_k": top_k,
                   **encode_inputs(items)}
-        return cls.from_kwargs(JobKind.classify, kwargs, job_id, priority, deadline,
+        return cls.from_kwargs(ModelKind.classify, kwargs, job_id, priority, deadline,
                                serializer)
 
     @classmethod
@@ -105,11 +105,11 @@ class Submission:
         kwargs = {"model": model, "version": version, "count": count,
                   "labels": list(labels) if labels is not None else None,
                   "seed": seed, "format": format}
-        return cls.from_kwargs(JobKind.generate, kwargs, job_id, priority, deadline,
+        return cls.from_kwargs(ModelKind.generate, kwargs, job_id, priority, deadline,
                                serializer)
 
     @classmethod
-    def from_kwargs(cls, kind: JobKind, kwargs: dict[str, Any], job_id: str | None = None,
+    def from_kwargs(cls, kind: ModelKind, kwargs: dict[str, Any], job_id: str | None = None,
                     priority: int = Priority.normal, deadline: Deadline | None = None,
                     serializer: Serializer = "msgpack") -> Submission:
         """A job from contract kwargs (bytes raw or as base64 text)."""
@@ -150,9 +150,9 @@ class Submission:
         if self.serializer == "msgpack":
             kwargs = self.raw_kwargs or parse_job(self.kind, kwargs).model_dump(
                 exclude_none=True)
-        return encode_message(task_message(
+        return TaskMessage.build(
             task_name(self.kind), self.job_id, kwargs, queue=self.queue,
-            priority=self.priority, expires=self.expires, serializer=self.serializer))
+            priority=self.priority, expires=self.expires, serializer=self.serializer).encode()
 
     def record(self) -> str:
         """The submission record stored under ``aimass:job:<id>``."""

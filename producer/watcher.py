@@ -18,7 +18,8 @@ import redis
 
 from aimass.producer.keys import RESULT_KEY_PREFIX, result_key
 from aimass.producer.pubsub import next_message
-from aimass.producer.results import is_final, parse_meta
+from aimass.producer.records import ResultRecord
+from aimass.producer.results import is_final
 
 # Seconds without a message after which pending results are read again.
 REFRESH_S = 1.0
@@ -31,7 +32,7 @@ class Watchlist:
 
     def __init__(self) -> None:
         self.pending: set[str] = set()
-        self.finished: deque[tuple[str, dict[str, Any]]] = deque()
+        self.finished: deque[tuple[str, ResultRecord]] = deque()
         self.last_refresh = time.monotonic()
 
     @property
@@ -45,12 +46,12 @@ class Watchlist:
         self.pending.update(fresh)
         return fresh
 
-    def settle(self, job_id: str, meta: dict[str, Any] | None) -> bool:
-        """Note a stored meta; True when it finishes a pending job (unsubscribe then)."""
-        if meta is None or not is_final(meta) or job_id not in self.pending:
+    def note(self, job_id: str, record: ResultRecord | None) -> bool:
+        """Note a stored record; True when it finishes a pending job (unsubscribe then)."""
+        if record is None or not is_final(record) or job_id not in self.pending:
             return False
         self.pending.discard(job_id)
-        self.finished.append((job_id, meta))
+        self.finished.append((job_id, record))
         return True
 
     def refresh_due(self) -> bool:
@@ -103,8 +104,8 @@ class ResultWatcher:
             self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
         self._refresh(fresh)
 
-    def next_finished(self, timeout: float | None) -> tuple[str, dict[str, Any]] | None:
-        """The id and stored meta of the next job to finish; ``None`` when ``timeout``
+    def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
+        """The id and stored record of the next job to finish; ``None`` when ``timeout``
         seconds pass first or nothing is being watched."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._list.finished:
@@ -114,7 +115,7 @@ class ResultWatcher:
             message = next_message(self._pubsub, min(REFRESH_S, left))
             if message is not None:
                 job_id = job_id_of(message)
-                self._settle(job_id, parse_meta(message["data"]))
+                self._note(job_id, ResultRecord.decode(message["data"], job_id))
             elif self._list.refresh_due():
                 self._refresh(list(self._list.pending))
         return self._list.finished.popleft()
@@ -124,8 +125,8 @@ class ResultWatcher:
         for chunk in in_chunks(job_ids):
             values = self._redis.mget([result_key(job_id) for job_id in chunk])
             for job_id, raw in zip(chunk, values, strict=True):
-                self._settle(job_id, parse_meta(raw))
+                self._note(job_id, ResultRecord.decode(raw, job_id))
 
-    def _settle(self, job_id: str, meta: dict[str, Any] | None) -> None:
-        if self._list.settle(job_id, meta):
+    def _note(self, job_id: str, record: ResultRecord | None) -> None:
+        if self._list.note(job_id, record):
             self._pubsub.unsubscribe(result_key(job_id))

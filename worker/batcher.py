@@ -279,7 +279,7 @@ class Batcher:
         for job in batch:
             part = [out[offset:offset + job.size] for out in outputs]
             offset += job.size
-            _settle(job.future, BatchOutput(
+            _resolve(job.future, BatchOutput(
                 outputs=part,
                 queue_ms=(started - job.arrived) * 1000.0,
                 inference_ms=inference_ms,
@@ -293,7 +293,7 @@ class Batcher:
             f"{type(exc).__name__}: {exc}")
         log.error("batch of %d jobs failed on %s: %s", len(batch), self.name, exc)
         for job in batch:
-            _settle(job.future, error=error)
+            _resolve(job.future, error=error)
 
     # The time limit: a watchdog thread per batcher, when there is a limit.
 
@@ -318,7 +318,7 @@ class Batcher:
         log.error("batch of %d jobs on %s timed out after %g s; interrupting its run",
                   len(running.batch), self.name, self.time_limit_s)
         for job in running.batch:
-            _settle(job.future, error=error)
+            _resolve(job.future, error=error)
         if self.interrupt is not None:
             self.interrupt(running.thread)
 
@@ -336,8 +336,8 @@ class Batcher:
             self._start_thread()
 
 
-def _settle(future: Future[BatchOutput], result: BatchOutput | None = None,
-            error: BaseException | None = None) -> None:
+def _resolve(future: Future[BatchOutput], result: BatchOutput | None = None,
+             error: BaseException | None = None) -> None:
     """Resolve a job's future, unless the time limit has resolved it already."""
     try:
         if error is not None:

@@ -18,24 +18,18 @@ from typing import Any
 
 import redis
 
-from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK, JobKind
+from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK
 from aimass.producer.errors import AimassError, InvalidJob, ModelError, PayloadTooLarge
-from aimass.worker.envelope import (
-    Envelope,
-    RefusedMessage,
-    failure_record,
-    job_kwargs,
-    open_envelope,
-    peek_task_id,
-    revoked_record,
-    success_record,
-)
+from aimass.producer.manifest import ModelKind
+from aimass.producer.messages import InvalidMessage
+from aimass.producer.records import ResultRecord
+from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
 from aimass.worker.runtime import Runtime, StartedJob
 
 log = logging.getLogger(__name__)
 
-TASK_KINDS = {CLASSIFY_TASK: JobKind.classify, GENERATE_TASK: JobKind.generate}
+TASK_KINDS = {CLASSIFY_TASK: ModelKind.classify, GENERATE_TASK: ModelKind.generate}
 
 
 @dataclass(eq=False)
@@ -45,7 +39,7 @@ class InFlight:
     envelope: Envelope
     arrived: float = 0.0  # time.monotonic() when it was taken from Redis
     started: StartedJob | None = None
-    record: bytes | None = None  # set when the job ended before reaching a batcher
+    record: ResultRecord | None = None  # set when the job ended before reaching a batcher
 
     @property
     def model(self) -> str:
@@ -84,7 +78,7 @@ class BulkConsumer:
 
     def __init__(self, runtime: Runtime, queues: ModelQueues, capacity: int,
                  revoked: Container[str] = (),
-                 on_settled: Callable[[InFlight, bytes | None], None] | None = None,
+                 on_settled: Callable[[InFlight, ResultRecord | None], None] | None = None,
                  on_load: Callable[[int], None] | None = None,
                  idle_poll_s: float = 0.02) -> None:
         self.runtime = runtime
@@ -189,8 +183,8 @@ class BulkConsumer:
                 "over several jobs"))
             return
         try:
-            envelope = open_envelope(message.raw, message.delivery_tag)
-        except RefusedMessage as exc:
+            envelope = Envelope.open(message.raw, message.delivery_tag)
+        except InvalidMessage as exc:
             self._refuse(message, arrived, InvalidJob(str(exc)))
             return
         flight = InFlight(envelope, arrived)
@@ -209,25 +203,27 @@ class BulkConsumer:
     def _refuse(self, message: Taken, arrived: float, error: AimassError | None) -> None:
         """Acknowledge a message that is not opened; its job fails with ``error`` when its
         id can be found without decoding it."""
-        task_id = peek_task_id(message.raw)
-        envelope = Envelope(message.raw, message.delivery_tag, task_id, None, {}, {}, "", None)
+        envelope = Envelope.unread(message.raw, message.delivery_tag)
+        task_id = envelope.task_id
         flight = InFlight(envelope, arrived)
         if error is not None:
             log.error("refused message %s (job %s): %s", message.delivery_tag, task_id,
                       error.message)
             if task_id is not None:
-                flight.record = failure_record(task_id, error)
+                flight.record = ResultRecord.failure(task_id, error)
         self._finished.put(flight)
 
     def _when_done(self, flight: InFlight) -> Callable[[Any], None]:
         return lambda _future: self._finished.put(flight)
 
     def _start(self, envelope: Envelope, arrived: float) -> StartedJob | None:
+        message = envelope.message
+        assert message is not None  # opened
         if envelope.task_id is None:
             raise InvalidJob("message has no task id (headers.id); it cannot get a result")
         if envelope.task_id in self.revoked:
             raise _Revoked("revoked")
-        if envelope.is_expired(datetime.now(UTC)):
+        if message.is_expired(datetime.now(UTC)):
             raise _Revoked("expired")
         if envelope.task is None:
             raise InvalidJob(
@@ -238,22 +234,22 @@ class BulkConsumer:
         if kind is None:
             raise InvalidJob(f"unknown task {envelope.task!r}; this queue serves "
                              f"{CLASSIFY_TASK} and {GENERATE_TASK}")
-        if envelope.headers.get("eta") or envelope.headers.get("countdown"):
+        if message.headers.get("eta") or message.headers.get("countdown"):
             raise InvalidJob("aimass jobs cannot be delayed (eta/countdown); send them when due")
-        return self.runtime.begin(kind, job_kwargs(envelope), arrived, envelope.task_id)
+        return self.runtime.begin(kind, message.kwargs(), arrived, envelope.task_id)
 
-    def _failure(self, envelope: Envelope, error: AimassError) -> bytes | None:
+    def _failure(self, envelope: Envelope, error: AimassError) -> ResultRecord | None:
         if envelope.task_id is None:
             log.error("refused message %s: %s", envelope.delivery_tag, error.message)
             return None
         if isinstance(error, _Revoked):
-            return revoked_record(envelope.task_id, error.message)
+            return ResultRecord.revoked(envelope.task_id, error.message)
         if "pickle" in envelope.content_type or "python-serialize" in envelope.content_type:
             log.error("refused job %s: untrusted content type %s (pickle is never accepted)",
                       envelope.task_id, envelope.content_type)
-        return failure_record(envelope.task_id, error)
+        return ResultRecord.failure(envelope.task_id, error)
 
-    # -- settling jobs -------------------------------------------------------------
+    # -- settling jobs: their results stored and their messages acknowledged --------
 
     def _finish_loop(self) -> None:
         while True:
@@ -297,14 +293,14 @@ class BulkConsumer:
             record = self._result_record(envelope.task_id, flight.started)
         return Settlement(envelope.delivery_tag, envelope.task_id, record)
 
-    def _result_record(self, task_id: str, started: StartedJob) -> bytes:
+    def _result_record(self, task_id: str, started: StartedJob) -> ResultRecord:
         try:
-            return success_record(task_id, self.runtime.complete(started))
+            return ResultRecord.success(task_id, self.runtime.complete(started))
         except AimassError as error:
-            return failure_record(task_id, error)
+            return ResultRecord.failure(task_id, error)
         except Exception as exc:
             log.exception("job %s failed after its batch", task_id)
-            return failure_record(task_id, ModelError(f"{type(exc).__name__}: {exc}"))
+            return ResultRecord.failure(task_id, ModelError(f"{type(exc).__name__}: {exc}"))
 
 
 class _Revoked(AimassError):

@@ -7,11 +7,11 @@ Sent only while the worker's task events are on (``-E``, or Flower's
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+from aimass.producer.records import ResultRecord, ResultState
 from aimass.worker.consumer import InFlight
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class TaskEvents:
         return bool(dispatcher is not None and dispatcher.enabled
                     and "task" in (dispatcher.groups or ()))
 
-    def on_settled(self, flight: InFlight, record: bytes | None) -> None:
+    def on_settled(self, flight: InFlight, record: ResultRecord | None) -> None:
         envelope = flight.envelope
         if record is None or envelope.task_id is None or not self.enabled():
             return
@@ -41,7 +41,7 @@ class TaskEvents:
             log.warning("could not send task events: %s", exc)
             self._dispatcher = None
 
-    def _send(self, flight: InFlight, task_id: str, task: str, record: bytes) -> None:
+    def _send(self, flight: InFlight, task_id: str, task: str, record: ResultRecord) -> None:
         if self._dispatcher is None:
             connection = self.app.connection_for_write()
             self._dispatcher = self.app.events.Dispatcher(
@@ -52,20 +52,20 @@ class TaskEvents:
                               kwargs=str(envelope_kwargsrepr(flight)), root_id=task_id,
                               parent_id=None, retries=0, eta=None, expires=None,
                               timestamp=received)
-        meta = json.loads(record)
-        status, result = meta.get("status"), meta.get("result")
-        if status == "SUCCESS":
+        if record.state is ResultState.succeeded:
+            result = record.result
             summary = {k: result[k] for k in ("model", "version", "timing") if k in result}
             self._dispatcher.send("task-succeeded", uuid=task_id, result=repr(summary),
                                   runtime=runtime)
-        elif status == "REVOKED":
+        elif record.state is ResultState.revoked:
             self._dispatcher.send("task-revoked", uuid=task_id, terminated=False,
                                   signum=None, expired=True)
         else:
-            exc = f"{result.get('exc_type')}({result.get('exc_message', [''])[0]!r})"
+            exc = f"{record.error_type}({record.error_message!r})"
             self._dispatcher.send("task-failed", uuid=task_id, exception=exc, traceback="")
 
 
 def envelope_kwargsrepr(flight: InFlight) -> str:
     """What Celery shows as the job's kwargs: the producer's short repr when it sent one."""
-    return str(flight.envelope.headers.get("kwargsrepr") or "{...}")
+    message = flight.envelope.message
+    return str((message.headers.get("kwargsrepr") if message else None) or "{...}")

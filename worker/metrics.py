@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from aimass.producer.records import ResultRecord
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,10 @@ class Metrics:
         self.bucket_runs.labels(model, str(run_size)).inc()
         self.inference.labels(model).observe(inference_ms / 1000.0)
 
-    def on_settled(self, model: str, kind: str, record: bytes | None, queue_ms: float | None,
-                   seconds: float) -> None:
-        outcome, reason = outcome_of(record)
+    def on_settled(self, model: str, kind: str, record: ResultRecord | None,
+                   queue_ms: float | None, seconds: float) -> None:
+        # "refused": a message that was no job (no id), so that nothing was stored.
+        outcome, reason = (record.outcome, record.error_type) if record else ("refused", "")
         self.jobs.labels(model, kind, outcome, reason).inc()
         if queue_ms is not None:
             self.queue_wait.labels(model).observe(queue_ms / 1000.0)
@@ -69,13 +71,3 @@ class Metrics:
             provider = m["providers"][0] if m["providers"] else "none"
             self.model_info.labels(m["name"], str(m["version"]), m["kind"], provider).set(1)
 
-
-def outcome_of(record: bytes | None) -> tuple[str, str]:
-    """("succeeded" | "failed" | "expired" | "refused", error type or "")."""
-    if record is None:
-        return "refused", ""
-    head = record[:32]
-    if b"SUCCESS" in head:
-        return "succeeded", ""
-    reason = str(json.loads(record).get("result", {}).get("exc_type", ""))
-    return ("expired" if b"REVOKED" in head else "failed"), reason

@@ -10,7 +10,6 @@ what it guarantees.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,19 +17,28 @@ from typing import Any
 
 import redis
 
-from aimass.producer.contract import PRIORITY_STEPS, priority_queue_name, queue_name
-from aimass.producer.keys import RESULT_KEY_PREFIX, UNACKED_HASH, UNACKED_INDEX, wake_channel
+from aimass.producer.keys import (
+    PRIORITY_STEPS,
+    RESULT_KEY_PREFIX,
+    UNACKED_HASH,
+    UNACKED_INDEX,
+    priority_queue_name,
+    queue_name,
+    wake_channel,
+)
 from aimass.producer.pubsub import next_message
+from aimass.producer.records import ResultRecord, ResultState, started_template
 
 # KEYS: unacked hash, unacked index, then the lists to serve in order.
-# ARGV: limit, now, result ttl, worker name (JSON string), adopted message or "",
-#       the adopted message's queue, max message bytes, then each list's base queue name.
+# ARGV: limit, now, result ttl, the started record's bytes before and after its task id
+#       (records.started_template), max message bytes, then each list's base queue name.
 # A message above the size cap is not decoded (the worker fails it unread) but is
 # recorded under a fresh tag like any other, so that its job is not lost either.
 _TAKE = """
 local limit = tonumber(ARGV[1])
-local now, ttl, worker = ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local max_bytes = tonumber(ARGV[7])
+local now, ttl = ARGV[2], tonumber(ARGV[3])
+local started_head, started_tail = ARGV[4], ARGV[5]
+local max_bytes = tonumber(ARGV[6])
 local out = {}
 -- The envelope as a table, read without its body where it can be: the body (base64
 -- text, no quotes) is nearly all of the bytes, and only the headers and properties are
@@ -77,19 +85,16 @@ local function record(raw, base)
   redis.call('ZADD', KEYS[2], now, tag)
   if id then
     redis.call('SET', '""" + RESULT_KEY_PREFIX + """' .. id,
-      '{"status":"STARTED","result":{"hostname":' .. worker .. '},"traceback":null,' ..
-      '"children":[],"date_done":null,"task_id":' .. cjson.encode(id) .. '}',
-      'NX', 'EX', ttl)
+      started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
   end
   out[#out + 1] = tag
   out[#out + 1] = raw
 end
-if ARGV[5] ~= '' then record(ARGV[5], ARGV[6]) end
 for i = 3, #KEYS do
   while #out < 2 * limit do
     local raw = redis.call('RPOP', KEYS[i])
     if not raw then break end
-    record(raw, ARGV[5 + i])
+    record(raw, ARGV[4 + i])
   end
 end
 return out
@@ -103,7 +108,9 @@ for i = 2, #ARGV, 3 do
   local tag, key, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if key ~= '' then
     local current = redis.call('GET', key)
-    if (not current) or string.find(string.sub(current, 1, 32), 'STARTED', 1, true) then
+    local started = string.find(string.sub(current or '', 1, 32), '""" + ResultState.started + """',
+                                1, true)
+    if (not current) or started then
       redis.call('SET', key, record, 'EX', ttl)
       redis.call('PUBLISH', key, record)
     end
@@ -132,7 +139,7 @@ class Settlement:
 
     delivery_tag: str
     task_id: str | None
-    record: bytes | None
+    record: ResultRecord | None
 
 
 class ModelQueues:
@@ -141,7 +148,7 @@ class ModelQueues:
     def __init__(self, client: redis.Redis, models: Sequence[str], worker_name: str,
                  result_ttl_s: int, max_message_bytes: int = 32 * 1024 * 1024) -> None:
         self.client = client
-        self.worker_name = json.dumps(worker_name)
+        self.started_head, self.started_tail = started_template(worker_name)
         self.result_ttl_s = result_ttl_s
         self.max_message_bytes = max_message_bytes
         self._take = client.register_script(_TAKE)
@@ -159,12 +166,11 @@ class ModelQueues:
                       for m in self.models]
         self.bases = [queue_name(m) for step in PRIORITY_STEPS for m in self.models]
 
-    def take(self, limit: int, adopted: bytes | None = None,
-             adopted_queue: str = "") -> list[Taken]:
+    def take(self, limit: int) -> list[Taken]:
         """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
         keys = [UNACKED_HASH, UNACKED_INDEX, *self.lists]
-        args: list[Any] = [limit, repr(time.time()), self.result_ttl_s, self.worker_name,
-                           adopted or b"", adopted_queue, self.max_message_bytes, *self.bases]
+        args: list[Any] = [limit, repr(time.time()), self.result_ttl_s, self.started_head,
+                           self.started_tail, self.max_message_bytes, *self.bases]
         flat = self._take(keys=keys, args=args)
         return [Taken(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
@@ -192,14 +198,8 @@ class ModelQueues:
         args: list[Any] = [self.result_ttl_s]
         for s in settlements:
             key = f"{RESULT_KEY_PREFIX}{s.task_id}" if s.task_id and s.record else ""
-            args += [s.delivery_tag, key, s.record or b""]
+            args += [s.delivery_tag, key, s.record.encode() if s.record else b""]
         self._settle(keys=[UNACKED_HASH, UNACKED_INDEX], args=args)
-
-    def depth(self) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        for name in self.lists:
-            pipe.llen(name)
-        return int(sum(pipe.execute()))
 
 
 def _text(value: Any) -> str:

@@ -20,8 +20,14 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu import Queue
 
-from aimass.producer.contract import queue_name
-from aimass.producer.keys import WORKER_HEARTBEAT_INTERVAL_S, WORKER_HEARTBEAT_TTL_S, worker_key
+from aimass.producer.keys import (
+    CELERY_QUEUE,
+    WORKER_HEARTBEAT_INTERVAL_S,
+    WORKER_HEARTBEAT_TTL_S,
+    queue_name,
+    worker_key,
+)
+from aimass.producer.records import ResultRecord
 from aimass.worker.consumer import BulkConsumer, InFlight
 from aimass.worker.events import TaskEvents
 from aimass.worker.metrics import Metrics
@@ -30,11 +36,6 @@ from aimass.worker.runtime import Runtime
 from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-# The queue Celery's own consumer serves when the bulk consumer serves the model queues:
-# it keeps remote control, inspect and Flower working; no aimass job is sent there.
-CELERY_QUEUE = "aimass.celery"
-
 
 class WorkerService:
     """Everything aimass runs inside one Celery worker process."""
@@ -122,7 +123,7 @@ class WorkerService:
         gpu = self.app.aimass_plan.gpu
         return "cpu" if gpu is None or self.runtime.cpu_fallback() else f"gpu:{gpu}"
 
-    def _on_settled(self, flight: InFlight, record: bytes | None) -> None:
+    def _on_settled(self, flight: InFlight, record: ResultRecord | None) -> None:
         kind = flight.started.model.logic.kind if flight.started else "-"
         queue_ms = None
         if flight.started is not None and flight.started.future.done() and \

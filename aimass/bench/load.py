@@ -33,8 +33,8 @@ from PIL import Image
 
 from aimass.producer.keys import RESULT_KEY_PREFIX
 from aimass.producer.pubsub import next_message
+from aimass.producer.records import ResultRecord, ResultState
 
-FINAL_STATES = {"SUCCESS", "FAILURE", "REVOKED"}
 POLL_AFTER_S = 1.0  # read a job's result directly when no publication came in this long
 POOL_SIZE = 32  # distinct inputs each producer cycles through
 
@@ -64,6 +64,9 @@ class Window:
     images: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     batch_sizes: Counter[int] = field(default_factory=Counter)
+    # Jobs by the size their batch was padded to (``timing.bucket``): only workers that
+    # pad to fixed sizes (GPUs) report one, so on the CPU this stays empty.
+    bucket_sizes: Counter[int] = field(default_factory=Counter)
     # The results' own timing (aimass): wait in the worker before the batch ran, and
     # the batch's session.run time.
     worker_queue_ms: list[float] = field(default_factory=list)
@@ -76,6 +79,7 @@ class Window:
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["batch_sizes"] = {str(k): v for k, v in sorted(self.batch_sizes.items())}
+        data["bucket_sizes"] = {str(k): v for k, v in sorted(self.bucket_sizes.items())}
         return data
 
 
@@ -243,8 +247,8 @@ class ClosedLoop:
 
     def _finish(self, job_id: str, raw: bytes | str, window: Window, t_end: float, cap: int,
                 polled: bool) -> None:
-        meta = json.loads(raw)
-        if meta.get("status") not in FINAL_STATES or job_id not in self.inflight:
+        record = ResultRecord.decode(raw, job_id)
+        if record is None or not record.final or job_id not in self.inflight:
             return
         done = time.monotonic()
         sent = self.inflight.pop(job_id)
@@ -253,20 +257,22 @@ class ClosedLoop:
         if window.t1 or done < window.t0:
             return
         window.polled += polled
-        if meta["status"] != "SUCCESS":
+        if record.state is not ResultState.succeeded:
             window.failed += 1
             if len(window.errors) < 3:
-                window.errors.append(json.dumps(meta.get("result"))[:300])
+                window.errors.append(json.dumps(record.result)[:300])
             return
         window.completed += 1
         window.images += window.images_per_job
         window.latencies_ms.append((done - sent) * 1000.0)
-        result = meta.get("result")
+        result = record.result
         timing = result.get("timing") if isinstance(result, dict) else None
         window.batch_sizes[int(timing["batch_size"]) if timing else 1] += 1
         if timing:
             window.worker_queue_ms.append(float(timing["queue_ms"]))
             window.inference_ms.append(float(timing["inference_ms"]))
+            if timing.get("bucket") is not None:
+                window.bucket_sizes[int(timing["bucket"])] += 1
         if window.completed >= cap > 0:
             self._close_window(window, done)
 

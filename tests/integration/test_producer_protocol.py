@@ -24,7 +24,7 @@ from celery import Celery
 from aimass.producer.client import Client, producer_config
 from aimass.producer.codecs import encode_image
 from aimass.producer.contract import ClassifyJob
-from aimass.producer.messages import decode_body
+from aimass.producer.messages import TaskMessage
 from aimass.producer.submission import Submission
 from tests.support.processes import child_env
 from tests.support.tiny_models import row_image
@@ -120,7 +120,8 @@ def test_the_client_writes_the_envelope_celery_writes(redis_url: str) -> None:
                 assert mine["properties"][field] == theirs["properties"][field]
             for field in ("lang", "task", "expires", "eta", "retries", "timelimit"):
                 assert mine["headers"][field] == theirs["headers"][field], field
-            assert decode_body(mine) == decode_body(theirs)
+            assert TaskMessage.from_envelope(mine).payload() == \
+                TaskMessage.from_envelope(theirs).payload()
     app.close()
 
 
@@ -163,7 +164,7 @@ def test_the_shell_example_of_the_guide_runs(example_env: dict[str, str]) -> Non
 
 def test_the_json_examples_of_the_guide_match_the_contract() -> None:
     message, success, failure = (json.loads(block) for block in doc_blocks("json"))
-    args, kwargs, embed = decode_body(message)
+    args, kwargs, embed = TaskMessage.from_envelope(message).payload()
     assert (args, embed) == ([], EMBED)
     job = ClassifyJob.model_validate(kwargs)
     assert job.inputs[0].image is not None and job.inputs[0].image.startswith(b"\x89PNG")

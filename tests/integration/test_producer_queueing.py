@@ -15,14 +15,16 @@ from aimass.producer.client import Client, JobStatus
 from aimass.producer.contract import Priority
 from aimass.producer.errors import JobExpired, QueueFull
 from aimass.producer.keys import submitted_key
+from aimass.producer.records import ResultRecord
 from aimass.producer.submission import Submission
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration
 
 
-def finished_at(meta: dict) -> datetime:
-    return datetime.fromisoformat(meta["date_done"])
+def finished_at(record: ResultRecord | None) -> datetime:
+    assert record is not None and record.date_done is not None
+    return datetime.fromisoformat(record.date_done)
 
 
 def test_a_high_priority_job_overtakes_a_low_priority_backlog(
@@ -39,9 +41,9 @@ def test_a_high_priority_job_overtakes_a_low_priority_backlog(
         start_worker(redis_url, model_repository, "--concurrency", "2",
                      "--max-batch-size", "2")
         client.wait([*backlog, normal, urgent], timeout=60)
-        backlog_done = [finished_at(job.meta() or {}) for job in backlog]
+        backlog_done = [finished_at(job.record()) for job in backlog]
         for overtaker in (urgent, normal):
-            done = finished_at(overtaker.meta() or {})
+            done = finished_at(overtaker.record())
             before = sum(1 for when in backlog_done if when < done)
             assert before < len(backlog) // 2, (
                 f"{before} of {len(backlog)} low-priority jobs finished before {overtaker}")
@@ -82,11 +84,11 @@ def test_a_job_id_submitted_twice_runs_once(
         worker = start_worker(redis_url, model_repository)
         result = first.result(timeout=30)
         assert result["predictions"][0][0]["label"] == "4"  # the first submit's image
-        stored = first.meta()
+        stored = first.record()
         worker.stop()
         client.classify(row_image(5), model="tiny", job_id="order-42")
         assert client.queue_depth("tiny") == 0  # finished: a resubmit enqueues nothing
-        assert client.job("order-42").meta() == stored
+        assert client.job("order-42").record() == stored
         client.job("order-42").forget()  # forgetting the id frees it
         client.classify(row_image(5), model="tiny", job_id="order-42")
         assert client.queue_depth("tiny") == 1

@@ -13,17 +13,18 @@ from PIL import Image
 
 from aimass.producer.bulk import chunks
 from aimass.producer.codecs import encode_image
-from aimass.producer.contract import JobKind, Priority
+from aimass.producer.contract import Priority
 from aimass.producer.errors import InvalidInput, InvalidJob, JobExpired, ModelError
 from aimass.producer.images import layout_for, tile, upscale_factor
+from aimass.producer.manifest import ModelKind
 from aimass.producer.messages import (
-    decode_body,
+    TaskMessage,
     kwargs_repr,
     message_list,
     priority_step,
-    task_message,
 )
 from aimass.producer.progress import Progress
+from aimass.producer.records import ResultRecord
 from aimass.producer.results import JobStatus, decode_result, status_of
 from aimass.producer.settings import ClientSettings
 from aimass.producer.submission import Submission, expires_at
@@ -49,8 +50,12 @@ def test_a_priority_out_of_range_says_the_range() -> None:
 
 def test_task_message_is_a_protocol_v2_envelope_with_json_kwargs() -> None:
     expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-    message = task_message("aimass.generate", "job-1", {"model": "m", "count": 2},
-                           queue="aimass.m", priority=6, expires=expires)
+    built = TaskMessage.build("aimass.generate", "job-1", {"model": "m", "count": 2},
+                              queue="aimass.m", priority=6, expires=expires)
+    message = json.loads(built.encode())
+    assert TaskMessage.decode(built.encode()) == built
+    assert built.task_id == "job-1" and built.task == "aimass.generate"
+    assert built.expires == expires and built.is_expired(expires)
     assert message["content-type"] == "application/json"
     assert message["headers"]["task"] == "aimass.generate"
     assert message["headers"]["id"] == message["headers"]["root_id"] == "job-1"
@@ -58,8 +63,8 @@ def test_task_message_is_a_protocol_v2_envelope_with_json_kwargs() -> None:
     assert message["properties"]["delivery_info"] == {"exchange": "", "routing_key": "aimass.m"}
     assert message["properties"]["priority"] == 6
     assert message["properties"]["body_encoding"] == "base64"
-    args, kwargs, embed = decode_body(message)
-    assert args == [] and kwargs == {"model": "m", "count": 2}
+    args, kwargs, embed = built.payload()
+    assert args == [] and kwargs == built.kwargs() == {"model": "m", "count": 2}
     assert embed == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
@@ -75,7 +80,7 @@ def test_kwargs_repr_elides_images_and_stays_short() -> None:
 def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
     submission = Submission.classify([row_image(3), row_image(4)], model="tiny", top_k=2,
                                      priority=Priority.low)
-    assert submission.kind is JobKind.classify
+    assert submission.kind is ModelKind.classify
     assert submission.list_name == "aimass.tiny\x06\x166"
     # uint8 pixel arrays of one shape go stacked as one raw uint8 batch tensor...
     batch = submission.kwargs["batch"]
@@ -94,15 +99,15 @@ def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
     # The body is msgpack, bytes raw, unless JSON is asked for (bytes as base64 text).
     message = json.loads(submission.message())
     assert message["content-type"] == "application/x-msgpack"
-    _, kwargs, _ = decode_body(message)
+    _, kwargs, _ = TaskMessage.from_envelope(message).payload()
     assert kwargs == submission.raw_kwargs and kwargs["batch"]["data"] == (
         row_image(3).tobytes() + row_image(4).tobytes())
     as_json = Submission.classify([row_image(3), row_image(4)], model="tiny", top_k=2,
                                   serializer="json")
-    _, kwargs, _ = decode_body(json.loads(as_json.message()))
+    _, kwargs, _ = TaskMessage.decode(as_json.message()).payload()
     assert kwargs == submission.kwargs == as_json.kwargs
     with pytest.raises(ValueError, match="serializer must be 'msgpack' or 'json'"):
-        Submission(JobKind.classify, submission.kwargs, serializer="pickle")  # type: ignore[arg-type]
+        Submission(ModelKind.classify, submission.kwargs, serializer="pickle")  # type: ignore[arg-type]
     with pytest.raises(InvalidJob, match="top_k"):
         Submission.classify(row_image(1), model="tiny", top_k=0)
     with pytest.raises(TypeError, match="expected a file path, bytes, a PIL image"):
@@ -138,17 +143,25 @@ def test_deadlines_become_aware_utc_times() -> None:
         expires_at("soon", now)  # type: ignore[arg-type]
 
 
+def stored(document: dict) -> ResultRecord:
+    """A result record as a reader decodes it from Redis."""
+    record = ResultRecord.decode(json.dumps(document), "j")
+    assert record is not None
+    return record
+
+
 @pytest.mark.parametrize(("meta", "submitted", "status"), [
     (None, False, JobStatus.unknown),
     (None, True, JobStatus.queued),
+    ({"status": "PENDING"}, True, JobStatus.queued),
     ({"status": "STARTED"}, True, JobStatus.started),
     ({"status": "SUCCESS"}, False, JobStatus.succeeded),
     ({"status": "FAILURE"}, True, JobStatus.failed),
     ({"status": "REVOKED"}, True, JobStatus.expired),
 ])
-def test_status_from_meta_and_record(meta: dict | None, submitted: bool,
-                                     status: JobStatus) -> None:
-    assert status_of(meta, submitted) is status
+def test_status_from_the_stored_and_the_submission_record(meta: dict | None, submitted: bool,
+                                                          status: JobStatus) -> None:
+    assert status_of(stored(meta) if meta else None, submitted) is status
 
 
 def test_failed_and_expired_results_raise_their_typed_errors() -> None:
@@ -156,16 +169,16 @@ def test_failed_and_expired_results_raise_their_typed_errors() -> None:
         "exc_type": "InvalidInput", "exc_message": ["image is 3x3"],
         "exc_module": "aimass.producer.errors"}}
     with pytest.raises(InvalidInput, match="image is 3x3"):
-        decode_result("j", failed)
+        decode_result("j", stored(failed))
     foreign = {"status": "FAILURE", "result": {
         "exc_type": "KeyError", "exc_message": ["'x'"], "exc_module": "builtins"}}
     with pytest.raises(ModelError, match="KeyError: 'x'"):
-        decode_result("j", foreign)
+        decode_result("j", stored(foreign))
     revoked = {"status": "REVOKED", "result": {
         "exc_type": "TaskRevokedError", "exc_message": ["expired"],
         "exc_module": "celery.exceptions"}}
     with pytest.raises(JobExpired, match="not started before its deadline"):
-        decode_result("j", revoked)
+        decode_result("j", stored(revoked))
 
 
 def test_generated_images_decode_to_pil_or_numpy() -> None:
@@ -176,10 +189,10 @@ def test_generated_images_decode_to_pil_or_numpy() -> None:
         base64.b64encode(buffer.getvalue()).decode(),
         {"dtype": "float32", "shape": [2, 2], "data": base64.b64encode(tensor.tobytes()).decode()},
     ]}}
-    png, array = decode_result("j", meta)["images"]
+    png, array = decode_result("j", stored(meta))["images"]
     assert isinstance(png, Image.Image) and png.size == (8, 8)
     np.testing.assert_array_equal(array, tensor)
-    assert isinstance(decode_result("j", meta, decode=False)["images"][0], str)
+    assert isinstance(decode_result("j", stored(meta), decode=False)["images"][0], str)
 
 
 def test_grids_upscale_small_images_and_tile_them_square() -> None:
