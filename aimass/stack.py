@@ -6,7 +6,6 @@ Used by ``aimass up`` (in the foreground until Ctrl-C) and ``aimass demo``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,7 +20,7 @@ from types import TracebackType
 import redis
 
 from aimass.embedded_redis import RedisServer, stop_process
-from aimass.producer.keys import WORKER_PREFIX
+from aimass.producer.heartbeats import live_heartbeats
 from aimass.worker.repository import ModelRepository
 
 DEMO_MODELS = ("digits", "digits-gan")
@@ -144,12 +143,8 @@ class LocalStack:
                 if dead:
                     raise RuntimeError(f"a worker exited with {dead[0].returncode}; its log is "
                                        f"in {self.folder / 'logs'}")
-                ready = set()
-                for key in client.scan_iter(match=f"{WORKER_PREFIX}*"):
-                    raw = client.get(key)
-                    info = json.loads(raw) if raw else {}
-                    if info.get("pid") in pids and info.get("ready"):
-                        ready.add(info["pid"])
+                ready = {beat["pid"] for beat in live_heartbeats(client)
+                         if beat.get("pid") in pids and beat.get("ready")}
                 if len(ready) == len(pids):
                     return
                 time.sleep(0.2)

@@ -199,12 +199,11 @@ def run_zoo(args: argparse.Namespace) -> int:
         )
     if (args.weights or args.labels) and "alexnet" not in names:
         return _fail("--weights and --labels apply to alexnet, which --only leaves out")
-    from aimass.export.repository import list_versions
-    from aimass.producer.manifest import resolve_repository
+    from aimass.producer.manifest import published_versions, resolve_repository
 
     repository = resolve_repository(args.repository)
     if args.skip_existing:
-        names = [name for name in names if not list_versions(repository, name)]
+        names = [name for name in names if not published_versions(repository, name)]
         if not names:
             print(f"every requested model already has a version in {repository}")
             return 0
@@ -289,13 +288,17 @@ def _model_rows(repository: Path) -> list[dict[str, Any]]:
     manifest is unreadable)."""
     from pydantic import ValidationError
 
-    from aimass.export.repository import list_model_names, list_versions
-    from aimass.producer.manifest import Manifest
+    from aimass.producer.manifest import (
+        Manifest,
+        published_models,
+        published_versions,
+        version_folder,
+    )
 
     rows: list[dict[str, Any]] = []
-    for name in list_model_names(repository):
-        for version in list_versions(repository, name):
-            folder = repository / name / str(version)
+    for name in published_models(repository):
+        for version in published_versions(repository, name):
+            folder = version_folder(repository, name, version)
             model_file = folder / MODEL_FILE
             row: dict[str, Any] = {"name": name, "version": version, "path": str(folder)}
             row["size_bytes"] = model_file.stat().st_size if model_file.is_file() else None

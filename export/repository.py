@@ -1,10 +1,11 @@
 """The model repository on disk: where it is, which versions it holds, and publishing a
 new version atomically.
 
-``<repository>/<name>/<version>/{model.onnx,manifest.json}``. A version is written in a
-hidden folder next to the versions (its name starts with a dot, and readers skip every
-name that is not a number), flushed to disk, then renamed into place: a worker listing
-the versions sees either no new version or a complete one.
+``<repository>/<name>/<version>/{model.onnx,manifest.json}`` (the layout rule, shared
+with the workers, is in ``aimass.producer.manifest``). A version is written in a hidden
+folder next to the versions (its name starts with a dot, and readers skip every name
+that is not a number), flushed to disk, then renamed into place: a worker listing the
+versions sees either no new version or a complete one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from aimass.export.errors import InvalidModelNameError
-from aimass.producer.manifest import MODEL_FILE, Manifest, is_valid_model_name
+from aimass.producer.manifest import (
+    MODEL_FILE,
+    Manifest,
+    is_valid_model_name,
+    published_versions,
+    taken_versions,
+    version_folder,
+)
 
 # How export steps report progress: a line for the user.
 Progress = Callable[[str], None]
@@ -49,35 +57,12 @@ def check_model_name(name: str) -> None:
         )
 
 
-def list_versions(repository: Path, name: str) -> list[int]:
-    """The published versions of ``name``, ascending; hidden and non-numeric folders are skipped."""
-    folder = repository / name
-    if not folder.is_dir():
-        return []
-    return sorted(
-        int(entry.name)
-        for entry in folder.iterdir()
-        if entry.name.isdigit() and entry.is_dir() and int(entry.name) > 0
-    )
-
-
-def list_model_names(repository: Path) -> list[str]:
-    if not repository.is_dir():
-        return []
-    return sorted(
-        entry.name
-        for entry in repository.iterdir()
-        if entry.is_dir()
-        and is_valid_model_name(entry.name)
-        and list_versions(repository, entry.name)
-    )
-
-
 def latest(repository: Path, name: str) -> PublishedModel | None:
-    versions = list_versions(repository, name)
+    """The newest published version of ``name``, or None."""
+    versions = published_versions(repository, name)
     if not versions:
         return None
-    folder = repository / name / str(versions[-1])
+    folder = version_folder(repository, name, versions[-1])
     return PublishedModel(Manifest.read(folder), folder)
 
 
@@ -110,7 +95,9 @@ def publish_version(
         digest = hashlib.sha256(model_bytes).hexdigest()
         created_at = datetime.now(UTC).isoformat(timespec="seconds")
         for _ in range(_RENAME_ATTEMPTS):
-            version = max(list_versions(repository, name), default=0) + 1
+            # Above every numbered folder, published or not: never into one still
+            # being written (or left broken) by someone else.
+            version = max(taken_versions(repository, name), default=0) + 1
             manifest = Manifest.model_validate(
                 {
                     **fields,
@@ -121,7 +108,7 @@ def publish_version(
                 }
             )
             _fsync(manifest.write(staging))
-            target = model_folder / str(version)
+            target = version_folder(repository, name, version)
             try:
                 os.rename(staging, target)  # atomic; fails if the version already exists
             except OSError:

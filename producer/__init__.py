@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aimass.producer.contract import CONTRACT_VERSION, JobKind, Priority
+from aimass.producer.contract import CONTRACT_VERSION, Priority
 from aimass.producer.errors import (
     AimassError,
     InvalidInput,
@@ -21,6 +21,7 @@ from aimass.producer.errors import (
     QueueFull,
     UnknownModel,
 )
+from aimass.producer.manifest import ModelKind
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -30,10 +31,10 @@ __all__ = [
     "InvalidJob",
     "Job",
     "JobExpired",
-    "JobKind",
     "JobStatus",
     "JobTimeout",
     "ModelError",
+    "ModelKind",
     "PayloadTooLarge",
     "Priority",
     "QueueFull",

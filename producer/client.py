@@ -15,9 +15,10 @@ import redis
 
 from aimass.producer.bulk import BulkRun, submit_in_chunks
 from aimass.producer.codecs import ImageLike
-from aimass.producer.contract import PRIORITY_SEPARATOR, PRIORITY_STEPS, Priority
+from aimass.producer.contract import Priority
 from aimass.producer.enqueue import Enqueuer, queue_depth
 from aimass.producer.job import Job, as_completed, wait
+from aimass.producer.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS
 from aimass.producer.results import JobStatus
 from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 from aimass.producer.submission import Deadline, Submission

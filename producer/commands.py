@@ -134,13 +134,11 @@ def _explained_timeout(client: Any, model: str) -> Iterator[None]:
                          "(`aimass workers` lists the live ones)") from None
 
 
-def _served_models(redis: Any) -> set[str]:
-    """Models named in the live workers' heartbeats (``aimass:worker:*``)."""
-    from aimass.producer.keys import WORKER_PREFIX
+def _served_models(redis: Any) -> list[str]:
+    """Models named in the live workers' heartbeats."""
+    from aimass.producer.heartbeats import live_heartbeats, served_models
 
-    keys = list(redis.scan_iter(match=f"{WORKER_PREFIX}*"))
-    beats = [json.loads(raw) for raw in (redis.mget(keys) if keys else []) if raw]
-    return {str(model.get("name")) for beat in beats for model in beat.get("models", [])}
+    return served_models(live_heartbeats(redis))
 
 
 def _client() -> Any:

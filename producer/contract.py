@@ -1,16 +1,17 @@
-"""The wire contract, version 1: task names, queues, job and result models.
+"""The wire contract, version 1: task names, job and result models.
 
 Jobs travel as Celery protocol-v2 messages with keyword arguments only, serialized as
 JSON (bytes as base64 strings) or msgpack (bytes raw). Results are stored by the
 Celery Redis result backend under ``celery-task-meta-<id>``. Fields may be added;
-none is renamed without a new contract version.
+none is renamed without a new contract version. The queue and key names are in
+``aimass.producer.keys``; the model kinds (one task each) in ``aimass.producer.manifest``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,17 +26,12 @@ from pydantic import (
 )
 
 from aimass.producer.errors import InvalidJob
+from aimass.producer.manifest import ModelKind
 
 CONTRACT_VERSION = 1
 
 CLASSIFY_TASK = "aimass.classify"
 GENERATE_TASK = "aimass.generate"
-QUEUE_PREFIX = "aimass."
-
-# kombu's Redis transport keeps one list per priority step: "<queue>" for 0 and
-# "<queue>\x06\x16<step>" for the others; a lower step is served first.
-PRIORITY_STEPS = (0, 3, 6, 9)
-PRIORITY_SEPARATOR = "\x06\x16"  # kombu's default: every Celery client agrees on it
 
 DTYPES = ("float32", "float16", "float64", "uint8", "int8", "int32", "int64", "bool")
 
@@ -48,24 +44,9 @@ class Priority(IntEnum):
     low = 6  # bulk work that can wait
 
 
-class JobKind(StrEnum):
-    classify = "classify"  # images in, top-k labels out
-    generate = "generate"  # class labels in, images out
-
-
-def queue_name(model: str) -> str:
-    """The Redis list (Celery queue) that serves one model."""
-    return f"{QUEUE_PREFIX}{model}"
-
-
-def priority_queue_name(model: str, priority: int) -> str:
-    """The Redis list that holds a model's jobs of one priority step."""
-    base = queue_name(model)
-    return base if priority == 0 else f"{base}{PRIORITY_SEPARATOR}{priority}"
-
-
-def task_name(kind: JobKind) -> str:
-    return CLASSIFY_TASK if kind is JobKind.classify else GENERATE_TASK
+def task_name(kind: ModelKind) -> str:
+    """The task that runs jobs for models of this kind."""
+    return CLASSIFY_TASK if kind is ModelKind.classify else GENERATE_TASK
 
 
 def _bytes_from_wire(value: Any) -> Any:
@@ -208,13 +189,13 @@ class ErrorResult(BaseModel):
     exc_module: str
 
 
-JOB_MODELS: dict[JobKind, type[ClassifyJob] | type[GenerateJob]] = {
-    JobKind.classify: ClassifyJob,
-    JobKind.generate: GenerateJob,
+JOB_MODELS: dict[ModelKind, type[ClassifyJob] | type[GenerateJob]] = {
+    ModelKind.classify: ClassifyJob,
+    ModelKind.generate: GenerateJob,
 }
 
 
-def parse_job(kind: JobKind, kwargs: Any, *, strict: bool = False) -> ClassifyJob | GenerateJob:
+def parse_job(kind: ModelKind, kwargs: Any, *, strict: bool = False) -> ClassifyJob | GenerateJob:
     """Validate a job's keyword arguments, raising ``InvalidJob`` that says what is wrong.
 
     ``strict`` (what workers use on the wire) takes each field only in its own JSON or

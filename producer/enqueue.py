@@ -16,9 +16,8 @@ from typing import Any
 
 import redis
 
-from aimass.producer.contract import PRIORITY_STEPS, priority_queue_name
 from aimass.producer.errors import QueueFull
-from aimass.producer.keys import submitted_key, wake_channel
+from aimass.producer.keys import PRIORITY_STEPS, priority_queue_names, submitted_key, wake_channel
 from aimass.producer.submission import Submission
 
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
@@ -57,7 +56,7 @@ class EnqueueCall:
         first = submissions[0]
         if any(s.list_name != first.list_name for s in submissions):
             raise ValueError("one enqueue call takes jobs of one model and priority")
-        keys = [priority_queue_name(first.model, step) for step in PRIORITY_STEPS]
+        keys = priority_queue_names(first.model)
         keys.append(first.list_name)
         keys.extend(submitted_key(s.job_id) for s in submissions)
         args: list[str | bytes | int] = [bound, ttl_s, len(PRIORITY_STEPS)]
@@ -114,6 +113,6 @@ class Enqueuer:
 def queue_depth(client: redis.Redis, model: str) -> int:
     """Jobs waiting in a model's queue, all priorities (one LLEN pipeline)."""
     pipe = client.pipeline(transaction=False)
-    for step in PRIORITY_STEPS:
-        pipe.llen(priority_queue_name(model, step))
+    for name in priority_queue_names(model):
+        pipe.llen(name)
     return sum(int(n) for n in pipe.execute())

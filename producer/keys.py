@@ -1,10 +1,29 @@
-"""The Redis key space of aimass, in one place.
+"""The Redis key space of aimass, in one place: every queue and key name.
 
 Celery and kombu own some keys (named here so that nobody guesses); aimass adds a few
-of its own under the ``aimass:`` prefix.
+of its own under the ``aimass:`` prefix. These names are the wire: a sender in another
+language, or an older worker, reads and writes the same bytes.
 """
 
 from __future__ import annotations
+
+# Each model has its own Celery queue, "aimass.<model>" (so "aimass.digits"): a Redis
+# list that producers LPUSH task messages onto and workers pop from.
+QUEUE_PREFIX = "aimass."
+
+# kombu's Redis transport keeps one list per priority step: "<queue>" for 0 and
+# "<queue>\x06\x16<step>" for the others; a lower step is served first. A job's priority
+# goes to the list of the highest step at or below it.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEPARATOR = "\x06\x16"  # kombu's default: every Celery client agrees on it
+
+# The queue Celery's own consumer serves in a worker whose bulk consumer serves the model
+# queues: it keeps remote control, inspect and Flower working; no aimass job is sent there.
+CELERY_QUEUE = "aimass.celery"
+
+# Celery's default queue in the workers' app: producers always name the model's queue,
+# so nothing should land here.
+DEFAULT_QUEUE = "aimass.default"
 
 # Celery's result backend: one JSON document per finished (or started) job; its TTL is
 # the worker's result TTL (AIMASS_RESULT_TTL_S). Celery also PUBLISHes on this name.
@@ -35,6 +54,22 @@ WORKER_HEARTBEAT_INTERVAL_S = 5
 
 # Default result TTL: a day.
 DEFAULT_RESULT_TTL_S = 24 * 3600
+
+
+def queue_name(model: str) -> str:
+    """The Redis list (Celery queue) that serves one model, for priority step 0."""
+    return f"{QUEUE_PREFIX}{model}"
+
+
+def priority_queue_name(model: str, step: int) -> str:
+    """The Redis list that holds a model's jobs of one priority step."""
+    base = queue_name(model)
+    return base if step == 0 else f"{base}{PRIORITY_SEPARATOR}{step}"
+
+
+def priority_queue_names(model: str) -> list[str]:
+    """All the Redis lists of a model's queue, one per priority step, served in order."""
+    return [priority_queue_name(model, step) for step in PRIORITY_STEPS]
 
 
 def result_key(job_id: str) -> str:

@@ -5,7 +5,9 @@ A model repository is laid out like Triton's::
     <repository>/<name>/<version>/model.onnx
     <repository>/<name>/<version>/manifest.json
 
-``export`` writes manifests, ``worker`` reads them; both use these models so that the
+A version is published once its numbered folder holds both files (a publisher writes
+them in a hidden folder and renames it into place). ``export`` writes manifests and
+versions, ``worker`` reads them; both use these models and this layout rule so that the
 two sides cannot drift apart.
 """
 
@@ -22,11 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+VERSION_FILES = (MODEL_FILE, MANIFEST_FILE)  # what a published version's folder holds
 MANIFEST_FORMAT = 1
 
 # Model names become Redis queue names and folder names: keep them to a safe alphabet.
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 _MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+_VERSION_RE = re.compile(r"[1-9][0-9]*")
 
 
 REPOSITORY_ENV = "AIMASS_MODEL_REPOSITORY"
@@ -50,9 +54,48 @@ def is_valid_model_name(name: str) -> bool:
     return bool(_MODEL_NAME_RE.fullmatch(name)) and ".." not in name
 
 
+def version_number(entry: str) -> int | None:
+    """The version a folder name stands for: a positive decimal number written plainly
+    ("3", not "03"); None for every other name (a publisher's hidden staging folder)."""
+    return int(entry) if _VERSION_RE.fullmatch(entry) else None
+
+
+def version_folder(root: Path, name: str, version: int) -> Path:
+    """Where one version of a model lives: ``<root>/<name>/<version>``."""
+    return root / name / str(version)
+
+
+def taken_versions(root: Path, name: str) -> list[int]:
+    """The version numbers in use under ``<root>/<name>``, ascending: published, still
+    being written, or broken. A publisher numbers a new version above all of them."""
+    folder = root / name
+    if not folder.is_dir():
+        return []
+    return sorted(n for entry in folder.iterdir() if (n := version_number(entry.name)))
+
+
+def published_versions(root: Path, name: str) -> list[int]:
+    """The published versions of a model, ascending: numbered folders that hold both
+    ``model.onnx`` and ``manifest.json``. The only versions a worker may serve."""
+    return [version for version in taken_versions(root, name)
+            if all((version_folder(root, name, version) / file).is_file()
+                   for file in VERSION_FILES)]
+
+
+def published_models(root: Path) -> list[str]:
+    """The models of a repository, sorted: valid names with a published version."""
+    if not root.is_dir():
+        return []
+    return sorted(entry.name for entry in root.iterdir()
+                  if is_valid_model_name(entry.name) and published_versions(root, entry.name))
+
+
 class ModelKind(StrEnum):
-    classify = "classify"  # image in, class probabilities out
-    generate = "generate"  # latent vector and class label in, image out
+    """What a model does, which also names its jobs: a model of each kind is served by
+    one task (``aimass.classify``, ``aimass.generate``; see ``contract.task_name``)."""
+
+    classify = "classify"  # images in, top-k labels out
+    generate = "generate"  # class labels (and a latent vector) in, images out
 
 
 class TensorSpec(BaseModel):

@@ -14,19 +14,20 @@ from typing import Any
 from celery import Celery, Task
 from kombu import Queue
 
-from aimass.producer.contract import (
-    CLASSIFY_TASK,
-    GENERATE_TASK,
+from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK
+from aimass.producer.errors import AimassError
+from aimass.producer.keys import (
+    CELERY_QUEUE,
+    DEFAULT_QUEUE,
     PRIORITY_SEPARATOR,
     PRIORITY_STEPS,
-    JobKind,
     queue_name,
 )
-from aimass.producer.errors import AimassError
+from aimass.producer.manifest import ModelKind
 from aimass.worker.devices import plan_for
 from aimass.worker.repository import ModelRepository
 from aimass.worker.runtime import Runtime
-from aimass.worker.service import CELERY_QUEUE, ServiceStep
+from aimass.worker.service import ServiceStep
 from aimass.worker.sessions import DevicePlan
 from aimass.worker.settings import WorkerSettings
 
@@ -69,8 +70,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
-        # Producers always name the model's queue; nothing should land here.
-        "task_default_queue": "aimass.default",
+        "task_default_queue": DEFAULT_QUEUE,
         "enable_utc": True,
     }
 
@@ -93,12 +93,12 @@ def create_app(settings: WorkerSettings, plan: DevicePlan | None = None) -> Cele
 
 
 def _register_tasks(app: Celery) -> None:
-    def make(kind: JobKind, name: str) -> None:
+    def make(kind: ModelKind, name: str) -> None:
         @app.task(name=name, bind=True, throws=(AimassError,), acks_late=True)
         def run_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             runtime: Runtime = app.aimass_service.runtime
             return runtime.handle(kind, kwargs, arrived=time.monotonic(),
                                   job_id=self.request.id)
 
-    make(JobKind.classify, CLASSIFY_TASK)
-    make(JobKind.generate, GENERATE_TASK)
+    make(ModelKind.classify, CLASSIFY_TASK)
+    make(ModelKind.generate, GENERATE_TASK)

@@ -11,11 +11,8 @@ import json
 import os
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-from aimass.producer.keys import WORKER_HEARTBEAT_TTL_S, WORKER_PREFIX
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -165,27 +162,21 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
     return [*out, flag, value]
 
 
-def live_workers(redis_url: str) -> list[dict[str, Any]]:
-    """Heartbeats of the workers that announced themselves in the last few seconds."""
+def _redis(url: str) -> Any:
+    """A Redis client that gives up after a few seconds (a health check must answer)."""
     import redis
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        keys = list(client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
-        values = client.mget(keys) if keys else []
-    finally:
-        client.close()
-    now = time.time()
-    infos = [json.loads(v) for v in values if v]
-    return [i for i in infos if now - i.get("updated_at", 0) < WORKER_HEARTBEAT_TTL_S]
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from aimass.producer.heartbeats import live_heartbeats
     from aimass.worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()
     try:
-        infos = live_workers(settings.redis_url)
+        with _redis(settings.redis_url) as client:
+            infos = live_heartbeats(client)
     except Exception as exc:
         print(f"unhealthy: Redis unreachable ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
@@ -215,21 +206,14 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_workers(args: argparse.Namespace) -> int:
-    import redis
-
-    from aimass.producer.contract import PRIORITY_STEPS, priority_queue_name
+    from aimass.producer.enqueue import queue_depth
+    from aimass.producer.heartbeats import live_heartbeats, served_models
     from aimass.worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()
-    infos = live_workers(settings.redis_url)
-    client = redis.Redis.from_url(settings.redis_url)
-    depths: dict[str, int] = {}
-    for info in infos:
-        for model in info.get("models", []):
-            depths[model["name"]] = sum(
-                int(client.llen(priority_queue_name(model["name"], step)))
-                for step in PRIORITY_STEPS)
-    client.close()
+    with _redis(settings.redis_url) as client:
+        infos = live_heartbeats(client)
+        depths = {name: queue_depth(client, name) for name in served_models(infos)}
     if args.json:
         print(json.dumps({"workers": infos, "queue_depths": depths}, indent=2))
         return 0

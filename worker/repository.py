@@ -1,4 +1,5 @@
-"""The model repository: ``<root>/<name>/<version>/model.onnx`` + ``manifest.json``."""
+"""The model repository as a worker reads it (the layout rule is in
+``aimass.producer.manifest``): ``<root>/<name>/<version>/model.onnx`` + ``manifest.json``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from aimass.producer.errors import ModelError, UnknownModel
-from aimass.producer.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, is_valid_model_name
+from aimass.producer.manifest import (
+    MODEL_FILE,
+    VERSION_FILES,
+    Manifest,
+    is_valid_model_name,
+    published_models,
+    published_versions,
+    version_folder,
+)
 
 
 @dataclass(frozen=True)
@@ -33,35 +42,25 @@ class ModelVersion:
 
 
 class ModelRepository:
-    """Reads a Triton-style folder of models. Folders starting with "." are being written
-    by a publisher and are skipped; versions appear by an atomic rename."""
+    """Reads a Triton-style folder of models. Only published versions count (numbered
+    folders holding both files); versions appear by an atomic rename."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir()
-            if p.is_dir() and is_valid_model_name(p.name) and self.versions(p.name)
-        )
+        return published_models(self.root)
 
     def versions(self, name: str) -> list[int]:
         """Published versions of a model, oldest first."""
-        folder = self._model_folder(name)
-        if not folder.is_dir():
-            return []
-        return sorted(
-            int(p.name) for p in folder.iterdir()
-            if p.name.isdigit() and (p / MODEL_FILE).is_file() and (p / MANIFEST_FILE).is_file()
-        )
+        self._check_name(name)
+        return published_versions(self.root, name)
 
     def stamp(self, name: str, version: int) -> tuple[int, ...]:
         """Modification times and sizes of a version's files: changes when they do."""
-        folder = self._model_folder(name) / str(version)
+        folder = self._folder(name, version)
         stamp: list[int] = []
-        for path in (folder / MODEL_FILE, folder / MANIFEST_FILE):
+        for path in (folder / file for file in VERSION_FILES):
             try:
                 info = path.stat()
             except OSError:
@@ -85,7 +84,7 @@ class ModelRepository:
         return self.read(name, version)
 
     def read(self, name: str, version: int) -> ModelVersion:
-        folder = self._model_folder(name) / str(version)
+        folder = self._folder(name, version)
         try:
             manifest = Manifest.read(folder)
         except (OSError, ValidationError, ValueError) as exc:
@@ -98,13 +97,18 @@ class ModelRepository:
             )
         return ModelVersion(folder, manifest)
 
-    def _model_folder(self, name: str) -> Path:
+    def _folder(self, name: str, version: int) -> Path:
+        self._check_name(name)
+        return version_folder(self.root, name, version)
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        """Refuse a name that is no model's before it becomes a path (no traversal)."""
         if not is_valid_model_name(name):
             raise UnknownModel(
                 f"{name!r} is not a valid model name: expected lowercase letters, digits, "
                 "'-', '_' or '.', starting with a letter or digit"
             )
-        return self.root / name
 
 
 def verify_checksum(model: ModelVersion) -> Path:

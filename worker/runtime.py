@@ -13,9 +13,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from aimass.producer.contract import JobKind, parse_job, task_name
+from aimass.producer.contract import parse_job, task_name
 from aimass.producer.errors import InvalidJob, ModelError, UnknownModel
-from aimass.producer.manifest import Manifest
+from aimass.producer.manifest import Manifest, ModelKind
 from aimass.worker.batcher import Batcher, BatchOutput, never_idle
 from aimass.worker.buckets import BucketRunner, default_buckets, normalize_buckets
 from aimass.worker.models import Limits, ModelLogic, logic_for
@@ -105,14 +105,14 @@ class Runtime:
     def models(self) -> list[LoadedModel]:
         return [self._current[name] for name in self.model_names()]
 
-    def handle(self, kind: JobKind, kwargs: Any, arrived: float,
+    def handle(self, kind: ModelKind, kwargs: Any, arrived: float,
                job_id: str | None = None) -> dict[str, Any]:
         """Validate, decode, batch and run one job; raise a typed error for a bad one."""
         started = self.begin(kind, kwargs, arrived, job_id)
         started.future.result()
         return self.complete(started)
 
-    def begin(self, kind: JobKind, kwargs: Any, arrived: float,
+    def begin(self, kind: ModelKind, kwargs: Any, arrived: float,
               job_id: str | None = None) -> StartedJob:
         """Validate and decode a job and hand it to its model's batcher. Bad jobs raise
         their typed error here, before they can join (and spoil) a batch."""
@@ -121,7 +121,7 @@ class Runtime:
         if model.logic.kind != kind:
             raise InvalidJob(
                 f"model {job.model!r} is a {model.logic.kind} model; send its jobs as "
-                f"{task_name(JobKind(model.logic.kind))}"
+                f"{task_name(model.logic.kind)}"
             )
         feeds, size, context = model.logic.prepare(job, self.limits, job_id)
         future = model.batcher.submit(feeds, size, arrived)

@@ -11,19 +11,15 @@ from typing import Any
 import pytest
 
 from aimass.export.errors import InvalidModelNameError
-from aimass.export.repository import (
-    latest,
-    list_model_names,
-    list_versions,
-    publish_version,
-    sha256_of,
-)
+from aimass.export.repository import latest, publish_version, sha256_of
 from aimass.producer.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     Manifest,
     ModelKind,
     TensorSpec,
+    published_models,
+    published_versions,
     resolve_repository,
 )
 
@@ -42,14 +38,14 @@ def test_second_version_appears_beside_the_first(tmp_path: Path) -> None:
     second = publish_version(tmp_path, "demo", b"two" * 1000, FIELDS)
 
     assert (first.manifest.version, second.manifest.version) == (1, 2)
-    assert list_versions(tmp_path, "demo") == [1, 2]
+    assert published_versions(tmp_path, "demo") == [1, 2]
     assert sorted(entry.name for entry in (tmp_path / "demo").iterdir()) == ["1", "2"]
     assert (tmp_path / "demo" / "1" / MODEL_FILE).read_bytes() == b"one"
     manifest = Manifest.read(tmp_path / "demo" / "2")
     assert manifest.sha256 == sha256_of(tmp_path / "demo" / "2" / MODEL_FILE)
     assert manifest.created_at and manifest.created_at.endswith("+00:00")
     assert latest(tmp_path, "demo") == second
-    assert list_model_names(tmp_path) == ["demo"]
+    assert published_models(tmp_path) == ["demo"]
 
 
 def test_a_reader_never_sees_a_partial_version(tmp_path: Path) -> None:
@@ -59,7 +55,7 @@ def test_a_reader_never_sees_a_partial_version(tmp_path: Path) -> None:
 
     def read_continuously() -> None:
         while not stop.is_set():
-            for version in list_versions(tmp_path, "demo"):
+            for version in published_versions(tmp_path, "demo"):
                 folder = tmp_path / "demo" / str(version)
                 if not (folder / MODEL_FILE).is_file() or not (folder / MANIFEST_FILE).is_file():
                     problems.append(f"version {version} listed before its files")
@@ -75,7 +71,7 @@ def test_a_reader_never_sees_a_partial_version(tmp_path: Path) -> None:
         stop.set()
         reader.join()
     assert problems == []
-    assert list_versions(tmp_path, "demo") == list(range(1, 22))
+    assert published_versions(tmp_path, "demo") == list(range(1, 22))
 
 
 def test_concurrent_publishers_take_distinct_versions(tmp_path: Path) -> None:
@@ -87,9 +83,26 @@ def test_concurrent_publishers_take_distinct_versions(tmp_path: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert list_versions(tmp_path, "demo") == list(range(1, 9))
+    assert published_versions(tmp_path, "demo") == list(range(1, 9))
     contents = {(tmp_path / "demo" / str(v) / MODEL_FILE).read_bytes() for v in range(1, 9)}
     assert contents == {bytes([n]) for n in range(8)}
+
+
+def test_a_numbered_folder_not_yet_published_is_never_written_into(tmp_path: Path) -> None:
+    publish_version(tmp_path, "demo", b"one", FIELDS)
+    half = tmp_path / "demo" / "2"  # someone else's version, its manifest not yet written
+    half.mkdir()
+    (half / MODEL_FILE).write_bytes(b"theirs")
+    empty = tmp_path / "demo" / "3"
+    empty.mkdir()
+
+    assert published_versions(tmp_path, "demo") == [1]
+    newest = latest(tmp_path, "demo")
+    assert newest is not None and newest.manifest.version == 1
+    assert publish_version(tmp_path, "demo", b"mine", FIELDS).manifest.version == 4
+    assert (half / MODEL_FILE).read_bytes() == b"theirs" and not (half / MANIFEST_FILE).exists()
+    assert list(empty.iterdir()) == []
+    assert published_versions(tmp_path, "demo") == [1, 4]
 
 
 def test_no_temporary_folder_is_left_behind(tmp_path: Path) -> None:
@@ -134,4 +147,4 @@ def test_staging_left_by_a_killed_publisher_is_cleared(tmp_path: Path) -> None:
 
     assert not stale.exists()
     assert fresh.exists()  # may belong to a publisher still at work
-    assert list_versions(tmp_path, "demo") == [1, 2]
+    assert published_versions(tmp_path, "demo") == [1, 2]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from aimass.export.data import load_digits_split, to_model_input
-from aimass.export.repository import list_versions, sha256_of
+from aimass.export.repository import sha256_of
 from aimass.export.runtime import cpu_session
-from aimass.producer.manifest import MODEL_FILE, Manifest, ModelKind
+from aimass.producer.manifest import MODEL_FILE, Manifest, ModelKind, published_versions
 from tests.export.conftest import Aimass
 
 pytestmark = pytest.mark.export
@@ -129,7 +129,7 @@ def test_generator_alone_uses_the_latest_digits_and_is_reproducible(
         "export", "zoo", "--only", "digits-gan", "--quick", "--repository", str(repository)
     )
     assert code == 0
-    assert list_versions(repository, "digits-gan") == [1, 2]
+    assert published_versions(repository, "digits-gan") == [1, 2]
     second = manifest(repository, "digits-gan", 2)
     assert second.quality["classifier"] == {"name": "digits", "version": 1}
     # Same seed, same data: the same weights, so the same images to the bit. (The files
@@ -176,13 +176,13 @@ def test_models_on_an_empty_repository(
 def test_skip_existing_publishes_nothing_new(
     aimass: Aimass, repository: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = list_versions(repository, "digits")
+    before = published_versions(repository, "digits")
     code = aimass(
         "export", "zoo", "--only", "digits", "--skip-existing", "--repository", str(repository)
     )
     assert code == 0
     assert "every requested model already has a version" in capsys.readouterr().out
-    assert list_versions(repository, "digits") == before
+    assert published_versions(repository, "digits") == before
 
 
 def test_alexnet_flags_without_alexnet_are_refused(
@@ -206,4 +206,4 @@ def test_a_model_that_misses_its_quality_gate_is_not_published(
     monkeypatch.setattr(training, "CLASSIFIER_SCHEDULE", training.CLASSIFIER_QUICK)
     with pytest.raises(QualityError, match=r"test accuracy 0\.\d+, expected at least 0\.97"):
         publish_zoo(["digits"], ZooOptions(repository=tmp_path), lambda message: None)
-    assert list_versions(tmp_path, "digits") == []
+    assert published_versions(tmp_path, "digits") == []

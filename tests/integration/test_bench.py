@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,5 +48,61 @@ def test_bench_measures_raw_naive_and_aimass_and_writes_json_and_plot(tmp_path: 
         assert level["cpu_cores"]["worker"] > 0
     assert data["machine"]["usable_cores"] >= 1 and data["machine"]["provider"] == "cpu"
     assert {g["status"] for g in data["goals"]} <= {"PASS", "MISS", "SKIP"}
+    assert data["goal_set"] == "cpu"
+    assert "one image per job: aimass jobs/s >= 5 x naive jobs/s" in [
+        g["goal"] for g in data["goals"]]
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "goals:" in done.stdout and "digits" in done.stdout
+    _check_cpu_worker_figures(data, done.stdout)
+
+
+def _check_cpu_worker_figures(data: dict[str, Any], stdout: str) -> None:
+    """One process on the CPU, built for exact batch sizes (no buckets), no GPU figures."""
+    digits = data["models"]["digits"]
+    assert data["config"]["procs_per_gpu"] is None
+    assert digits["aimass"]["worker_processes"] == 1 == digits["aimass_worker_processes"]
+    (worker,) = digits["aimass"]["workers"]
+    assert worker["device"] == "cpu" and worker["cpu_fallback"] is False
+    assert [m["name"] for m in worker["models"]] == ["digits"]
+    assert worker["models"][0]["buckets"] == [] and digits["aimass_buckets"] == []
+    assert digits["aimass_devices"] == ["cpu"] and digits["aimass_cpu_fallback"] is False
+    for level in digits["aimass"]["levels"] + digits["naive"]["levels"]:
+        assert level["bucket_sizes"] == {} and level["gpu"] is None
+        assert all(r["bucket_sizes"] == {} and r["gpu"] is None for r in level["rounds"])
+    assert "aimass worker: 1 process on cpu; exact batch sizes" in stdout
+    assert "GPU" not in stdout and "ran at" not in stdout
+
+
+@pytest.mark.timeout(90)
+def test_bench_counts_every_worker_process_and_the_buckets_its_jobs_ran_at(
+        tmp_path: Path) -> None:
+    """Two processes under the worker's supervisor, padding to buckets as on a GPU (the
+    environment reaches the worker), so that what a GPU run reports is checked here."""
+    results = tmp_path / "bench.json"
+    done = subprocess.run(
+        [*aimass_command(), "bench", "--model", "digits", "--allow-synthetic",
+         "--repository", str(tmp_path / "empty"), "--skip", "raw,naive", "--rounds", "1",
+         "--concurrency", "4", "--duration", "0.5", "--warmup", "0.3", "--jobs", "200",
+         "--images-per-job", "4", "--multi-concurrency", "2", "--procs-per-gpu", "2",
+         "--json", str(results), "--plot", str(tmp_path / "bench.png")],
+        env=child_env("redis://127.0.0.1:9/0", AIMASS_BATCH_BUCKETS="1,4,64"),
+        capture_output=True, text=True, timeout=80)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    data = json.loads(results.read_text())
+    digits = data["models"]["digits"]
+    assert data["config"]["procs_per_gpu"] == 2
+    workers = digits["aimass"]["workers"]
+    assert digits["aimass_worker_processes"] == 2 == len({w["pid"] for w in workers})
+    assert digits["aimass_buckets"] == [1, 4, 64]
+    assert all(w["models"][0]["buckets"] == [1, 4, 64] for w in workers)
+    for level in digits["aimass"]["levels"]:
+        buckets, batches = level["bucket_sizes"], level["batch_sizes"]
+        assert set(buckets) <= {"1", "4", "64"} and buckets
+        assert sum(buckets.values()) == sum(batches.values())  # every job names its bucket
+        # Padding only grows a batch: no more jobs ran at a size up to 4 than had batches
+        # of up to 4 jobs.
+        small = sum(n for size, n in batches.items() if int(size) <= 4)
+        assert buckets.get("1", 0) + buckets.get("4", 0) <= small
+    assert "aimass worker: 2 processes on cpu; buckets 1,4,64" in done.stdout
+    assert "c=2 x4: ran at " in done.stdout

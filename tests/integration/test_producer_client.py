@@ -17,8 +17,8 @@ from PIL import Image
 from aimass.producer.aio import AsyncClient
 from aimass.producer.client import Client, JobStatus
 from aimass.producer.codecs import encode_image, tensor_payload
-from aimass.producer.contract import JobKind
 from aimass.producer.errors import InvalidInput, InvalidJob, JobTimeout, ModelError, UnknownModel
+from aimass.producer.manifest import ModelKind
 from aimass.producer.submission import Submission
 from tests.support.processes import child_env
 from tests.support.tiny_models import row_image
@@ -84,7 +84,7 @@ def test_a_batch_of_pixel_arrays_travels_as_one_tensor_and_answers_per_image(
         one_by_one = [job.result(timeout=30)["predictions"][0] for job in apart]
         floats = tensor_payload(np.zeros((2, 9, 8), np.float32))  # not pixels: checked
         bad = client.submit(Submission.from_kwargs(
-            JobKind.classify, {"model": "tiny", "batch": floats}))
+            ModelKind.classify, {"model": "tiny", "batch": floats}))
         with pytest.raises(InvalidInput, match=r"batch: unexpected batch .* got shape "
                                                r"\[2, 9, 8\] dtype float32"):
             bad.result(timeout=30)

@@ -4,7 +4,6 @@ lost meanwhile. CPU workers stand in for GPU ones: the supervisor treats both al
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -16,7 +15,7 @@ import redis
 
 from aimass.embedded_redis import stop_process
 from aimass.producer.client import Client
-from aimass.producer.keys import WORKER_PREFIX
+from aimass.producer.heartbeats import live_heartbeats
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
 
@@ -29,8 +28,7 @@ def ready_children(redis_url: str, supervisor: int) -> dict[int, dict]:
                 if p.status() != psutil.STATUS_ZOMBIE}
     client = redis.Redis.from_url(redis_url)
     try:
-        beats = [json.loads(raw) for key in client.scan_iter(match=f"{WORKER_PREFIX}*")
-                 if (raw := client.get(key))]
+        beats = live_heartbeats(client)
     finally:
         client.close()
     return {b["pid"]: b for b in beats if b["pid"] in children and b.get("ready")}

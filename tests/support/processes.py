@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import redis
 
 from aimass.embedded_redis import stop_process
-from aimass.producer.keys import WORKER_PREFIX
+from aimass.producer.heartbeats import live_heartbeats
 
 
 def aimass_command() -> list[str]:
@@ -71,15 +70,10 @@ class WorkerProcess:
     def heartbeat(self) -> dict | None:
         client = redis.Redis.from_url(self.redis_url)
         try:
-            for key in client.scan_iter(match=f"{WORKER_PREFIX}*"):
-                raw = client.get(key)
-                if raw:
-                    info = json.loads(raw)
-                    if info.get("pid") == self.pid:
-                        return info
+            return next((beat for beat in live_heartbeats(client)
+                         if beat.get("pid") == self.pid), None)
         finally:
             client.close()
-        return None
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from aimass.producer.codecs import tensor_payload
-from aimass.producer.contract import (
-    ClassifyJob,
-    JobKind,
-    parse_job,
+from aimass.producer.contract import ClassifyJob, parse_job, task_name
+from aimass.producer.errors import InvalidJob, error_from_result
+from aimass.producer.keys import (
+    CELERY_QUEUE,
+    DEFAULT_QUEUE,
     priority_queue_name,
+    priority_queue_names,
     queue_name,
 )
-from aimass.producer.errors import InvalidJob, error_from_result
+from aimass.producer.manifest import ModelKind
 from aimass.producer.schema import schema_documents
 
 pytestmark = pytest.mark.unit
@@ -24,14 +26,22 @@ pytestmark = pytest.mark.unit
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
 
 
-def test_queue_names() -> None:
+def test_queue_names_are_the_wire_names() -> None:
     assert queue_name("digits") == "aimass.digits"
     assert priority_queue_name("digits", 0) == "aimass.digits"
     assert priority_queue_name("digits", 6) == "aimass.digits\x06\x166"
+    assert priority_queue_names("digits") == [
+        "aimass.digits", "aimass.digits\x06\x163", "aimass.digits\x06\x166",
+        "aimass.digits\x06\x169"]
+    assert (CELERY_QUEUE, DEFAULT_QUEUE) == ("aimass.celery", "aimass.default")
+
+
+def test_each_model_kind_has_its_task() -> None:
+    assert [task_name(kind) for kind in ModelKind] == ["aimass.classify", "aimass.generate"]
 
 
 def test_json_job_decodes_base64_bytes() -> None:
-    job = parse_job(JobKind.classify, {"model": "digits", "inputs": [{"image": PNG}]})
+    job = parse_job(ModelKind.classify, {"model": "digits", "inputs": [{"image": PNG}]})
     assert isinstance(job, ClassifyJob)
     assert job.inputs[0].image is not None and job.inputs[0].image.startswith(b"\x89PNG")
     assert job.top_k == 5 and job.version is None
@@ -41,7 +51,7 @@ def test_msgpack_job_carries_raw_bytes() -> None:
     kwargs = msgpack.unpackb(msgpack.packb(
         {"model": "digits", "inputs": [{"tensor": {"dtype": "float32", "shape": [2],
                                                     "data": b"\0" * 8}}]}))
-    job = parse_job(JobKind.classify, kwargs)
+    job = parse_job(ModelKind.classify, kwargs)
     assert isinstance(job, ClassifyJob)
     assert job.inputs[0].tensor is not None and job.inputs[0].tensor.data == b"\0" * 8
 
@@ -49,7 +59,7 @@ def test_msgpack_job_carries_raw_bytes() -> None:
 def test_tensor_payload_round_trip_in_json() -> None:
     array = np.arange(6, dtype=np.float32).reshape(2, 3)
     wire = json.loads(json.dumps({"model": "m", "inputs": [{"tensor": tensor_payload(array)}]}))
-    job = parse_job(JobKind.classify, wire)
+    job = parse_job(ModelKind.classify, wire)
     assert isinstance(job, ClassifyJob)
     tensor = job.inputs[0].tensor
     assert tensor is not None and tensor.shape == [2, 3]
@@ -79,17 +89,17 @@ def test_tensor_payload_round_trip_in_json() -> None:
 ])
 def test_invalid_classify_jobs_say_what_is_wrong(kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidJob, match=re.escape(message)):
-        parse_job(JobKind.classify, kwargs)
+        parse_job(ModelKind.classify, kwargs)
 
 
 def test_generate_labels_must_match_count() -> None:
     with pytest.raises(InvalidJob, match="'labels' has 2 entries but 'count' is 3"):
-        parse_job(JobKind.generate, {"model": "g", "count": 3, "labels": [1, 2]})
+        parse_job(ModelKind.generate, {"model": "g", "count": 3, "labels": [1, 2]})
 
 
 def test_positional_or_non_dict_kwargs_are_refused() -> None:
     with pytest.raises(InvalidJob, match="takes keyword arguments"):
-        parse_job(JobKind.generate, ["g", 3])
+        parse_job(ModelKind.generate, ["g", 3])
 
 
 def test_error_names_round_trip() -> None:
@@ -114,8 +124,8 @@ def test_workers_take_each_field_only_in_its_own_type() -> None:
     wire = {"model": "m", "inputs": [{"image": PNG}]}
     for bad in ("3", True, 3.0):
         with pytest.raises(InvalidJob, match="top_k: Input should be a valid integer"):
-            parse_job(JobKind.classify, {**wire, "top_k": bad}, strict=True)
-    assert parse_job(JobKind.classify, {**wire, "top_k": 3}, strict=True).top_k == 3
+            parse_job(ModelKind.classify, {**wire, "top_k": bad}, strict=True)
+    assert parse_job(ModelKind.classify, {**wire, "top_k": 3}, strict=True).top_k == 3
     # The client is lenient with Python values (NumPy integers) and sends plain ones.
-    job = parse_job(JobKind.generate, {"model": "g", "count": 2, "labels": list(np.arange(2))})
+    job = parse_job(ModelKind.generate, {"model": "g", "count": 2, "labels": list(np.arange(2))})
     assert job.model_dump()["labels"] == [0, 1]
