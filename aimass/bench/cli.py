@@ -26,6 +26,17 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number like 4 (0: the worker's "
+                                         f"automatic choice), got {text!r}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = subparsers.add_parser(
         "bench", help="measure aimass against ONNX Runtime alone and a plain Celery worker",
@@ -60,10 +71,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="benchmark a seeded stand-in of the same shape when a model is "
                             "missing from the repository (reported as synthetic)")
     bench.add_argument("--images-per-job", type=int, default=16,
-                       help="images per job in the multi-image run on digits (default 16; "
-                            "0 skips it)")
+                       help="images per job in the multi-image run on digits, and with "
+                            "--provider cuda on AlexNet too (default 16; 0 skips it)")
     bench.add_argument("--multi-concurrency", type=int, default=8,
                        help="jobs in flight per producer in the multi-image run (default 8)")
+    bench.add_argument("--procs-per-gpu", type=_count,
+                       help="passed to `aimass worker --procs-per-gpu`: worker processes "
+                            "per GPU, or on the CPU (default: the worker's own)")
     bench.add_argument("--naive-pool", choices=("solo", "threads", "prefork"),
                        default="solo", help="Celery pool of the naive worker (default solo,"
                                             " the best of the three on a small machine)")
@@ -124,6 +138,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         multi_concurrency=args.multi_concurrency,
         naive_pool=args.naive_pool,
         naive_concurrency=args.naive_concurrency,
+        procs_per_gpu=args.procs_per_gpu,
         raw_batch_sizes=args.raw_batch_sizes,
         raw_seconds=args.raw_seconds,
         skip=skip,

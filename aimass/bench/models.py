@@ -22,6 +22,8 @@ from aimass.producer.manifest import (
     Preprocessing,
     Source,
     TensorSpec,
+    published_versions,
+    version_folder,
 )
 
 OPSET = 17
@@ -83,10 +85,9 @@ class ModelMissing(Exception):
 def find_model(name: str, repository: Path, synthetic_root: Path | None) -> BenchModel:
     """The newest version of ``name`` in ``repository``; else, when ``synthetic_root`` is
     given, a stand-in published there; else ``ModelMissing`` saying what to do."""
-    versions = sorted(int(p.name) for p in (repository / name).glob("*")
-                      if p.name.isdigit() and (p / MODEL_FILE).is_file())
+    versions = published_versions(repository, name)
     if versions:
-        manifest = Manifest.read(repository / name / str(versions[-1]))
+        manifest = Manifest.read(version_folder(repository, name, versions[-1]))
         synthetic = manifest.source.framework == STAND_IN_FRAMEWORK
         return BenchModel(name, repository, manifest, synthetic=synthetic)
     if synthetic_root is None:

@@ -26,7 +26,7 @@ import redis
 
 from aimass.bench.models import BenchModel
 from aimass.embedded_redis import stop_process
-from aimass.producer.keys import WORKER_PREFIX
+from aimass.producer.heartbeats import live_heartbeats
 
 
 def aimass_command() -> list[str]:
@@ -84,33 +84,56 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Se
 
 
 def start_aimass_worker(redis_url: str, model: BenchModel, provider: str, log_dir: Path,
-                        timeout: float = 180.0) -> Service:
-    """``aimass worker`` serving one model; returns once its heartbeat says ready."""
+                        procs_per_gpu: int | None = None, timeout: float = 180.0,
+                        stragglers_s: float = 60.0) -> Service:
+    """``aimass worker`` serving one model; returns once every process it started says
+    ready, or ``stragglers_s`` after the first did (``serving_heartbeats`` then tells
+    how many serve)."""
     argv = [*aimass_command(), "worker", "--repository", str(model.repository),
             "--models", model.name, "--devices", "cpu" if provider == "cpu" else "auto"]
+    if procs_per_gpu is not None:
+        argv += ["--procs-per-gpu", str(procs_per_gpu)]
     service = _spawn(f"aimass-worker-{model.name}", argv, child_env(redis_url), log_dir)
     deadline = time.monotonic() + timeout
     client = redis.Redis.from_url(redis_url)
     try:
         while time.monotonic() < deadline:
             service.check()
-            if _heartbeat_ready(client, service):
+            ready = len(_ready_heartbeats(client, service))
+            if ready and ready >= _worker_processes(service):
                 return service
+            if ready:
+                deadline = min(deadline, time.monotonic() + stragglers_s)
             time.sleep(0.1)
+        if _ready_heartbeats(client, service):
+            return service  # some processes serve; the results record how many
     finally:
         client.close()
     service.stop()
     raise RuntimeError(f"aimass worker not ready after {timeout} s:\n{service.log_tail()}")
 
 
-def _heartbeat_ready(client: redis.Redis, service: Service) -> bool:
+def serving_heartbeats(redis_url: str, service: Service) -> list[dict[str, Any]]:
+    """The heartbeats of the service's processes that say ready, by pid."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sorted(_ready_heartbeats(client, service), key=lambda info: info["pid"])
+    finally:
+        client.close()
+
+
+def _ready_heartbeats(client: redis.Redis, service: Service) -> list[dict[str, Any]]:
     pids = {service.pid, *(c.pid for c in _children(service.pid))}
-    for key in client.scan_iter(match=f"{WORKER_PREFIX}*"):
-        raw = client.get(key)
-        info = json.loads(raw) if raw else {}
-        if info.get("pid") in pids and info.get("ready"):
-            return True
-    return False
+    return [beat for beat in live_heartbeats(client)
+            if beat.get("pid") in pids and beat.get("ready")]
+
+
+def _worker_processes(service: Service) -> int:
+    """The processes that will serve: a supervisor's children, else the process itself."""
+    try:
+        return max(1, len(psutil.Process(service.pid).children()))
+    except psutil.NoSuchProcess:
+        return 1
 
 
 def _children(pid: int) -> list[psutil.Process]:

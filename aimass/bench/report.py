@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from aimass.bench.goals import evaluate_goals, goal_set, goals_for
 
 
 class PlotUnavailable(Exception):
@@ -89,10 +90,27 @@ def headline(model: dict[str, Any]) -> dict[str, Any]:
     out["cpu_per_image_vs_raw"] = _ratio(out["aimass_cpu_ms_per_image"],
                                          out["raw_best_cpu_ms_per_image"])
     out.update(paired_ratios(model))
+    out.update(worker_summary(model["model"]["name"], aimass))
     others = [lv["cpu_cores"]["others"] for system in (naive, aimass)
               for lv in (system or {}).get("levels", []) if lv["cpu_cores"].get("others")]
     out["others_cpu_cores"] = statistics.fmean(others) if others else None
     return out
+
+
+def worker_summary(name: str, aimass: dict[str, Any] | None) -> dict[str, Any]:
+    """How the aimass worker served: its ready processes, their devices, whether any fell
+    back to the CPU, and the batch sizes the model was built for (empty: exact sizes)."""
+    workers = (aimass or {}).get("workers")
+    if workers is None:
+        return {"aimass_worker_processes": None, "aimass_devices": None,
+                "aimass_cpu_fallback": None, "aimass_buckets": None}
+    built = [m for w in workers for m in w.get("models") or [] if m.get("name") == name]
+    return {
+        "aimass_worker_processes": len(workers),
+        "aimass_devices": sorted({str(w.get("device")) for w in workers}),
+        "aimass_cpu_fallback": any(bool(w.get("cpu_fallback")) for w in workers),
+        "aimass_buckets": sorted({int(b) for m in built for b in m.get("buckets") or []}),
+    }
 
 
 def paired_ratios(model: dict[str, Any]) -> dict[str, float | None]:
@@ -116,59 +134,15 @@ def paired_ratios(model: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-@dataclass(frozen=True)
-class Goal:
-    model: str
-    text: str
-    value_key: str
-    target: Any  # a function of the headline giving the threshold
-    unit: str
-    higher_is_better: bool = True
-
-
-GOALS = (
-    Goal("alexnet", "aimass images/s >= 0.8 x raw best batch", "aimass_images_per_s",
-         lambda h: 0.8 * h["raw_best_images_per_s"], "img/s"),
-    Goal("digits", "one image per job: aimass jobs/s >= 5 x naive jobs/s", "aimass_jobs_per_s",
-         lambda h: 5.0 * h["naive_jobs_per_s"], "jobs/s"),
-    Goal("digits", "multi-image jobs: aimass images/s >= 0.5 x raw best batch",
-         "aimass_multi_images_per_s", lambda h: 0.5 * h["raw_best_images_per_s"], "img/s"),
-    Goal("digits", "concurrency 1: aimass p50 <= raw batch-1 latency + 3 ms",
-         "aimass_p50_latency_ms_c1", lambda h: h["raw_batch1_latency_ms"] + 3.0, "ms", False),
-    Goal("alexnet", "concurrency 1: aimass p50 <= raw batch-1 latency + 3 ms",
-         "aimass_p50_latency_ms_c1", lambda h: h["raw_batch1_latency_ms"] + 3.0, "ms", False),
-    Goal("alexnet", "worker RSS <= 1.5 x model file size", "worker_rss_bytes",
-         lambda h: 1.5 * h["model_file_bytes"], "bytes", False),
-)
-
-
-def evaluate_goals(headlines: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """PASS, MISS or SKIP (not measured) for each goal, with its margin."""
-    out = []
-    for goal in GOALS:
-        h = headlines.get(goal.model)
-        entry: dict[str, Any] = {"model": goal.model, "goal": goal.text, "unit": goal.unit}
-        try:
-            value, target = h[goal.value_key], goal.target(h)  # type: ignore[index]
-        except (TypeError, KeyError):
-            value = target = None
-        if value is None or target is None:
-            out.append({**entry, "status": "SKIP", "value": None, "target": None})
-            continue
-        passed = value >= target if goal.higher_is_better else value <= target
-        margin = (value / target - 1.0) if goal.higher_is_better else (target - value) / target
-        out.append({**entry, "status": "PASS" if passed else "MISS", "value": value,
-                    "target": target, "margin": margin})
-    return out
-
-
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     """Add each model's headline figures (flat, at the model's top level) and the goals."""
     headlines = {}
     for name, model in results["models"].items():
         headlines[name] = headline(model)
         model.update(headlines[name])
-    results["goals"] = evaluate_goals(headlines)
+    provider = results["machine"]["provider"]
+    results["goal_set"] = goal_set(provider)
+    results["goals"] = evaluate_goals(headlines, goals_for(provider))
     return results
 
 
@@ -191,52 +165,101 @@ def format_report(results: dict[str, Any]) -> str:
     lines.append(f"machine: {machine['cpu_model']}, {machine['usable_cores']} cores, "
                  f"provider {machine['provider']}; load average before/after "
                  f"{results['load_average_before'][0]:.1f}/{results['load_average_after'][0]:.1f}")
-    header = (f"{'system':<8}{'conc':>5}{'img/job':>8}{'jobs/s':>10}{'img/s':>10}{'p50 ms':>9}"
-              f"{'p95 ms':>9}{'p99 ms':>9}{'batch':>7}{'cpu w/r/p/other':>20}{'cpu ms/job':>11}")
     for name, model in results["models"].items():
-        m = model["model"]
         lines.append("")
-        lines.append(f"{name} ({m['origin']}, {m['model_file_bytes'] / 1e6:.1f} MB, "
-                     f"max batch {m['max_batch_size']}, delay {m['max_queue_delay_ms']} ms)")
-        if model.get("raw"):
-            lines.append(f"  raw onnxruntime: batch 1 {_fmt(model['raw_batch1_images_per_s'])} "
-                         f"img/s ({_fmt(model['raw_batch1_latency_ms'], 2)} ms); best "
-                         f"{_fmt(model['raw_best_images_per_s'])} img/s at batch "
-                         f"{model['raw_best_batch_size']} "
-                         f"({_fmt(model['raw_best_cpu_ms_per_image'], 2)} CPU ms/image)")
-        lines.append("  " + header)
-        for system in ("naive", "aimass"):
-            for lv in (model.get(system) or {}).get("levels", []):
-                cpu = lv["cpu_cores"]
-                lat = lv["latency_ms"]
-                cpu_text = (f"{cpu['worker']:.2f}/{cpu['redis']:.2f}/{cpu['producers']:.2f}/"
-                            f"{cpu['others']:.2f}")
-                per_job = sum(v for k, v in lv["cpu_ms_per_job"].items()
-                              if k in ("worker", "redis", "producers"))
-                lines.append(
-                    f"  {system:<8}{lv['concurrency']:>5}{lv['images_per_job']:>8}"
-                    f"{_fmt(lv['jobs_per_s']):>10}{_fmt(lv['images_per_s']):>10}"
-                    f"{_fmt(lat['p50'], 1):>9}{_fmt(lat['p95'], 1):>9}{_fmt(lat['p99'], 1):>9}"
-                    f"{lv['mean_batch_size']:>7.1f}{cpu_text:>20}{per_job:>11.2f}")
-        lines.append(
-            f"  aimass vs raw best batch: {_fmt(model['ratio_vs_raw'], 2)}x images/s "
-            f"(paired by round {_fmt(model['ratio_vs_raw_paired'], 2)}x); aimass vs naive: "
-            f"{_fmt(model['ratio_vs_naive'], 1)}x jobs/s "
-            f"(paired {_fmt(model['ratio_vs_naive_paired'], 1)}x)"
-            + (f"; multi-image ({model['aimass_multi_images_per_job']}/job) vs raw: "
-               f"{_fmt(model['ratio_multi_vs_raw'], 2)}x" if model["ratio_multi_vs_raw"] else "")
-            + (f"; CPU per image {_fmt(model['cpu_per_image_vs_raw'], 1)}x raw's"
-               if model["cpu_per_image_vs_raw"] else "")
-            + (f"; worker RSS {model['worker_rss_bytes'] / 2**20:,.0f} MiB "
-               f"({_fmt(model['rss_vs_model_file'], 2)}x the model file)"
-               if model["worker_rss_bytes"] else ""))
+        lines.extend(_model_lines(name, model))
     noise = [m["others_cpu_cores"] for m in results["models"].values() if m["others_cpu_cores"]]
     if noise and max(noise) > NOISY_CORES:
         lines.append("")
         lines.append(f"note: other processes used {max(noise):.2f} cores on average during the "
                      "windows (column 'other'): this machine was shared, figures are noisy")
     lines.append("")
-    lines.append("goals:")
+    lines.extend(_goal_lines(results))
+    return "\n".join(lines)
+
+
+TABLE_HEADER = (f"{'system':<8}{'conc':>5}{'img/job':>8}{'jobs/s':>10}{'img/s':>10}"
+                f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'batch':>7}{'cpu w/r/p/other':>20}"
+                f"{'cpu ms/job':>11}")
+
+
+def _model_lines(name: str, model: dict[str, Any]) -> list[str]:
+    m = model["model"]
+    lines = [f"{name} ({m['origin']}, {m['model_file_bytes'] / 1e6:.1f} MB, "
+             f"max batch {m['max_batch_size']}, delay {m['max_queue_delay_ms']} ms)"]
+    if model.get("raw"):
+        lines.append(f"  raw onnxruntime: batch 1 {_fmt(model['raw_batch1_images_per_s'])} "
+                     f"img/s ({_fmt(model['raw_batch1_latency_ms'], 2)} ms); best "
+                     f"{_fmt(model['raw_best_images_per_s'])} img/s at batch "
+                     f"{model['raw_best_batch_size']} "
+                     f"({_fmt(model['raw_best_cpu_ms_per_image'], 2)} CPU ms/image)")
+    lines.append("  " + TABLE_HEADER)
+    for system in ("naive", "aimass"):
+        lines.extend(_table_row(system, lv) for lv in (model.get(system) or {}).get("levels", []))
+    lines.extend(_worker_lines(model))
+    lines.append(
+        f"  aimass vs raw best batch: {_fmt(model['ratio_vs_raw'], 2)}x images/s "
+        f"(paired by round {_fmt(model['ratio_vs_raw_paired'], 2)}x); aimass vs naive: "
+        f"{_fmt(model['ratio_vs_naive'], 1)}x jobs/s "
+        f"(paired {_fmt(model['ratio_vs_naive_paired'], 1)}x)"
+        + (f"; multi-image ({model['aimass_multi_images_per_job']}/job) vs raw: "
+           f"{_fmt(model['ratio_multi_vs_raw'], 2)}x" if model["ratio_multi_vs_raw"] else "")
+        + (f"; CPU per image {_fmt(model['cpu_per_image_vs_raw'], 1)}x raw's"
+           if model["cpu_per_image_vs_raw"] else "")
+        + (f"; worker RSS {model['worker_rss_bytes'] / 2**20:,.0f} MiB "
+           f"({_fmt(model['rss_vs_model_file'], 2)}x the model file)"
+           if model["worker_rss_bytes"] else ""))
+    return lines
+
+
+def _table_row(system: str, lv: dict[str, Any]) -> str:
+    cpu = lv["cpu_cores"]
+    lat = lv["latency_ms"]
+    cpu_text = f"{cpu['worker']:.2f}/{cpu['redis']:.2f}/{cpu['producers']:.2f}/{cpu['others']:.2f}"
+    per_job = sum(v for k, v in lv["cpu_ms_per_job"].items()
+                  if k in ("worker", "redis", "producers"))
+    return (f"  {system:<8}{lv['concurrency']:>5}{lv['images_per_job']:>8}"
+            f"{_fmt(lv['jobs_per_s']):>10}{_fmt(lv['images_per_s']):>10}"
+            f"{_fmt(lat['p50'], 1):>9}{_fmt(lat['p95'], 1):>9}{_fmt(lat['p99'], 1):>9}"
+            f"{lv['mean_batch_size']:>7.1f}{cpu_text:>20}{per_job:>11.2f}")
+
+
+def _worker_lines(model: dict[str, Any]) -> list[str]:
+    """The aimass worker's processes and buckets, then per level the buckets its jobs ran
+    at and the GPU's load, where there were any."""
+    processes = model.get("aimass_worker_processes")
+    if processes is None:
+        return []
+    buckets = model["aimass_buckets"]
+    lines = [f"  aimass worker: {processes} process{'es' if processes != 1 else ''} on "
+             f"{', '.join(model['aimass_devices']) or '-'}"
+             + (" (CPU fallback: the CUDA provider did not start)"
+                if model["aimass_cpu_fallback"] else "")
+             + (f"; buckets {','.join(map(str, buckets))}" if buckets
+                else "; exact batch sizes")]
+    for lv in model["aimass"]["levels"]:
+        parts = []
+        if lv.get("bucket_sizes"):
+            parts.append("ran at " + ", ".join(f"{size} x{count:,}" for size, count
+                                                in lv["bucket_sizes"].items()))
+        if lv.get("gpu"):
+            parts.append(_gpu_text(lv["gpu"]))
+        if parts:
+            lines.append(f"    c={lv['concurrency']} x{lv['images_per_job']}: "
+                         + "; ".join(parts))
+    return lines
+
+
+def _gpu_text(gpu: dict[str, Any]) -> str:
+    return (f"GPU {gpu['utilization_mean_percent']:.0f} % mean, "
+            f"{gpu['utilization_max_percent']:.0f} % max; memory "
+            f"{gpu['memory_used_mean_bytes'] / 2**30:,.1f} GiB mean, "
+            f"{gpu['memory_used_max_bytes'] / 2**30:,.1f} GiB max")
+
+
+def _goal_lines(results: dict[str, Any]) -> list[str]:
+    gpu = results.get("goal_set") == "gpu"
+    lines = ["goals (GPU, --provider cuda):" if gpu else "goals:"]
     for goal in results["goals"]:
         if goal["status"] == "SKIP":
             lines.append(f"  SKIP {goal['model']}: {goal['goal']} (not measured)")
@@ -245,7 +268,7 @@ def format_report(results: dict[str, Any]) -> str:
                      f"{_fmt_goal_value(goal['value'], goal['unit'])} vs "
                      f"{_fmt_goal_value(goal['target'], goal['unit'])} "
                      f"(margin {goal['margin'] * 100:+.1f} %)")
-    return "\n".join(lines)
+    return lines
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

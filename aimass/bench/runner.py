@@ -10,30 +10,29 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from aimass.bench.gpu import GpuSampler
+from aimass.bench.levels import aggregate_level, combine_windows, summarize_raw
+from aimass.bench.machine import machine_info
 from aimass.bench.models import BenchModel, find_model
 from aimass.bench.processes import (
     CpuSampler,
     Producer,
     Service,
     child_env,
+    serving_heartbeats,
     start_aimass_worker,
     start_naive_worker,
 )
-from aimass.bench.stats import cdf, latency_summary, median_by_key
 from aimass.embedded_redis import RedisServer
 
 
@@ -51,10 +50,11 @@ class BenchConfig:
     provider: str = "cpu"
     repository: Path = Path("models")
     allow_synthetic: bool = False
-    images_per_job: int = 16  # the multi-image run (digits); 0 skips it
+    images_per_job: int = 16  # the multi-image run (digits; AlexNet too on cuda); 0 skips it
     multi_concurrency: int = 8
     naive_pool: str = "solo"
     naive_concurrency: int | None = None  # Celery's default
+    procs_per_gpu: int | None = None  # aimass worker --procs-per-gpu; None: its default
     raw_batch_sizes: list[int] = field(default_factory=lambda: [2 ** i for i in range(8)])
     raw_seconds: float = 0.5
     skip: tuple[str, ...] = ()  # systems not to run: raw, naive, aimass
@@ -67,7 +67,8 @@ def log(message: str) -> None:
 
 
 class Bench:
-    """Owns the Redis server, the CPU sampler and the temporary folders of one run."""
+    """Owns the Redis server, the CPU and GPU samplers and the temporary folders of one
+    run."""
 
     def __init__(self, config: BenchConfig, workdir: Path) -> None:
         self.config = config
@@ -80,9 +81,13 @@ class Bench:
         self.sampler.track("redis", self.redis.process.pid)
         self.sampler.track("bench", os.getpid())
         self.sampler.track_machine()
+        # Only cuda runs put load on a GPU; on the CPU its figures would be a neighbour's.
+        self.gpu = GpuSampler() if config.provider == "cuda" else None
 
     def close(self) -> None:
         self.sampler.stop()
+        if self.gpu is not None:
+            self.gpu.stop()
         self.redis.stop()
 
     def run(self) -> dict[str, Any]:
@@ -161,16 +166,35 @@ class Bench:
 
     def _start_system(self, name: str, model: BenchModel) -> System:
         plan = [(c, 1) for c in self.config.concurrency]
-        if name == "aimass" and model.name == "digits" and self.config.images_per_job > 1:
+        if name == "aimass" and self._runs_multi_image(model):
             plan.append((self.config.multi_concurrency, self.config.images_per_job))
         worker = self._start_worker(name, model)
         system = System(name, worker, plan)
         if name == "naive":
             system.details = {"pool": self.config.naive_pool,
                               "pool_concurrency": self.config.naive_concurrency}
+        else:
+            system.details = self._aimass_details(worker)
         self.sampler.track(system.track, worker.pid, tree=True)
         system.producers = self._start_producers(name, model)
         return system
+
+    def _runs_multi_image(self, model: BenchModel) -> bool:
+        """Multi-image jobs for digits; on a GPU for AlexNet too, where large batches are
+        what the worker's buckets are for. The CPU run stays as it was, so that its
+        figures compare with earlier ones."""
+        wanted = ("digits", "alexnet") if self.config.provider == "cuda" else ("digits",)
+        return model.name in wanted and self.config.images_per_job > 1
+
+    def _aimass_details(self, worker: Service) -> dict[str, Any]:
+        """The processes serving, as their heartbeats describe them once all are ready."""
+        keep = ("pid", "hostname", "device", "requested_device", "cpu_fallback", "models")
+        workers = [{key: info.get(key) for key in keep}
+                   for info in serving_heartbeats(self.redis.url, worker)]
+        devices = sorted({str(w["device"]) for w in workers})
+        log(f"   aimass worker: {len(workers)} process(es) ready on {', '.join(devices)}")
+        return {"procs_per_gpu": self.config.procs_per_gpu,
+                "worker_processes": len(workers), "workers": workers}
 
     def _stop_system(self, system: System) -> None:
         for producer in system.producers:
@@ -195,7 +219,7 @@ class Bench:
         log(f"   starting the {system} worker")
         if system == "aimass":
             return start_aimass_worker(self.redis.url, model, self.config.provider,
-                                       self.log_dir)
+                                       self.log_dir, self.config.procs_per_gpu)
         return start_naive_worker(self.redis.url, model, self.config.provider,
                                   self.config.naive_pool, self.config.naive_concurrency,
                                   self.log_dir)
@@ -229,8 +253,9 @@ class Bench:
             producer.send({"cmd": "stop"})
         results = [p.wait_for("result", timeout=180) for p in producers]
         system.worker.check()
+        gpu = self.gpu.window(t0, t1) if self.gpu is not None else None
         return combine_windows(results, self._cpu(system, systems, t0, t1), t1 - t0,
-                               self.sampler.max_rss(system.track, t0, t1))
+                               self.sampler.max_rss(system.track, t0, t1), gpu)
 
     def _cpu(self, system: System, systems: list[System], t0: float,
              t1: float) -> dict[str, float]:
@@ -272,137 +297,6 @@ class System:
     @property
     def track(self) -> str:
         return f"worker-{self.name}"
-
-
-def summarize_raw(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians per batch size over rounds; the best batch is the best median."""
-    by_batch = median_by_key([r["images_per_s_by_batch"] for r in rounds])
-    cpu_by_batch = median_by_key([r["cpu_ms_per_image_by_batch"] for r in rounds])
-    best_batch = max(by_batch, key=lambda size: by_batch[size])
-    return {
-        "images_per_s_by_batch": by_batch,
-        "cpu_ms_per_image_by_batch": cpu_by_batch,
-        "best_batch_size": int(best_batch),
-        "best_images_per_s": by_batch[best_batch],
-        "best_cpu_ms_per_image": cpu_by_batch[best_batch],
-        "batch1_images_per_s": by_batch.get("1"),
-        "batch1_latency_ms": statistics.median(r["batch1_latency_ms"] for r in rounds),
-        "providers": rounds[0]["providers"],
-        "intra_op_threads": rounds[0]["intra_op_threads"],
-        "rounds": rounds,
-    }
-
-
-def combine_windows(windows: list[dict[str, Any]], cpu_s: dict[str, float], span_s: float,
-                    worker_rss: int) -> dict[str, Any]:
-    """One level's figures from each producer's window, its CPU and the worker's memory."""
-    jobs_per_s = sum(w["completed"] / max(w["t1"] - w["t0"], 1e-9) for w in windows)
-    images_per_s = sum(w["images"] / max(w["t1"] - w["t0"], 1e-9) for w in windows)
-    latencies = sorted(x for w in windows for x in w["latencies_ms"])
-    batches: Counter[int] = Counter()
-    for w in windows:
-        batches.update({int(k): v for k, v in w["batch_sizes"].items()})
-    jobs = sum(batches.values()) or 1
-    completed = sum(w["completed"] for w in windows)
-    return {
-        "concurrency": windows[0]["concurrency"],
-        "producers": len(windows),
-        "jobs_in_flight": sum(w["concurrency"] for w in windows),
-        "images_per_job": windows[0]["images_per_job"],
-        "jobs_per_s": jobs_per_s,
-        "images_per_s": images_per_s,
-        "latency_ms": latency_summary(latencies),
-        "latencies_ms": latencies,
-        "worker_timing_ms": {
-            "queue_p50": _p50([x for w in windows for x in w["worker_queue_ms"]]),
-            "inference_p50": _p50([x for w in windows for x in w["inference_ms"]]),
-        },
-        "mean_batch_size": sum(size * n for size, n in batches.items()) / jobs,
-        "batch_sizes": {str(k): v for k, v in sorted(batches.items())},
-        "completed": completed,
-        "failed": sum(w["failed"] for w in windows),
-        "unfinished": sum(w["unfinished"] for w in windows),
-        "polled": sum(w["polled"] for w in windows),
-        "errors": [e for w in windows for e in w["errors"]][:3],
-        "window_s": span_s,
-        "cpu_cores": {name: s / span_s for name, s in cpu_s.items()},
-        "cpu_ms_per_job": {name: 1000.0 * s / max(completed, 1) for name, s in cpu_s.items()},
-        "worker_rss_bytes": worker_rss,
-    }
-
-
-def _p50(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def aggregate_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The medians of one level's rounds; batch sizes summed, latencies pooled."""
-    scalars = ("jobs_per_s", "images_per_s", "mean_batch_size", "worker_rss_bytes")
-    out: dict[str, Any] = {key: rounds[0][key] for key in
-                           ("concurrency", "producers", "jobs_in_flight", "images_per_job")}
-    for key in scalars:
-        out[key] = statistics.median(r[key] for r in rounds)
-    out["latency_ms"] = median_by_key([r["latency_ms"] for r in rounds])
-    out["worker_timing_ms"] = median_by_key([r["worker_timing_ms"] for r in rounds])
-    out["cpu_cores"] = median_by_key([r["cpu_cores"] for r in rounds])
-    out["cpu_ms_per_job"] = median_by_key([r["cpu_ms_per_job"] for r in rounds])
-    batches: Counter[int] = Counter()
-    for r in rounds:
-        batches.update({int(k): v for k, v in r["batch_sizes"].items()})
-    out["batch_sizes"] = {str(k): v for k, v in sorted(batches.items())}
-    pooled = sorted(x for r in rounds for x in r["latencies_ms"])
-    out["latency_cdf_ms"] = cdf(pooled)
-    for key in ("completed", "failed", "unfinished", "polled"):
-        out[key] = sum(r[key] for r in rounds)
-    out["errors"] = [e for r in rounds for e in r["errors"]][:3]
-    out["rounds"] = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in rounds]
-    return out
-
-
-def machine_info(provider: str, redis_url: str) -> dict[str, Any]:
-    import celery
-    import kombu
-    import onnxruntime
-    import psutil
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        redis_version = client.info("server").get("redis_version")
-    finally:
-        client.close()
-    cpu_model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "hostname": platform.node(),
-        "cpu_model": cpu_model,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(affinity) if affinity else os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "celery": celery.__version__,
-        "kombu": kombu.__version__,
-        "redis_server": redis_version,
-        "provider": provider,
-        "gpu": _gpu_name() if provider == "cuda" else None,
-    }
-
-
-def _gpu_name() -> str | None:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    done = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
-                          capture_output=True, text=True, timeout=30)
-    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
 
 
 def _config_json(config: BenchConfig) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -43,3 +44,12 @@ def median_by_key(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
                   and not math.isnan(r[key])]
         out[key] = statistics.median(values) if values else None
     return out
+
+
+def sum_counts(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Tallies keyed by sizes written as strings (as in JSON: batch sizes, buckets), added
+    up and ordered by size."""
+    total: Counter[int] = Counter()
+    for count in counts:
+        total.update({int(size): n for size, n in count.items()})
+    return {str(size): n for size, n in sorted(total.items())}
