@@ -234,6 +234,10 @@ class Batcher:
         self._jobs.put(job)
         return job.future
 
+    def alive(self) -> bool:
+        """The thread serving the model is there (a liveness probe asks)."""
+        return self._thread.is_alive()
+
     def poke(self) -> None:
         """The feeder went idle: a partial batch that waits for more need not."""
         self._jobs.poke()

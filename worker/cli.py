@@ -122,12 +122,13 @@ def _supervise(settings: Any, devices: list[int | None], per_device: int) -> int
         argv = _replace_flag(list(sys.argv[1:]), "--devices", "cpu" if device is None
                              else str(device))
         argv = _replace_flag(argv, "--procs-per-gpu", "1")
-        if settings.metrics_port:
-            argv = _replace_flag(argv, "--metrics-port", str(settings.metrics_port + number))
+        # The container's port is the supervisor's; each child has the next ones.
+        port = settings.metrics_port + 1 + number if settings.metrics_port else 0
+        argv = _replace_flag(argv, "--metrics-port", str(port))
         label = f"{'cpu' if device is None else f'gpu{device}'}.{index}"
-        children.append(Child(label, [*prefix, *argv], env, cpus=cpus))
+        children.append(Child(label, [*prefix, *argv], env, cpus=cpus, port=port))
     _configure_logging(settings.log_level)
-    return Supervisor(children).run()
+    return Supervisor(children).run(settings.metrics_port)
 
 
 def _configure_logging(level: str) -> None:
@@ -170,10 +171,30 @@ def _redis(url: str) -> Any:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from aimass.producer.heartbeats import live_heartbeats
+    """With a metrics port: this container's /readyz (every worker process of it). Else
+    the heartbeats of this host's workers in Redis: every one ready."""
     from aimass.worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()
+    if settings.metrics_port and not args.any_host:
+        return _check_endpoint(settings.metrics_port)
+    return _check_heartbeats(settings, args.any_host)
+
+
+def _check_endpoint(port: int) -> int:
+    from aimass.worker.health import probe
+
+    answer = probe(f"http://127.0.0.1:{port}/readyz")
+    if answer is True:
+        print(f"healthy: ready (:{port}/readyz)")
+        return 0
+    print(f"unhealthy: :{port}/readyz {answer}", file=sys.stderr)
+    return 1
+
+
+def _check_heartbeats(settings: Any, any_host: bool) -> int:
+    from aimass.producer.heartbeats import live_heartbeats
+
     try:
         with _redis(settings.redis_url) as client:
             infos = live_heartbeats(client)
@@ -181,7 +202,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"unhealthy: Redis unreachable ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
     host = socket.gethostname()
-    mine = [i for i in infos if args.any_host or i.get("host") == host]
+    mine = [i for i in infos if any_host or i.get("host") == host]
     allowed = settings.allow_cpu_fallback  # here, or in the worker's own settings
     fallen = [i for i in mine if i.get("cpu_fallback")
               and not (allowed or i.get("cpu_fallback_allowed"))]
@@ -191,15 +212,15 @@ def run_check(args: argparse.Namespace) -> int:
               "AIMASS_ALLOW_CPU_FALLBACK=1 to accept that.", file=sys.stderr)
     if fallen:
         return 1
-    ready = [i for i in mine if i.get("ready") and i.get("models")]
-    if ready:
-        for info in ready:
+    unready = [i for i in mine if not (i.get("ready") and i.get("models"))]
+    if mine and not unready:
+        for info in mine:
             models = ", ".join(f"{m['name']} v{m['version']}" for m in info["models"])
             print(f"healthy: {info['hostname']} serving {models}")
         return 0
     if mine:
-        print(f"unhealthy: {len(mine)} worker(s) on {host} not ready or without models",
-              file=sys.stderr)
+        print(f"unhealthy: {len(unready)} of {len(mine)} worker(s) on {host} not ready or "
+              "without models", file=sys.stderr)
     else:
         print(f"unhealthy: no live worker on {host}", file=sys.stderr)
     return 1

@@ -95,6 +95,7 @@ class BulkConsumer:
         self._decoding = 0
         self._drained = False
         self._stopping = threading.Event()
+        self.ticked = time.monotonic()  # when the consumer loop last came round
         self._consumer = threading.Thread(target=self._consume_loop, name="aimass-consumer",
                                           daemon=True)
         self._finisher = threading.Thread(target=self._finish_loop, name="aimass-finisher",
@@ -116,9 +117,21 @@ class BulkConsumer:
 
     # -- taking jobs ---------------------------------------------------------------
 
+    def health(self, stall_s: float) -> dict[str, bool | str]:
+        """The liveness of the consumer and finisher threads (worker/monitor.py)."""
+        still = time.monotonic() - self.ticked
+        consumer: bool | str = True
+        if not self._consumer.is_alive():
+            consumer = "the consumer thread has died"
+        elif still > stall_s:
+            consumer = f"the consumer thread has not moved for {still:.0f} s"
+        return {"consumer": consumer,
+                "finisher": self._finisher.is_alive() or "the finisher thread has died"}
+
     def _consume_loop(self) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
+            self.ticked = time.monotonic()
             room = self.capacity.wait_for_room(timeout=0.5)
             if room <= 0 or self._stopping.is_set():
                 continue

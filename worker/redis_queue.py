@@ -124,6 +124,24 @@ return 1
 """
 
 
+# KEYS: lists. For each, its length and the job id of its oldest message (the next one
+# taken), or "" when it is empty or the id is not found: read in Redis, so that the
+# message itself (megabytes, at times) never crosses the network.
+_BACKLOG = """
+local out = {}
+for i = 1, #KEYS do
+  local length, id = redis.call('LLEN', KEYS[i]), ''
+  if length > 0 then
+    local raw = redis.call('LINDEX', KEYS[i], -1)
+    id = string.match(raw, '"id"%s*:%s*"([^"\\\\]+)"') or ''
+  end
+  out[#out + 1] = length
+  out[#out + 1] = id
+end
+return out
+"""
+
+
 @dataclass(frozen=True)
 class Taken:
     """A message taken from a queue; ``delivery_tag`` is "" when it was not a kombu
@@ -153,6 +171,7 @@ class ModelQueues:
         self.max_message_bytes = max_message_bytes
         self._take = client.register_script(_TAKE)
         self._settle = client.register_script(_SETTLE)
+        self._backlog = client.register_script(_BACKLOG)
         self._pubsub: Any = None
         self._subscribed: list[str] = []
         self.set_models(models)
@@ -165,6 +184,7 @@ class ModelQueues:
         self.lists = [priority_queue_name(m, step) for step in PRIORITY_STEPS
                       for m in self.models]
         self.bases = [queue_name(m) for step in PRIORITY_STEPS for m in self.models]
+        self.slots = [(m, step) for step in PRIORITY_STEPS for m in self.models]
 
     def take(self, limit: int) -> list[Taken]:
         """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
@@ -200,6 +220,18 @@ class ModelQueues:
             key = f"{RESULT_KEY_PREFIX}{s.task_id}" if s.task_id and s.record else ""
             args += [s.delivery_tag, key, s.record.encode() if s.record else b""]
         self._settle(keys=[UNACKED_HASH, UNACKED_INDEX], args=args)
+
+
+    def backlog(self) -> dict[str, dict[int, tuple[int, str]]]:
+        """Per model and priority step: how many jobs wait, and the id of the oldest."""
+        # set_models may run meanwhile, on another thread: pair what was asked for.
+        slots = self.slots
+        lists = [priority_queue_name(m, step) for m, step in slots]
+        flat = self._backlog(keys=lists)
+        out: dict[str, dict[int, tuple[int, str]]] = {}
+        for i, (model, step) in enumerate(slots):
+            out.setdefault(model, {})[step] = (int(flat[2 * i]), _text(flat[2 * i + 1]))
+        return out
 
 
 def _text(value: Any) -> str:

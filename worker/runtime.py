@@ -76,7 +76,7 @@ class Runtime:
     """Loads every model of the repository (or the chosen ones) and answers jobs."""
 
     def __init__(self, settings: WorkerSettings, plan: DevicePlan,
-                 on_batch: Callable[[str, int, int, float], None] | None = None,
+                 on_batch: Callable[[str, int, int, int, float], None] | None = None,
                  idle: Callable[[], bool] = never_idle) -> None:
         self.settings = settings
         self.plan = plan
@@ -272,7 +272,8 @@ class Runtime:
         on_batch = self.on_batch
         batcher = Batcher(
             f"{version.name}-v{version.version}", runner, max_batch, delay_ms,
-            on_batch=(lambda size, ran, ms: on_batch(version.name, size, ran, ms))
+            on_batch=(lambda size, ran, ms: on_batch(version.name, version.version, size, ran,
+                                                     ms))
             if on_batch else None,
             idle=self.idle, time_limit_s=self.settings.job_time_limit_s,
             interrupt=runner.interrupt, buckets=buckets)

@@ -31,6 +31,7 @@ from aimass.producer.records import ResultRecord
 from aimass.worker.consumer import BulkConsumer, InFlight
 from aimass.worker.events import TaskEvents
 from aimass.worker.metrics import Metrics
+from aimass.worker.monitor import Monitor
 from aimass.worker.redis_queue import ModelQueues
 from aimass.worker.runtime import Runtime
 from aimass.worker.settings import WorkerSettings
@@ -57,6 +58,10 @@ class WorkerService:
                                            socket_keepalive=True)
         self._thread = threading.Thread(target=self._housekeeping, name="aimass-housekeeping",
                                         daemon=True)
+        self.queues_of_models = ModelQueues(self._redis, [], hostname,
+                                            self.settings.result_ttl_s,
+                                            self.settings.max_message_bytes)
+        self.monitor = Monitor(self)
 
     def _feeder_idle(self) -> bool:
         return self.consumer is not None and self.consumer.idle()
@@ -69,14 +74,15 @@ class WorkerService:
         if self.settings.log_level != "DEBUG":
             # One INFO line per job costs more than a small model's inference.
             logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+        # Probes answer while the models load: live, not ready.
+        self.monitor.serve(self.settings.metrics_port)
         self.runtime.load()
         self.metrics.set_models([m.describe() for m in self.runtime.models()])
         self.metrics.cpu_fallback.set(int(self.runtime.cpu_fallback()))
-        self.metrics.serve(self.settings.metrics_port)
+        queues = self.queues_of_models
+        queues.set_models(self.runtime.model_names())
         if self.bulk:
             self.app.amqp.queues.select([CELERY_QUEUE])
-            queues = ModelQueues(self._redis, self.runtime.model_names(), self.hostname,
-                                 self.settings.result_ttl_s, self.settings.max_message_bytes)
             self.consumer = BulkConsumer(
                 self.runtime, queues, self.settings.concurrency, revoked=worker_state.revoked,
                 on_settled=self._on_settled, on_load=self.metrics.in_flight.set,
@@ -92,8 +98,12 @@ class WorkerService:
         if self.consumer is not None:
             self.consumer.stop()
         self.runtime.stop()
+        self.monitor.close()
         with contextlib.suppress(redis.RedisError):
             self._redis.delete(worker_key(self.hostname))
+
+    def housekeeping_alive(self) -> bool:
+        return self._thread.is_alive() or not self._thread.ident  # not started yet: fine
 
     def queues(self) -> list[str]:
         return [queue_name(name) for name in self.runtime.model_names()]
@@ -124,25 +134,30 @@ class WorkerService:
         return "cpu" if gpu is None or self.runtime.cpu_fallback() else f"gpu:{gpu}"
 
     def _on_settled(self, flight: InFlight, record: ResultRecord | None) -> None:
-        kind = flight.started.model.logic.kind if flight.started else "-"
+        started = flight.started
+        kind = started.model.logic.kind if started else "-"
+        version = str(started.model.version.version) if started else "-"
         queue_ms = None
-        if flight.started is not None and flight.started.future.done() and \
-                flight.started.future.exception() is None:
-            queue_ms = flight.started.future.result().queue_ms
-        self.metrics.on_settled(flight.model, str(kind), record, queue_ms,
+        if started is not None and started.future.done() and \
+                started.future.exception() is None:
+            queue_ms = started.future.result().queue_ms
+        self.metrics.on_settled(flight.model, version, str(kind), record, queue_ms,
                                 time.monotonic() - flight.arrived)
         self.events.on_settled(flight, record)
 
     def _housekeeping(self) -> None:
         next_reload = time.monotonic() + self.settings.reload_interval_s
+        next_beat = 0.0
         while not self._stop.is_set():
-            self._beat()
-            if self.settings.reload_interval_s and time.monotonic() >= next_reload:
+            now = time.monotonic()
+            if now >= next_beat:
+                self._beat()
+                next_beat = now + (WORKER_HEARTBEAT_INTERVAL_S if self.ready.is_set() else 1.0)
+            if self.settings.reload_interval_s and now >= next_reload:
                 self._reload()
                 next_reload = time.monotonic() + self.settings.reload_interval_s
-            self._stop.wait(1.0 if not self.ready.is_set() else
-                            min(WORKER_HEARTBEAT_INTERVAL_S, self.settings.reload_interval_s or
-                                WORKER_HEARTBEAT_INTERVAL_S))
+            self.monitor.refresh_gauges()
+            self._stop.wait(1.0)
 
     def _beat(self) -> None:
         try:
@@ -159,9 +174,8 @@ class WorkerService:
             return
         if changed:
             self.metrics.set_models([m.describe() for m in self.runtime.models()])
-            if self.consumer is not None:
-                self.consumer.queues.set_models(self.runtime.model_names())
-            else:
+            self.queues_of_models.set_models(self.runtime.model_names())
+            if self.consumer is None:  # Celery's own consumer: tell it of the new queues
                 for name in changed:
                     self.app.control.add_consumer(queue_name(name), destination=[self.hostname])
             self._beat()

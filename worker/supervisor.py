@@ -6,6 +6,10 @@ and storing results take a core or two per process. ``aimass worker`` therefore 
 sessions), pins each to its GPU and to a share of the cores, forwards SIGTERM and SIGINT
 to them, and restarts a child that exits on its own, after a backoff that grows while it
 keeps failing, so that a GPU is never left idle behind a container that looks healthy.
+
+With a metrics port P, the supervisor answers on P for the whole container: ``/readyz``
+is ready only while every child is (it asks each on its own port, P+1, P+2, ...),
+``/livez`` while the supervisor runs, and ``/metrics`` counts restarts.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from aimass.worker.health import Checks, Endpoints, probe
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,7 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     cpus: set[int] | None = None  # the cores it is pinned to; None: not pinned
+    port: int = 0  # where it serves /metrics, /livez and /readyz; 0: nowhere
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -77,10 +86,22 @@ class Supervisor:
         self.clock = clock
         self.poll_s = poll_s
         self.stopping = False
+        self.registry = CollectorRegistry()
+        self.restarts = Counter("aimass_worker_restarts", "Worker processes started again "
+                                "after they exited on their own", ["process"],
+                                registry=self.registry)
+        self.running = Gauge("aimass_worker_processes", "Worker processes of this container, "
+                             "by state (running, or waiting to be restarted)", ["state"],
+                             registry=self.registry)
+        self.endpoints = Endpoints(self.registry, self.live, self.ready)
 
-    def run(self) -> int:
+    def run(self, port: int = 0) -> int:
+        """Start the children, serve the container's endpoints on ``port`` (0: none), and
+        keep the children running until SIGTERM or SIGINT."""
         for child in self.children:
             self._start(child)
+        if port:
+            self.endpoints.serve(port)
         previous = {sig: signal.signal(sig, self._forward) for sig in
                     (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -91,6 +112,7 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.endpoints.close()
 
     def step(self) -> None:
         """Notice children that exited, and start those whose backoff has passed; nothing
@@ -104,7 +126,25 @@ class Supervisor:
             if child.process is None and child.restart_at is not None \
                     and now >= child.restart_at:
                 child.restarts += 1
+                self.restarts.labels(child.label).inc()
                 self._start(child)
+        waiting = sum(child.process is None for child in self.children)
+        self.running.labels("running").set(len(self.children) - waiting)
+        self.running.labels("waiting").set(waiting)
+
+    def live(self) -> Checks:
+        return {"supervisor": True}  # it answers: it is alive; each child has its own
+
+    def ready(self) -> Checks:
+        """Ready while every child is: one restarting makes the container unready."""
+        return {f"worker {child.label}": self._child_ready(child) for child in self.children}
+
+    def _child_ready(self, child: Child) -> bool | str:
+        if child.process is None or child.process.poll() is not None:
+            return "exited; waiting to be restarted"
+        if not child.port:
+            return True  # nowhere to ask: running is all that can be known
+        return probe(f"http://127.0.0.1:{child.port}/readyz")
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         self.stopping = True
@@ -147,3 +187,4 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"code {code}"
+

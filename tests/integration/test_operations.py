@@ -68,19 +68,22 @@ def test_metrics_endpoint_counts_jobs_and_batches(
             bad.result(timeout=30)
     text = ""
     deadline = time.monotonic() + 10
-    while 'outcome="failed"' not in text and time.monotonic() < deadline:
+    # Gauges read from outside the process (readiness, backlog) refresh every 2 s.
+    while not ('outcome="failed"' in text and "aimass_ready 1.0" in text) \
+            and time.monotonic() < deadline:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
             text = page.read().decode()
         time.sleep(0.1)
-    assert ('aimass_jobs_total{kind="classify",model="tiny",outcome="succeeded",reason=""} 10.0'
-            in text)
-    assert 'outcome="failed",reason="InvalidInput"' in text
-    assert 'aimass_batch_size_count{model="tiny"}' in text
+    assert ('aimass_jobs_total{kind="classify",model="tiny",outcome="succeeded",reason="",'
+            'version="1"} 10.0' in text)
+    assert 'outcome="failed",reason="InvalidInput",version="-"' in text  # before its batch
+    assert 'aimass_batch_size_count{bucket="1",model="tiny",version="1"}' in text  # exact sizes
     assert 'aimass_model_info{kind="classify",model="tiny",provider="CPUExecutionProvider",' \
            'version="1"} 1.0' in text
     assert "aimass_inference_seconds_bucket" in text and "aimass_job_seconds_bucket" in text
-    assert 'aimass_bucket_runs_total{bucket="1",model="tiny"}' in text  # exact sizes
-    assert "aimass_cpu_fallback 0.0" in text
+    assert 'aimass_queue_depth{model="tiny",priority="0",version="1"} 0.0' in text
+    assert "aimass_cpu_fallback 0.0" in text and "aimass_ready 1.0" in text
+    assert "aimass_gpu_utilization_ratio{" not in text  # no GPU here: no series
 
 
 def test_celery_inspect_sees_the_worker_and_its_models(

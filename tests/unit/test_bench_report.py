@@ -145,7 +145,7 @@ class FakeNvml(types.ModuleType):
         return types.SimpleNamespace(gpu=self.rates[handle], memory=0)
 
     def nvmlDeviceGetMemoryInfo(self, handle: int) -> types.SimpleNamespace:
-        return types.SimpleNamespace(used=self.used[handle])
+        return types.SimpleNamespace(used=self.used[handle], total=141 * 2**30)
 
 
 def test_without_a_driver_the_gpu_sampler_records_nothing_and_stops_cleanly(
