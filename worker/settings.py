@@ -1,161 +1,228 @@
-"""Worker settings: built once at start-up from the environment, overridden by the CLI."""
+"""Worker settings: built once at start-up from the environment, overridden by the CLI.
+
+Every value is checked when the settings are made (``aimass.producer.settings`` has the
+rules): a bad one stops the worker with one line naming its variable.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
 from aimass.producer.keys import DEFAULT_RESULT_TTL_S
-from aimass.producer.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV
+from aimass.producer.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV, is_valid_model_name
+from aimass.producer.settings import (
+    DEFAULT_REDIS_URL,
+    FLAG_WORDS,
+    REDIS_URL,
+    RESULT_TTL_S,
+    Count,
+    CountOrOff,
+    Duration,
+    Flag,
+    Port,
+    PositiveDuration,
+    check_changes,
+    check_fields,
+    checked,
+    read_environment,
+    warn_unknown_variables,
+)
 from aimass.worker.buckets import parse_bucket_setting
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+def _folder(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file")
+    return path
+
+
+def _devices(value: str) -> str:
+    text = value.strip().lower()
+    if text in ("auto", "cpu"):
+        return text
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isascii() and part.isdigit() for part in parts):
+        raise ValueError("expected auto, cpu or GPU indices")
+    return ",".join(dict.fromkeys(str(int(part)) for part in parts))
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part for part in value.split(",") if part.strip())
+    return value
+
+
+def _model_name(name: str) -> str:
+    if not is_valid_model_name(name):
+        raise ValueError(f"{name!r} is not a valid model name")
+    return name
+
+
+def _buckets(value: str) -> str:
+    parse_bucket_setting(value)
+    return value.strip().lower()
+
+
+def _none_word(value: object) -> object:
+    return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _upper(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _node_name(name: str | None) -> str | None:
+    if name is not None and (not name or any(c.isspace() for c in name)):
+        raise ValueError("a node name is one word")
+    return name
+
+
+Folder = Annotated[Path, AfterValidator(_folder)]
+Devices = Annotated[str, AfterValidator(_devices)]
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_model_name)]
+ModelNames = Annotated[tuple[ModelName, ...], BeforeValidator(_comma_list)]
+BatchBuckets = Annotated[str, AfterValidator(_buckets)]
+Consumer = Annotated[Literal["bulk", "celery"], BeforeValidator(_lower)]
+LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lower)]
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                     BeforeValidator(_upper)]
+NodeName = Annotated[str | None, AfterValidator(_node_name)]
+# "none" (any case) stands for None: each manifest's own limit.
+BatchSizeOrNone = Annotated[Count | None, BeforeValidator(_none_word)]
+DelayOrNone = Annotated[Duration | None, BeforeValidator(_none_word)]
+
+_FOLDER = "a folder (that need not exist yet), not a file"
+_MANIFESTS = "or none (each manifest's own)"
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
     """Everything a worker process needs to know; see the README for each variable."""
 
-    redis_url: str = DEFAULT_REDIS_URL
-    model_repository: Path = DEFAULT_REPOSITORY
+    redis_url: str = field(default=DEFAULT_REDIS_URL, metadata=REDIS_URL)
+    model_repository: Path = field(default=DEFAULT_REPOSITORY, metadata=checked(
+        REPOSITORY_ENV, Folder, "model repository", _FOLDER))
     # "auto" (every visible GPU, else CPU), "cpu", or a comma list of GPU indices.
-    devices: str = "auto"
+    devices: str = field(default="auto", metadata=checked(
+        "AIMASS_DEVICES", Devices, "device list", "auto, cpu, or GPU indices like 0,1"))
     # Only these models (empty: every model in the repository).
-    models: tuple[str, ...] = ()
+    models: tuple[str, ...] = field(default=(), metadata=checked(
+        "AIMASS_MODELS", ModelNames, "model list",
+        "model names like digits,alexnet (lower-case letters, digits, '.', '_' and '-')"))
     # Override every manifest's batching limits when set.
-    max_batch_size: int | None = None
-    max_queue_delay_ms: float | None = None
+    max_batch_size: int | None = field(default=None, metadata=checked(
+        "AIMASS_MAX_BATCH_SIZE", BatchSizeOrNone, "batch size",
+        f"a whole number of at least 1, {_MANIFESTS}"))
+    max_queue_delay_ms: float | None = field(default=None, metadata=checked(
+        "AIMASS_MAX_QUEUE_DELAY_MS", DelayOrNone, "queue delay",
+        f"0 or more milliseconds, {_MANIFESTS}"))
     # Shape-stable batching (worker/buckets.py): "auto" pads batches up to fixed sizes,
     # one session each, on a GPU, and runs exact sizes on the CPU; "on", "off", or sizes
     # like "1,8,32" instead of the manifests' buckets.
-    batch_buckets: str = "auto"
+    batch_buckets: str = field(default="auto", metadata=checked(
+        "AIMASS_BATCH_BUCKETS", BatchBuckets, "batch bucket setting",
+        "auto, on, off, or sizes like 1,8,32"))
     # Worker processes per GPU (0: as many as the cores allow, see worker/supervisor.py);
     # with --devices cpu, processes sharing the CPU (0: one).
-    procs_per_gpu: int = 0
+    procs_per_gpu: int = field(default=0, metadata=checked(
+        "AIMASS_PROCS_PER_GPU", CountOrOff, "count",
+        "0 (as many as the cores allow) or positive"))
     # A worker asked for a GPU that ends up on the CPU fails `aimass check` unless this
     # is set: it would serve, but far slower than planned.
-    allow_cpu_fallback: bool = False
+    allow_cpu_fallback: bool = field(default=False, metadata=checked(
+        "AIMASS_ALLOW_CPU_FALLBACK", Flag, "boolean", FLAG_WORDS))
     # Jobs a worker process holds at once (taken from Redis, waiting or running).
-    concurrency: int = 64
+    concurrency: int = field(default=64, metadata=checked(
+        "AIMASS_CONCURRENCY", Count, "count", "a whole number of at least 1"))
     # "bulk": take many jobs per Redis call and settle a batch's results in one call
     # (fast); "celery": Celery's own consumer, one message at a time (conventional).
-    consumer: str = "bulk"
+    consumer: str = field(default="bulk", metadata=checked(
+        "AIMASS_CONSUMER", Consumer, "consumer", "bulk or celery"))
     # How often an idle bulk consumer looks at its queues; producers that publish a
     # wake-up (the aimass client does) are served at once.
-    idle_poll_ms: float = 20.0
+    idle_poll_ms: float = field(default=20.0, metadata=checked(
+        "AIMASS_IDLE_POLL_MS", PositiveDuration, "interval",
+        "a number of milliseconds above 0"))
     # How long a delivered, unacknowledged job stays with its worker before Redis hands it
     # to another: longer than the worst queue wait plus run time, short enough that a dead
     # worker's jobs do not wait long.
-    visibility_timeout_s: int = 300
+    visibility_timeout_s: int = field(default=300, metadata=checked(
+        "AIMASS_VISIBILITY_TIMEOUT_S", Count, "timeout",
+        "a whole number of seconds, at least 1"))
     # How long one batch may run before its jobs fail with ModelError ("timed out") and
     # the run is interrupted (0: no limit). Keep it below the visibility timeout, or a
     # stuck job is handed to another worker while this one still holds it.
-    job_time_limit_s: float = 60.0
+    job_time_limit_s: float = field(default=60.0, metadata=checked(
+        "AIMASS_JOB_TIME_LIMIT_S", Duration, "time limit",
+        "0 (no limit) or a positive number of seconds"))
     # How long results (and submission records) are kept.
-    result_ttl_s: int = DEFAULT_RESULT_TTL_S
+    result_ttl_s: int = field(default=DEFAULT_RESULT_TTL_S, metadata=RESULT_TTL_S)
     # Caps on what one job may carry.
-    max_payload_bytes: int = 16 * 1024 * 1024
-    max_image_pixels: int = 4096 * 4096
+    max_payload_bytes: int = field(default=16 * 1024 * 1024, metadata=checked(
+        "AIMASS_MAX_PAYLOAD_BYTES", Count, "size", "a whole number of bytes, at least 1"))
+    max_image_pixels: int = field(default=4096 * 4096, metadata=checked(
+        "AIMASS_MAX_IMAGE_PIXELS", Count, "size", "a whole number of pixels, at least 1"))
     # Cap on one whole queue message: larger ones fail with PayloadTooLarge before they
     # are decoded. Room for one tensor at max_payload_bytes, base64 twice (kwargs, body).
-    max_message_bytes: int = 32 * 1024 * 1024
+    max_message_bytes: int = field(default=32 * 1024 * 1024, metadata=checked(
+        "AIMASS_MAX_MESSAGE_BYTES", Count, "size", "a whole number of bytes, at least 1"))
     # ONNX Runtime threads per session; 0 lets aimass pick from the cores per process.
-    intra_op_threads: int = 0
-    tensorrt: bool = False
-    tensorrt_cache: Path = Path(".trt-cache")
-    metrics_port: int = 0
+    intra_op_threads: int = field(default=0, metadata=checked(
+        "AIMASS_INTRA_OP_THREADS", CountOrOff, "thread count",
+        "0 (chosen from the cores) or positive"))
+    tensorrt: bool = field(default=False, metadata=checked(
+        "AIMASS_TENSORRT", Flag, "boolean", FLAG_WORDS))
+    tensorrt_cache: Path = field(default=Path(".trt-cache"), metadata=checked(
+        "AIMASS_TENSORRT_CACHE", Folder, "TensorRT cache", _FOLDER))
+    metrics_port: int = field(default=0, metadata=checked(
+        "AIMASS_METRICS_PORT", Port, "port", "0 (off) or a port from 1 to 65535"))
     # How often to look for newly published versions (0: never).
-    reload_interval_s: float = 5.0
-    log_level: str = "INFO"
-    hostname: str | None = None
+    reload_interval_s: float = field(default=5.0, metadata=checked(
+        "AIMASS_RELOAD_INTERVAL_S", Duration, "interval",
+        "0 (never) or a positive number of seconds"))
+    log_level: str = field(default="INFO", metadata=checked(
+        "AIMASS_LOG_LEVEL", LogLevel, "log level",
+        "DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)"))
+    # "json": one JSON object per line, and a line per settled job (worker/logs.py).
+    log_format: str = field(default="text", metadata=checked(
+        "AIMASS_LOG_FORMAT", LogFormat, "log format", "text or json"))
+    # Deliveries of one job before it is parked in its model's dead-letter list instead
+    # of run again: a job whose worker dies each time it runs it (0: no cap).
+    max_deliveries: int = field(default=3, metadata=checked(
+        "AIMASS_MAX_DELIVERIES", CountOrOff, "count", "0 (no cap) or positive"))
+    # Cap on one stored result: a larger one fails its job with PayloadTooLarge.
+    max_result_bytes: int = field(default=16 * 1024 * 1024, metadata=checked(
+        "AIMASS_MAX_RESULT_BYTES", Count, "size", "a whole number of bytes, at least 1"))
+    # Only the command line names a Celery node (--hostname); None: aimass-<device>-<pid>.
+    hostname: str | None = field(default=None, metadata=checked(
+        "--hostname", NodeName, "node name", "one word such as worker1@%h"))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
-        """Settings from ``REDIS_URL`` and ``AIMASS_*`` variables; call once at start-up."""
+        """Settings from ``REDIS_URL`` and ``AIMASS_*`` variables; call once at start-up.
+        Unset or empty variables keep their defaults; a bad value raises SettingsError."""
         env = os.environ if environ is None else environ
-        defaults = cls()
-
-        def get(name: str, default: Any, convert: Any = str) -> Any:
-            value = env.get(name)
-            if value is None or value == "":
-                return default
-            try:
-                return convert(value)
-            except ValueError:
-                expected = _EXPECTED.get(convert, convert.__name__)
-                raise ValueError(f"{name}={value!r} is not a valid {expected}") from None
-
-        def optional(convert: Any) -> Any:
-            return lambda value: None if value.lower() == "none" else convert(value)
-
-        return cls(
-            redis_url=get("REDIS_URL", defaults.redis_url),
-            model_repository=get(REPOSITORY_ENV, defaults.model_repository, Path),
-            devices=get("AIMASS_DEVICES", defaults.devices),
-            models=tuple(
-                name for name in get("AIMASS_MODELS", "").split(",") if name.strip()
-            ),
-            max_batch_size=get("AIMASS_MAX_BATCH_SIZE", None, optional(int)),
-            max_queue_delay_ms=get("AIMASS_MAX_QUEUE_DELAY_MS", None, optional(float)),
-            batch_buckets=get("AIMASS_BATCH_BUCKETS", defaults.batch_buckets, _buckets),
-            procs_per_gpu=get("AIMASS_PROCS_PER_GPU", defaults.procs_per_gpu, _non_negative),
-            allow_cpu_fallback=get("AIMASS_ALLOW_CPU_FALLBACK", False, _flag),
-            concurrency=get("AIMASS_CONCURRENCY", defaults.concurrency, int),
-            consumer=get("AIMASS_CONSUMER", defaults.consumer).lower(),
-            idle_poll_ms=get("AIMASS_IDLE_POLL_MS", defaults.idle_poll_ms, float),
-            visibility_timeout_s=get(
-                "AIMASS_VISIBILITY_TIMEOUT_S", defaults.visibility_timeout_s, int
-            ),
-            job_time_limit_s=get("AIMASS_JOB_TIME_LIMIT_S", defaults.job_time_limit_s, float),
-            result_ttl_s=get("AIMASS_RESULT_TTL_S", defaults.result_ttl_s, int),
-            max_payload_bytes=get("AIMASS_MAX_PAYLOAD_BYTES", defaults.max_payload_bytes, int),
-            max_image_pixels=get("AIMASS_MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
-            max_message_bytes=get("AIMASS_MAX_MESSAGE_BYTES", defaults.max_message_bytes, int),
-            intra_op_threads=get("AIMASS_INTRA_OP_THREADS", defaults.intra_op_threads, int),
-            tensorrt=get("AIMASS_TENSORRT", False, _flag),
-            tensorrt_cache=get("AIMASS_TENSORRT_CACHE", defaults.tensorrt_cache, Path),
-            metrics_port=get("AIMASS_METRICS_PORT", defaults.metrics_port, int),
-            reload_interval_s=get("AIMASS_RELOAD_INTERVAL_S", defaults.reload_interval_s, float),
-            log_level=get("AIMASS_LOG_LEVEL", defaults.log_level).upper(),
-        )
+        warn_unknown_variables(env)
+        return cls(**read_environment(cls, env))
 
     def bucket_setting(self) -> str | tuple[int, ...]:
         return parse_bucket_setting(self.batch_buckets)
 
     def override(self, **changes: Any) -> WorkerSettings:
-        """A copy with the CLI's flags applied; ``None`` means "not given"."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-def _buckets(value: str) -> str:
-    parse_bucket_setting(value)  # raises ValueError, with the variable's name, when bad
-    return value.strip().lower()
-
-
-def _non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(value)
-    return number
-
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _flag(value: str) -> bool:
-    if value.strip().lower() in _TRUE:
-        return True
-    if value.strip().lower() in _FALSE:
-        return False
-    raise ValueError(value)
-
-
-_EXPECTED: dict[Any, str] = {
-    _buckets: "batch bucket setting (auto, on, off, or sizes like 1,8,32)",
-    _non_negative: "count (0 or more)",
-    _flag: "boolean (1, true, yes, on or 0, false, no, off)",
-}
+        """A copy with the CLI's flags applied, each checked like the variable it stands
+        for; ``None`` means "not given"."""
+        given = {name: value for name, value in changes.items() if value is not None}
+        return replace(self, **check_changes(type(self), given))
