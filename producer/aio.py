@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from aimass.producer.cancellation import CANCEL_SCRIPT, cancel_call
 from aimass.producer.codecs import ImageLike
 from aimass.producer.contract import Priority
 from aimass.producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
@@ -159,6 +160,13 @@ class AsyncJob:
                                  f"(status: {await self.status()})")
             self._final = finished[1]
         return decode_result(self.id, self._final, decode=decode)
+
+    async def cancel(self) -> bool:
+        """Cancel the job (see ``Job.cancel``)."""
+        keys, args = cancel_call(self.id, self.client.settings.result_ttl_s)
+        cancelled = bool(await self.client.redis.eval(CANCEL_SCRIPT, len(keys), *keys, *args))
+        self._final = None
+        return cancelled
 
     async def forget(self) -> None:
         await self.client.redis.delete(result_key(self.id), submitted_key(self.id))

@@ -1,4 +1,5 @@
-"""Producer commands: ``aimass classify``, ``generate``, ``status`` and ``result``.
+"""Producer commands: ``aimass classify``, ``generate``, ``status``, ``result`` and
+``cancel`` (and ``dead``, producer/dead_letters.py).
 
 Human-readable output by default, ``--json`` for scripts. Exit codes: 0 done, 1 the
 job failed, expired or is unknown (the typed error is printed, ``InvalidInput: ...``),
@@ -17,6 +18,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from aimass.producer import dead_letters
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -73,6 +76,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="for a generate job, write its images as a PNG grid here")
     result.add_argument("--json", action="store_true", help="print the stored result JSON")
     result.set_defaults(handler=_guarded(run_result))
+
+    cancel = subparsers.add_parser(
+        "cancel", help="cancel jobs that have not run", epilog=EPILOG,
+        description="A queued job never runs; a job waiting in a worker's batch is dropped "
+                    "before the batch starts. Its status reads cancelled.")
+    cancel.add_argument("job_ids", nargs="+")
+    cancel.set_defaults(handler=_guarded(run_cancel))
+
+    dead_letters.register(subparsers)
 
 
 def _add_submit_options(parser: argparse.ArgumentParser) -> None:
@@ -236,6 +248,27 @@ def run_status(args: argparse.Namespace) -> int:
         status = client.job(args.job_id).status()
     print(json.dumps({"id": args.job_id, "status": str(status)}) if args.json else status)
     return EXIT_OK
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    from aimass.producer.results import JobStatus
+
+    code = EXIT_OK
+    with _client() as client:
+        for job_id in args.job_ids:
+            job = client.job(job_id)
+            status = job.status()
+            if status is JobStatus.unknown:
+                print(f"{job_id}: unknown job (never submitted, or its records have "
+                      "expired)", file=sys.stderr)
+                code = EXIT_JOB_FAILED
+            elif job.cancel():
+                print(f"{job_id}: cancelled")
+            else:
+                print(f"{job_id}: not cancelled, it had finished ({job.status()})",
+                      file=sys.stderr)
+                code = EXIT_JOB_FAILED
+    return code
 
 
 def run_result(args: argparse.Namespace) -> int:

@@ -183,7 +183,7 @@ class ErrorResult(BaseModel):
 
     exc_type: Literal[
         "InvalidJob", "UnknownModel", "InvalidInput", "PayloadTooLarge", "QueueFull",
-        "ModelError", "JobExpired",
+        "ModelError", "WorkerLost", "JobExpired",
     ]
     exc_message: list[str]
     exc_module: str

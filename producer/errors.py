@@ -43,6 +43,17 @@ class ModelError(AimassError):
     """The model failed while running; the job itself looked valid."""
 
 
+class WorkerLost(AimassError):
+    """The job's worker died each time it ran it, as many times as workers allow
+    (``AIMASS_MAX_DELIVERIES``): it is parked in its model's dead-letter list and not run
+    again unless sent again (``aimass dead retry``)."""
+
+
+class JobCancelled(AimassError):
+    """The job was cancelled by a producer (``Job.cancel``, ``aimass cancel``) before it
+    ran; it is stored as Celery's REVOKED state with this type."""
+
+
 class JobExpired(AimassError):
     """The job was not started before its deadline and was dropped."""
 
@@ -55,7 +66,7 @@ class JobTimeout(AimassError, TimeoutError):
 JOB_ERRORS: dict[str, type[AimassError]] = {
     cls.__name__: cls
     for cls in (InvalidJob, UnknownModel, InvalidInput, PayloadTooLarge, QueueFull, ModelError,
-                JobExpired)
+                WorkerLost, JobExpired)
 }
 
 

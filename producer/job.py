@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from aimass.producer.cancellation import cancel
 from aimass.producer.errors import AimassError, JobTimeout
 from aimass.producer.keys import result_key, submitted_key
 from aimass.producer.records import ResultRecord
@@ -63,6 +64,14 @@ class Job:
                                  f"(status: {self.status()})")
             self._final = finished[1]
         return decode_result(self.id, self._final, decode=decode)
+
+    def cancel(self) -> bool:
+        """Cancel the job: a queued job never runs, a job waiting in a worker's batch is
+        dropped before the batch starts; its status reads cancelled and ``result()``
+        raises ``JobCancelled``. False when it had finished already (nothing changes)."""
+        cancelled = cancel(self.client.redis, self.id, self.client.settings.result_ttl_s)
+        self._final = None
+        return cancelled
 
     def forget(self) -> None:
         """Delete the job's stored result and submission record; its id then reads

@@ -46,6 +46,22 @@ SUBMITTED_PREFIX = "aimass:job:"
 # are picked up at the next poll (AIMASS_IDLE_POLL_MS).
 WAKE_PREFIX = "aimass:wake:"
 
+# How many times each job taken from a queue has been delivered to a worker (a hash, by
+# job id): a job whose worker dies each time it runs it is parked after
+# AIMASS_MAX_DELIVERIES deliveries instead of killing worker after worker. A job's
+# entry goes when its result is stored.
+DELIVERIES_HASH = "aimass:deliveries"
+
+# Set (with the result TTL) when a producer cancels a job: a worker that takes the job
+# afterwards stores nothing and runs nothing. The job's id is also published on
+# CANCEL_CHANNEL, so that a worker holding it in a batch not yet run drops it.
+CANCELLED_PREFIX = "aimass:cancelled:"
+CANCEL_CHANNEL = "aimass:cancel"
+
+# A model's dead-letter list: the messages of jobs parked after too many deliveries,
+# exactly as they were queued, for `aimass dead list|retry|purge`.
+DEAD_PREFIX = "aimass:dead:"
+
 # One per live worker process: JSON with host, pid, models, versions, providers,
 # batch settings and queues; expires unless refreshed (WORKER_HEARTBEAT_TTL_S).
 WORKER_PREFIX = "aimass:worker:"
@@ -86,3 +102,11 @@ def wake_channel(model: str) -> str:
 
 def worker_key(hostname: str) -> str:
     return f"{WORKER_PREFIX}{hostname}"
+
+
+def dead_letter_key(model: str) -> str:
+    return f"{DEAD_PREFIX}{model}"
+
+
+def cancelled_key(job_id: str) -> str:
+    return f"{CANCELLED_PREFIX}{job_id}"

@@ -28,6 +28,7 @@ import orjson
 
 from aimass.producer.errors import InvalidJob
 from aimass.producer.keys import PRIORITY_STEPS, priority_queue_name
+from aimass.producer.tracing import is_traceparent
 
 # The protocol-v2 ``embed`` element: this job has no callbacks, chain or chord.
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -83,6 +84,11 @@ class TaskMessage:
         return str(self.headers["task"]) if self.headers.get("task") else None
 
     @property
+    def traceparent(self) -> str | None:
+        value = self.headers.get("traceparent")
+        return value if is_traceparent(value) else None
+
+    @property
     def expires(self) -> datetime | None:
         value = self.headers.get("expires")
         if not value:
@@ -100,11 +106,13 @@ class TaskMessage:
     @classmethod
     def build(cls, task: str, job_id: str, kwargs: dict[str, Any], *, queue: str,
               priority: int, expires: datetime | None = None,
-              serializer: Serializer = "json") -> TaskMessage:
+              serializer: Serializer = "json",
+              traceparent: str | None = None) -> TaskMessage:
         """A job's message. ``kwargs`` in the form ``serializer`` carries: bytes as
         base64 text for JSON, raw for msgpack. ``queue`` is the Celery queue
         (``aimass.<model>``); ``expires`` an aware datetime after which a worker drops
-        the job unstarted and stores it as REVOKED."""
+        the job unstarted and stores it as REVOKED; ``traceparent`` the W3C trace
+        context the job belongs to (producer/tracing.py), a header of its own."""
         content_type, content_encoding = CONTENT[serializer]
         if serializer == "msgpack":
             body = msgpack.packb([[], kwargs, EMBED], use_bin_type=True)
@@ -131,6 +139,8 @@ class TaskMessage:
             "stamped_headers": None,
             "stamps": {},
         }
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         properties: dict[str, Any] = {
             "correlation_id": job_id,
             "delivery_mode": 2,

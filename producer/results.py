@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from aimass.producer.codecs import png_from_base64, tensor_from_bytes
-from aimass.producer.errors import AimassError, JobExpired, error_from_result
+from aimass.producer.errors import AimassError, JobCancelled, JobExpired, error_from_result
 from aimass.producer.records import ResultRecord, ResultState
 
 
@@ -21,6 +21,7 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"  # the result is stored
     failed = "failed"  # the typed error is stored
     expired = "expired"  # not started before its deadline; dropped
+    cancelled = "cancelled"  # cancelled by a producer before it ran; dropped
     unknown = "unknown"  # nobody submitted this id (or its records have expired)
 
 
@@ -43,6 +44,8 @@ def status_of(record: ResultRecord | None, submitted: bool) -> JobStatus:
     submission record tells them apart.
     """
     if record is not None:
+        if record.outcome == "cancelled":
+            return JobStatus.cancelled
         return _STATUSES.get(record.state, JobStatus.queued)
     return JobStatus.queued if submitted else JobStatus.unknown
 
@@ -63,6 +66,8 @@ def decode_result(job_id: str, record: ResultRecord, decode: bool = True) -> dic
 
 def error_of(job_id: str, record: ResultRecord) -> AimassError:
     """The typed error a failed or expired job's record describes."""
+    if record.outcome == "cancelled":
+        return JobCancelled(f"job {job_id} was cancelled before it ran")
     if record.state is ResultState.revoked:
         return JobExpired(f"job {job_id} was not started before its deadline and was dropped")
     if record.error_type:

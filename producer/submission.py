@@ -28,6 +28,7 @@ from aimass.producer.messages import (
     message_list,
     priority_step,
 )
+from aimass.producer.tracing import current_traceparent
 
 # A deadline: seconds from now, a duration, or a point in time (naive means local time).
 Deadline = float | timedelta | datetime
@@ -152,7 +153,8 @@ class Submission:
                 exclude_none=True)
         return TaskMessage.build(
             task_name(self.kind), self.job_id, kwargs, queue=self.queue,
-            priority=self.priority, expires=self.expires, serializer=self.serializer).encode()
+            priority=self.priority, expires=self.expires, serializer=self.serializer,
+            traceparent=current_traceparent()).encode()
 
     def record(self) -> str:
         """The submission record stored under ``aimass:job:<id>``."""

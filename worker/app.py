@@ -89,7 +89,26 @@ def create_app(settings: WorkerSettings, plan: DevicePlan | None = None) -> Cele
         app.conf.task_queues = [Queue(queue_name(name)) for name in names]
     _register_tasks(app)
     app.steps["worker"].add(ServiceStep)
+    if settings.log_format == "json":
+        _log_json()
     return app
+
+
+def _log_json() -> None:
+    """Every log line one JSON object (worker/logs.py): Celery's handlers get the JSON
+    formatter once Celery has set them up, and warnings go through logging too."""
+    import celery.apps.worker as celery_worker
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    from aimass.worker.logs import say_json, use_json
+
+    def formatted(logger: logging.Logger, **kwargs: Any) -> None:
+        use_json(logger)
+
+    after_setup_logger.connect(formatted, weak=False)
+    after_setup_task_logger.connect(formatted, weak=False)
+    logging.captureWarnings(True)
+    celery_worker.safe_say = say_json  # its notices are printed, not logged
 
 
 def _register_tasks(app: Celery) -> None:

@@ -15,13 +15,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from aimass.producer.errors import AimassError, ModelError
+from aimass.producer.errors import AimassError, JobCancelled, ModelError
 from aimass.worker.buckets import bucket_for, gather
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Pending:
     arrived: float  # time.monotonic() when the job reached this worker
     enqueued: float = 0.0  # when it joined the local queue; its batch deadline counts from here
     future: Future[BatchOutput] = field(default_factory=Future)
+    job_id: str | None = None
 
 
 class _Stop:
@@ -200,11 +201,12 @@ class Batcher:
                  idle: Callable[[], bool] = never_idle,
                  time_limit_s: float = 0.0,
                  interrupt: Callable[[threading.Thread], None] | None = None,
-                 buckets: Sequence[int] = ()) -> None:
+                 buckets: Sequence[int] = (), cancelled: Container[str] = ()) -> None:
         self.name = name
         self.runner = runner
         self.max_batch_size = max_batch_size
         self.buckets = tuple(buckets)
+        self.cancelled = cancelled  # job ids a producer cancelled: dropped before a run
         self.max_delay_s = max_delay_ms / 1000.0
         self.on_batch = on_batch
         self.idle = idle
@@ -226,11 +228,13 @@ class Batcher:
         self._thread.start()
         return self._thread
 
-    def submit(self, feeds: Feeds, size: int, arrived: float) -> Future[BatchOutput]:
+    def submit(self, feeds: Feeds, size: int, arrived: float,
+               job_id: str | None = None) -> Future[BatchOutput]:
         """Queue one job's inputs; the future resolves when its batch has run."""
         if self._stopped:
             raise ModelError(f"model {self.name!r} was unloaded; send the job again")
-        job = Pending(feeds=feeds, size=size, arrived=arrived, enqueued=time.monotonic())
+        job = Pending(feeds=feeds, size=size, arrived=arrived, enqueued=time.monotonic(),
+                      job_id=job_id)
         self._jobs.put(job)
         return job.future
 
@@ -258,6 +262,9 @@ class Batcher:
             self._run(batch)
 
     def _run(self, batch: list[Pending]) -> None:
+        batch = self._drop_cancelled(batch)
+        if not batch:
+            return
         started = time.monotonic()
         running = self._running = _Running(batch, started, threading.current_thread())
         try:
@@ -290,6 +297,18 @@ class Batcher:
                 batch_size=size,
                 run_size=run_size,
             ))
+
+    def _drop_cancelled(self, batch: list[Pending]) -> list[Pending]:
+        """Jobs cancelled while they waited for this batch do not run."""
+        if not self.cancelled:
+            return batch
+        kept = []
+        for job in batch:
+            if job.job_id is not None and job.job_id in self.cancelled:
+                _resolve(job.future, error=JobCancelled(f"job {job.job_id} was cancelled"))
+            else:
+                kept.append(job)
+        return kept
 
     def _fail(self, batch: list[Pending], exc: Exception) -> None:
         error = exc if isinstance(exc, AimassError) else ModelError(

@@ -66,7 +66,6 @@ def run_worker(args: argparse.Namespace) -> int:
     from aimass.worker.devices import processes_per_device, resolve_devices
 
     settings = _settings(args)
-    settings.bucket_setting()  # a bad --batch-buckets stops here, with its reason
     devices = resolve_devices(settings.devices)
     per_device = processes_per_device(settings.procs_per_gpu, devices)
     if len(devices) * per_device > 1:
@@ -82,8 +81,10 @@ def _run_one(settings: Any, device: int | None) -> int:
     app = create_app(settings, plan_for(settings, device))
     label = "cpu" if device is None else f"gpu{device}"
     hostname = settings.hostname or f"aimass-{label}-{os.getpid()}@{socket.gethostname()}"
+    # JSON logs: no banner either, every line of output is one JSON object.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
     return _celery_main(app, [
-        "worker", "--pool=threads", f"--concurrency={settings.concurrency}",
+        *quiet, "worker", "--pool=threads", f"--concurrency={settings.concurrency}",
         f"--loglevel={settings.log_level}", f"--hostname={hostname}",
         "--without-gossip", "--without-mingle",
     ])
@@ -127,15 +128,19 @@ def _supervise(settings: Any, devices: list[int | None], per_device: int) -> int
         argv = _replace_flag(argv, "--metrics-port", str(port))
         label = f"{'cpu' if device is None else f'gpu{device}'}.{index}"
         children.append(Child(label, [*prefix, *argv], env, cpus=cpus, port=port))
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     return Supervisor(children).run(settings.metrics_port)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str) -> None:
     import logging
+
+    from aimass.worker.logs import use_json
 
     logging.basicConfig(level=level, format="[%(asctime)s: %(levelname)s/supervisor] "
                                             "%(message)s")
+    if log_format == "json":
+        use_json()
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
@@ -226,6 +231,10 @@ def _check_heartbeats(settings: Any, any_host: bool) -> int:
     return 1
 
 
+# `aimass workers` warns when Redis uses this share of its maxmemory.
+REDIS_MEMORY_WARNING = 0.9
+
+
 def run_workers(args: argparse.Namespace) -> int:
     from aimass.producer.enqueue import queue_depth
     from aimass.producer.heartbeats import live_heartbeats, served_models
@@ -235,9 +244,17 @@ def run_workers(args: argparse.Namespace) -> int:
     with _redis(settings.redis_url) as client:
         infos = live_heartbeats(client)
         depths = {name: queue_depth(client, name) for name in served_models(infos)}
+        memory = client.info("memory")
+    used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
     if args.json:
-        print(json.dumps({"workers": infos, "queue_depths": depths}, indent=2))
+        print(json.dumps({"workers": infos, "queue_depths": depths,
+                          "redis_memory": {"used_bytes": used, "max_bytes": limit}}, indent=2))
         return 0
+    if limit and used >= REDIS_MEMORY_WARNING * limit:
+        print(f"WARNING: Redis uses {used / limit:.0%} of its maxmemory ({used / 2**30:.2f} of "
+              f"{limit / 2**30:.2f} GiB): at its limit it refuses new jobs and results "
+              "(noeviction). Raise maxmemory, or drain or shorten results' lifetime "
+              "(AIMASS_RESULT_TTL_S).", file=sys.stderr)
     if not infos:
         print("no live workers")
         return 1

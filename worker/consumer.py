@@ -19,7 +19,15 @@ from typing import Any
 import redis
 
 from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK
-from aimass.producer.errors import AimassError, InvalidJob, ModelError, PayloadTooLarge
+from aimass.producer.errors import (
+    AimassError,
+    InvalidJob,
+    JobCancelled,
+    ModelError,
+    PayloadTooLarge,
+    WorkerLost,
+)
+from aimass.producer.keys import QUEUE_PREFIX, dead_letter_key
 from aimass.producer.manifest import ModelKind
 from aimass.producer.messages import InvalidMessage
 from aimass.producer.records import ResultRecord
@@ -40,10 +48,11 @@ class InFlight:
     arrived: float = 0.0  # time.monotonic() when it was taken from Redis
     started: StartedJob | None = None
     record: ResultRecord | None = None  # set when the job ended before reaching a batcher
+    dead_letter: str = ""  # where its message is parked: it ran too often
 
     @property
     def model(self) -> str:
-        return self.started.model.version.name if self.started else "-"
+        return self.started.name if self.started else "-"
 
 
 class Capacity:
@@ -80,7 +89,9 @@ class BulkConsumer:
                  revoked: Container[str] = (),
                  on_settled: Callable[[InFlight, ResultRecord | None], None] | None = None,
                  on_load: Callable[[int], None] | None = None,
-                 idle_poll_s: float = 0.02) -> None:
+                 idle_poll_s: float = 0.02, max_deliveries: int = 3,
+                 max_result_bytes: int = 16 * 1024 * 1024,
+                 cancelled: Container[str] = ()) -> None:
         self.runtime = runtime
         self.queues = queues
         self.max_message_bytes = queues.max_message_bytes
@@ -89,6 +100,9 @@ class BulkConsumer:
         self.on_settled = on_settled
         self.on_load = on_load
         self.idle_poll_s = idle_poll_s
+        self.max_deliveries = max_deliveries  # 0: no cap
+        self.max_result_bytes = max_result_bytes
+        self.cancelled = cancelled  # jobs cancelled since this worker started
         self._finished: queue.Queue[InFlight | None] = queue.Queue()
         # Jobs taken from Redis and not yet handed to a batcher, and whether the last
         # take emptied the queues: together they tell the batchers when to stop waiting.
@@ -201,6 +215,14 @@ class BulkConsumer:
             self._refuse(message, arrived, InvalidJob(str(exc)))
             return
         flight = InFlight(envelope, arrived)
+        if message.cancelled or envelope.task_id in self.cancelled:
+            # Its cancelled record is stored already: nothing to run, only to acknowledge.
+            flight.record = ResultRecord.cancelled(str(envelope.task_id))
+            self._finished.put(flight)
+            return
+        if self.max_deliveries and message.deliveries > self.max_deliveries:
+            self._park(message, envelope, arrived)
+            return
         try:
             flight.started = self._start(envelope, arrived)
         except AimassError as error:
@@ -224,6 +246,22 @@ class BulkConsumer:
                       error.message)
             if task_id is not None:
                 flight.record = ResultRecord.failure(task_id, error)
+        self._finished.put(flight)
+
+    def _park(self, message: Taken, envelope: Envelope, arrived: float) -> None:
+        """A job whose worker died each time it ran it: fail it, and keep its message
+        in its model's dead-letter list instead of running it again."""
+        model = message.queue.removeprefix(QUEUE_PREFIX) or "-"
+        dead_letter = dead_letter_key(model)
+        error = WorkerLost(
+            f"job {envelope.task_id} was delivered {message.deliveries} times and its worker "
+            f"died each time before answering (AIMASS_MAX_DELIVERIES={self.max_deliveries}):"
+            f" it is parked in {dead_letter} and runs again only if sent again "
+            "(aimass dead retry)")
+        log.error("parked job %s of %s after %d deliveries", envelope.task_id, model,
+                  message.deliveries)
+        flight = InFlight(envelope, arrived, dead_letter=dead_letter)
+        flight.record = self._failure(envelope, error)
         self._finished.put(flight)
 
     def _when_done(self, flight: InFlight) -> Callable[[Any], None]:
@@ -304,11 +342,21 @@ class BulkConsumer:
         record = flight.record
         if flight.started is not None and envelope.task_id is not None:
             record = self._result_record(envelope.task_id, flight.started)
-        return Settlement(envelope.delivery_tag, envelope.task_id, record)
+        return Settlement(envelope.delivery_tag, envelope.task_id, record,
+                          flight.dead_letter, envelope.raw)
 
     def _result_record(self, task_id: str, started: StartedJob) -> ResultRecord:
         try:
-            return ResultRecord.success(task_id, self.runtime.complete(started))
+            record = ResultRecord.success(task_id, self.runtime.complete(started))
+            if len(record.encoded) > self.max_result_bytes:
+                raise PayloadTooLarge(
+                    f"the result of job {task_id} is {len(record.encoded)} bytes; workers "
+                    f"store results of up to {self.max_result_bytes} bytes "
+                    "(AIMASS_MAX_RESULT_BYTES): ask for fewer images per job, for PNG "
+                    "rather than tensors, or for a smaller top_k")
+            return record
+        except JobCancelled:
+            return ResultRecord.cancelled(task_id)  # dropped from its batch
         except AimassError as error:
             return ResultRecord.failure(task_id, error)
         except Exception as exc:

@@ -18,6 +18,8 @@ from typing import Any
 import redis
 
 from aimass.producer.keys import (
+    CANCELLED_PREFIX,
+    DELIVERIES_HASH,
     PRIORITY_STEPS,
     RESULT_KEY_PREFIX,
     UNACKED_HASH,
@@ -29,9 +31,11 @@ from aimass.producer.keys import (
 from aimass.producer.pubsub import next_message
 from aimass.producer.records import ResultRecord, ResultState, started_template
 
-# KEYS: unacked hash, unacked index, then the lists to serve in order.
+# KEYS: unacked hash, unacked index, deliveries hash, then the lists to serve in order.
 # ARGV: limit, now, result ttl, the started record's bytes before and after its task id
 #       (records.started_template), max message bytes, then each list's base queue name.
+# Returns (tag, message, deliveries so far, base queue name, 1 if its job was cancelled)
+# for each message taken.
 # A message above the size cap is not decoded (the worker fails it unread) but is
 # recorded under a fresh tag like any other, so that its job is not lost either.
 _TAKE = """
@@ -61,6 +65,9 @@ local function record(raw, base)
     if not ok or type(msg) ~= 'table' then
       out[#out + 1] = ''
       out[#out + 1] = raw
+      out[#out + 1] = 0
+      out[#out + 1] = base
+      out[#out + 1] = 0
       return
     end
     local p = msg['properties']
@@ -83,29 +90,40 @@ local function record(raw, base)
   redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' ..
              cjson.encode(rk) .. ']')
   redis.call('ZADD', KEYS[2], now, tag)
+  local deliveries, cancelled = 0, 0
   if id then
+    cancelled = redis.call('EXISTS', '""" + CANCELLED_PREFIX + """' .. id)
     redis.call('SET', '""" + RESULT_KEY_PREFIX + """' .. id,
       started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
+    deliveries = redis.call('HINCRBY', KEYS[3], id, 1)
   end
   out[#out + 1] = tag
   out[#out + 1] = raw
+  out[#out + 1] = deliveries
+  out[#out + 1] = base
+  out[#out + 1] = cancelled
 end
-for i = 3, #KEYS do
-  while #out < 2 * limit do
+for i = 4, #KEYS do
+  while #out < 5 * limit do
     local raw = redis.call('RPOP', KEYS[i])
     if not raw then break end
-    record(raw, ARGV[4 + i])
+    record(raw, ARGV[3 + i])
   end
 end
 return out
 """
 
-# KEYS: unacked hash, unacked index. ARGV: ttl, then (tag, result key, record) triples.
-# A stored final result is never replaced: a job run twice keeps its first answer.
+# KEYS: unacked hash, unacked index, deliveries hash. ARGV: ttl, then (tag, result key,
+# record, job id, dead-letter list, message) for each job; the list and the message are ""
+# unless the job is parked. A stored final result is never replaced: a job run twice
+# keeps its first answer.
 _SETTLE = """
 local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV, 3 do
-  local tag, key, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 2, #ARGV, 6 do
+  local tag, key, record, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local dead, raw = ARGV[i + 4], ARGV[i + 5]
+  if dead ~= '' then redis.call('LPUSH', dead, raw) end
+  if id ~= '' then redis.call('HDEL', KEYS[3], id) end
   if key ~= '' then
     local current = redis.call('GET', key)
     local started = string.find(string.sub(current or '', 1, 32), '""" + ResultState.started + """',
@@ -149,6 +167,9 @@ class Taken:
 
     delivery_tag: str
     raw: bytes
+    deliveries: int = 1  # times its job has been taken, this time included (0: no id)
+    queue: str = ""  # the queue it was taken from (aimass.<model>)
+    cancelled: bool = False  # a producer cancelled its job
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,8 @@ class Settlement:
     delivery_tag: str
     task_id: str | None
     record: ResultRecord | None
+    dead_letter: str = ""  # the list to park the message in, for a job run too often
+    raw: bytes = b""  # the message, when it is parked
 
 
 class ModelQueues:
@@ -188,11 +211,12 @@ class ModelQueues:
 
     def take(self, limit: int) -> list[Taken]:
         """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
-        keys = [UNACKED_HASH, UNACKED_INDEX, *self.lists]
+        keys = [UNACKED_HASH, UNACKED_INDEX, DELIVERIES_HASH, *self.lists]
         args: list[Any] = [limit, repr(time.time()), self.result_ttl_s, self.started_head,
                            self.started_tail, self.max_message_bytes, *self.bases]
         flat = self._take(keys=keys, args=args)
-        return [Taken(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+        return [Taken(_text(flat[i]), flat[i + 1], int(flat[i + 2]), _text(flat[i + 3]),
+                      bool(int(flat[i + 4]))) for i in range(0, len(flat), 5)]
 
     def wait(self, timeout: float, limit: int) -> list[Taken]:
         """Wait for a producer's wake-up or ``timeout`` (the idle poll), then take.
@@ -218,8 +242,9 @@ class ModelQueues:
         args: list[Any] = [self.result_ttl_s]
         for s in settlements:
             key = f"{RESULT_KEY_PREFIX}{s.task_id}" if s.task_id and s.record else ""
-            args += [s.delivery_tag, key, s.record.encode() if s.record else b""]
-        self._settle(keys=[UNACKED_HASH, UNACKED_INDEX], args=args)
+            args += [s.delivery_tag, key, s.record.encode() if s.record else b"",
+                     s.task_id or "", s.dead_letter, s.raw if s.dead_letter else b""]
+        self._settle(keys=[UNACKED_HASH, UNACKED_INDEX, DELIVERIES_HASH], args=args)
 
 
     def backlog(self) -> dict[str, dict[int, tuple[int, str]]]:

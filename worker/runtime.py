@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from aimass.producer.contract import parse_job, task_name
-from aimass.producer.errors import InvalidJob, ModelError, UnknownModel
+from aimass.producer.errors import AimassError, InvalidJob, ModelError, UnknownModel
 from aimass.producer.manifest import Manifest, ModelKind
 from aimass.worker.batcher import Batcher, BatchOutput, never_idle
 from aimass.worker.buckets import BucketRunner, default_buckets, normalize_buckets
@@ -64,12 +64,25 @@ class LoadedModel:
 
 @dataclass
 class StartedJob:
-    """A job handed to its batcher: ``future`` resolves when its batch has run."""
+    """A job handed to its batcher: ``future`` resolves when its batch has run. A job
+    pinned to a version still loading has no ``model`` (nor ``context``) until then."""
 
-    model: LoadedModel
+    model: LoadedModel | None
     job: Any
     context: Any
     future: Future[BatchOutput]
+
+    @property
+    def name(self) -> str:
+        return self.model.version.name if self.model else str(self.job.model)
+
+    @property
+    def version(self) -> int | None:
+        return self.model.version.version if self.model else self.job.version
+
+    @property
+    def kind(self) -> str:
+        return str(self.model.logic.kind) if self.model else "-"
 
 
 class Runtime:
@@ -77,8 +90,10 @@ class Runtime:
 
     def __init__(self, settings: WorkerSettings, plan: DevicePlan,
                  on_batch: Callable[[str, int, int, int, float], None] | None = None,
-                 idle: Callable[[], bool] = never_idle) -> None:
+                 idle: Callable[[], bool] = never_idle,
+                 cancelled: Container[str] = ()) -> None:
         self.settings = settings
+        self.cancelled = cancelled  # job ids producers cancelled (worker/cancels.py)
         self.plan = plan
         self.on_batch = on_batch
         self.idle = idle
@@ -86,6 +101,7 @@ class Runtime:
         self.limits = Limits(settings.max_payload_bytes, settings.max_image_pixels)
         self._current: dict[str, LoadedModel] = {}
         self._pinned: dict[tuple[str, int], LoadedModel] = {}
+        self._loading: dict[tuple[str, int], Future[LoadedModel]] = {}  # pinned, loading
         # Versions that failed to load, with the files' stamp and the reason: not tried
         # again (nor logged again) until their files change.
         self._refused: dict[tuple[str, int], tuple[tuple[int, ...], str]] = {}
@@ -118,19 +134,42 @@ class Runtime:
         their typed error here, before they can join (and spoil) a batch."""
         job = parse_job(kind, kwargs, strict=True)
         model = self.model_for(job.model, job.version)
+        if isinstance(model, Future):  # its version is loading: start it once loaded
+            started = StartedJob(None, job, None, Future())
+            model.add_done_callback(
+                lambda loading: self._begin_loaded(started, loading, kind, arrived, job_id))
+            return started
+        return self._submit(model, job, kind, arrived, job_id)
+
+    def _submit(self, model: LoadedModel, job: Any, kind: ModelKind, arrived: float,
+                job_id: str | None) -> StartedJob:
         if model.logic.kind != kind:
             raise InvalidJob(
                 f"model {job.model!r} is a {model.logic.kind} model; send its jobs as "
                 f"{task_name(model.logic.kind)}"
             )
         feeds, size, context = model.logic.prepare(job, self.limits, job_id)
-        future = model.batcher.submit(feeds, size, arrived)
+        future = model.batcher.submit(feeds, size, arrived, job_id)
         return StartedJob(model, job, context, future)
+
+    def _begin_loaded(self, started: StartedJob, loading: Future[LoadedModel],
+                      kind: ModelKind, arrived: float, job_id: str | None) -> None:
+        """On the loading thread: hand a job that waited for its version to the version's
+        batcher, and pass the batch's outcome on to the job's own future."""
+        try:
+            inner = self._submit(loading.result(), started.job, kind, arrived, job_id)
+        except Exception as exc:
+            started.future.set_exception(exc if isinstance(exc, AimassError) else ModelError(
+                f"{type(exc).__name__}: {exc}"))
+            return
+        started.model, started.context = inner.model, inner.context
+        inner.future.add_done_callback(lambda done: _pass_on(done, started.future))
 
     def complete(self, started: StartedJob) -> dict[str, Any]:
         """The result of a job whose batch has run (raises the batch's error)."""
         output = started.future.result()
         model = started.model
+        assert model is not None  # set before its batch could run
         fields = model.logic.finish(started.job, started.context, output)
         timing: dict[str, Any] = {
             "queue_ms": round(output.queue_ms, 3),
@@ -142,7 +181,10 @@ class Runtime:
         return {"model": model.version.name, "version": model.version.version, **fields,
                 "timing": timing}
 
-    def model_for(self, name: str, version: int | None) -> LoadedModel:
+    def model_for(self, name: str, version: int | None) -> LoadedModel | Future[LoadedModel]:
+        """The loaded version a job asks for, or the future of its load: a version that
+        is not loaded yet loads on a thread of its own, so that the consumer thread goes
+        on taking jobs for every other model meanwhile."""
         current = self._current.get(name)
         if current is None:
             served = ", ".join(self.model_names()) or "none"
@@ -151,14 +193,41 @@ class Runtime:
             return current
         with self._lock:
             pinned = self._pinned.get((name, version))
-            if pinned is not None and version in self.repository.versions(name):
+            published = version in self.repository.versions(name)
+            if pinned is not None and published:
                 return pinned
             if pinned is not None:  # unpublished since: let go of it
                 del self._pinned[(name, version)]
                 pinned.batcher.stop(timeout=0)
-            pinned = self._load_version(name, version)
-            self._keep_pinned(pinned)
-            return pinned
+            loading = self._loading.get((name, version))
+            if loading is None:
+                self._refuse_fast(name, version, published)
+                loading = self._loading[(name, version)] = Future()
+                threading.Thread(target=self._load_pinned, args=(name, version, loading),
+                                 name=f"load-{name}-v{version}", daemon=True).start()
+            return loading
+
+    def _refuse_fast(self, name: str, version: int, published: bool) -> None:
+        """What can be refused without loading: a version that is not published, or that
+        failed to load before (its files unchanged)."""
+        if not published:
+            self._load_version(name, version)  # raises UnknownModel, saying what there is
+        reason = self._refusal(name, version)
+        if reason is not None:
+            raise ModelError(reason)
+
+    def _load_pinned(self, name: str, version: int, loading: Future[LoadedModel]) -> None:
+        try:
+            loaded = self._load_version(name, version)
+        except Exception as exc:
+            with self._lock:
+                del self._loading[(name, version)]
+            loading.set_exception(exc)
+            return
+        with self._lock:
+            self._keep_pinned(loaded)
+            del self._loading[(name, version)]
+        loading.set_result(loaded)
 
     def reload(self) -> list[str]:
         """Load newly published versions (and new models) while the old ones serve, then
@@ -276,7 +345,7 @@ class Runtime:
                                                      ms))
             if on_batch else None,
             idle=self.idle, time_limit_s=self.settings.job_time_limit_s,
-            interrupt=runner.interrupt, buckets=buckets)
+            interrupt=runner.interrupt, buckets=buckets, cancelled=self.cancelled)
         loaded = LoadedModel(version, logic, sessions, batcher,
                              list(sessions[0].get_providers()), shared)
         release_free_memory()  # the parsed model ONNX Runtime has let go of
@@ -290,3 +359,11 @@ class Runtime:
                       "this is fixed, unless AIMASS_ALLOW_CPU_FALLBACK=1", version.name,
                       version.version, self.plan.gpu)
         return loaded
+
+
+def _pass_on(done: Future[BatchOutput], to: Future[BatchOutput]) -> None:
+    error = done.exception()
+    if error is not None:
+        to.set_exception(error)
+    else:
+        to.set_result(done.result())

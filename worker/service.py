@@ -28,8 +28,10 @@ from aimass.producer.keys import (
     worker_key,
 )
 from aimass.producer.records import ResultRecord
+from aimass.worker.cancels import CancelledJobs
 from aimass.worker.consumer import BulkConsumer, InFlight
 from aimass.worker.events import TaskEvents
+from aimass.worker.logs import report_job
 from aimass.worker.metrics import Metrics
 from aimass.worker.monitor import Monitor
 from aimass.worker.redis_queue import ModelQueues
@@ -48,20 +50,22 @@ class WorkerService:
         self.events = TaskEvents(app, hostname, lambda: getattr(
             getattr(worker, "consumer", None), "event_dispatcher", None))
         self.metrics = Metrics()
+        self._redis = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30,
+                                           socket_keepalive=True)
+        self.cancelled = CancelledJobs(self._redis)
         self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
-                               idle=self._feeder_idle)
+                               idle=self._feeder_idle, cancelled=self.cancelled)
         self.consumer: BulkConsumer | None = None
         self.ready = threading.Event()
         self.started_at = time.time()
         self._stop = threading.Event()
-        self._redis = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30,
-                                           socket_keepalive=True)
         self._thread = threading.Thread(target=self._housekeeping, name="aimass-housekeeping",
                                         daemon=True)
         self.queues_of_models = ModelQueues(self._redis, [], hostname,
                                             self.settings.result_ttl_s,
                                             self.settings.max_message_bytes)
         self.monitor = Monitor(self)
+        self.json_logs = self.settings.log_format == "json"
 
     def _feeder_idle(self) -> bool:
         return self.consumer is not None and self.consumer.idle()
@@ -76,6 +80,7 @@ class WorkerService:
             logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
         # Probes answer while the models load: live, not ready.
         self.monitor.serve(self.settings.metrics_port)
+        self.cancelled.start()
         self.runtime.load()
         self.metrics.set_models([m.describe() for m in self.runtime.models()])
         self.metrics.cpu_fallback.set(int(self.runtime.cpu_fallback()))
@@ -86,7 +91,9 @@ class WorkerService:
             self.consumer = BulkConsumer(
                 self.runtime, queues, self.settings.concurrency, revoked=worker_state.revoked,
                 on_settled=self._on_settled, on_load=self.metrics.in_flight.set,
-                idle_poll_s=self.settings.idle_poll_ms / 1000.0)
+                idle_poll_s=self.settings.idle_poll_ms / 1000.0,
+                max_deliveries=self.settings.max_deliveries,
+                max_result_bytes=self.settings.max_result_bytes, cancelled=self.cancelled)
             self.consumer.start()
         else:
             self.app.amqp.queues.select([queue_name(n) for n in self.runtime.model_names()])
@@ -99,6 +106,7 @@ class WorkerService:
             self.consumer.stop()
         self.runtime.stop()
         self.monitor.close()
+        self.cancelled.stop()
         with contextlib.suppress(redis.RedisError):
             self._redis.delete(worker_key(self.hostname))
 
@@ -135,8 +143,8 @@ class WorkerService:
 
     def _on_settled(self, flight: InFlight, record: ResultRecord | None) -> None:
         started = flight.started
-        kind = started.model.logic.kind if started else "-"
-        version = str(started.model.version.version) if started else "-"
+        kind = started.kind if started else "-"
+        version = str(started.version) if started else "-"
         queue_ms = None
         if started is not None and started.future.done() and \
                 started.future.exception() is None:
@@ -144,6 +152,7 @@ class WorkerService:
         self.metrics.on_settled(flight.model, version, str(kind), record, queue_ms,
                                 time.monotonic() - flight.arrived)
         self.events.on_settled(flight, record)
+        report_job(flight, record, self.json_logs)
 
     def _housekeeping(self) -> None:
         next_reload = time.monotonic() + self.settings.reload_interval_s

@@ -219,6 +219,8 @@ def test_redis_fsyncs_every_write_to_its_append_only_file(services: dict[str, An
     assert pairs.get("--appendonly") == "yes"
     assert pairs.get("--appendfsync") == "always"
     assert pairs.get("--maxmemory-policy") == "noeviction"
+    # Bounded: it cannot grow until the host runs out of memory.
+    assert pairs.get("--maxmemory") == "${AIMASS_REDIS_MAXMEMORY:-2gb}"
 
 
 def test_redis_keeps_its_data_in_a_named_volume(compose: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections import Counter
@@ -120,3 +121,19 @@ def test_a_worker_asked_for_a_gpu_that_runs_on_the_cpu_says_so_and_fails_check(
     assert check.returncode == 1 and "gpu:7 but runs on the CPU" in check.stderr
     assert run("check", AIMASS_ALLOW_CPU_FALLBACK="1").returncode == 0
     assert "CPU FALLBACK: gpu:7 was asked for" in run("workers").stdout
+
+
+def test_workers_warns_when_redis_is_near_its_memory_limit(redis_url: str) -> None:
+    store = redis.Redis.from_url(redis_url)
+    used = int(store.info("memory")["used_memory"])
+    store.config_set("maxmemory", int(used * 1.05))
+    try:
+        near = subprocess.run([*aimass_command(), "workers"], env=child_env(redis_url),
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        store.config_set("maxmemory", 0)
+    assert "WARNING: Redis uses" in near.stderr and "refuses new jobs" in near.stderr
+    calm = subprocess.run([*aimass_command(), "workers", "--json"], env=child_env(redis_url),
+                          capture_output=True, text=True, timeout=30)
+    assert "WARNING" not in calm.stderr
+    assert json.loads(calm.stdout)["redis_memory"]["max_bytes"] == 0

@@ -109,6 +109,15 @@ def test_error_names_round_trip() -> None:
     assert type(unknown).__name__ == "ModelError" and "ZeroDivisionError" in str(unknown)
 
 
+def test_the_error_schema_names_every_typed_error_a_worker_stores() -> None:
+    from typing import get_args
+
+    from aimass.producer.contract import ErrorResult
+    from aimass.producer.errors import JOB_ERRORS
+
+    assert set(get_args(ErrorResult.model_fields["exc_type"].annotation)) == set(JOB_ERRORS)
+
+
 def test_committed_json_schemas_are_current() -> None:
     from pathlib import Path
 

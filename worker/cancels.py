@@ -1,0 +1,73 @@
+"""Jobs cancelled by producers (producer/cancellation.py), as this worker hears of them.
+
+A cancel marks the job in Redis, which the take script reads (a cancelled job taken
+later runs nothing), and publishes its id on the cancel channel, which a thread here
+listens to, so that the batchers drop a cancelled job still waiting for its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+
+from aimass.producer.keys import CANCEL_CHANNEL
+from aimass.producer.pubsub import next_message
+
+log = logging.getLogger(__name__)
+
+
+class CancelledJobs:
+    """The ids heard on the cancel channel; the oldest are forgotten past ``limit`` (a
+    job cancelled that long ago has long left any batch)."""
+
+    def __init__(self, client: redis.Redis, limit: int = 100_000) -> None:
+        self._client = client
+        self._limit = limit
+        self._ids: dict[str, None] = {}  # insertion-ordered: the oldest first
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="aimass-cancels",
+                                        daemon=True)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, job_id: str) -> None:
+        with self._lock:
+            self._ids[job_id] = None
+            while len(self._ids) > self._limit:
+                del self._ids[next(iter(self._ids))]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _listen(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            pubsub: Any = None
+            try:
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CANCEL_CHANNEL)
+                backoff = 0.1
+                while not self._stop.is_set():
+                    message = next_message(pubsub, 1.0)
+                    if message is not None:
+                        data = message["data"]
+                        self.add(data.decode() if isinstance(data, bytes) else str(data))
+            except redis.RedisError as exc:  # Redis restarting: listen again when it is back
+                log.warning("cancel channel unavailable (%s); retrying in %.1f s", exc,
+                            backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if pubsub is not None:
+                    pubsub.close()
