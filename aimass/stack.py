@@ -20,6 +20,7 @@ from types import TracebackType
 import redis
 
 from aimass.embedded_redis import RedisServer, stop_process
+from aimass.producer.connections import connect
 from aimass.producer.heartbeats import live_heartbeats
 from aimass.worker.repository import ModelRepository
 
@@ -32,7 +33,7 @@ def aimass_argv() -> list[str]:
 
 
 def reachable(url: str, timeout: float = 2.0) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = connect(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -136,7 +137,7 @@ class LocalStack:
     def _wait_ready(self, timeout: float = 300.0) -> None:
         pids = {p.pid for p in self.workers}
         deadline = time.monotonic() + timeout
-        client = redis.Redis.from_url(self.redis_url)
+        client = connect(self.redis_url)
         try:
             while time.monotonic() < deadline:
                 dead = [p for p in self.workers if p.poll() is not None]

@@ -10,6 +10,7 @@ read by the other.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 
 from aimass.producer.cancellation import CANCEL_SCRIPT, cancel_call
 from aimass.producer.codecs import ImageLike
+from aimass.producer.connections import connect_async
 from aimass.producer.contract import Priority
 from aimass.producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
 from aimass.producer.errors import AimassError, JobTimeout
@@ -26,7 +28,15 @@ from aimass.producer.records import ResultRecord
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
 from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 from aimass.producer.submission import Deadline, Submission
-from aimass.producer.watcher import REFRESH_S, Watchlist, in_chunks, job_id_of, time_left
+from aimass.producer.watcher import (
+    CHUNK,
+    RECONNECT_S,
+    REFRESH_S,
+    Watchlist,
+    in_chunks,
+    job_id_of,
+    time_left,
+)
 
 
 class AsyncClient:
@@ -36,7 +46,7 @@ class AsyncClient:
                  max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
                  result_ttl_s: int | None = None) -> None:
         self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s)
-        self.redis = aioredis.Redis.from_url(url)
+        self.redis = connect_async(url)
         self._script = self.redis.register_script(ENQUEUE_SCRIPT)
 
     @classmethod
@@ -193,9 +203,19 @@ class AsyncResultWatcher:
 
     async def watch(self, job_ids: Iterable[str]) -> None:
         fresh = self._list.add(job_ids)
-        for chunk in in_chunks(fresh):
+        self._list.unsubscribed.extend(fresh)
+        try:
+            await self._subscribe()
+            await self._refresh(fresh)
+        except aioredis.ConnectionError:  # see ResultWatcher.watch
+            self._list.last_refresh = 0.0
+
+    async def _subscribe(self) -> None:
+        waiting = self._list.unsubscribed
+        while waiting:
+            chunk = waiting[:CHUNK]
             await self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
-        await self._refresh(fresh)
+            del waiting[:len(chunk)]
 
     async def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -203,13 +223,21 @@ class AsyncResultWatcher:
             left = time_left(deadline)
             if not self._list.pending or left <= 0:
                 return None
-            message = await self._pubsub.get_message(timeout=min(REFRESH_S, left))
-            if message is not None:
-                job_id = job_id_of(message)
-                await self._note(job_id, ResultRecord.decode(message["data"], job_id))
-            elif self._list.refresh_due():
-                await self._refresh(list(self._list.pending))
+            try:
+                await self._step(left)
+            except aioredis.ConnectionError:  # see ResultWatcher.next_finished
+                await asyncio.sleep(min(RECONNECT_S, left))
+                self._list.last_refresh = 0.0
         return self._list.finished.popleft()
+
+    async def _step(self, left: float) -> None:
+        await self._subscribe()
+        message = await self._pubsub.get_message(timeout=min(REFRESH_S, left))
+        if message is not None:
+            job_id = job_id_of(message)
+            await self._note(job_id, ResultRecord.decode(message["data"], job_id))
+        elif self._list.refresh_due():
+            await self._refresh(list(self._list.pending))
 
     async def _refresh(self, job_ids: list[str]) -> None:
         self._list.last_refresh = time.monotonic()

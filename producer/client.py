@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
-import redis
-
 from aimass.producer.bulk import BulkRun, submit_in_chunks
 from aimass.producer.codecs import ImageLike
+from aimass.producer.connections import connect
 from aimass.producer.contract import Priority
 from aimass.producer.enqueue import Enqueuer, queue_depth
 from aimass.producer.job import Job, as_completed, wait
@@ -39,7 +38,7 @@ class Client:
                  max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
                  result_ttl_s: int | None = None) -> None:
         self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s)
-        self.redis = redis.Redis.from_url(url)
+        self.redis = connect(url)
         self._enqueuer = Enqueuer(self.redis, self.settings.max_queue_depth,
                                   self.settings.result_ttl_s)
 

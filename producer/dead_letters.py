@@ -115,9 +115,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_dead(args: argparse.Namespace) -> int:
     import redis
 
+    from aimass.producer.connections import connect
     from aimass.producer.settings import ClientSettings
 
-    client = redis.Redis.from_url(ClientSettings.from_env().redis_url)
+    client = connect(ClientSettings.from_env().redis_url)
     try:
         if args.dead_command == "purge":
             print(f"dropped {purge(client, args.model)} parked jobs")

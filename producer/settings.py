@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
 
+from aimass.producer.connections import sentinel_target
 from aimass.producer.keys import DEFAULT_RESULT_TTL_S
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ KNOWN_VARIABLES = frozenset({
     "AIMASS_RESULT_TTL_S", "AIMASS_MAX_QUEUE_DEPTH", "AIMASS_MODEL_REPOSITORY",
     # docker-compose.yml's own.
     "AIMASS_REDIS_PORT", "AIMASS_FLOWER_PORT", "AIMASS_WORKDIR", "AIMASS_REDIS_MAXMEMORY",
+    "AIMASS_REDIS_URL",
     # The benchmark's one-process baseline (aimass/bench/naive.py).
     "AIMASS_BENCH_MODEL_FILE", "AIMASS_BENCH_PROVIDER",
     # The tests' own.
@@ -183,7 +185,7 @@ def _redis_url(url: str) -> str:
         port = parts.port  # raises ValueError for one that is not a number up to 65535
         if parts.hostname and port != 0 and re.fullmatch(r"/?[0-9]*", parts.path):
             return url
-    elif parts.scheme == "unix" and parts.path.strip("/"):
+    elif (parts.scheme == "unix" and parts.path.strip("/")) or sentinel_target(url) is not None:
         return url
     raise ValueError("not a Redis URL")
 
@@ -214,7 +216,9 @@ PositiveDuration = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 # The fields that both sides' settings have.
 REDIS_URL = checked("REDIS_URL", RedisUrl, "Redis URL",
-                    "a redis://, rediss:// or unix:// URL such as redis://host:6379/0")
+                    "a redis://, rediss:// or unix:// URL such as redis://host:6379/0, or a "
+                    "Sentinel set's: redis+sentinel://host:26379,host:26379/service/0 "
+                    "(Redis Cluster is not supported)")
 RESULT_TTL_S = checked("AIMASS_RESULT_TTL_S", Count, "time to live",
                        "a whole number of seconds, at least 1")
 

@@ -23,6 +23,8 @@ from aimass.producer.results import is_final
 
 # Seconds without a message after which pending results are read again.
 REFRESH_S = 1.0
+# After losing Redis (a restart, a failover), how long to wait before asking again.
+RECONNECT_S = 0.5
 # Keys per SUBSCRIBE or MGET command.
 CHUNK = 500
 
@@ -32,6 +34,7 @@ class Watchlist:
 
     def __init__(self) -> None:
         self.pending: set[str] = set()
+        self.unsubscribed: list[str] = []  # watched, channel not subscribed to yet
         self.finished: deque[tuple[str, ResultRecord]] = deque()
         self.last_refresh = time.monotonic()
 
@@ -100,9 +103,20 @@ class ResultWatcher:
     def watch(self, job_ids: Iterable[str]) -> None:
         """Start watching these jobs (ids already watched are ignored)."""
         fresh = self._list.add(job_ids)
-        for chunk in in_chunks(fresh):
+        self._list.unsubscribed.extend(fresh)
+        try:
+            self._subscribe()
+            self._refresh(fresh)
+        except redis.ConnectionError:  # see next_finished: it reads them once Redis is back
+            self._list.last_refresh = 0.0
+
+    def _subscribe(self) -> None:
+        """Subscribe to the channels of jobs watched but not yet subscribed to."""
+        waiting = self._list.unsubscribed
+        while waiting:
+            chunk = waiting[:CHUNK]
             self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
-        self._refresh(fresh)
+            del waiting[:len(chunk)]
 
     def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
         """The id and stored record of the next job to finish; ``None`` when ``timeout``
@@ -112,13 +126,23 @@ class ResultWatcher:
             left = time_left(deadline)
             if not self._list.pending or left <= 0:
                 return None
-            message = next_message(self._pubsub, min(REFRESH_S, left))
-            if message is not None:
-                job_id = job_id_of(message)
-                self._note(job_id, ResultRecord.decode(message["data"], job_id))
-            elif self._list.refresh_due():
-                self._refresh(list(self._list.pending))
+            try:
+                self._step(left)
+            except redis.ConnectionError:
+                # Redis restarting, or failing over to a replica: results published
+                # meanwhile were missed, so read them all once it answers again.
+                time.sleep(min(RECONNECT_S, left))
+                self._list.last_refresh = 0.0
         return self._list.finished.popleft()
+
+    def _step(self, left: float) -> None:
+        self._subscribe()
+        message = next_message(self._pubsub, min(REFRESH_S, left))
+        if message is not None:
+            job_id = job_id_of(message)
+            self._note(job_id, ResultRecord.decode(message["data"], job_id))
+        elif self._list.refresh_due():
+            self._refresh(list(self._list.pending))
 
     def _refresh(self, job_ids: list[str]) -> None:
         self._list.last_refresh = time.monotonic()

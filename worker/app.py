@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, Task
 from kombu import Queue
 
+from aimass.producer.connections import celery_url
 from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK
 from aimass.producer.errors import AimassError
 from aimass.producer.keys import (
@@ -36,9 +37,12 @@ log = logging.getLogger(__name__)
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     """Celery settings that the delivery guarantees rest on (see docs/reliability.md)."""
+    broker_url, sentinel = celery_url(settings.redis_url)
     return {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
+        "broker_url": broker_url,
+        "result_backend": broker_url,
+        # A Sentinel set: which of its services is the primary (producer/connections.py).
+        "result_backend_transport_options": dict(sentinel),
         # JSON by default, msgpack accepted; pickle never.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -53,6 +57,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "result_expires": settings.result_ttl_s,
         "result_extended": False,
         "broker_transport_options": {
+            **sentinel,
             "visibility_timeout": settings.visibility_timeout_s,
             # kombu sweeps the unacked index every interval x throttle seconds (100 s by
             # default): sweep more often, so that a dead worker's jobs come back soon

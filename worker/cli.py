@@ -170,9 +170,9 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
 
 def _redis(url: str) -> Any:
     """A Redis client that gives up after a few seconds (a health check must answer)."""
-    import redis
+    from aimass.producer.connections import connect
 
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return connect(url, socket_timeout=5, socket_connect_timeout=5)
 
 
 def run_check(args: argparse.Namespace) -> int:

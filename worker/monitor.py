@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from aimass.producer.connections import connect
 from aimass.producer.keys import submitted_key
 from aimass.worker.gpu import Nvml
 from aimass.worker.health import Checks, Endpoints, passed
@@ -37,7 +38,7 @@ class Monitor:
         self.metrics = service.metrics
         self.endpoints = Endpoints(self.metrics.registry, self.live, self.ready)
         # Short timeouts: a probe must answer within the orchestrator's own timeout.
-        self._redis = redis.Redis.from_url(service.settings.redis_url, socket_timeout=1,
+        self._redis = connect(service.settings.redis_url, socket_timeout=1,
                                            socket_connect_timeout=1)
         self._redis_seen: tuple[float, bool | str] = (0.0, "not asked yet")
         gpu = service.app.aimass_plan.gpu

@@ -20,6 +20,7 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu import Queue
 
+from aimass.producer.connections import connect, refuse_cluster
 from aimass.producer.keys import (
     CELERY_QUEUE,
     WORKER_HEARTBEAT_INTERVAL_S,
@@ -50,7 +51,7 @@ class WorkerService:
         self.events = TaskEvents(app, hostname, lambda: getattr(
             getattr(worker, "consumer", None), "event_dispatcher", None))
         self.metrics = Metrics()
-        self._redis = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30,
+        self._redis = connect(self.settings.redis_url, health_check_interval=30,
                                            socket_keepalive=True)
         self.cancelled = CancelledJobs(self._redis)
         self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
@@ -78,6 +79,8 @@ class WorkerService:
         if self.settings.log_level != "DEBUG":
             # One INFO line per job costs more than a small model's inference.
             logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+        with contextlib.suppress(redis.RedisError):  # Redis may be down: it retries later
+            refuse_cluster(self._redis)
         # Probes answer while the models load: live, not ready.
         self.monitor.serve(self.settings.metrics_port)
         self.cancelled.start()

@@ -223,6 +223,23 @@ def test_redis_fsyncs_every_write_to_its_append_only_file(services: dict[str, An
     assert pairs.get("--maxmemory") == "${AIMASS_REDIS_MAXMEMORY:-2gb}"
 
 
+def test_the_ha_profile_adds_a_replica_and_a_quorum_of_sentinels(
+        services: dict[str, Any]) -> None:
+    replica = services["redis-replica"]
+    assert replica["profiles"] == ["ha"]
+    pairs = dict(itertools.pairwise(argv(replica["command"])))
+    assert pairs["--replicaof"] == "redis" and pairs["--appendfsync"] == "always"
+    sentinels = [name for name in services if name.startswith("sentinel-")]
+    assert len(sentinels) == 3
+    for name in sentinels:
+        assert services[name]["profiles"] == ["ha"]
+        script = " ".join(argv(services[name]["command"]))
+        assert "sentinel monitor aimass redis 6379 2" in script and "--sentinel" in script
+    # Producers and workers name the sentinels when the profile is used.
+    url = services["worker"]["environment"]["REDIS_URL"]
+    assert url == "${AIMASS_REDIS_URL:-redis://redis:6379/0}"
+
+
 def test_redis_keeps_its_data_in_a_named_volume(compose: dict[str, Any]) -> None:
     volumes = compose["services"]["redis"]["volumes"]
     assert any(

@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import redis
-
 from aimass.embedded_redis import stop_process
+from aimass.producer.connections import connect
 from aimass.producer.heartbeats import live_heartbeats
 
 
@@ -68,7 +67,7 @@ class WorkerProcess:
         return self.process.pid
 
     def heartbeat(self) -> dict | None:
-        client = redis.Redis.from_url(self.redis_url)
+        client = connect(self.redis_url)
         try:
             return next((beat for beat in live_heartbeats(client)
                          if beat.get("pid") == self.pid), None)

@@ -1,0 +1,74 @@
+"""A Redis failover under load: a primary, a replica and three sentinels; the primary is
+SIGKILLed while thousands of jobs are in flight, a sentinel promotes the replica, and
+workers and producers follow it by themselves. Every job gets one answer; a job lost
+with the writes that had not reached the replica is named and counted."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+from aimass.producer.client import Client
+from aimass.producer.errors import AimassError, JobTimeout
+from aimass.producer.submission import Submission
+from tests.support.processes import WorkerProcess
+from tests.support.sentinels import SentinelSet
+from tests.support.tiny_models import row_image
+
+pytestmark = pytest.mark.integration
+
+JOBS = 3000
+
+
+@pytest.mark.timeout(300)
+def test_a_failover_under_load_answers_every_job_once(
+        model_repository: Path, tmp_path: Path) -> None:
+    cluster = SentinelSet(tmp_path / "redis").start()
+    worker = None
+    try:
+        worker = WorkerProcess(cluster.url, model_repository, tmp_path / "worker.log",
+                               env={"AIMASS_VISIBILITY_TIMEOUT_S": "5"}).start(90)
+        first_primary = cluster.primary_port()
+        with Client(cluster.url, max_queue_depth=0) as client:
+            jobs = client.submit_many(
+                Submission.classify(row_image(i % 8), model="tiny", top_k=1)
+                for i in range(JOBS))
+            # While this thread waits for the results, another kills the primary once a
+            # quarter of the jobs is answered: the worker and this client's waits must
+            # both follow the failover.
+            killer = threading.Thread(target=_kill_when_answered, daemon=True, args=(
+                cluster, jobs[JOBS // 4].id))
+            killer.start()
+            results: dict[str, str] = {}
+            lost: list[str] = []
+            for index, job in enumerate(jobs):
+                try:
+                    result = job.result(timeout=90 if not lost else 10)
+                except JobTimeout:
+                    lost.append(job.id)
+                    continue
+                except AimassError as error:
+                    pytest.fail(f"job {index} failed: {error}")
+                results[job.id] = result["predictions"][0][0]["label"]
+                assert results[job.id] == str(index % 8)
+            killer.join(60)
+        assert cluster.primary_port() != first_primary, "the primary was failed over"
+        print(f"{JOBS} jobs, primary killed after {JOBS // 4}: {len(results)} answered, "
+              f"{len(lost)} lost: {lost[:10]}")
+        assert not lost, f"{len(lost)} jobs lost in the failover: {lost[:10]}"
+        assert worker.alive()
+        assert redis.Redis(port=cluster.primary_port()).hlen("unacked") == 0
+    finally:
+        if worker is not None:
+            worker.stop()
+        cluster.stop()
+
+
+def _kill_when_answered(cluster: SentinelSet, job_id: str) -> None:
+    with Client(cluster.url) as client:
+        job = client.job(job_id)
+        cluster.wait(job.done, 60, "a quarter of the jobs")
+    cluster.primary.kill()
