@@ -71,12 +71,7 @@ def connect(url: str, **options: Any) -> Any:
     import redis
     from redis.sentinel import Sentinel
 
-    target = sentinel_target(url)
-    if target is None:
-        return redis.Redis.from_url(url, **options)
-    sentinel = Sentinel(list(target.sentinels), **_sentinel_options(options))
-    return sentinel.master_for(target.service, db=target.db, username=target.username,
-                               password=target.password, ssl=target.tls, **options)
+    return _connect(url, options, redis.Redis, Sentinel)
 
 
 def connect_async(url: str, **options: Any) -> Any:
@@ -84,10 +79,14 @@ def connect_async(url: str, **options: Any) -> Any:
     import redis.asyncio as aioredis
     from redis.asyncio.sentinel import Sentinel
 
+    return _connect(url, options, aioredis.Redis, Sentinel)
+
+
+def _connect(url: str, options: dict[str, Any], client_class: Any, sentinel_class: Any) -> Any:
     target = sentinel_target(url)
     if target is None:
-        return aioredis.Redis.from_url(url, **options)
-    sentinel = Sentinel(list(target.sentinels), **_sentinel_options(options))
+        return client_class.from_url(url, **options)
+    sentinel = sentinel_class(list(target.sentinels), **_sentinel_options(options))
     return sentinel.master_for(target.service, db=target.db, username=target.username,
                                password=target.password, ssl=target.tls, **options)
 
