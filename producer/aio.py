@@ -35,7 +35,6 @@ from aimass.producer.watcher import (
     Watchlist,
     in_chunks,
     job_id_of,
-    time_left,
 )
 
 
@@ -219,16 +218,13 @@ class AsyncResultWatcher:
 
     async def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._list.finished:
-            left = time_left(deadline)
-            if not self._list.pending or left <= 0:
-                return None
+        while (left := self._list.time_to_wait(deadline)) is not None:
             try:
                 await self._step(left)
-            except aioredis.ConnectionError:  # see ResultWatcher.next_finished
+            except aioredis.ConnectionError:
                 await asyncio.sleep(min(RECONNECT_S, left))
-                self._list.last_refresh = 0.0
-        return self._list.finished.popleft()
+                self._list.lost_redis()
+        return self._list.next_finished()
 
     async def _step(self, left: float) -> None:
         await self._subscribe()

@@ -60,6 +60,22 @@ class Watchlist:
     def refresh_due(self) -> bool:
         return time.monotonic() - self.last_refresh >= REFRESH_S
 
+    def time_to_wait(self, deadline: float | None) -> float | None:
+        """How long the next wait for news may take; ``None`` when there is nothing to
+        wait for: a job has finished, none is pending, or the deadline has passed."""
+        if self.finished:
+            return None
+        left = time_left(deadline)
+        return left if self.pending and left > 0 else None
+
+    def lost_redis(self) -> None:
+        """Redis restarting, or failing over to a replica: results published meanwhile
+        were missed, so read them all once it answers again."""
+        self.last_refresh = 0.0
+
+    def next_finished(self) -> tuple[str, ResultRecord] | None:
+        return self.finished.popleft() if self.finished else None
+
 
 def job_id_of(message: dict[str, Any]) -> str:
     """The job id of a pub/sub message on a result channel."""
@@ -122,18 +138,13 @@ class ResultWatcher:
         """The id and stored record of the next job to finish; ``None`` when ``timeout``
         seconds pass first or nothing is being watched."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._list.finished:
-            left = time_left(deadline)
-            if not self._list.pending or left <= 0:
-                return None
+        while (left := self._list.time_to_wait(deadline)) is not None:
             try:
                 self._step(left)
             except redis.ConnectionError:
-                # Redis restarting, or failing over to a replica: results published
-                # meanwhile were missed, so read them all once it answers again.
                 time.sleep(min(RECONNECT_S, left))
-                self._list.last_refresh = 0.0
-        return self._list.finished.popleft()
+                self._list.lost_redis()
+        return self._list.next_finished()
 
     def _step(self, left: float) -> None:
         self._subscribe()

@@ -51,6 +51,9 @@ class Metrics:
                                 "be taken from a model's queue has waited (jobs submitted "
                                 "with a submission record, as the aimass client sends them)",
                                 MODEL, registry=r)
+        self.dead_letters = Gauge("aimass_dead_letters", "Jobs parked in a model's "
+                                  "dead-letter list after their worker died each time it ran "
+                                  "them (aimass dead list)", MODEL, registry=r)
         self.in_flight = Gauge("aimass_jobs_in_flight",
                                "Jobs taken from Redis and not yet settled", registry=r)
         self.ready = Gauge("aimass_ready", "1 when /readyz passes", registry=r)
@@ -87,10 +90,11 @@ class Metrics:
             self.model_info.labels(m["name"], str(m["version"]), m["kind"], provider).set(1)
 
     def set_backlog(self, model: str, version: int, depths: Mapping[int, int],
-                    oldest_age_s: float | None) -> None:
+                    oldest_age_s: float | None, dead_letters: int) -> None:
         for priority, depth in depths.items():
             self.queue_depth.labels(model, str(version), str(priority)).set(depth)
         self.oldest_age.labels(model, str(version)).set(oldest_age_s or 0.0)
+        self.dead_letters.labels(model, str(version)).set(dead_letters)
 
     def set_gpus(self, readings: list[GpuReading]) -> None:
         for reading in readings:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from aimass.producer.connections import connect
-from aimass.producer.keys import submitted_key
+from aimass.producer.keys import dead_letter_key, submitted_key
 from aimass.worker.gpu import Nvml
 from aimass.worker.health import Checks, Endpoints, passed
 
@@ -110,16 +110,21 @@ class Monitor:
         backlog = queues.backlog()
         ids = sorted({job_id for lists in backlog.values() for _, job_id in lists.values()
                       if job_id})
-        records = dict(zip(ids, self._redis.mget([submitted_key(i) for i in ids]),
-                           strict=True)) if ids else {}
+        models = self.service.runtime.models()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.mget([submitted_key(i) for i in ids] or ["-"])
+        for model in models:
+            pipe.llen(dead_letter_key(model.version.name))
+        submitted, *parked = pipe.execute()
+        records = dict(zip(ids, submitted, strict=False))
         now = time.time()
-        for model in self.service.runtime.models():
+        for model, dead in zip(models, parked, strict=True):
             lists = backlog.get(model.version.name, {})
-            ages = [now - submitted for _, job_id in lists.values()
-                    if job_id and (submitted := _submitted_at(records.get(job_id)))]
+            ages = [now - at for _, job_id in lists.values()
+                    if job_id and (at := _submitted_at(records.get(job_id)))]
             self.metrics.set_backlog(model.version.name, model.version.version,
                                      {step: depth for step, (depth, _) in lists.items()},
-                                     max(ages, default=None))
+                                     max(ages, default=None), int(dead))
 
 
 def _submitted_at(record: Any) -> float | None:

@@ -100,3 +100,24 @@ def test_cancel_from_the_shell_says_what_happened(shared_url: str) -> None:
     assert finished.returncode == 1 and "had finished (succeeded)" in finished.stderr
     unknown = cancel("no-such-job")
     assert unknown.returncode == 1 and "unknown job" in unknown.stderr
+
+
+def test_the_asyncio_client_cancels_too(redis_url: str) -> None:
+    import asyncio
+
+    from aimass.producer.aio import AsyncClient
+
+    async def scenario() -> tuple[bool, JobStatus, bool]:
+        async with AsyncClient(redis_url) as client:
+            job = await client.classify(row_image(2), model="tiny")  # no worker: it waits
+            cancelled = await job.cancel()
+            status = await job.status()
+            try:
+                await job.result(timeout=5)
+            except JobCancelled:
+                raised = True
+            else:
+                raised = False
+            return cancelled, status, raised
+
+    assert asyncio.run(scenario()) == (True, JobStatus.cancelled, True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 import redis
 
-from aimass.embedded_redis import stop_process
+from aimass.embedded_redis import free_port, stop_process
 from aimass.producer.client import Client, JobStatus
 from aimass.producer.contract import Priority
 from aimass.producer.errors import WorkerLost
@@ -23,6 +25,11 @@ from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        return page.read().decode()
 
 
 def dead(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,10 +76,16 @@ def test_a_parked_job_sent_again_runs_once_more(redis_url: str, model_repository
     with Client(redis_url) as client:
         job = client.classify(row_image(5), model="tiny", job_id=job_id)
         store.hset(DELIVERIES_HASH, job_id, 3)  # as if three workers had died running it
-        worker = start_worker(redis_url, model_repository)
+        port = free_port()
+        worker = start_worker(redis_url, model_repository, "--metrics-port", str(port))
         with pytest.raises(WorkerLost, match="delivered 4 times"):
             job.result(timeout=30)
         assert job.status() is JobStatus.failed
+        gauge = 'aimass_dead_letters{model="tiny",version="1"} 1.0'
+        deadline = time.monotonic() + 10
+        while gauge not in metrics(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert gauge in metrics(port)
         assert dead(redis_url, "list").stdout.split()[:2] == ["tiny", job_id]
         sent = dead(redis_url, "retry", job_id)
         assert sent.stdout.strip() == "sent 1 parked jobs again", sent.stderr

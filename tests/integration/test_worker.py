@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.errors import InvalidInput
+from aimass.producer.errors import InvalidInput, PayloadTooLarge
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
 
@@ -137,3 +137,14 @@ def test_workers_warns_when_redis_is_near_its_memory_limit(redis_url: str) -> No
                           capture_output=True, text=True, timeout=30)
     assert "WARNING" not in calm.stderr
     assert json.loads(calm.stdout)["redis_memory"]["max_bytes"] == 0
+
+
+def test_a_result_over_the_size_cap_fails_its_job_and_the_others_are_stored(
+        redis_url: str, model_repository: Path, start_worker) -> None:
+    start_worker(redis_url, model_repository, AIMASS_MAX_RESULT_BYTES="4000")
+    with Client(redis_url) as client:
+        small = client.generate(model="tiny-gan", count=1, labels=[3], format="png")
+        large = client.generate(model="tiny-gan", count=16, labels=[3] * 16, format="tensor")
+        assert small.result(timeout=30)["labels"] == [3]
+        with pytest.raises(PayloadTooLarge, match="AIMASS_MAX_RESULT_BYTES"):
+            large.result(timeout=30)
