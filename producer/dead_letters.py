@@ -3,7 +3,7 @@
 A worker takes a job at most ``AIMASS_MAX_DELIVERIES`` times; at the next delivery it
 stores the job's failure (``WorkerLost``) and keeps its message, as it was queued, in
 the model's dead-letter list (``aimass:dead:<model>``). ``aimass dead list`` shows them,
-``aimass dead retry`` sends them again (their failure is forgotten, their deliveries
+``aimass dead retry`` sends them again (their failure is forgotten, their runs
 counted from zero), ``aimass dead purge`` drops them.
 
 Only the standard library is imported at module level, so ``aimass --help`` stays quick.
@@ -58,7 +58,7 @@ def retry(client: Any, letters: list[DeadLetter]) -> int:
     """Send parked jobs again, each in one transaction: off the dead-letter list, its
     failure and delivery count forgotten, back on its queue, idle workers woken."""
     from aimass.producer.keys import (
-        DELIVERIES_HASH,
+        RUNS_HASH,
         dead_letter_key,
         result_key,
         wake_channel,
@@ -71,7 +71,7 @@ def retry(client: Any, letters: list[DeadLetter]) -> int:
         pipe.lrem(dead_letter_key(letter.model), 1, letter.raw)
         if letter.job_id:
             pipe.delete(result_key(letter.job_id))
-            pipe.hdel(DELIVERIES_HASH, letter.job_id)
+            pipe.hdel(RUNS_HASH, letter.job_id)
         pipe.lpush(message_list(letter.model, min(max(letter.priority, 0), 9)), letter.raw)
         pipe.publish(wake_channel(letter.model), b"1")
         removed = pipe.execute()[0]

@@ -46,11 +46,13 @@ SUBMITTED_PREFIX = "aimass:job:"
 # are picked up at the next poll (AIMASS_IDLE_POLL_MS).
 WAKE_PREFIX = "aimass:wake:"
 
-# How many times each job taken from a queue has been delivered to a worker (a hash, by
-# job id): a job whose worker dies each time it runs it is parked after
-# AIMASS_MAX_DELIVERIES deliveries instead of killing worker after worker. A job's
-# entry goes when its result is stored.
-DELIVERIES_HASH = "aimass:deliveries"
+# How many times a worker started running each job (its batch reached the model) and
+# died before storing its result (a hash, by job id; the entry goes with the result). A
+# job whose worker dies each time it runs it is parked after AIMASS_MAX_DELIVERIES such
+# runs instead of killing worker after worker; a job that was only held by a worker that
+# died for another reason does not count, and one that has such a run behind it runs in a
+# batch of its own, so that a poison job's batch mates are not blamed twice.
+RUNS_HASH = "aimass:runs"
 
 # Set (with the result TTL) when a producer cancels a job: a worker that takes the job
 # afterwards stores nothing and runs nothing. The job's id is also published on

@@ -51,6 +51,7 @@ class Pending:
     enqueued: float = 0.0  # when it joined the local queue; its batch deadline counts from here
     future: Future[BatchOutput] = field(default_factory=Future)
     job_id: str | None = None
+    alone: bool = False  # runs in a batch of its own (a worker died running it before)
 
 
 class _Stop:
@@ -159,7 +160,7 @@ def collect_batch(
     batch = [first]
     size = first.size
     deadline = first.enqueued + max_delay_s
-    while size < max_batch_size:
+    while size < max_batch_size and not first.alone:
         job = jobs.take()
         if job is None:
             left = deadline - clock()
@@ -167,8 +168,8 @@ def collect_batch(
                 break
             jobs.wait(max_batch_size - size, left)
             continue
-        if isinstance(job, _Stop):
-            jobs.push_back(job)  # stop after this batch
+        if isinstance(job, _Stop) or job.alone:
+            jobs.push_back(job)  # a stop, or a job to run alone: after this batch
             break
         batch.append(job)
         size += job.size
@@ -201,12 +202,14 @@ class Batcher:
                  idle: Callable[[], bool] = never_idle,
                  time_limit_s: float = 0.0,
                  interrupt: Callable[[threading.Thread], None] | None = None,
-                 buckets: Sequence[int] = (), cancelled: Container[str] = ()) -> None:
+                 buckets: Sequence[int] = (), cancelled: Container[str] = (),
+                 on_start: Callable[[list[str]], None] | None = None) -> None:
         self.name = name
         self.runner = runner
         self.max_batch_size = max_batch_size
         self.buckets = tuple(buckets)
         self.cancelled = cancelled  # job ids a producer cancelled: dropped before a run
+        self.on_start = on_start  # told the job ids of each batch about to run
         self.max_delay_s = max_delay_ms / 1000.0
         self.on_batch = on_batch
         self.idle = idle
@@ -228,13 +231,13 @@ class Batcher:
         self._thread.start()
         return self._thread
 
-    def submit(self, feeds: Feeds, size: int, arrived: float,
-               job_id: str | None = None) -> Future[BatchOutput]:
+    def submit(self, feeds: Feeds, size: int, arrived: float, job_id: str | None = None,
+               alone: bool = False) -> Future[BatchOutput]:
         """Queue one job's inputs; the future resolves when its batch has run."""
         if self._stopped:
             raise ModelError(f"model {self.name!r} was unloaded; send the job again")
         job = Pending(feeds=feeds, size=size, arrived=arrived, enqueued=time.monotonic(),
-                      job_id=job_id)
+                      job_id=job_id, alone=alone)
         self._jobs.put(job)
         return job.future
 
@@ -265,6 +268,7 @@ class Batcher:
         batch = self._drop_cancelled(batch)
         if not batch:
             return
+        self._starting(batch)
         started = time.monotonic()
         running = self._running = _Running(batch, started, threading.current_thread())
         try:
@@ -297,6 +301,18 @@ class Batcher:
                 batch_size=size,
                 run_size=run_size,
             ))
+
+    def _starting(self, batch: list[Pending]) -> None:
+        """Tell ``on_start`` of the batch before it runs: should the process die in the
+        run, the record of it must already be out. Best effort: a failure to tell is
+        logged, and the batch runs."""
+        ids = [job.job_id for job in batch if job.job_id is not None]
+        if self.on_start is None or not ids:
+            return
+        try:
+            self.on_start(ids)
+        except Exception as exc:
+            log.warning("could not record the start of a batch of %d jobs: %s", len(ids), exc)
 
     def _drop_cancelled(self, batch: list[Pending]) -> list[Pending]:
         """Jobs cancelled while they waited for this batch do not run."""

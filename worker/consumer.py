@@ -220,11 +220,11 @@ class BulkConsumer:
             flight.record = ResultRecord.cancelled(str(envelope.task_id))
             self._finished.put(flight)
             return
-        if self.max_deliveries and message.deliveries > self.max_deliveries:
+        if self.max_deliveries and message.runs >= self.max_deliveries:
             self._park(message, envelope, arrived)
             return
         try:
-            flight.started = self._start(envelope, arrived)
+            flight.started = self._start(envelope, arrived, message.runs)
         except AimassError as error:
             flight.record = self._failure(envelope, error)
         except Exception as exc:  # a bug must fail one job, not the worker
@@ -254,12 +254,12 @@ class BulkConsumer:
         model = message.queue.removeprefix(QUEUE_PREFIX) or "-"
         dead_letter = dead_letter_key(model)
         error = WorkerLost(
-            f"job {envelope.task_id} was delivered {message.deliveries} times and its worker "
-            f"died each time before answering (AIMASS_MAX_DELIVERIES={self.max_deliveries}):"
+            f"job {envelope.task_id} was started {message.runs} times and its worker died "
+            f"each time before answering (AIMASS_MAX_DELIVERIES={self.max_deliveries}):"
             f" it is parked in {dead_letter} and runs again only if sent again "
             "(aimass dead retry)")
-        log.error("parked job %s of %s after %d deliveries", envelope.task_id, model,
-                  message.deliveries)
+        log.error("parked job %s of %s after %d runs its worker died in", envelope.task_id,
+                  model, message.runs)
         flight = InFlight(envelope, arrived, dead_letter=dead_letter)
         flight.record = self._failure(envelope, error)
         self._finished.put(flight)
@@ -267,7 +267,8 @@ class BulkConsumer:
     def _when_done(self, flight: InFlight) -> Callable[[Any], None]:
         return lambda _future: self._finished.put(flight)
 
-    def _start(self, envelope: Envelope, arrived: float) -> StartedJob | None:
+    def _start(self, envelope: Envelope, arrived: float,
+               taken_runs: int = 0) -> StartedJob | None:
         message = envelope.message
         assert message is not None  # opened
         if envelope.task_id is None:
@@ -287,7 +288,9 @@ class BulkConsumer:
                              f"{CLASSIFY_TASK} and {GENERATE_TASK}")
         if message.headers.get("eta") or message.headers.get("countdown"):
             raise InvalidJob("aimass jobs cannot be delayed (eta/countdown); send them when due")
-        return self.runtime.begin(kind, message.kwargs(), arrived, envelope.task_id)
+        # A job its worker died in before runs alone: its batch mates are not at risk.
+        return self.runtime.begin(kind, message.kwargs(), arrived, envelope.task_id,
+                                  alone=taken_runs > 0)
 
     def _failure(self, envelope: Envelope, error: AimassError) -> ResultRecord | None:
         if envelope.task_id is None:

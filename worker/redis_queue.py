@@ -19,9 +19,9 @@ import redis
 
 from aimass.producer.keys import (
     CANCELLED_PREFIX,
-    DELIVERIES_HASH,
     PRIORITY_STEPS,
     RESULT_KEY_PREFIX,
+    RUNS_HASH,
     UNACKED_HASH,
     UNACKED_INDEX,
     priority_queue_name,
@@ -31,10 +31,11 @@ from aimass.producer.keys import (
 from aimass.producer.pubsub import next_message
 from aimass.producer.records import ResultRecord, ResultState, started_template
 
-# KEYS: unacked hash, unacked index, deliveries hash, then the lists to serve in order.
+# KEYS: unacked hash, unacked index, runs hash, then the lists to serve in order.
 # ARGV: limit, now, result ttl, the started record's bytes before and after its task id
 #       (records.started_template), max message bytes, then each list's base queue name.
-# Returns (tag, message, deliveries so far, base queue name, 1 if its job was cancelled)
+# Returns (tag, message, runs its job died in so far, base queue name, 1 if its job was
+# cancelled)
 # for each message taken.
 # A message above the size cap is not decoded (the worker fails it unread) but is
 # recorded under a fresh tag like any other, so that its job is not lost either.
@@ -90,16 +91,16 @@ local function record(raw, base)
   redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' ..
              cjson.encode(rk) .. ']')
   redis.call('ZADD', KEYS[2], now, tag)
-  local deliveries, cancelled = 0, 0
+  local runs, cancelled = 0, 0
   if id then
     cancelled = redis.call('EXISTS', '""" + CANCELLED_PREFIX + """' .. id)
     redis.call('SET', '""" + RESULT_KEY_PREFIX + """' .. id,
       started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
-    deliveries = redis.call('HINCRBY', KEYS[3], id, 1)
+    runs = tonumber(redis.call('HGET', KEYS[3], id) or '0')
   end
   out[#out + 1] = tag
   out[#out + 1] = raw
-  out[#out + 1] = deliveries
+  out[#out + 1] = runs
   out[#out + 1] = base
   out[#out + 1] = cancelled
 end
@@ -113,7 +114,7 @@ end
 return out
 """
 
-# KEYS: unacked hash, unacked index, deliveries hash. ARGV: ttl, then (tag, result key,
+# KEYS: unacked hash, unacked index, runs hash. ARGV: ttl, then (tag, result key,
 # record, job id, dead-letter list, message) for each job; the list and the message are ""
 # unless the job is parked. A stored final result is never replaced: a job run twice
 # keeps its first answer.
@@ -167,7 +168,7 @@ class Taken:
 
     delivery_tag: str
     raw: bytes
-    deliveries: int = 1  # times its job has been taken, this time included (0: no id)
+    runs: int = 0  # times a worker started running its job and died before answering
     queue: str = ""  # the queue it was taken from (aimass.<model>)
     cancelled: bool = False  # a producer cancelled its job
 
@@ -211,7 +212,7 @@ class ModelQueues:
 
     def take(self, limit: int) -> list[Taken]:
         """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
-        keys = [UNACKED_HASH, UNACKED_INDEX, DELIVERIES_HASH, *self.lists]
+        keys = [UNACKED_HASH, UNACKED_INDEX, RUNS_HASH, *self.lists]
         args: list[Any] = [limit, repr(time.time()), self.result_ttl_s, self.started_head,
                            self.started_tail, self.max_message_bytes, *self.bases]
         flat = self._take(keys=keys, args=args)
@@ -244,7 +245,7 @@ class ModelQueues:
             key = f"{RESULT_KEY_PREFIX}{s.task_id}" if s.task_id and s.record else ""
             args += [s.delivery_tag, key, s.record.encode() if s.record else b"",
                      s.task_id or "", s.dead_letter, s.raw if s.dead_letter else b""]
-        self._settle(keys=[UNACKED_HASH, UNACKED_INDEX, DELIVERIES_HASH], args=args)
+        self._settle(keys=[UNACKED_HASH, UNACKED_INDEX, RUNS_HASH], args=args)
 
 
     def backlog(self) -> dict[str, dict[int, tuple[int, str]]]:
@@ -257,6 +258,15 @@ class ModelQueues:
         for i, (model, step) in enumerate(slots):
             out.setdefault(model, {})[step] = (int(flat[2 * i]), _text(flat[2 * i + 1]))
         return out
+
+
+    def mark_runs(self, job_ids: Sequence[str]) -> None:
+        """Count a run of each of these jobs, about to start: if the worker dies in it, the
+        count stays (the job's result, when stored, takes it away)."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hincrby(RUNS_HASH, job_id, 1)
+        pipe.execute()
 
 
 def _text(value: Any) -> str:

@@ -91,8 +91,10 @@ class Runtime:
     def __init__(self, settings: WorkerSettings, plan: DevicePlan,
                  on_batch: Callable[[str, int, int, int, float], None] | None = None,
                  idle: Callable[[], bool] = never_idle,
-                 cancelled: Container[str] = ()) -> None:
+                 cancelled: Container[str] = (),
+                 mark_runs: Callable[[list[str]], None] | None = None) -> None:
         self.settings = settings
+        self.mark_runs = mark_runs  # counts the runs a worker dies in (worker/consumer.py)
         self.cancelled = cancelled  # job ids producers cancelled (worker/cancels.py)
         self.plan = plan
         self.on_batch = on_batch
@@ -129,35 +131,36 @@ class Runtime:
         return self.complete(started)
 
     def begin(self, kind: ModelKind, kwargs: Any, arrived: float,
-              job_id: str | None = None) -> StartedJob:
+              job_id: str | None = None, alone: bool = False) -> StartedJob:
         """Validate and decode a job and hand it to its model's batcher. Bad jobs raise
         their typed error here, before they can join (and spoil) a batch."""
         job = parse_job(kind, kwargs, strict=True)
         model = self.model_for(job.model, job.version)
         if isinstance(model, Future):  # its version is loading: start it once loaded
             started = StartedJob(None, job, None, Future())
-            model.add_done_callback(
-                lambda loading: self._begin_loaded(started, loading, kind, arrived, job_id))
+            model.add_done_callback(lambda loading: self._begin_loaded(
+                started, loading, kind, arrived, job_id, alone))
             return started
-        return self._submit(model, job, kind, arrived, job_id)
+        return self._submit(model, job, kind, arrived, job_id, alone)
 
     def _submit(self, model: LoadedModel, job: Any, kind: ModelKind, arrived: float,
-                job_id: str | None) -> StartedJob:
+                job_id: str | None, alone: bool = False) -> StartedJob:
         if model.logic.kind != kind:
             raise InvalidJob(
                 f"model {job.model!r} is a {model.logic.kind} model; send its jobs as "
                 f"{task_name(model.logic.kind)}"
             )
         feeds, size, context = model.logic.prepare(job, self.limits, job_id)
-        future = model.batcher.submit(feeds, size, arrived, job_id)
+        future = model.batcher.submit(feeds, size, arrived, job_id, alone)
         return StartedJob(model, job, context, future)
 
     def _begin_loaded(self, started: StartedJob, loading: Future[LoadedModel],
-                      kind: ModelKind, arrived: float, job_id: str | None) -> None:
+                      kind: ModelKind, arrived: float, job_id: str | None,
+                      alone: bool) -> None:
         """On the loading thread: hand a job that waited for its version to the version's
         batcher, and pass the batch's outcome on to the job's own future."""
         try:
-            inner = self._submit(loading.result(), started.job, kind, arrived, job_id)
+            inner = self._submit(loading.result(), started.job, kind, arrived, job_id, alone)
         except Exception as exc:
             started.future.set_exception(exc if isinstance(exc, AimassError) else ModelError(
                 f"{type(exc).__name__}: {exc}"))
@@ -345,7 +348,8 @@ class Runtime:
                                                      ms))
             if on_batch else None,
             idle=self.idle, time_limit_s=self.settings.job_time_limit_s,
-            interrupt=runner.interrupt, buckets=buckets, cancelled=self.cancelled)
+            interrupt=runner.interrupt, buckets=buckets, cancelled=self.cancelled,
+            on_start=self.mark_runs)
         loaded = LoadedModel(version, logic, sessions, batcher,
                              list(sessions[0].get_providers()), shared)
         release_free_memory()  # the parsed model ONNX Runtime has let go of

@@ -54,17 +54,21 @@ class WorkerService:
         self._redis = connect(self.settings.redis_url, health_check_interval=30,
                                            socket_keepalive=True)
         self.cancelled = CancelledJobs(self._redis)
+        self.queues_of_models = ModelQueues(self._redis, [], hostname,
+                                            self.settings.result_ttl_s,
+                                            self.settings.max_message_bytes)
+        # Runs a worker dies in are counted only where the bulk consumer reads the count.
+        counts_runs = self.settings.consumer == "bulk" and self.settings.max_deliveries > 0
         self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
-                               idle=self._feeder_idle, cancelled=self.cancelled)
+                               idle=self._feeder_idle, cancelled=self.cancelled,
+                               mark_runs=self.queues_of_models.mark_runs if counts_runs
+                               else None)
         self.consumer: BulkConsumer | None = None
         self.ready = threading.Event()
         self.started_at = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._housekeeping, name="aimass-housekeeping",
                                         daemon=True)
-        self.queues_of_models = ModelQueues(self._redis, [], hostname,
-                                            self.settings.result_ttl_s,
-                                            self.settings.max_message_bytes)
         self.monitor = Monitor(self)
         self.json_logs = self.settings.log_format == "json"
 

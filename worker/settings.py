@@ -196,8 +196,8 @@ class WorkerSettings:
     # "json": one JSON object per line, and a line per settled job (worker/logs.py).
     log_format: str = field(default="text", metadata=checked(
         "AIMASS_LOG_FORMAT", LogFormat, "log format", "text or json"))
-    # Deliveries of one job before it is parked in its model's dead-letter list instead
-    # of run again: a job whose worker dies each time it runs it (0: no cap).
+    # Runs of one job that its worker died in before it is parked in its model's
+    # dead-letter list instead of run again (0: no cap).
     max_deliveries: int = field(default=3, metadata=checked(
         "AIMASS_MAX_DELIVERIES", CountOrOff, "count", "0 (no cap) or positive"))
     # Cap on one stored result: a larger one fails its job with PayloadTooLarge.

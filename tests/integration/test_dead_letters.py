@@ -19,7 +19,7 @@ from aimass.embedded_redis import free_port, stop_process
 from aimass.producer.client import Client, JobStatus
 from aimass.producer.contract import Priority
 from aimass.producer.errors import WorkerLost
-from aimass.producer.keys import DELIVERIES_HASH, dead_letter_key
+from aimass.producer.keys import RUNS_HASH, dead_letter_key
 from tests.support.poison import POISON_PIXEL
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
@@ -55,7 +55,7 @@ def test_a_job_that_kills_its_worker_every_time_is_parked_and_the_rest_are_answe
                                      priority=Priority.high)
             good = [client.classify(row_image(i % 8), model="tiny") for i in range(40)]
             results = client.wait(good, timeout=150)
-            with pytest.raises(WorkerLost, match="delivered 4 times"):
+            with pytest.raises(WorkerLost, match="started 3 times"):
                 poison.result(timeout=150)
     finally:
         stop_process(supervisor, 30)
@@ -64,7 +64,7 @@ def test_a_job_that_kills_its_worker_every_time_is_parked_and_the_rest_are_answe
     assert log.read_text().count("exited with signal SIGKILL") == 3
     listed = json.loads(dead(redis_url, "list", "--json").stdout)
     assert [(d["model"], d["job_id"]) for d in listed] == [("tiny", poison.id)]
-    assert not redis.Redis.from_url(redis_url).hexists(DELIVERIES_HASH, poison.id)
+    assert not redis.Redis.from_url(redis_url).hexists(RUNS_HASH, poison.id)
     assert dead(redis_url, "purge").stdout.strip() == "dropped 1 parked jobs"
     assert redis.Redis.from_url(redis_url).llen(dead_letter_key("tiny")) == 0
 
@@ -75,10 +75,10 @@ def test_a_parked_job_sent_again_runs_once_more(redis_url: str, model_repository
     job_id = f"parked-{uuid.uuid4()}"
     with Client(redis_url) as client:
         job = client.classify(row_image(5), model="tiny", job_id=job_id)
-        store.hset(DELIVERIES_HASH, job_id, 3)  # as if three workers had died running it
+        store.hset(RUNS_HASH, job_id, 3)  # as if three workers had died running it
         port = free_port()
         worker = start_worker(redis_url, model_repository, "--metrics-port", str(port))
-        with pytest.raises(WorkerLost, match="delivered 4 times"):
+        with pytest.raises(WorkerLost, match="started 3 times"):
             job.result(timeout=30)
         assert job.status() is JobStatus.failed
         gauge = 'aimass_dead_letters{model="tiny",version="1"} 1.0'
@@ -93,4 +93,4 @@ def test_a_parked_job_sent_again_runs_once_more(redis_url: str, model_repository
         assert again.result(timeout=30)["predictions"][0][0]["label"] == "5"
         worker.stop()
     assert store.llen(dead_letter_key("tiny")) == 0
-    assert not store.hexists(DELIVERIES_HASH, job_id)
+    assert not store.hexists(RUNS_HASH, job_id)

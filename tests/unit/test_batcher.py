@@ -196,3 +196,29 @@ def test_a_failing_batch_fails_its_jobs_with_model_error_and_the_loop_goes_on() 
     second = batcher.submit({"x": np.ones((1, 1), np.float32)}, 1, arrived=0.0)
     assert second.result(timeout=5).outputs[0].tolist() == [[1.0]]
     batcher.stop(timeout=5)
+
+
+def test_a_job_to_run_alone_gets_a_batch_of_its_own() -> None:
+    clock = [0.0]
+    jobs = ScriptedInbox(clock)
+    first, second, third = job(), job(), job()
+    second.alone = True
+    for item in (first, second, third):
+        jobs.put(item)
+    batches = [collect_batch(jobs, 8, 1.0, clock=lambda: clock[0]) for _ in range(3)]
+    assert batches == [[first], [second], [third]]
+
+
+def test_the_start_of_each_batch_is_told_before_it_runs() -> None:
+    told: list[list[str]] = []
+    ran: list[int] = []
+
+    def runner(feeds):
+        ran.append(len(told))
+        return [feeds["x"]]
+
+    batcher = Batcher("test", runner, max_batch_size=8, max_delay_ms=0,
+                      on_start=told.append)
+    batcher.submit({"x": np.zeros((1, 1), np.float32)}, 1, 0.0, job_id="a").result(timeout=5)
+    batcher.stop(timeout=5)
+    assert told == [["a"]] and ran == [1]  # told first, then run
