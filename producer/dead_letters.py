@@ -1,7 +1,7 @@
 """Dead letters: jobs parked after their worker died each time it ran them.
 
-A worker takes a job at most ``AIMASS_MAX_DELIVERIES`` times; at the next delivery it
-stores the job's failure (``WorkerLost``) and keeps its message, as it was queued, in
+A job whose worker died in ``AIMASS_MAX_DELIVERIES`` of its runs is not run again: at
+its next delivery the worker stores its failure (``WorkerLost``) and keeps its message, as it was queued, in
 the model's dead-letter list (``aimass:dead:<model>``). ``aimass dead list`` shows them,
 ``aimass dead retry`` sends them again (their failure is forgotten, their runs
 counted from zero), ``aimass dead purge`` drops them.
