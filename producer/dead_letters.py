@@ -1,10 +1,10 @@
 """Dead letters: jobs parked after their worker died each time it ran them.
 
 A job whose worker died in ``AIMASS_MAX_DELIVERIES`` of its runs is not run again: at
-its next delivery the worker stores its failure (``WorkerLost``) and keeps its message, as it was queued, in
-the model's dead-letter list (``aimass:dead:<model>``). ``aimass dead list`` shows them,
-``aimass dead retry`` sends them again (their failure is forgotten, their runs
-counted from zero), ``aimass dead purge`` drops them.
+its next delivery the worker stores its failure (``WorkerLost``) and keeps its message,
+as it was queued, in the model's dead-letter list (``aimass:dead:<model>``).
+``aimass dead list`` shows them, ``aimass dead retry`` sends them again (their failure
+is forgotten, their runs counted from zero), ``aimass dead purge`` drops them.
 
 Only the standard library is imported at module level, so ``aimass --help`` stays quick.
 """

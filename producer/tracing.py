@@ -1,8 +1,8 @@
 """W3C trace context across producer and worker.
 
 The client puts a ``traceparent`` header on each task message: the current OpenTelemetry
-span's, where OpenTelemetry is installed (``aimass[otel]``) and a span is active, else a
-fresh one, so that a job can be followed from the service that sent it through the
+span's, where the process uses OpenTelemetry (``aimass[otel]``) and a span is active,
+else a fresh one, so that a job can be followed from the service that sent it through the
 worker's logs. Workers log it with the job (``AIMASS_LOG_FORMAT=json``) and, where
 OpenTelemetry is installed, record the job as a span under it.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import sys
 from functools import cache
 from types import SimpleNamespace
 from typing import Any
@@ -73,12 +74,17 @@ def record_span(name: str, traceparent: str | None, start_s: float, end_s: float
         return
 
 
-@cache
 def _opentelemetry() -> Any:
-    """The ``opentelemetry`` API (trace and propagate), or ``None`` where it is not
-    installed; looked up once."""
-    try:
-        from opentelemetry import propagate, trace
-    except ImportError:
+    """The ``opentelemetry`` API (trace and propagate), or ``None`` until the application
+    has imported it: a process that traces has set OpenTelemetry up before its first
+    job, and one that does not is spared the import (memory and time)."""
+    if "opentelemetry.trace" not in sys.modules:
         return None
+    return _imported_opentelemetry()
+
+
+@cache
+def _imported_opentelemetry() -> Any:
+    from opentelemetry import propagate, trace
+
     return SimpleNamespace(propagate=propagate, trace=trace)
