@@ -2,7 +2,10 @@
 
 A batch runs when it holds ``max_batch_size`` inputs, or when its oldest job has waited
 ``max_queue_delay`` (a deadline per job, not a repeating timer). The thread that runs
-the model never touches the network; the threads that take messages only feed it.
+the model touches the network once per batch, and only when told to (``on_start``): to
+record, before the run, that the batch's jobs are running, for a run that kills the
+process must be on record before it starts (worker/consumer.py parks such jobs). The
+threads that take messages only feed it.
 
 A batch that runs longer than the time limit fails its jobs (``ModelError``) and its run
 is asked to stop; if it has still not returned at twice the limit, its thread is left to

@@ -23,6 +23,7 @@ from tests.support.fleet import Fleet, ResultLog
 from tests.support.hanging_model import hanging_classifier
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import classifier_model, publish, row_image
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +32,6 @@ FAST_RESTORE = {"AIMASS_VISIBILITY_TIMEOUT_S": "2"}
 
 def labels_of(results: list[dict]) -> list[str]:
     return [r["predictions"][0][0]["label"] for r in results]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # -- workers killed under load ------------------------------------------------------------

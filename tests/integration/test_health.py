@@ -11,7 +11,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -27,6 +26,7 @@ from aimass.producer.submission import Submission
 from tests.support.hanging_model import hanging_classifier
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import publish, row_image
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,6 @@ def get(port: int, path: str) -> tuple[int, str]:
         return error.code, error.read().decode()
     except (urllib.error.URLError, OSError) as error:
         return 0, str(error)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_with_redis_down_livez_stays_200_and_readyz_turns_503_until_it_is_back(
