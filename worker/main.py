@@ -6,7 +6,11 @@ own command line imports the app by name. aimass's CLI builds its app explicitly
 
 from __future__ import annotations
 
+from aimass.producer.settings import SettingsError
 from aimass.worker.app import create_app
 from aimass.worker.settings import WorkerSettings
 
-app = create_app(WorkerSettings.from_env())
+try:
+    app = create_app(WorkerSettings.from_env())
+except SettingsError as error:  # one line, as `aimass` says it, not a traceback
+    raise SystemExit(f"aimass: error: {error}") from None

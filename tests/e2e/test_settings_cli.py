@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +32,14 @@ def test_a_bad_setting_exits_2_with_one_line_and_no_traceback(
     assert f"{name}=" in done.stderr and "expected" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert "hunter2" not in done.stderr  # a Redis password is never printed
+
+
+def test_celerys_own_command_says_a_bad_setting_in_one_line_too() -> None:
+    celery = str(Path(sys.executable).parent / "celery")
+    done = subprocess.run([celery, "-A", "aimass.worker.main", "inspect", "ping"],
+                          env=child_env(NO_REDIS, AIMASS_CONCURRENCY="-3"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "aimass: error: AIMASS_CONCURRENCY='-3' is not a valid count: expected a whole "
+        "number of at least 1"]
