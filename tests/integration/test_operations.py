@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,13 @@ def test_metrics_endpoint_counts_jobs_and_batches(
     assert ('aimass_jobs_total{kind="classify",model="tiny",outcome="succeeded",reason="",'
             'version="1"} 10.0' in text)
     assert 'outcome="failed",reason="InvalidInput",version="-"' in text  # before its batch
-    assert 'aimass_batch_size_count{bucket="1",model="tiny",version="1"}' in text  # exact sizes
+    # Exact sizes on the CPU: each batch is counted under its own size as its "bucket".
+    runs = re.findall(r'aimass_batch_size_count\{bucket="(\d+)",model="tiny",version="1"\} (\S+)',
+                      text)
+    sums = re.findall(r'aimass_batch_size_sum\{bucket="(\d+)",model="tiny",version="1"\} (\S+)',
+                      text)
+    assert runs and all(float(total) == int(size) * float(count) for (size, count), (_, total)
+                        in zip(sorted(runs), sorted(sums), strict=True))
     assert 'aimass_model_info{kind="classify",model="tiny",provider="CPUExecutionProvider",' \
            'version="1"} 1.0' in text
     assert "aimass_inference_seconds_bucket" in text and "aimass_job_seconds_bucket" in text

@@ -108,19 +108,22 @@ def test_shape_buckets_under_load_pad_batches_and_never_leak_the_padding(
         redis_url: str, model_repository: Path, tmp_path: Path) -> None:
     rng = random.Random(12)
     counts = [rng.randint(1, 6) for _ in range(240)]
-    worker, shapes = start_shape_sensitive(redis_url, model_repository, tmp_path, "on",
-                                           "--max-queue-delay-ms", "20")
+    worker = None
     try:
         with Client(redis_url) as client:
+            # A backlog waiting before the worker starts: its batches mix jobs of every size.
             jobs = [client.classify([row_image((i + j) % 8) for j in range(count)],
                                     model="tiny", top_k=1)
                     for i, count in enumerate(counts)]
             generated = [client.generate(model="tiny-gan", count=n, labels=list(range(n)),
                                          seed=n, format="tensor") for n in (1, 3, 5, 6, 7)]
+            worker, shapes = start_shape_sensitive(redis_url, model_repository, tmp_path, "on",
+                                                   "--max-queue-delay-ms", "20")
             results = [job.result(timeout=60) for job in jobs]
             images = [job.result(timeout=60) for job in generated]
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
     for i, (count, result) in enumerate(zip(counts, results, strict=True)):
         assert [p[0]["label"] for p in result["predictions"]] == \
             [str((i + j) % 8) for j in range(count)]
