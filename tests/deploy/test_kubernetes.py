@@ -1,6 +1,5 @@
-"""deploy/kubernetes/: every manifest valid against the Kubernetes and KEDA schemas,
-offline, and the promises no schema checks: names that refer to each other, the probes,
-the GPU, the queue names, the user the images run as."""
+"""deploy/kubernetes/: the promises no schema checks: names that refer to each other, the
+probes, the GPU, the queue names, Redis, the user the images run as."""
 
 from __future__ import annotations
 
@@ -10,268 +9,42 @@ import importlib
 import io
 import itertools
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import kubernetes_validate
 import pytest
-import yaml
-from jsonschema import Draft7Validator
 from PIL import Image
 
 from aimass.cli import build_parser
 from aimass.producer.keys import priority_queue_names
+from tests.deploy.manifests import (
+    ALTERNATIVE,
+    APPLIED,
+    ROOT,
+    SCALED_MODEL,
+    WORKER,
+    Document,
+    aimass_invocations,
+    argv,
+    compose,
+    compose_default,
+    container,
+    containers,
+    dockerfile_of_image,
+    duration_s,
+    env,
+    find,
+    image_user,
+    of_kind,
+    pod_spec,
+    pod_specs,
+    server_options,
+    size_bytes,
+)
 
-# No server, no subprocess, no network (the no_network fixture makes sure of the last).
+# No server, no subprocess, no network.
 pytestmark = pytest.mark.unit
-
-ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = ROOT / "deploy" / "kubernetes"
-DATA = ROOT / "tests" / "data"
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-# KEDA's CRDs, vendored: kind -> file.
-KEDA_CRDS = {
-    "ScaledObject": DATA / "keda.sh_scaledobjects.yaml",
-    "TriggerAuthentication": DATA / "keda.sh_triggerauthentications.yaml",
-}
-# The oldest and the newest Kubernetes whose schemas the package bundles (1.25 and 1.37
-# in kubernetes-validate 1.37.0).
-KUBERNETES_VERSIONS = sorted({kubernetes_validate.utils.all_versions()[0],
-                              kubernetes_validate.latest_version()})
-# Kept beside the applied files but not listed in kustomization.yaml.
-ALTERNATIVES = {"worker-scaledobject-prometheus.yaml"}
-WORKER = "aimass-worker"
-SCALED_MODEL = "digits"
-WORKLOADS = {"Deployment", "StatefulSet", "Job"}
-
-Document = dict[str, Any]
-
-
-# ---------------------------------------------------------------- loading
-
-
-def load(name: str) -> list[Document]:
-    text = (MANIFESTS / name).read_text(encoding="utf-8")
-    return [document for document in yaml.safe_load_all(text) if document]
-
-
-def kustomization() -> Document:
-    (document,) = load("kustomization.yaml")
-    return document
-
-
-def manifest_files() -> list[str]:
-    return sorted(path.name for path in MANIFESTS.glob("*.yaml")
-                  if path.name != "kustomization.yaml")
-
-
-def labelled(files: list[str]) -> list[tuple[str, Document]]:
-    """Each document of ``files`` with a label for messages: ``file: Kind/name``."""
-    return [(f"{name}: {doc['kind']}/{doc['metadata']['name']}", doc)
-            for name in files for doc in load(name)]
-
-
-ALL = labelled(manifest_files())
-APPLIED = [doc for _, doc in labelled(kustomization()["resources"])]
-ALTERNATIVE = [doc for _, doc in labelled(sorted(ALTERNATIVES))]
-
-
-def find(documents: list[Document], kind: str, name: str) -> Document:
-    found = [d for d in documents if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} named {name!r}, found {len(found)}"
-    return found[0]
-
-
-def of_kind(documents: list[Document], kind: str) -> list[Document]:
-    return [d for d in documents if d["kind"] == kind]
-
-
-def pod_spec(document: Document) -> Document | None:
-    if document["kind"] not in WORKLOADS:
-        return None
-    return document["spec"]["template"]["spec"]
-
-
-def pod_specs(documents: list[Document]) -> list[Document]:
-    return [spec for spec in map(pod_spec, documents) if spec is not None]
-
-
-def containers(spec: Document) -> list[Document]:
-    return [*spec.get("initContainers", []), *spec["containers"]]
-
-
-def container(document: Document, name: str) -> Document:
-    spec = pod_spec(document)
-    assert spec is not None
-    (found,) = [c for c in containers(spec) if c["name"] == name]
-    return found
-
-
-def env(c: Document) -> dict[str, Any]:
-    """A container's environment: each variable's value, or where it comes from."""
-    return {item["name"]: item.get("value", item.get("valueFrom")) for item in c["env"]}
-
-
-def argv(c: Document) -> list[str]:
-    return [*c.get("command", []), *c.get("args", [])]
-
-
-def aimass_invocations() -> list[tuple[str, list[str]]]:
-    """The argument lists every container of the manifests gives to `aimass`."""
-    return [(f"{source} {c['name']}", argv(c)[1:])
-            for source, doc in ALL if (spec := pod_spec(doc))
-            for c in containers(spec) if argv(c)[:1] == ["aimass"]]
-
-
-def compose() -> Document:
-    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-
-
-def dockerfile_of_image(image: str) -> Path:
-    """The Dockerfile docker-compose.yml builds ``image`` (any tag) from."""
-    name = image.split(":")[0]
-    for service in compose()["services"].values():
-        if service.get("image", "").split(":")[0] == name and "build" in service:
-            return ROOT / service["build"].get("context", ".") / service["build"]["dockerfile"]
-    raise AssertionError(f"docker-compose.yml builds no image named {name!r}")
-
-
-def image_user(dockerfile: Path) -> str:
-    """The USER of the Dockerfile's last stage: the user a plain build's image runs as."""
-    user = None
-    for line in dockerfile.read_text(encoding="utf-8").splitlines():
-        keyword, _, rest = line.strip().partition(" ")
-        if keyword.upper() == "FROM":
-            user = None
-        elif keyword.upper() == "USER":
-            user = rest.strip()
-    assert user, f"{dockerfile.name}: its last stage sets no USER"
-    return user
-
-
-def size_bytes(value: str) -> int:
-    """A Redis (``2gb``) or Kubernetes (``3Gi``) memory size in bytes."""
-    match = re.fullmatch(r"(\d+)([kmg]b|[KMG]i)?", value)
-    assert match, f"not a memory size: {value!r}"
-    unit = (match[2] or "").lower()[:1]
-    return int(match[1]) * 1024 ** " kmg".index(unit or " ")
-
-
-def server_options(arguments: list[str]) -> dict[str, str]:
-    """``redis-server --name value ...`` arguments as a dict."""
-    options = dict(zip(arguments[::2], arguments[1::2], strict=True))
-    assert all(name.startswith("--") for name in options), arguments
-    return options
-
-
-def compose_default(value: str) -> str:
-    """A Compose value with each ``${VARIABLE:-default}`` replaced by its default."""
-    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
-
-
-def duration_s(value: str) -> float:
-    """A Compose duration such as ``2m`` or ``1m30s`` in seconds."""
-    parts = re.findall(r"(\d+)(h|m|s)", value)
-    assert parts and "".join(n + u for n, u in parts) == value, f"not a duration: {value!r}"
-    return sum(int(number) * {"h": 3600, "m": 60, "s": 1}[unit] for number, unit in parts)
-
-
-# ---------------------------------------------------------------- schemas, offline
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Validation must not download a schema: any connection attempt fails the test."""
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError(f"tests/deploy tried to reach the network: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
-def closed(schema: Any) -> Any:
-    """An openAPIV3Schema that refuses unknown fields, as the API server's strict field
-    validation (kubectl's default) does: a misspelt field fails here, not silently there."""
-    if isinstance(schema, list):
-        return [closed(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {key: closed(value) for key, value in schema.items() if key != "properties"}
-    if "properties" in schema:  # a map of field names to schemas, not a schema itself
-        result["properties"] = {key: closed(value) for key, value in schema["properties"].items()}
-        if ("additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
-            result["additionalProperties"] = False
-    return result
-
-
-def keda_validator(kind: str, api_version: str) -> Draft7Validator:
-    text = KEDA_CRDS[kind].read_text(encoding="utf-8")
-    (crd,) = [doc for doc in yaml.safe_load_all(text) if doc]
-    assert crd["spec"]["names"]["kind"] == kind
-    versions = {f"{crd['spec']['group']}/{v['name']}": v for v in crd["spec"]["versions"]}
-    assert api_version in versions, f"{kind}: KEDA's CRD serves {sorted(versions)}"
-    return Draft7Validator(closed(versions[api_version]["schema"]["openAPIV3Schema"]))
-
-
-KEDA_DOCUMENTS = [(label, doc) for label, doc in ALL if doc["apiVersion"].startswith("keda.sh/")]
-KUBERNETES_DOCUMENTS = [(label, doc) for label, doc in ALL
-                        if not doc["apiVersion"].startswith("keda.sh/")]
-
-
-@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize(("label", "document"), KUBERNETES_DOCUMENTS,
-                         ids=[label for label, _ in KUBERNETES_DOCUMENTS])
-def test_manifest_follows_the_kubernetes_schema(
-        label: str, document: Document, version: str) -> None:
-    # strict: unknown fields are errors. A kind without a schema raises, and fails too.
-    try:
-        kubernetes_validate.validate(document, version, strict=True)
-    except kubernetes_validate.ValidationError as error:
-        path = ".".join(map(str, error.path)) or "<root>"
-        pytest.fail(f"{label}, Kubernetes {version}: {path}: {error.message}")
-
-
-@pytest.mark.parametrize(("label", "document"), KEDA_DOCUMENTS,
-                         ids=[label for label, _ in KEDA_DOCUMENTS])
-def test_keda_resource_follows_its_crd(label: str, document: Document) -> None:
-    validator = keda_validator(document["kind"], document["apiVersion"])
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
-    assert not errors, "\n".join(
-        f"{label}: {'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors)
-
-
-def test_the_keda_schemas_refuse_what_keda_does_not_know() -> None:
-    scaled = find(APPLIED, "ScaledObject", WORKER)
-    validator = keda_validator("ScaledObject", scaled["apiVersion"])
-    misspelt = {**scaled, "spec": {**scaled["spec"], "minReplicas": 1}}
-    assert not list(validator.iter_errors(scaled))
-    assert list(validator.iter_errors(misspelt))
-
-
-# ---------------------------------------------------------------- the files
-
-
-def test_kustomization_applies_every_manifest_but_the_alternatives() -> None:
-    listed = kustomization()["resources"]
-    assert len(listed) == len(set(listed))
-    assert set(listed) == set(manifest_files()) - ALTERNATIVES
-    assert set(manifest_files()) >= ALTERNATIVES
-
-
-def test_kustomization_names_every_aimass_image_it_runs() -> None:
-    images = {c["image"].split(":")[0] for spec in pod_specs(APPLIED) for c in containers(spec)}
-    aimass = {image for image in images if image.startswith("aimass-")}
-    assert {entry["name"] for entry in kustomization()["images"]} == aimass
-    assert aimass == {"aimass-worker", "aimass-export", "aimass-producer"}
-
-
-# ---------------------------------------------------------------- references
 
 
 def container_references(c: Document) -> Iterator[tuple[str, str, str | None]]:
