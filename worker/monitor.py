@@ -39,7 +39,7 @@ class Monitor:
         self.endpoints = Endpoints(self.metrics.registry, self.live, self.ready)
         # Short timeouts: a probe must answer within the orchestrator's own timeout.
         self._redis = connect(service.settings.redis_url, socket_timeout=1,
-                                           socket_connect_timeout=1)
+                              socket_connect_timeout=1)
         self._redis_seen: tuple[float, bool | str] = (0.0, "not asked yet")
         gpu = service.app.aimass_plan.gpu
         self._nvml = Nvml(indices=[gpu]) if gpu is not None else None

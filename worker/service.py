@@ -52,13 +52,13 @@ class WorkerService:
             getattr(worker, "consumer", None), "event_dispatcher", None))
         self.metrics = Metrics()
         self._redis = connect(self.settings.redis_url, health_check_interval=30,
-                                           socket_keepalive=True)
+                              socket_keepalive=True)
         self.cancelled = CancelledJobs(self._redis)
         self.queues_of_models = ModelQueues(self._redis, [], hostname,
                                             self.settings.result_ttl_s,
                                             self.settings.max_message_bytes)
         # Runs a worker dies in are counted only where the bulk consumer reads the count.
-        counts_runs = self.settings.consumer == "bulk" and self.settings.max_deliveries > 0
+        counts_runs = self.bulk and self.settings.max_deliveries > 0
         self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
                                idle=self._feeder_idle, cancelled=self.cancelled,
                                mark_runs=self.queues_of_models.mark_runs if counts_runs
