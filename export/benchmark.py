@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from aimass.export.runtime import cpu_session
+from aimass.producer.manifest import NEAR_BEST, near_best_batch
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
-NEAR_BEST = 0.9
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,4 @@ def measure(
 
 def best_batch_size(results: Sequence[Throughput], near_best: float = NEAR_BEST) -> int:
     """The smallest batch size whose throughput is within ``near_best`` of the best one."""
-    best = max(result.images_per_second for result in results)
-    return min(
-        result.batch_size for result in results if result.images_per_second >= near_best * best
-    )
+    return near_best_batch({r.batch_size: r.images_per_second for r in results}, near_best)

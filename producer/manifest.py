@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -146,12 +147,30 @@ class GeneratorSpec(BaseModel):
     label_input: str = "label"
 
 
+# A batch limit is the smallest batch size whose throughput is within this share of the
+# best measured: past it a bigger batch only adds latency.
+NEAR_BEST = 0.9
+
+
+def near_best_batch(throughput: Mapping[int, float], near_best: float = NEAR_BEST) -> int:
+    """The smallest batch size whose inputs/s (``throughput``, by batch size) is within
+    ``near_best`` of the best one: the rule the export (on the CPU) and a GPU worker (on
+    its own device, at start-up) choose a model's batch limit by."""
+    best = max(throughput.values())
+    return min(size for size, rate in throughput.items() if rate >= near_best * best)
+
+
 class BatchingSpec(BaseModel):
     """Dynamic batching limits; a worker's settings may override them."""
 
     model_config = ConfigDict(frozen=True)
 
+    # The limit on a CPU (the export measures it there).
     max_batch_size: int = Field(default=64, ge=1)
+    # The limit on a GPU, where ONNX Runtime keeps gaining at far larger batches (AlexNet
+    # up to 128 on an H200); None: a GPU worker measures it on its own device at
+    # start-up (AIMASS_BATCH_SWEEP).
+    max_batch_size_gpu: int | None = Field(default=None, ge=1)
     max_queue_delay_ms: float = Field(default=2.0, ge=0)
     # The batch sizes a GPU worker builds one session each for, padding every batch up to
     # the smallest that holds it (the max batch size is always one); None: powers of two

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -113,3 +114,56 @@ class BucketRunner:
     def interrupt(self, thread: threading.Thread) -> None:
         for runner in self.runners.values():
             runner.interrupt(thread)
+
+
+# A warm-up run repeats until two runs in a row agree within this share: the first runs
+# of a shape allocate (and on a GPU choose kernels), and a job should not pay for that.
+SETTLE_TOLERANCE = 0.2
+SETTLE_MIN_RUNS = 2
+SETTLE_MAX_RUNS = 12
+
+
+def settle(run: Callable[[], object], budget_s: float = 3.0,
+           clock: Callable[[], float] = time.perf_counter) -> float:
+    """Run ``run`` until its time settles: at least ``SETTLE_MIN_RUNS`` times, until two
+    runs in a row are within ``SETTLE_TOLERANCE`` of each other, or ``SETTLE_MAX_RUNS``
+    runs or ``budget_s`` seconds have gone by. Returns the settled run time in ms (the
+    faster of the last two)."""
+    times: list[float] = []
+    deadline = clock() + budget_s
+    while True:
+        started = clock()
+        run()
+        times.append(clock() - started)
+        if len(times) >= max(2, SETTLE_MIN_RUNS):
+            last, before = times[-1], times[-2]
+            if abs(last - before) <= SETTLE_TOLERANCE * min(last, before) \
+                    or len(times) >= SETTLE_MAX_RUNS or clock() >= deadline:
+                return 1000.0 * min(last, before)
+
+
+# The largest batch a start-up sweep tries (AIMASS_BATCH_SWEEP): ONNX Runtime on an H200
+# kept gaining up to 128 on AlexNet.
+SWEEP_MAX_BATCH = 256
+# A sweep stops at a size whose settled run takes longer than this: a larger batch would
+# only add latency that no job should wait for.
+SWEEP_MAX_RUN_MS = 250.0
+
+
+def sweep(settled_ms: Callable[[int], float], sizes: Sequence[int]) -> dict[int, float]:
+    """The settled run time of each of ``sizes`` (ascending) in ms, stopping after the
+    first size that runs longer than ``SWEEP_MAX_RUN_MS`` or after two sizes in a row
+    that are not faster per input than the best so far (the plateau is passed)."""
+    times: dict[int, float] = {}
+    best = 0.0
+    worse = 0
+    for size in sizes:
+        ms = times[size] = settled_ms(size)
+        rate = size / max(ms, 1e-6)
+        if rate > best * 1.02:
+            best, worse = max(best, rate), 0
+        else:
+            worse += 1
+        if ms > SWEEP_MAX_RUN_MS or worse == 2:
+            break
+    return times

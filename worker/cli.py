@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "CPU), on, off, or sizes like 1,8,32")
     worker.add_argument("--models", help="serve only these models (comma list)")
     worker.add_argument("--concurrency", type=int, help="jobs held at once per process (64)")
-    worker.add_argument("--max-batch-size", type=int, help="override the manifests' batch limit")
+    worker.add_argument("--max-batch-size",
+                        help="override the manifests' batch limit: 64, or per model like "
+                             "digits=128,alexnet=64")
     worker.add_argument("--max-queue-delay-ms", type=float,
                         help="override the manifests' queue delay")
     worker.add_argument("--metrics-port", type=int, help="Prometheus port (0: off)")
@@ -63,9 +65,10 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from aimass.worker.devices import processes_per_device, resolve_devices
+    from aimass.worker.devices import processes_per_device, resolve_devices, use_pci_bus_order
 
     settings = _settings(args)
+    use_pci_bus_order()  # before the GPUs are counted: the children inherit it
     devices = resolve_devices(settings.devices)
     per_device = processes_per_device(settings.procs_per_gpu, devices)
     if len(devices) * per_device > 1:
@@ -127,9 +130,18 @@ def _supervise(settings: Any, devices: list[int | None], per_device: int) -> int
         port = settings.metrics_port + 1 + number if settings.metrics_port else 0
         argv = _replace_flag(argv, "--metrics-port", str(port))
         label = f"{'cpu' if device is None else f'gpu{device}'}.{index}"
+        if settings.hostname:  # one Celery node name each: duplicates confuse Celery
+            argv = _replace_flag(argv, "--hostname", child_hostname(settings.hostname, label))
         children.append(Child(label, [*prefix, *argv], env, cpus=cpus, port=port))
     _configure_logging(settings.log_level, settings.log_format)
     return Supervisor(children).run(settings.metrics_port)
+
+
+def child_hostname(hostname: str, label: str) -> str:
+    """The node name of one child of a supervisor given ``--hostname``: ``name@host``
+    becomes ``name.<label>@host`` (``worker.gpu0.1@node7``)."""
+    name, at, host = hostname.partition("@")
+    return f"{name}.{label}{at}{host}"
 
 
 def _configure_logging(level: str, log_format: str) -> None:

@@ -8,20 +8,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aimass.producer.contract import parse_job, task_name
 from aimass.producer.errors import AimassError, InvalidJob, ModelError, UnknownModel
-from aimass.producer.manifest import Manifest, ModelKind
+from aimass.producer.manifest import Manifest, ModelKind, near_best_batch
 from aimass.worker.batcher import Batcher, BatchOutput, never_idle
-from aimass.worker.buckets import BucketRunner, default_buckets, normalize_buckets
+from aimass.worker.buckets import (
+    SWEEP_MAX_BATCH,
+    BucketRunner,
+    default_buckets,
+    normalize_buckets,
+    settle,
+    sweep,
+)
 from aimass.worker.models import Limits, ModelLogic, logic_for
 from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
 from aimass.worker.sessions import (
     CPU,
+    DeviceHealth,
     DevicePlan,
     SessionRunner,
     SharedWeights,
@@ -44,17 +53,24 @@ class LoadedModel:
     batcher: Batcher
     providers: list[str]
     shared: SharedWeights | None = None  # the bucket sessions' one copy of the weights
+    limit_source: str = "manifest"  # where the batch limit came from (BatchLimit.source)
+    settled_ms: dict[int, float] = field(default_factory=dict)  # a run's time, by size
 
     def describe(self) -> dict[str, Any]:
+        shared = self.shared
         return {
             "name": self.version.name,
             "version": self.version.version,
             "kind": str(self.logic.kind),
             "providers": self.providers,
             "max_batch_size": self.batcher.max_batch_size,
+            "batch_limit_source": self.limit_source,
             "max_queue_delay_ms": self.batcher.max_delay_s * 1000.0,
             "buckets": list(self.batcher.buckets),
-            "shared_weight_bytes": self.shared.nbytes if self.shared else None,
+            "settled_ms": {str(size): round(ms, 3) for size, ms in self.settled_ms.items()},
+            "shared_weight_bytes": shared.nbytes if shared else None,
+            "weights_shared": shared.shared if shared else None,
+            "sharing_refused": shared.refused if shared else None,
         }
 
     @property
@@ -92,8 +108,11 @@ class Runtime:
                  on_batch: Callable[[str, int, int, int, float], None] | None = None,
                  idle: Callable[[], bool] = never_idle,
                  cancelled: Container[str] = (),
-                 mark_runs: Callable[[list[str]], None] | None = None) -> None:
+                 mark_runs: Callable[[list[str]], None] | None = None,
+                 on_device_lost: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.device = DeviceHealth()  # this process's device, as the runs find it
+        self.on_device_lost = on_device_lost
         self.mark_runs = mark_runs  # counts the runs a worker dies in (worker/consumer.py)
         self.cancelled = cancelled  # job ids producers cancelled (worker/cancels.py)
         self.plan = plan
@@ -113,7 +132,7 @@ class Runtime:
         """Load and warm up the newest version of each served model."""
         names = list(self.settings.models) or self.repository.names()
         for name in names:
-            self._current[name] = self._load(self.repository.resolve(name))
+            self._current[name] = self.build(self.repository.resolve(name))
         if not self._current:
             log.warning("no models found in %s", self.repository.root)
 
@@ -299,7 +318,7 @@ class Runtime:
             raise ModelError(reason)
         stamp = self.repository.stamp(name, version)
         try:
-            return self._load(self.repository.resolve(name, version))
+            return self.build(self.repository.resolve(name, version))
         except ModelError as error:
             self._refused[(name, version)] = (stamp, error.message)
             raise
@@ -314,55 +333,129 @@ class Runtime:
         return normalize_buckets(manifest.batching.buckets or default_buckets(max_batch),
                                  max_batch)
 
-    def _load(self, version: ModelVersion) -> LoadedModel:
+    def batch_limit(self, manifest: Manifest) -> BatchLimit:
+        """A model's batch limit on this process's device, and where it comes from: the
+        operator's setting, else the manifest's limit for this kind of device, else (on a
+        GPU, or wherever AIMASS_BATCH_SWEEP=on) a sweep at start-up."""
+        given = self.settings.batch_limit(manifest.name)
+        if given is not None:
+            return BatchLimit(given, "setting")
+        sweep_setting = self.settings.batch_sweep
+        on_gpu = self.plan.gpu is not None
+        if sweep_setting == "on":
+            return BatchLimit(None, "sweep")
+        batching = manifest.batching
+        if on_gpu and batching.max_batch_size_gpu is not None:
+            return BatchLimit(batching.max_batch_size_gpu, "manifest (gpu)")
+        if on_gpu and sweep_setting == "auto":
+            return BatchLimit(None, "sweep")
+        return BatchLimit(batching.max_batch_size, "manifest")
+
+    def build(self, version: ModelVersion) -> LoadedModel:
+        """Load one version and warm it as this worker serves it (also what
+        ``aimass doctor`` inspects)."""
         started = time.monotonic()
         model_file = verify_checksum(version)
         logic = logic_for(version.manifest)
-        batching = version.manifest.batching
-        max_batch = self.settings.max_batch_size or batching.max_batch_size
+        limit = self.batch_limit(version.manifest)
         delay_ms = self.settings.max_queue_delay_ms
         if delay_ms is None:
-            delay_ms = batching.max_queue_delay_ms
-        buckets = self.buckets_for(version.manifest, max_batch)
-        shared: SharedWeights | None = None
-        runner: BucketRunner | SessionRunner
+            delay_ms = version.manifest.batching.max_queue_delay_ms
+        # A sweep builds a session for every size it may try, and keeps those it needs.
+        buckets = self.buckets_for(version.manifest, limit.size or SWEEP_MAX_BATCH)
         try:
-            if buckets:
-                by_size, shared = create_bucket_sessions(model_file, self.plan, buckets)
-                sessions = list(by_size.values())
-                runner = BucketRunner({size: SessionRunner(session)
-                                       for size, session in by_size.items()})
-            else:
-                sessions = [create_session(model_file, self.plan)]
-                runner = SessionRunner(sessions[0])
+            built = _Sessions.build(model_file, self.plan, buckets)
+            settled: dict[int, float] = {}
+            if limit.size is None:
+                settled = built.sweep(logic, buckets or default_buckets(SWEEP_MAX_BATCH))
+                limit = BatchLimit(near_best_batch(
+                    {size: size / max(ms, 1e-6) for size, ms in settled.items()}), "sweep")
+                if buckets:
+                    buckets = self.buckets_for(version.manifest, limit.size or 1)
+                    built.keep(model_file, self.plan, buckets)
+            max_batch = limit.size or 1
+            # Each session runs at every size it will serve until its run time settles,
+            # before any job reaches it: a job does not pay for first-run allocations.
+            for size in buckets or sorted({1, max_batch}):
+                if size not in settled:
+                    settled[size] = built.settle(logic, size)
         except Exception as exc:  # ONNX Runtime raises its own types for bad files
             raise ModelError(f"model file of {version.name!r} v{version.version} could not "
                              f"be loaded by ONNX Runtime: {exc}") from None
-        # Each session runs once at every size it will serve before any job reaches it.
-        for size in buckets or sorted({1, max_batch}):
-            runner(logic.warmup_feeds(size))
         on_batch = self.on_batch
         batcher = Batcher(
-            f"{version.name}-v{version.version}", runner, max_batch, delay_ms,
+            f"{version.name}-v{version.version}", built.runner, max_batch, delay_ms,
             on_batch=(lambda size, ran, ms: on_batch(version.name, version.version, size, ran,
                                                      ms))
             if on_batch else None,
             idle=self.idle, time_limit_s=self.settings.job_time_limit_s,
-            interrupt=runner.interrupt, buckets=buckets, cancelled=self.cancelled,
-            on_start=self.mark_runs)
-        loaded = LoadedModel(version, logic, sessions, batcher,
-                             list(sessions[0].get_providers()), shared)
+            interrupt=built.runner.interrupt, buckets=buckets, cancelled=self.cancelled,
+            on_start=self.mark_runs, device=self.device, on_device_lost=self.on_device_lost)
+        kept = sorted(buckets or {1, max_batch})
+        loaded = LoadedModel(version, logic, built.sessions, batcher,
+                             list(built.sessions[0].get_providers()), built.shared,
+                             limit.source, {size: settled[size] for size in kept})
         release_free_memory()  # the parsed model ONNX Runtime has let go of
-        log.info("loaded %s v%d on %s in %.0f ms (max batch %d, max delay %.1f ms, %s)",
-                 version.name, version.version, ", ".join(loaded.providers),
-                 (time.monotonic() - started) * 1000, max_batch, delay_ms,
-                 f"buckets {', '.join(map(str, buckets))}" if buckets else "exact sizes")
+        log.info("loaded %s v%d on %s in %.0f ms (max batch %d from the %s, max delay %.1f "
+                 "ms, %s; settled run times %s)", version.name, version.version,
+                 ", ".join(loaded.providers), (time.monotonic() - started) * 1000, max_batch,
+                 limit.source, delay_ms,
+                 f"buckets {', '.join(map(str, buckets))}" if buckets else "exact sizes",
+                 ", ".join(f"{size}: {settled[size]:.2f} ms" for size in kept))
         if self.plan.gpu is not None and loaded.on_cpu:
             log.error("%s v%d: GPU %s was asked for, but it runs on the CPU: the CUDA provider "
                       "could not start (see the warnings above). `aimass check` fails until "
                       "this is fixed, unless AIMASS_ALLOW_CPU_FALLBACK=1", version.name,
                       version.version, self.plan.gpu)
         return loaded
+
+
+@dataclass(frozen=True)
+class BatchLimit:
+    """A model's batch limit (``None``: to be measured) and where it comes from."""
+
+    size: int | None
+    source: str  # "setting", "manifest", "manifest (gpu)" or "sweep"
+
+
+class _Sessions:
+    """A model's sessions while it loads: one per bucket, or one for every size."""
+
+    def __init__(self, by_size: dict[int, Any], shared: SharedWeights | None,
+                 plain: Any = None) -> None:
+        self.by_size = by_size
+        self.shared = shared
+        self.plain = plain
+        self.runner: BucketRunner | SessionRunner = (
+            SessionRunner(plain) if plain is not None
+            else BucketRunner({size: SessionRunner(s) for size, s in by_size.items()}))
+
+    @classmethod
+    def build(cls, model: Path, plan: DevicePlan, buckets: tuple[int, ...]) -> _Sessions:
+        if buckets:
+            by_size, shared = create_bucket_sessions(model, plan, buckets)
+            return cls(by_size, shared)
+        return cls({}, None, create_session(model, plan))
+
+    @property
+    def sessions(self) -> list[Any]:
+        return [self.plain] if self.plain is not None else list(self.by_size.values())
+
+    def settle(self, logic: ModelLogic, size: int) -> float:
+        """Run at ``size`` until the run time settles; returns it in ms."""
+        feeds = logic.warmup_feeds(size)
+        return settle(lambda: self.runner(feeds))
+
+    def sweep(self, logic: ModelLogic, sizes: Sequence[int]) -> dict[int, float]:
+        """Settled run times at ``sizes`` until the throughput stops growing."""
+        return sweep(lambda size: self.settle(logic, size), sizes)
+
+    def keep(self, model: Path, plan: DevicePlan, buckets: tuple[int, ...]) -> None:
+        """Only the sessions of ``buckets``: those the sweep built beyond the chosen limit
+        are let go, any bucket it did not build is built now."""
+        self.by_size = {size: self.by_size.get(size) or create_session(
+            model, plan, batch_size=size, shared=self.shared) for size in buckets}
+        self.runner = BucketRunner({size: SessionRunner(s) for size, s in self.by_size.items()})
 
 
 def _pass_on(done: Future[BatchOutput], to: Future[BatchOutput]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,8 +64,16 @@ def cpu_threads_per_process(processes: int) -> int:
     return max(1, (cores or 1) // max(1, processes))
 
 
-def providers_for(plan: DevicePlan) -> list[Any]:
-    """The execution providers to ask for, best first; the CPU is always the last resort."""
+def providers_for(plan: DevicePlan, buckets: bool = False) -> list[Any]:
+    """The execution providers to ask for, best first; the CPU is always the last resort.
+
+    ``buckets``: the sessions are one per batch size (worker/buckets.py). cuDNN's
+    exhaustive algorithm search then pays off: it runs once per bucket, at warm-up, and
+    picks the fastest kernels for that one shape. A session that sees every batch size
+    would pay it again at each change of shape (~40 ms on an H200), so it gets the
+    heuristic search instead (8-13 ms). Each of a model's 5-8 bucket sessions has an
+    arena of its own: growing them by what is asked, not in powers of two, keeps each
+    near its real need."""
     if plan.gpu is None:
         return [CPU]
     providers: list[Any] = []
@@ -76,7 +85,11 @@ def providers_for(plan: DevicePlan) -> list[Any]:
             "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": True,
         }))
-    providers.append((CUDA, {"device_id": 0}))
+    providers.append((CUDA, {
+        "device_id": 0,
+        "cudnn_conv_algo_search": "EXHAUSTIVE" if buckets else "HEURISTIC",
+        "arena_extend_strategy": "kSameAsRequested",
+    }))
     providers.append(CPU)
     return providers
 
@@ -109,62 +122,118 @@ class SharedWeights:
     """One copy of a model's large initializers, on the device its sessions run on, for
     every bucket session of the model to use instead of a copy of its own."""
 
-    values: dict[str, Any] = field(default_factory=dict)  # name -> OrtValue
+    values: dict[str, Any] = field(default_factory=dict)  # name -> OrtValue (a view)
     # The symbolic batch dimension of each input ("N", "unk__12"), fixed per bucket.
     batch_dims: tuple[str, ...] = ()
-
     nbytes: int = 0  # of the values
+    # Why the sessions hold copies of their own instead, when they do.
+    refused: str | None = None
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.values) and self.refused is None
+
+
+def batch_dims(model: Path) -> tuple[str, ...]:
+    """The symbolic batch dimension of each of the model's inputs ("N", "unk__12"): what a
+    bucket session fixes to its size. Read from the graph alone (no weights loaded)."""
+    import onnx
+
+    return _batch_dims(onnx.load(str(model), load_external_data=False).graph)
+
+
+def _batch_dims(graph: Any) -> tuple[str, ...]:
+    initializers = {tensor.name for tensor in graph.initializer}
+    return tuple(dict.fromkeys(
+        item.type.tensor_type.shape.dim[0].dim_param for item in graph.input
+        if item.name not in initializers and item.type.tensor_type.shape.dim
+        and item.type.tensor_type.shape.dim[0].dim_param))
+
+
+def device_view(array: np.ndarray, plan: DevicePlan) -> Any:
+    """``array`` copied once onto the plan's device, as an OrtValue that
+    ``SessionOptions.add_initializer`` takes and a session then uses in place.
+
+    ONNX Runtime refuses an initializer whose buffer it owns itself ("Buffer containing
+    the initializer must be owned by the user"), and every OrtValue it allocates on a
+    GPU (``ortvalue_from_numpy(a, "cuda", 0)``) is such a value. So the copy is made in
+    a buffer ONNX Runtime allocates, and what the sessions get is a DLPack view of that
+    buffer: a tensor over memory it does not own, which it uses where it lies when the
+    device matches the one the graph is planned on. The view holds a reference to the
+    buffer, so the memory lives as long as any view or session does. The same steps on
+    the CPU, so that a CPU test proves what a GPU does."""
+    import onnxruntime as ort
+
+    device, index = ("cpu", 0) if plan.gpu is None else ("cuda", 0)
+    array = np.ascontiguousarray(array)
+    owner = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), array.dtype,
+                                                      device, index)
+    owner.update_inplace(array)
+    return ort.OrtValue.from_dlpack(owner)
 
 
 def load_shared_weights(model: Path, plan: DevicePlan) -> SharedWeights:
     """The model's floating-point initializers of ``SHARE_MIN_BYTES`` or more, placed once
     on the plan's device, and its inputs' batch dimension names."""
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
 
+    if plan.gpu is not None:
+        preload_cuda_libraries()  # before the first allocation on the device
     proto = onnx.load(str(model))
-    graph = proto.graph
-    device = ("cpu", 0) if plan.gpu is None else ("cuda", 0)
     values = {}
     nbytes = 0
-    for tensor in graph.initializer:
+    for tensor in proto.graph.initializer:
         array = numpy_helper.to_array(tensor)
         if array.dtype.kind == "f" and array.nbytes >= SHARE_MIN_BYTES:
-            values[tensor.name] = ort.OrtValue.ortvalue_from_numpy(
-                np.ascontiguousarray(array), *device)
+            values[tensor.name] = device_view(array, plan)
             nbytes += array.nbytes
-    initializers = {tensor.name for tensor in graph.initializer}
-    dims = tuple(dict.fromkeys(
-        item.type.tensor_type.shape.dim[0].dim_param for item in graph.input
-        if item.name not in initializers and item.type.tensor_type.shape.dim
-        and item.type.tensor_type.shape.dim[0].dim_param))
-    return SharedWeights(values, dims, nbytes)
+    return SharedWeights(values, _batch_dims(proto.graph), nbytes)
 
 
-def create_bucket_sessions(model: Path, plan: DevicePlan,
-                           buckets: Sequence[int]) -> tuple[dict[int, Any], SharedWeights]:
+_sharing_refused_said = False
+
+
+def _own_copies(model: Path, buckets: Sequence[int], dims: tuple[str, ...],
+                exc: Exception) -> SharedWeights:
+    """No sharing for this model: each bucket session loads the weights itself. Said
+    once per process at WARNING (an ONNX Runtime too old for DLPack says it for every
+    model), then at INFO."""
+    global _sharing_refused_said
+    reason = f"{type(exc).__name__}: {exc}"
+    level = logging.INFO if _sharing_refused_said else logging.WARNING
+    _sharing_refused_said = True
+    log.log(level, "could not share %s's weights among its %d bucket sessions (%s); each "
+            "holds a copy of its own: plan device memory for weights x buckets x processes",
+            model, len(buckets), reason)
+    return SharedWeights(batch_dims=dims, refused=reason)
+
+
+def create_bucket_sessions(model: Path, plan: DevicePlan, buckets: Sequence[int],
+                           share: bool = True) -> tuple[dict[int, Any], SharedWeights]:
     """One session per bucket, each with its batch dimension fixed to its size, all using
     one copy of the weights. Should the weights not be shareable (an ONNX Runtime that
-    refuses them, say), each session gets its own copy, and the log says so. The shared
-    weights are returned so that the caller keeps them alive as long as the sessions."""
+    refuses them, say), each session gets its own copy, with its batch dimension still
+    fixed, and the log says so. The shared weights are returned so that the caller keeps
+    them alive as long as the sessions."""
+    if plan.gpu is not None:
+        preload_cuda_libraries()  # before anything touches the device
+    dims = batch_dims(model)
     try:
-        shared = load_shared_weights(model, plan)
+        if not share:  # for a comparison (aimass doctor)
+            shared = SharedWeights(batch_dims=dims, refused="not asked to share")
+        else:
+            shared = load_shared_weights(model, plan)
     except Exception as exc:
-        log.warning("could not share %s's weights among its %d bucket sessions (%s: %s); "
-                    "each holds a copy of its own", model, len(buckets),
-                    type(exc).__name__, exc)
-        shared = SharedWeights()
+        shared = _own_copies(model, buckets, dims, exc)
     sessions = {}
     for size in buckets:
         try:
             sessions[size] = create_session(model, plan, batch_size=size, shared=shared)
         except Exception as exc:
-            if not shared.values:
+            if not shared.shared:
                 raise
-            log.warning("a session with shared weights failed (%s: %s); each bucket session "
-                        "of %s holds a copy of its own", type(exc).__name__, exc, model)
-            shared = SharedWeights(batch_dims=shared.batch_dims)
+            shared = _own_copies(model, buckets, dims, exc)
             sessions = {s: create_session(model, plan, batch_size=s, shared=shared)
                         for s in buckets}
             break
@@ -191,9 +260,9 @@ def create_session(model: bytes | Path, plan: DevicePlan, batch_size: int | None
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     if shared is not None:
-        for name, value in shared.values.items():
-            options.add_initializer(name, value)
-        if shared.values:
+        if shared.shared:
+            for name, value in shared.values.items():
+                options.add_initializer(name, value)
             # Prepacking gives each session a rearranged copy of the weights of its own:
             # on the CPU, seven AlexNet buckets held 2.9 GiB with it and 0.6 without, at
             # the same speed (docs/performance.md).
@@ -202,12 +271,70 @@ def create_session(model: bytes | Path, plan: DevicePlan, batch_size: int | None
             for dim in shared.batch_dims:
                 options.add_free_dimension_override_by_name(dim, batch_size)
     source = str(model) if isinstance(model, Path) else model
-    session = ort.InferenceSession(source, sess_options=options, providers=providers_for(plan))
+    providers = providers_for(plan, buckets=batch_size is not None)
+    session = ort.InferenceSession(source, sess_options=options, providers=providers)
     requested = plan.gpu is not None
     if requested and CUDA not in session.get_providers():
         log.warning("GPU %s requested but the CUDA provider could not start; running on the CPU",
                     plan.gpu)
     return session
+
+
+# CUDA errors after which the process's CUDA context is unusable: every later call fails
+# the same way until the process exits ("sticky" errors, in CUDA's documentation).
+# 214 ECC uncorrectable, 700 illegal address, 702 launch timeout, 709 context destroyed,
+# 710 device-side assert, 714-718 hardware stack, illegal instruction, misaligned
+# address, invalid address space, invalid program counter; 719 launch failure.
+STICKY_CUDA_ERRORS = frozenset({214, 700, 702, 709, 710, 714, 715, 716, 717, 718, 719})
+_CUDA_FAILURE = re.compile(r"\bCUDA failure (\d+)")
+_DEVICE_FAILURE = re.compile(r"\b(CUDA|CUDNN|CUBLAS|CUFFT|CURAND) failure\b|CUDA error",
+                             re.IGNORECASE)
+# This many failed runs in a row, each failing with a CUDA library's error, and the
+# context is taken for broken even when the error is not one of the sticky codes.
+DEVICE_FAILURES_IN_A_ROW = 3
+
+
+def device_failure(exc: BaseException) -> str | None:
+    """``"sticky"`` for an error that leaves the CUDA context broken (a restart is the only
+    cure), ``"device"`` for another CUDA, cuDNN or cuBLAS failure, ``None`` otherwise.
+    ONNX Runtime raises them all as one exception type, so the message tells."""
+    text = str(exc)
+    code = _CUDA_FAILURE.search(text)
+    if code and int(code.group(1)) in STICKY_CUDA_ERRORS:
+        return "sticky"
+    if _DEVICE_FAILURE.search(text):
+        return "device"
+    return None
+
+
+class DeviceHealth:
+    """Whether this process's device still works, from the failures of its runs: broken
+    after a sticky CUDA error, or after ``DEVICE_FAILURES_IN_A_ROW`` runs in a row that
+    failed with a CUDA library's error (a success in between clears the count)."""
+
+    def __init__(self, in_a_row: int = DEVICE_FAILURES_IN_A_ROW) -> None:
+        self.in_a_row = in_a_row
+        self.failures = 0
+        self.broken: str | None = None  # why, once broken
+        self._lock = threading.Lock()
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> bool:
+        """Count a failed run; True when the device is (now, or already) broken."""
+        kind = device_failure(exc)
+        with self._lock:
+            if self.broken is not None:
+                return True
+            if kind is None:
+                self.failures = 0
+                return False
+            self.failures += 1
+            if kind == "sticky" or self.failures >= self.in_a_row:
+                self.broken = f"{type(exc).__name__}: {exc}"
+                return True
+            return False
 
 
 def release_free_memory() -> None:

@@ -69,6 +69,28 @@ def _buckets(value: str) -> str:
     return value.strip().lower()
 
 
+def _batch_limits(value: object) -> object:
+    """``64`` (every model), ``digits=128,alexnet=64`` (per model; ``*=32`` for the
+    rest), or None (each manifest's own)."""
+    if value is None or isinstance(value, int | tuple):
+        return value
+    text = str(value).strip().lower()
+    if text == "none":
+        return None
+    if "=" not in text:
+        return text  # one number for every model: checked as a count
+    limits = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, size = part.partition("=")
+        name = name.strip()
+        if name != "*":
+            _model_name(name)
+        if not size.strip().isdigit() or int(size) < 1:
+            raise ValueError(f"{part!r}: expected model=size with a size of at least 1")
+        limits.append((name, int(size)))
+    return tuple(limits)
+
+
 def _none_word(value: object) -> object:
     return None if isinstance(value, str) and value.strip().lower() == "none" else value
 
@@ -99,6 +121,9 @@ LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
 NodeName = Annotated[str | None, AfterValidator(_node_name)]
 # "none" (any case) stands for None: each manifest's own limit.
 BatchSizeOrNone = Annotated[Count | None, BeforeValidator(_none_word)]
+BatchLimits = Annotated[Count | tuple[tuple[str, Count], ...] | None,
+                        BeforeValidator(_batch_limits)]
+BatchSweep = Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)]
 DelayOrNone = Annotated[Duration | None, BeforeValidator(_none_word)]
 
 _FOLDER = "a folder (that need not exist yet), not a file"
@@ -119,10 +144,18 @@ class WorkerSettings:
     models: tuple[str, ...] = field(default=(), metadata=checked(
         "AIMASS_MODELS", ModelNames, "model list",
         "model names like digits,alexnet (lower-case letters, digits, '.', '_' and '-')"))
-    # Override every manifest's batching limits when set.
-    max_batch_size: int | None = field(default=None, metadata=checked(
-        "AIMASS_MAX_BATCH_SIZE", BatchSizeOrNone, "batch size",
-        f"a whole number of at least 1, {_MANIFESTS}"))
+    # Override the manifests' batch limits when set: one for every model (64), or one
+    # per model (digits=128,alexnet=64, with *=32 for any other).
+    max_batch_size: int | tuple[tuple[str, int], ...] | None = field(
+        default=None, metadata=checked(
+            "AIMASS_MAX_BATCH_SIZE", BatchLimits, "batch size",
+            f"a whole number of at least 1, or per model like digits=128,alexnet=64, "
+            f"{_MANIFESTS}"))
+    # Measure each model's batch limit at start-up on this process's own device: "auto"
+    # on a GPU where neither the setting above nor the manifest gives a GPU limit; "on"
+    # everywhere, unless the setting above gives one; "off" never.
+    batch_sweep: str = field(default="auto", metadata=checked(
+        "AIMASS_BATCH_SWEEP", BatchSweep, "batch sweep setting", "auto, on or off"))
     max_queue_delay_ms: float | None = field(default=None, metadata=checked(
         "AIMASS_MAX_QUEUE_DELAY_MS", DelayOrNone, "queue delay",
         f"0 or more milliseconds, {_MANIFESTS}"))
@@ -220,6 +253,14 @@ class WorkerSettings:
 
     def bucket_setting(self) -> str | tuple[int, ...]:
         return parse_bucket_setting(self.batch_buckets)
+
+    def batch_limit(self, model: str) -> int | None:
+        """The operator's batch limit for ``model``, if any (``AIMASS_MAX_BATCH_SIZE``)."""
+        limits = self.max_batch_size
+        if limits is None or isinstance(limits, int):
+            return limits
+        given = dict(limits)
+        return given.get(model, given.get("*"))
 
     def override(self, **changes: Any) -> WorkerSettings:
         """A copy with the CLI's flags applied, each checked like the variable it stands

@@ -137,3 +137,27 @@ def test_shape_buckets_under_load_pad_batches_and_never_leak_the_padding(
     sessions, changes = shapes_by_session(shapes)
     assert changes == 0, f"{changes} runs changed a session's shape"
     assert all(len(seen) == 1 for seen in sessions.values())
+
+
+def test_a_worker_sweeps_batch_sizes_on_its_own_device_and_buckets_follow(
+        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    """AIMASS_BATCH_SWEEP=on (on a GPU, the default where the manifest gives no GPU
+    limit): the batch limit is measured at start-up on the worker's device, each bucket
+    warmed until its run time settles, and the heartbeat says so."""
+    worker = WorkerProcess(redis_url, model_repository, tmp_path / "worker.log",
+                           args=["--models", "tiny", "--batch-buckets", "on"],
+                           env={"AIMASS_BATCH_SWEEP": "on"}).start(90)
+    try:
+        beat = worker.heartbeat()
+        with Client(redis_url) as client:
+            result = client.classify([row_image(3)] * 5, model="tiny", top_k=1).result(30)
+    finally:
+        worker.stop()
+    assert beat is not None
+    (tiny,) = beat["models"]
+    limit = tiny["max_batch_size"]
+    assert tiny["batch_limit_source"] == "sweep" and limit in default_buckets(256)
+    assert tiny["buckets"] == list(default_buckets(limit))
+    assert sorted(map(int, tiny["settled_ms"])) == tiny["buckets"]
+    assert [p[0]["label"] for p in result["predictions"]] == ["3"] * 5
+    assert f"max batch {limit} from the sweep" in worker.log_path.read_text()

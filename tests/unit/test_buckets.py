@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from aimass.producer.manifest import near_best_batch
 from aimass.worker.batcher import Batcher, run_in_chunks
 from aimass.worker.buckets import (
     BucketRunner,
@@ -14,6 +15,8 @@ from aimass.worker.buckets import (
     default_buckets,
     gather,
     normalize_buckets,
+    settle,
+    sweep,
 )
 
 pytestmark = pytest.mark.unit
@@ -130,3 +133,42 @@ def test_which_buckets_a_model_runs(tmp_path, setting: str, gpu: int | None,
     runtime = Runtime(WorkerSettings(model_repository=tmp_path, batch_buckets=setting),
                       DevicePlan(gpu=gpu, intra_op_threads=1))
     assert runtime.buckets_for(manifest, 16) == expected
+
+
+def test_settle_runs_until_two_runs_agree_and_returns_the_settled_time() -> None:
+    durations = iter([0.050, 0.012, 0.010, 0.0105, 0.5])  # first runs allocate
+    clock = [0.0]
+
+    def tick() -> float:
+        return clock[0]
+
+    def run() -> None:
+        clock[0] += next(durations)
+
+    assert settle(run, clock=tick) == pytest.approx(10.0)  # 10 and 10.5 ms agree
+    assert next(durations) == 0.5  # it stopped there
+
+
+def test_settle_runs_at_least_twice_and_gives_up_after_its_budget() -> None:
+    runs: list[int] = []
+    clock = [0.0]
+
+    def run() -> None:
+        runs.append(1)
+        clock[0] += 1.0 + len(runs)  # never settles
+
+    settle(run, budget_s=3.0, clock=lambda: clock[0])
+    assert len(runs) == 2
+
+
+def test_sweep_stops_past_the_plateau_and_the_limit_is_the_smallest_near_best() -> None:
+    ms = {1: 1.0, 2: 1.1, 4: 1.3, 8: 2.0, 16: 4.0, 32: 8.0, 64: 16.0}
+    tried: list[int] = []
+
+    def settled(size: int) -> float:
+        tried.append(size)
+        return ms[size]
+
+    times = sweep(settled, sorted(ms))
+    assert tried == [1, 2, 4, 8, 16, 32]  # 16 and 32 no faster per input than 8
+    assert near_best_batch({s: s / t for s, t in times.items()}) == 8

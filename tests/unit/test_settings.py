@@ -34,6 +34,9 @@ BAD_VALUES: list[tuple[type, str, str, str]] = [
     (WorkerSettings, "models", "AIMASS_MODELS", "Tiny"),
     (WorkerSettings, "max_batch_size", "AIMASS_MAX_BATCH_SIZE", "0"),
     (WorkerSettings, "max_batch_size", "AIMASS_MAX_BATCH_SIZE", "many"),
+    (WorkerSettings, "max_batch_size", "AIMASS_MAX_BATCH_SIZE", "digits=0"),
+    (WorkerSettings, "max_batch_size", "AIMASS_MAX_BATCH_SIZE", "Not A Model=4"),
+    (WorkerSettings, "batch_sweep", "AIMASS_BATCH_SWEEP", "sometimes"),
     (WorkerSettings, "max_queue_delay_ms", "AIMASS_MAX_QUEUE_DELAY_MS", "-1"),
     (WorkerSettings, "max_queue_delay_ms", "AIMASS_MAX_QUEUE_DELAY_MS", "soon"),
     (WorkerSettings, "batch_buckets", "AIMASS_BATCH_BUCKETS", "sometimes"),
@@ -282,3 +285,15 @@ def test_every_variable_the_tree_reads_is_known() -> None:
     unknown = {name: str(path.relative_to(ROOT)) for name, path in found.items()
                if name not in KNOWN_VARIABLES}
     assert unknown == {}
+
+
+def test_batch_limits_are_one_for_every_model_or_one_per_model() -> None:
+    every = WorkerSettings.from_env({"AIMASS_MAX_BATCH_SIZE": "32"})
+    assert (every.batch_limit("digits"), every.batch_limit("alexnet")) == (32, 32)
+    each = WorkerSettings.from_env({"AIMASS_MAX_BATCH_SIZE": "digits=128, alexnet=64"})
+    assert (each.batch_limit("digits"), each.batch_limit("alexnet")) == (128, 64)
+    assert each.batch_limit("digits-gan") is None  # its manifest's own
+    rest = WorkerSettings.from_env({"AIMASS_MAX_BATCH_SIZE": "*=8,digits=2"})
+    assert (rest.batch_limit("digits"), rest.batch_limit("alexnet")) == (2, 8)
+    assert WorkerSettings().override(max_batch_size="alexnet=4").batch_limit("alexnet") == 4
+    assert WorkerSettings.from_env({"AIMASS_BATCH_SWEEP": " ON"}).batch_sweep == "on"
