@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from kombu import Queue
 
 from aimass.producer.connections import celery_url
@@ -25,6 +26,7 @@ from aimass.producer.keys import (
     queue_name,
 )
 from aimass.producer.manifest import ModelKind
+from aimass.worker.batcher import DeviceLost
 from aimass.worker.devices import plan_for
 from aimass.worker.repository import ModelRepository
 from aimass.worker.runtime import Runtime
@@ -121,8 +123,11 @@ def _register_tasks(app: Celery) -> None:
         @app.task(name=name, bind=True, throws=(AimassError,), acks_late=True)
         def run_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             runtime: Runtime = app.aimass_service.runtime
-            return runtime.handle(kind, kwargs, arrived=time.monotonic(),
-                                  job_id=self.request.id)
+            try:
+                return runtime.handle(kind, kwargs, arrived=time.monotonic(),
+                                      job_id=self.request.id)
+            except DeviceLost:  # not the job's fault: back to the queue for another worker
+                raise Reject("the worker's device is broken", requeue=True) from None
 
     make(ModelKind.classify, CLASSIFY_TASK)
     make(ModelKind.generate, GENERATE_TASK)

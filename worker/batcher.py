@@ -26,6 +26,7 @@ import numpy as np
 
 from aimass.producer.errors import AimassError, JobCancelled, ModelError
 from aimass.worker.buckets import bucket_for, gather
+from aimass.worker.sessions import DeviceHealth
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ class Pending:
     future: Future[BatchOutput] = field(default_factory=Future)
     job_id: str | None = None
     alone: bool = False  # runs in a batch of its own (a worker died running it before)
+
+
+class DeviceLost(Exception):
+    """The device's context broke (a sticky CUDA error) in or before this job's batch.
+    Not a job's failure: the job is left unacknowledged, to be run again by another
+    worker, and this process exits so that it is started afresh."""
 
 
 class _Stop:
@@ -198,6 +205,8 @@ class Batcher:
     ``buckets`` (sorted, the largest ``max_batch_size``): pad each run up to the smallest
     of these sizes that holds it (worker/buckets.py); empty: run exact sizes.
     ``on_batch(inputs, run_size, inference_ms)`` is told of each batch that ran.
+    ``device`` counts the runs that failed with a CUDA error: once it finds the context
+    broken, no batch runs any more and every job gets ``DeviceLost``.
     """
 
     def __init__(self, name: str, runner: Runner, max_batch_size: int, max_delay_ms: float,
@@ -206,13 +215,17 @@ class Batcher:
                  time_limit_s: float = 0.0,
                  interrupt: Callable[[threading.Thread], None] | None = None,
                  buckets: Sequence[int] = (), cancelled: Container[str] = (),
-                 on_start: Callable[[list[str]], None] | None = None) -> None:
+                 on_start: Callable[[list[str]], None] | None = None,
+                 device: DeviceHealth | None = None,
+                 on_device_lost: Callable[[str], None] | None = None) -> None:
         self.name = name
         self.runner = runner
         self.max_batch_size = max_batch_size
         self.buckets = tuple(buckets)
         self.cancelled = cancelled  # job ids a producer cancelled: dropped before a run
         self.on_start = on_start  # told the job ids of each batch about to run
+        self.device = device  # the process's device, as its runs find it
+        self.on_device_lost = on_device_lost  # told once the device is found broken
         self.max_delay_s = max_delay_ms / 1000.0
         self.on_batch = on_batch
         self.idle = idle
@@ -271,6 +284,10 @@ class Batcher:
         batch = self._drop_cancelled(batch)
         if not batch:
             return
+        if self.device is not None and self.device.broken is not None:
+            log.warning("%d jobs of %s not run: the device is broken", len(batch), self.name)
+            self._device_lost(batch, self.device.broken)
+            return
         self._starting(batch)
         started = time.monotonic()
         running = self._running = _Running(batch, started, threading.current_thread())
@@ -278,7 +295,12 @@ class Batcher:
             outputs, run_size = run_in_chunks(self.runner, [job.feeds for job in batch],
                                               self.max_batch_size, self.buckets)
         except Exception as exc:
-            if not running.timed_out:  # else its jobs have failed already
+            if self.device is not None and self.device.failed(exc):
+                log.critical("a batch of %d jobs on %s broke the device (%s: %s): its jobs "
+                             "are left to run again elsewhere", len(batch), self.name,
+                             type(exc).__name__, exc)
+                self._device_lost(batch, str(self.device.broken))
+            elif not running.timed_out:  # else its jobs have failed already
                 self._fail(batch, exc)
             return
         finally:
@@ -289,6 +311,8 @@ class Batcher:
                         "its jobs had failed already", len(batch), self.name,
                         time.monotonic() - started)
             return
+        if self.device is not None:
+            self.device.succeeded()
         inference_ms = (time.monotonic() - started) * 1000.0
         size = sum(job.size for job in batch)
         if self.on_batch:
@@ -336,6 +360,12 @@ class Batcher:
         log.error("batch of %d jobs failed on %s: %s", len(batch), self.name, exc)
         for job in batch:
             _resolve(job.future, error=error)
+
+    def _device_lost(self, batch: list[Pending], reason: str) -> None:
+        for job in batch:
+            _resolve(job.future, error=DeviceLost(reason))
+        if self.on_device_lost is not None:
+            self.on_device_lost(reason)
 
     # The time limit: a watchdog thread per batcher, when there is a limit.
 

@@ -31,6 +31,7 @@ from aimass.producer.keys import QUEUE_PREFIX, dead_letter_key
 from aimass.producer.manifest import ModelKind
 from aimass.producer.messages import InvalidMessage
 from aimass.producer.records import ResultRecord
+from aimass.worker.batcher import DeviceLost
 from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
 from aimass.worker.runtime import Runtime, StartedJob
@@ -118,6 +119,11 @@ class BulkConsumer:
     def start(self) -> None:
         self._consumer.start()
         self._finisher.start()
+
+    def stop_taking(self) -> None:
+        """Take no more jobs; those in flight go on to be settled (or left, see
+        ``_settle``). ``stop`` still ends the threads."""
+        self._stopping.set()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop taking jobs, finish and acknowledge those in flight, then return."""
@@ -323,6 +329,16 @@ class BulkConsumer:
             self._settle(batch)
 
     def _settle(self, batch: list[InFlight]) -> None:
+        left = [flight for flight in batch if _device_lost(flight)]
+        if left:
+            # Neither stored nor acknowledged: Redis hands them to another worker, as
+            # it would had this process died (it is about to exit: worker/service.py).
+            batch = [flight for flight in batch if not _device_lost(flight)]
+            self.capacity.release(len(left))
+            log.warning("left %d jobs unacknowledged for another worker: this process's "
+                        "device is broken", len(left))
+        if not batch:
+            return
         settlements = [self._settlement(flight) for flight in batch]
         backoff = 0.1
         while True:
@@ -365,6 +381,12 @@ class BulkConsumer:
         except Exception as exc:
             log.exception("job %s failed after its batch", task_id)
             return ResultRecord.failure(task_id, ModelError(f"{type(exc).__name__}: {exc}"))
+
+
+def _device_lost(flight: InFlight) -> bool:
+    started = flight.started
+    return started is not None and started.future.done() and \
+        isinstance(started.future.exception(), DeviceLost)
 
 
 class _Revoked(AimassError):

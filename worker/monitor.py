@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +42,11 @@ class Monitor:
         self._redis = connect(service.settings.redis_url, socket_timeout=1,
                               socket_connect_timeout=1)
         self._redis_seen: tuple[float, bool | str] = (0.0, "not asked yet")
+        # The worker has narrowed CUDA_VISIBLE_DEVICES to its one GPU (worker/devices.py):
+        # an NVML number, a UUID or a MIG instance, which Nvml maps to NVML's GPU.
         gpu = service.app.aimass_plan.gpu
-        self._nvml = Nvml(indices=[gpu]) if gpu is not None else None
+        self._nvml = (Nvml(cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES", str(gpu)))
+                      if gpu is not None else None)
         self._gauges_at = 0.0
 
     def serve(self, port: int) -> None:
@@ -73,7 +77,10 @@ class Monitor:
             "models": service.ready.is_set() or "loading and warming the models",
             "redis": self._redis_answers(),
         }
-        if service.runtime.cpu_fallback() and not service.settings.allow_cpu_fallback:
+        if service.device_lost is not None:
+            checks["device"] = f"the device's context is broken ({service.device_lost}); " \
+                "the process is exiting to be started afresh"
+        elif service.runtime.cpu_fallback() and not service.settings.allow_cpu_fallback:
             checks["device"] = (f"asked for GPU {service.app.aimass_plan.gpu}, runs on the "
                                 "CPU (set AIMASS_ALLOW_CPU_FALLBACK=1 to accept)")
         self.metrics.ready.set(int(passed(checks)))

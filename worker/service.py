@@ -41,6 +41,11 @@ from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
+# The exit code of a worker process whose device broke (os.EX_SOFTWARE): its supervisor,
+# or the container's restart policy, starts it again.
+EXIT_DEVICE_LOST = 70
+
+
 class WorkerService:
     """Everything aimass runs inside one Celery worker process."""
 
@@ -62,8 +67,9 @@ class WorkerService:
         self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
                                idle=self._feeder_idle, cancelled=self.cancelled,
                                mark_runs=self.queues_of_models.mark_runs if counts_runs
-                               else None)
+                               else None, on_device_lost=self._device_lost)
         self.consumer: BulkConsumer | None = None
+        self.device_lost: str | None = None  # why, once the device's context broke
         self.ready = threading.Event()
         self.started_at = time.time()
         self._stop = threading.Event()
@@ -71,6 +77,21 @@ class WorkerService:
                                         daemon=True)
         self.monitor = Monitor(self)
         self.json_logs = self.settings.log_format == "json"
+
+    def _device_lost(self, reason: str) -> None:
+        """The device's context is broken: every later batch would fail. Stop taking jobs
+        and exit (EXIT_DEVICE_LOST), so that the supervisor or the orchestrator starts
+        the process afresh; unready meanwhile. The jobs of the failed batches stay
+        unacknowledged and go to another worker."""
+        if self.device_lost is not None:
+            return
+        self.device_lost = reason
+        if self.consumer is not None:
+            self.consumer.stop_taking()
+        log.critical("the device's context is broken (%s): this worker process exits "
+                     "with code %d to be started afresh", reason, EXIT_DEVICE_LOST)
+        self.metrics.ready.set(0)
+        worker_state.should_stop = EXIT_DEVICE_LOST  # Celery's warm shutdown, this code
 
     def _feeder_idle(self) -> bool:
         return self.consumer is not None and self.consumer.idle()

@@ -12,11 +12,13 @@ from aimass.producer.errors import ModelError
 from aimass.worker.batcher import (
     STOP,
     Batcher,
+    DeviceLost,
     Inbox,
     Pending,
     collect_batch,
     run_in_chunks,
 )
+from aimass.worker.sessions import DeviceHealth
 
 pytestmark = pytest.mark.unit
 
@@ -222,3 +224,25 @@ def test_the_start_of_each_batch_is_told_before_it_runs() -> None:
     batcher.submit({"x": np.zeros((1, 1), np.float32)}, 1, 0.0, job_id="a").result(timeout=5)
     batcher.stop(timeout=5)
     assert told == [["a"]] and ran == [1]  # told first, then run
+
+
+def test_a_sticky_cuda_error_fails_no_job_and_no_batch_runs_after_it() -> None:
+    """The device broke: the batch's jobs get DeviceLost (left for another worker, not
+    failed), the service is told once per batch, and later batches do not run."""
+    calls: list[int] = []
+    told: list[str] = []
+
+    def runner(feeds):
+        calls.append(1)
+        raise RuntimeError("CUDA failure 700: an illegal memory access was encountered")
+
+    batcher = Batcher("test", runner, max_batch_size=1, max_delay_ms=0,
+                      device=DeviceHealth(), on_device_lost=told.append)
+    first = batcher.submit({"x": np.zeros((1, 1), np.float32)}, 1, arrived=0.0)
+    with pytest.raises(DeviceLost, match="illegal memory access"):
+        first.result(timeout=5)
+    second = batcher.submit({"x": np.zeros((1, 1), np.float32)}, 1, arrived=0.0)
+    with pytest.raises(DeviceLost):
+        second.result(timeout=5)
+    batcher.stop(timeout=5)
+    assert len(calls) == 1 and len(told) == 2 and "illegal memory access" in told[0]
