@@ -39,10 +39,34 @@ def processes_per_device(setting: int, devices: list[int | None]) -> int:
     return max(1, min(8, (cores or 1) // (4 * len(devices))))
 
 
+def use_pci_bus_order() -> None:
+    """Number GPUs as NVML does (by PCI bus), so that a GPU index means the same GPU to
+    CUDA, to NVML (metrics) and to the operator; CUDA's own default puts the fastest
+    first. Call before any CUDA work; an order the environment sets is kept."""
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+
+
+def visible_device(index: int, cuda_visible: str | None) -> str:
+    """What ``CUDA_VISIBLE_DEVICES`` must say for a process to see only GPU ``index`` of
+    those this process sees: the index-th entry of a list that the node or container set
+    already (``2,3``; ``GPU-<uuid>``; ``MIG-<uuid>``), or the index itself."""
+    if cuda_visible is None or not cuda_visible.strip():
+        return str(index)
+    entries = [part.strip() for part in cuda_visible.split(",") if part.strip()]
+    if index >= len(entries):
+        raise ValueError(f"GPU {index} was asked for, but CUDA_VISIBLE_DEVICES="
+                         f"{cuda_visible!r} makes only {len(entries)} visible (GPU "
+                         f"indices count from 0 within that list)")
+    return entries[index]
+
+
 def pin_process(device: int | None) -> None:
-    """Make this process see only its GPU (call before any CUDA work)."""
+    """Make this process see only its GPU, numbered within the GPUs it sees now (call
+    before any CUDA work)."""
     if device is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+        use_pci_bus_order()
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible_device(
+            device, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def plan_for(settings: WorkerSettings, device: int | None, processes: int = 1) -> DevicePlan:

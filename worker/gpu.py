@@ -34,9 +34,12 @@ class Nvml:
         try:
             pynvml.nvmlInit()
             count = pynvml.nvmlDeviceGetCount()
-            wanted = (visible_gpus(count, cuda_visible) if indices is None
-                      else [i for i in indices if i < count])
-            self.handles = {i: pynvml.nvmlDeviceGetHandleByIndex(i) for i in wanted}
+            if indices is None and _names_uuids(cuda_visible):
+                self.handles = _handles_by_uuid(pynvml, str(cuda_visible))
+            else:
+                wanted = (visible_gpus(count, cuda_visible) if indices is None
+                          else [i for i in indices if i < count])
+                self.handles = {i: pynvml.nvmlDeviceGetHandleByIndex(i) for i in wanted}
         except pynvml.NVMLError:
             self.handles = {}
 
@@ -61,9 +64,32 @@ class Nvml:
         self.handles = {}
 
 
+def _names_uuids(cuda_visible: str | None) -> bool:
+    return bool(cuda_visible) and any(
+        not part.strip().isdigit() for part in str(cuda_visible).split(",") if part.strip())
+
+
+def _handles_by_uuid(nvml: Any, cuda_visible: str) -> dict[int, Any]:
+    """The GPUs a ``CUDA_VISIBLE_DEVICES`` of UUIDs lists (``GPU-...``; a MIG instance,
+    ``MIG-...``, stands for its GPU), by NVML's number; an entry NVML does not know is
+    skipped, as CUDA skips it."""
+    handles = {}
+    for part in (p.strip() for p in cuda_visible.split(",") if p.strip()):
+        try:
+            handle = nvml.nvmlDeviceGetHandleByUUID(part)
+            if part.startswith("MIG-"):
+                handle = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+            handles[int(nvml.nvmlDeviceGetIndex(handle))] = handle
+        except nvml.NVMLError:
+            continue
+    return handles
+
+
 def visible_gpus(count: int, cuda_visible: str | None) -> list[int]:
     """NVML numbers every GPU on the machine, CUDA only those ``CUDA_VISIBLE_DEVICES``
-    lists. Listed UUIDs are not matched: every GPU is read then."""
+    lists (by number here: with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, which the worker sets,
+    the two agree). A list of UUIDs is matched by ``Nvml`` itself; here it reads as
+    every GPU."""
     if cuda_visible is None:
         return list(range(count))
     parts = [part.strip() for part in cuda_visible.split(",") if part.strip()]

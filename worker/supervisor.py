@@ -56,13 +56,18 @@ Launch = Callable[[Child], "subprocess.Popen[bytes]"]
 
 
 def _launch(child: Child) -> subprocess.Popen[bytes]:
-    cpus = child.cpus
-
-    def pin() -> None:  # in the child, before it runs anything
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
-    return subprocess.Popen(child.argv, env=child.env, preexec_fn=pin if cpus else None)
+    """Start a child, then pin it. Not in a ``preexec_fn``: that runs Python between fork
+    and exec, which is not safe once the supervisor runs threads (its probe server).
+    Popen returns once the child has exec'd, before the new interpreter has started a
+    thread of its own, and every thread it starts later inherits the pinning."""
+    process = subprocess.Popen(child.argv, env=child.env)
+    if child.cpus:
+        try:
+            os.sched_setaffinity(process.pid, child.cpus)
+        except OSError as exc:  # gone already, or a core taken away: it runs unpinned
+            log.warning("could not pin worker %s to cores %s: %s", child.label,
+                        sorted(child.cpus), exc)
+    return process
 
 
 def cpu_shares(count: int, cores: Sequence[int] | None = None) -> list[set[int] | None]:
