@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "aimass.local",
     "aimass.export.cli",
     "aimass.bench.cli",
+    "aimass.doctor",
 )
 
 

@@ -39,8 +39,15 @@ def session() -> Any:
             providers = ["CPUExecutionProvider"]
             if os.environ.get("AIMASS_BENCH_PROVIDER") == "cuda":
                 providers.insert(0, "CUDAExecutionProvider")
+                # As anyone following ONNX Runtime's install guide would: with CUDA from
+                # NVIDIA's wheels, the CUDA provider does not load without this.
+                preload = getattr(ort, "preload_dlls", None)
+                if preload is not None:
+                    preload()
             _session = ort.InferenceSession(os.environ["AIMASS_BENCH_MODEL_FILE"],
                                             providers=providers)
+            print(f"naive worker: session on {', '.join(_session.get_providers())}",
+                  flush=True)
         return _session
 
 
@@ -51,4 +58,5 @@ def classify(tensor: str, shape: list[int], top_k: int = 5) -> dict[str, Any]:
     batch = np.frombuffer(base64.b64decode(tensor), dtype=np.float32).reshape([1, *shape])
     scores = model.run(None, {model.get_inputs()[0].name: batch})[0][0]
     top = np.argsort(-scores)[:top_k]
-    return {"predictions": [{"index": int(i), "score": float(scores[i])} for i in top]}
+    return {"predictions": [{"index": int(i), "score": float(scores[i])} for i in top],
+            "providers": model.get_providers()}

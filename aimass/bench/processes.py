@@ -54,6 +54,7 @@ class Service:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    providers: list[str] = field(default_factory=list)  # its session's, where it says
 
     @property
     def pid(self) -> int:
@@ -169,7 +170,7 @@ def start_naive_worker(redis_url: str, model: BenchModel, provider: str, pool: s
                 raise RuntimeError(f"naive worker did not answer in {timeout} s:\n"
                                    f"{service.log_tail()}")
             time.sleep(0.1)
-        pending.get(timeout=1)
+        service.providers = list(pending.get(timeout=1).get("providers", []))
         pending.forget()
     finally:
         probe.close()

@@ -172,7 +172,13 @@ class Bench:
         system = System(name, worker, plan)
         if name == "naive":
             system.details = {"pool": self.config.naive_pool,
-                              "pool_concurrency": self.config.naive_concurrency}
+                              "pool_concurrency": self.config.naive_concurrency,
+                              "providers": worker.providers}
+            log(f"   naive worker: session on {', '.join(worker.providers) or '?'}")
+            if self.config.provider == "cuda" and "CUDAExecutionProvider" not in \
+                    worker.providers:
+                log("   WARNING: the naive worker runs on the CPU, not the GPU: its ratios "
+                    "compare against the wrong baseline")
         else:
             system.details = self._aimass_details(worker)
         self.sampler.track(system.track, worker.pid, tree=True)

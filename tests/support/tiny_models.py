@@ -31,23 +31,30 @@ LATENT = 4
 OPSET = 17
 
 
-def classifier_model(gain: float = 4.0) -> bytes:
+def classifier_model(gain: float = 4.0, hidden: bool = False) -> bytes:
+    """``hidden``: a 64x64 layer first (an identity: the same answers), whose 16 KiB of
+    weights are large enough for bucket sessions to share (worker/sessions.py)."""
     weights = np.zeros((SIDE * SIDE, CLASSES), dtype=np.float32)
     for row in range(SIDE):
         weights[row * SIDE:(row + 1) * SIDE, row] = gain
+    nodes = [helper.make_node("Reshape", ["image", "flat_shape"], ["flat"])]
+    initializers = [
+        numpy_helper.from_array(np.array([-1, SIDE * SIDE], dtype=np.int64), "flat_shape"),
+        numpy_helper.from_array(weights, "weights"),
+    ]
+    if hidden:
+        nodes.append(helper.make_node("MatMul", ["flat", "hidden_weights"], ["features"]))
+        initializers.append(numpy_helper.from_array(
+            np.eye(SIDE * SIDE, dtype=np.float32), "hidden_weights"))
+    nodes += [
+        helper.make_node("MatMul", ["features" if hidden else "flat", "weights"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
     graph = helper.make_graph(
-        [
-            helper.make_node("Reshape", ["image", "flat_shape"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "tiny",
+        nodes, "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIDE, SIDE, 1])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", CLASSES])],
-        initializer=[
-            numpy_helper.from_array(np.array([-1, SIDE * SIDE], dtype=np.int64), "flat_shape"),
-            numpy_helper.from_array(weights, "weights"),
-        ],
+        initializer=initializers,
     )
     return _serialize(graph)
 
