@@ -91,10 +91,27 @@ def headline(model: dict[str, Any]) -> dict[str, Any]:
                                          out["raw_best_cpu_ms_per_image"])
     out.update(paired_ratios(model))
     out.update(worker_summary(model["model"]["name"], aimass))
+    out.update(raw_at_limit(raw, out["aimass_batch_limit"], out["aimass_images_per_s"]))
     others = [lv["cpu_cores"]["others"] for system in (naive, aimass)
               for lv in (system or {}).get("levels", []) if lv["cpu_cores"].get("others")]
     out["others_cpu_cores"] = statistics.fmean(others) if others else None
     return out
+
+
+def raw_at_limit(raw: dict[str, Any], limit: int | None,
+                 aimass_images_per_s: float | None) -> dict[str, Any]:
+    """ONNX Runtime alone at the largest measured batch size within the worker's own batch
+    limit: a ratio against it says how much the worker loses to the queue, one against
+    the best batch also counts what its limit leaves on the table."""
+    by_batch = raw.get("images_per_s_by_batch") or {}
+    sizes = [int(size) for size in by_batch if limit and int(size) <= limit]
+    if not sizes:
+        return {"raw_at_limit_batch_size": None, "raw_at_limit_images_per_s": None,
+                "ratio_vs_raw_at_limit": None}
+    size = max(sizes)
+    rate = by_batch[str(size)]
+    return {"raw_at_limit_batch_size": size, "raw_at_limit_images_per_s": rate,
+            "ratio_vs_raw_at_limit": _ratio(aimass_images_per_s, rate)}
 
 
 def worker_summary(name: str, aimass: dict[str, Any] | None) -> dict[str, Any]:
@@ -103,13 +120,16 @@ def worker_summary(name: str, aimass: dict[str, Any] | None) -> dict[str, Any]:
     workers = (aimass or {}).get("workers")
     if workers is None:
         return {"aimass_worker_processes": None, "aimass_devices": None,
-                "aimass_cpu_fallback": None, "aimass_buckets": None}
+                "aimass_cpu_fallback": None, "aimass_buckets": None,
+                "aimass_batch_limit": None}
     built = [m for w in workers for m in w.get("models") or [] if m.get("name") == name]
+    limits = [int(m["max_batch_size"]) for m in built if m.get("max_batch_size")]
     return {
         "aimass_worker_processes": len(workers),
         "aimass_devices": sorted({str(w.get("device")) for w in workers}),
         "aimass_cpu_fallback": any(bool(w.get("cpu_fallback")) for w in workers),
         "aimass_buckets": sorted({int(b) for m in built for b in m.get("buckets") or []}),
+        "aimass_batch_limit": max(limits) if limits else None,
     }
 
 
@@ -193,6 +213,11 @@ def _model_lines(name: str, model: dict[str, Any]) -> list[str]:
                      f"{_fmt(model['raw_best_images_per_s'])} img/s at batch "
                      f"{model['raw_best_batch_size']} "
                      f"({_fmt(model['raw_best_cpu_ms_per_image'], 2)} CPU ms/image)")
+        if model.get("raw_at_limit_batch_size"):
+            lines.append(f"  raw at the worker's batch limit ({model['aimass_batch_limit']}; "
+                         f"measured at {model['raw_at_limit_batch_size']}): "
+                         f"{_fmt(model['raw_at_limit_images_per_s'])} img/s; aimass vs it: "
+                         f"{_fmt(model['ratio_vs_raw_at_limit'], 2)}x")
     lines.append("  " + TABLE_HEADER)
     for system in ("naive", "aimass"):
         lines.extend(_table_row(system, lv) for lv in (model.get(system) or {}).get("levels", []))

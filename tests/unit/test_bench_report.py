@@ -247,3 +247,14 @@ def test_a_worker_that_fell_back_to_the_cpu_says_so() -> None:
     assert results["models"]["alexnet"]["aimass_devices"] == ["cpu", "gpu:0"]
     assert "4 processes on cpu, gpu:0 (CPU fallback: the CUDA provider did not start)" in \
         format_report(results)
+
+
+def test_raw_at_the_workers_batch_limit_is_reported_beside_the_best_batch() -> None:
+    from aimass.bench.report import raw_at_limit
+
+    raw = {"images_per_s_by_batch": {"1": 100.0, "8": 500.0, "16": 600.0, "64": 900.0}}
+    assert raw_at_limit(raw, 16, 450.0) == {"raw_at_limit_batch_size": 16,
+                                            "raw_at_limit_images_per_s": 600.0,
+                                            "ratio_vs_raw_at_limit": 0.75}
+    assert raw_at_limit(raw, 12, 250.0)["raw_at_limit_batch_size"] == 8  # measured below
+    assert raw_at_limit(raw, None, 1.0)["ratio_vs_raw_at_limit"] is None
