@@ -228,6 +228,8 @@ class AsyncResultWatcher:
 
     async def _step(self, left: float) -> None:
         await self._subscribe()
+        if leave := self._list.channels_to_leave():
+            await self._pubsub.unsubscribe(*leave)
         message = await self._pubsub.get_message(timeout=min(REFRESH_S, left))
         if message is not None:
             job_id = job_id_of(message)
@@ -243,5 +245,4 @@ class AsyncResultWatcher:
                 await self._note(job_id, ResultRecord.decode(raw, job_id))
 
     async def _note(self, job_id: str, record: ResultRecord | None) -> None:
-        if self._list.note(job_id, record):
-            await self._pubsub.unsubscribe(result_key(job_id))
+        self._list.note(job_id, record)

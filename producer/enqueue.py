@@ -23,21 +23,26 @@ from aimass.producer.submission import Submission
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
 # key per job. ARGV: bound (0: none), record TTL, list count, then per job its record
 # and message. Returns {queue depth before the call, jobs accepted (a prefix)}.
+# A job costs Redis one command here (SET NX, which is also the test for a duplicate
+# id); the messages go in one LPUSH at the end, in order, as one LPUSH each would.
 ENQUEUE_SCRIPT = """
 local steps = tonumber(ARGV[3])
 local depth = 0
 for i = 1, steps do depth = depth + redis.call('LLEN', KEYS[i]) end
 local before, bound, target = depth, tonumber(ARGV[1]), KEYS[steps + 1]
-local accepted = 0
+local accepted, messages = 0, {}
 for j = steps + 2, #KEYS do
-  if redis.call('EXISTS', KEYS[j]) == 0 then
-    if bound > 0 and depth >= bound then break end
-    local a = 4 + 2 * (j - steps - 2)
-    redis.call('SET', KEYS[j], ARGV[a], 'EX', ARGV[2])
-    redis.call('LPUSH', target, ARGV[a + 1])
+  local a = 4 + 2 * (j - steps - 2)
+  if bound > 0 and depth >= bound then
+    if redis.call('EXISTS', KEYS[j]) == 0 then break end
+  elseif redis.call('SET', KEYS[j], ARGV[a], 'NX', 'EX', ARGV[2]) then
+    messages[#messages + 1] = ARGV[a + 1]
     depth = depth + 1
   end
   accepted = accepted + 1
+end
+for i = 1, #messages, 1000 do  -- slices: unpack() has a bound on its values
+  redis.call('LPUSH', target, unpack(messages, i, math.min(i + 999, #messages)))
 end
 if depth > before then redis.call('PUBLISH', ARGV[#ARGV], depth - before) end
 return {before, accepted}

@@ -16,8 +16,8 @@ from aimass.producer.records import ResultRecord, ResultState
 
 
 class JobStatus(StrEnum):
-    queued = "queued"  # submitted, not yet taken by a worker's batch
-    started = "started"  # a worker is running it
+    queued = "queued"  # submitted, no answer yet (and not known to be started)
+    started = "started"  # a worker holds it (only where workers track it: AIMASS_TRACK_STARTED)
     succeeded = "succeeded"  # the result is stored
     failed = "failed"  # the typed error is stored
     expired = "expired"  # not started before its deadline; dropped

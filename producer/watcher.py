@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 import redis
@@ -36,6 +37,10 @@ class Watchlist:
         self.pending: set[str] = set()
         self.unsubscribed: list[str] = []  # watched, channel not subscribed to yet
         self.finished: deque[tuple[str, ResultRecord]] = deque()
+        # Finished jobs whose channels are still subscribed to. Nothing more is published
+        # on them (first answer wins), so they are left CHUNK at a time, in one command,
+        # and the rest go with the connection: not one UNSUBSCRIBE per job.
+        self.done_channels: dict[str, None] = {}  # insertion-ordered
         self.last_refresh = time.monotonic()
 
     @property
@@ -47,15 +52,27 @@ class Watchlist:
         """Record new jobs; the ids not watched before, in chunks to subscribe to."""
         fresh = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in self.pending]
         self.pending.update(fresh)
+        for job_id in fresh:  # watched again: its channel must stay
+            self.done_channels.pop(result_key(job_id), None)
         return fresh
 
     def note(self, job_id: str, record: ResultRecord | None) -> bool:
-        """Note a stored record; True when it finishes a pending job (unsubscribe then)."""
+        """Note a stored record; True when it finishes a pending job."""
         if record is None or not is_final(record) or job_id not in self.pending:
             return False
         self.pending.discard(job_id)
         self.finished.append((job_id, record))
+        self.done_channels[result_key(job_id)] = None
         return True
+
+    def channels_to_leave(self) -> list[str]:
+        """A chunk of finished jobs' channels to unsubscribe from, once there is one."""
+        if len(self.done_channels) < CHUNK:
+            return []
+        chunk = list(islice(self.done_channels, CHUNK))
+        for channel in chunk:
+            del self.done_channels[channel]
+        return chunk
 
     def refresh_due(self) -> bool:
         return time.monotonic() - self.last_refresh >= REFRESH_S
@@ -148,6 +165,8 @@ class ResultWatcher:
 
     def _step(self, left: float) -> None:
         self._subscribe()
+        if leave := self._list.channels_to_leave():
+            self._pubsub.unsubscribe(*leave)
         message = next_message(self._pubsub, min(REFRESH_S, left))
         if message is not None:
             job_id = job_id_of(message)
@@ -163,5 +182,4 @@ class ResultWatcher:
                 self._note(job_id, ResultRecord.decode(raw, job_id))
 
     def _note(self, job_id: str, record: ResultRecord | None) -> None:
-        if self._list.note(job_id, record):
-            self._pubsub.unsubscribe(result_key(job_id))
+        self._list.note(job_id, record)

@@ -55,7 +55,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
-        "task_track_started": True,
+        "task_track_started": settings.track_started,
         "result_expires": settings.result_ttl_s,
         "result_extended": False,
         "broker_transport_options": {

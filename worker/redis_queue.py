@@ -31,20 +31,48 @@ from aimass.producer.keys import (
 from aimass.producer.pubsub import next_message
 from aimass.producer.records import ResultRecord, ResultState, started_template
 
+# Commands that take many keys or fields, called in slices: unpack() has a bound on how
+# many values it passes.
+_SLICED = """
+local function sliced(command, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+local function sliced_read(command, key, items)
+  local out = {}
+  for i = 1, #items, 1000 do
+    local part
+    if key then
+      part = redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
+    else
+      part = redis.call(command, unpack(items, i, math.min(i + 999, #items)))
+    end
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+"""
+
 # KEYS: unacked hash, unacked index, runs hash, then the lists to serve in order.
 # ARGV: limit, now, result ttl, the started record's bytes before and after its task id
-#       (records.started_template), max message bytes, then each list's base queue name.
+#       (records.started_template), max message bytes, "1" to write started records,
+#       then each list's base queue name.
 # Returns (tag, message, runs its job died in so far, base queue name, 1 if its job was
-# cancelled)
-# for each message taken.
+# cancelled) for each message taken.
 # A message above the size cap is not decoded (the worker fails it unread) but is
 # recorded under a fresh tag like any other, so that its job is not lost either.
-_TAKE = """
+# What a take costs Redis does not grow with the jobs it takes, but for the started
+# records: one RPOP per list, then one HSET and one ZADD for kombu's bookkeeping, one
+# MGET for cancel marks and one HMGET for run counts, for all of them.
+_TAKE = _SLICED + """
 local limit = tonumber(ARGV[1])
 local now, ttl = ARGV[2], tonumber(ARGV[3])
 local started_head, started_tail = ARGV[4], ARGV[5]
 local max_bytes = tonumber(ARGV[6])
-local out = {}
+local track_started = ARGV[7] == '1'
+local out, unacked, index, ids, places = {}, {}, {}, {}, {}
+local taken = 0
 -- The envelope as a table, read without its body where it can be: the body (base64
 -- text, no quotes) is nearly all of the bytes, and only the headers and properties are
 -- needed here. Anything unexpected falls back to decoding the whole message.
@@ -60,6 +88,7 @@ local function envelope(raw)
   return pcall(cjson.decode, raw)
 end
 local function record(raw, base)
+  taken = taken + 1
   local tag, ex, rk, id = nil, '', base, nil
   if #raw <= max_bytes then
     local ok, msg = envelope(raw)
@@ -88,57 +117,88 @@ local function record(raw, base)
     end
   end
   if not tag then tag = 'aimass-' .. redis.call('INCR', 'aimass:delivery-tags') end
-  redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' ..
-             cjson.encode(rk) .. ']')
-  redis.call('ZADD', KEYS[2], now, tag)
-  local runs, cancelled = 0, 0
+  unacked[#unacked + 1] = tag
+  unacked[#unacked + 1] = '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+  index[#index + 1] = now
+  index[#index + 1] = tag
   if id then
-    cancelled = redis.call('EXISTS', '""" + CANCELLED_PREFIX + """' .. id)
-    redis.call('SET', '""" + RESULT_KEY_PREFIX + """' .. id,
-      started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
-    runs = tonumber(redis.call('HGET', KEYS[3], id) or '0')
+    ids[#ids + 1] = id
+    places[#places + 1] = #out
+    if track_started then
+      redis.call('SET', '""" + RESULT_KEY_PREFIX + """' .. id,
+        started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
+    end
   end
   out[#out + 1] = tag
   out[#out + 1] = raw
-  out[#out + 1] = runs
+  out[#out + 1] = 0
   out[#out + 1] = base
-  out[#out + 1] = cancelled
+  out[#out + 1] = 0
 end
 for i = 4, #KEYS do
-  while #out < 5 * limit do
-    local raw = redis.call('RPOP', KEYS[i])
-    if not raw then break end
-    record(raw, ARGV[3 + i])
+  local wanted = limit - taken
+  if wanted <= 0 then break end
+  local popped = redis.call('RPOP', KEYS[i], wanted)
+  if popped then
+    for _, raw in ipairs(popped) do record(raw, ARGV[4 + i]) end
+  end
+end
+sliced('HSET', KEYS[1], unacked)
+sliced('ZADD', KEYS[2], index)
+if #ids > 0 then
+  local marks = {}
+  for i, id in ipairs(ids) do marks[i] = '""" + CANCELLED_PREFIX + """' .. id end
+  local cancelled = sliced_read('MGET', nil, marks)
+  local runs = sliced_read('HMGET', KEYS[3], ids)
+  for i, at in ipairs(places) do
+    out[at + 3] = tonumber(runs[i] or '0') or 0
+    if cancelled[i] then out[at + 5] = 1 end
   end
 end
 return out
 """
 
-# KEYS: unacked hash, unacked index, runs hash. ARGV: ttl, then (tag, result key,
-# record, job id, dead-letter list, message) for each job; the list and the message are ""
-# unless the job is parked. A stored final result is never replaced: a job run twice
-# keeps its first answer.
-_SETTLE = """
+# KEYS: unacked hash, unacked index, runs hash. ARGV: ttl, "1" when this worker writes
+# started records, then (tag, result key, record, job id, dead-letter list, message) for
+# each job; the list and the message are "" unless the job is parked. A stored final
+# result is never replaced: a job run twice keeps its first answer. Per job: the result's
+# SET and its PUBLISH (and, where started records are written, the GET that reads one);
+# the acknowledgements and the run counts go in one command each for the whole call.
+_SETTLE = _SLICED + """
 local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV, 6 do
+local read_first = ARGV[2] == '1'
+local tags, ids = {}, {}
+local function replaceable(key)
+  local current = redis.call('GET', key)
+  return (not current) or string.find(string.sub(current, 1, 32), '""" + ResultState.started + """',
+                                       1, true)
+end
+for i = 3, #ARGV, 6 do
   local tag, key, record, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local dead, raw = ARGV[i + 4], ARGV[i + 5]
   if dead ~= '' then redis.call('LPUSH', dead, raw) end
-  if id ~= '' then redis.call('HDEL', KEYS[3], id) end
+  if id ~= '' then ids[#ids + 1] = id end
   if key ~= '' then
-    local current = redis.call('GET', key)
-    local started = string.find(string.sub(current or '', 1, 32), '""" + ResultState.started + """',
-                                1, true)
-    if (not current) or started then
-      redis.call('SET', key, record, 'EX', ttl)
-      redis.call('PUBLISH', key, record)
+    local stored
+    if read_first then
+      stored = replaceable(key)
+      if stored then redis.call('SET', key, record, 'EX', ttl) end
+    else
+      -- Nearly always nothing is stored yet. Else: a final answer stays; a started
+      -- record (a worker that writes them, Celery's consumer) is replaced.
+      stored = redis.call('SET', key, record, 'NX', 'EX', ttl)
+      if not stored and replaceable(key) then
+        redis.call('SET', key, record, 'EX', ttl)
+        stored = true
+      end
     end
+    if stored then redis.call('PUBLISH', key, record) end
   end
-  if tag ~= '' then
-    redis.call('HDEL', KEYS[1], tag)
-    redis.call('ZREM', KEYS[2], tag)
-  end
+  if tag ~= '' then tags[#tags + 1] = tag end
 end
+sliced('HDEL', KEYS[3], ids)
+sliced('HDEL', KEYS[1], tags)
+sliced('ZREM', KEYS[2], tags)
 return 1
 """
 
@@ -188,9 +248,11 @@ class ModelQueues:
     """The Redis side of the bulk consumer for a set of model queues."""
 
     def __init__(self, client: redis.Redis, models: Sequence[str], worker_name: str,
-                 result_ttl_s: int, max_message_bytes: int = 32 * 1024 * 1024) -> None:
+                 result_ttl_s: int, max_message_bytes: int = 32 * 1024 * 1024,
+                 track_started: bool = False) -> None:
         self.client = client
         self.started_head, self.started_tail = started_template(worker_name)
+        self.track_started = track_started  # a STARTED record per job taken (a SET each)
         self.result_ttl_s = result_ttl_s
         self.max_message_bytes = max_message_bytes
         self._take = client.register_script(_TAKE)
@@ -214,7 +276,8 @@ class ModelQueues:
         """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
         keys = [UNACKED_HASH, UNACKED_INDEX, RUNS_HASH, *self.lists]
         args: list[Any] = [limit, repr(time.time()), self.result_ttl_s, self.started_head,
-                           self.started_tail, self.max_message_bytes, *self.bases]
+                           self.started_tail, self.max_message_bytes,
+                           int(self.track_started), *self.bases]
         flat = self._take(keys=keys, args=args)
         return [Taken(_text(flat[i]), flat[i + 1], int(flat[i + 2]), _text(flat[i + 3]),
                       bool(int(flat[i + 4]))) for i in range(0, len(flat), 5)]
@@ -240,7 +303,7 @@ class ModelQueues:
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
         """Store results (first answer wins) and acknowledge their messages, atomically."""
-        args: list[Any] = [self.result_ttl_s]
+        args: list[Any] = [self.result_ttl_s, int(self.track_started)]
         for s in settlements:
             key = f"{RESULT_KEY_PREFIX}{s.task_id}" if s.task_id and s.record else ""
             args += [s.delivery_tag, key, s.record.encode() if s.record else b"",
@@ -262,11 +325,13 @@ class ModelQueues:
 
     def mark_runs(self, job_ids: Sequence[str]) -> None:
         """Count a run of each of these jobs, about to start: if the worker dies in it, the
-        count stays (the job's result, when stored, takes it away)."""
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hincrby(RUNS_HASH, job_id, 1)
-        pipe.execute()
+        count stays (the job's result, when stored, takes it away). One command a batch: a
+        job with a run behind it runs in a batch of its own (BulkConsumer._start), so in a
+        batch of several every job starts its first run."""
+        if len(job_ids) == 1:
+            self.client.hincrby(RUNS_HASH, job_ids[0], 1)
+        elif job_ids:
+            self.client.hset(RUNS_HASH, mapping=dict.fromkeys(job_ids, 1))
 
 
 def _text(value: Any) -> str:

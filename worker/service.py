@@ -61,7 +61,8 @@ class WorkerService:
         self.cancelled = CancelledJobs(self._redis)
         self.queues_of_models = ModelQueues(self._redis, [], hostname,
                                             self.settings.result_ttl_s,
-                                            self.settings.max_message_bytes)
+                                            self.settings.max_message_bytes,
+                                            self.settings.track_started)
         # Runs a worker dies in are counted only where the bulk consumer reads the count.
         counts_runs = self.bulk and self.settings.max_deliveries > 0
         self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,

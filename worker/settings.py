@@ -233,6 +233,13 @@ class WorkerSettings:
     # dead-letter list instead of run again (0: no cap).
     max_deliveries: int = field(default=3, metadata=checked(
         "AIMASS_MAX_DELIVERIES", CountOrOff, "count", "0 (no cap) or positive"))
+    # Store a STARTED result record for each job a worker takes, so that its status
+    # reads "started" rather than "queued" until its answer. Off, as in Celery
+    # (task_track_started): it costs two more Redis commands per job (the record's SET,
+    # and a GET before the result replaces it), where a job otherwise costs about three
+    # (docs/performance.md, sizing the broker).
+    track_started: bool = field(default=False, metadata=checked(
+        "AIMASS_TRACK_STARTED", Flag, "boolean", FLAG_WORDS))
     # Cap on one stored result: a larger one fails its job with PayloadTooLarge.
     max_result_bytes: int = field(default=16 * 1024 * 1024, metadata=checked(
         "AIMASS_MAX_RESULT_BYTES", Count, "size", "a whole number of bytes, at least 1"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from aimass.bench.broker import BrokerCost
 from aimass.bench.stats import cdf, latency_summary, median_by_key, sum_counts
 
 
@@ -29,9 +30,10 @@ def summarize_raw(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def combine_windows(windows: list[dict[str, Any]], cpu_s: dict[str, float], span_s: float,
-                    worker_rss: int, gpu: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One level's figures from each producer's window, its CPU, the worker's memory and
-    the GPUs' utilization (``None`` where none was sampled)."""
+                    worker_rss: int, gpu: dict[str, Any] | None = None,
+                    broker: BrokerCost | None = None) -> dict[str, Any]:
+    """One level's figures from each producer's window, its CPU, the worker's memory,
+    the GPUs' utilization and the broker's cost (``None`` where not measured)."""
     jobs_per_s = sum(w["completed"] / max(w["t1"] - w["t0"], 1e-9) for w in windows)
     images_per_s = sum(w["images"] / max(w["t1"] - w["t0"], 1e-9) for w in windows)
     latencies = sorted(x for w in windows for x in w["latencies_ms"])
@@ -64,7 +66,21 @@ def combine_windows(windows: list[dict[str, Any]], cpu_s: dict[str, float], span
         "cpu_ms_per_job": {name: 1000.0 * s / max(completed, 1) for name, s in cpu_s.items()},
         "worker_rss_bytes": worker_rss,
         "gpu": gpu,
+        "broker": broker.per_job(completed) if broker is not None else None,
     }
+
+
+def _broker_medians(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The medians of the rounds' broker figures, by command too (most first)."""
+    if not rounds:
+        return None
+    out = median_by_key([{k: v for k, v in r.items() if k != "by_command"} for r in rounds])
+    names = dict.fromkeys(name for r in rounds for name in r["by_command"])
+    # A command a round did not run cost that round nothing.
+    by_command = median_by_key([{name: r["by_command"].get(name, 0.0) for name in names}
+                                for r in rounds])
+    out["by_command"] = dict(sorted(by_command.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
 
 
 def _p50(values: list[float]) -> float | None:
@@ -86,6 +102,7 @@ def aggregate_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out["bucket_sizes"] = sum_counts(r["bucket_sizes"] for r in rounds)
     sampled = [r["gpu"] for r in rounds if r["gpu"]]
     out["gpu"] = median_by_key(sampled) if sampled else None
+    out["broker"] = _broker_medians([r["broker"] for r in rounds if r.get("broker")])
     pooled = sorted(x for r in rounds for x in r["latencies_ms"])
     out["latency_cdf_ms"] = cdf(pooled)
     for key in ("completed", "failed", "unfinished", "polled"):

@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from aimass.bench.broker import format_by_command
 from aimass.bench.goals import evaluate_goals, goal_set, goals_for
 
 
@@ -46,6 +47,12 @@ def _cpu_per_image(level: dict[str, Any] | None) -> float | None:
     return per_job / level["images_per_job"]
 
 
+def _broker(level: dict[str, Any] | None, key: str) -> float | None:
+    """One of a level's broker figures (``None`` where the broker was not metered)."""
+    broker = (level or {}).get("broker")
+    return broker.get(key) if broker else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -81,6 +88,10 @@ def headline(model: dict[str, Any]) -> dict[str, Any]:
         "raw_best_cpu_ms_per_image": raw.get("best_cpu_ms_per_image"),
         "aimass_cpu_ms_per_image": _cpu_per_image(best_aimass),
         "naive_cpu_ms_per_image": _cpu_per_image(best_naive),
+        "aimass_broker_cpu_us_per_job": _broker(best_aimass, "cpu_us_per_job"),
+        "aimass_broker_commands_per_job": _broker(best_aimass, "commands_per_job"),
+        "naive_broker_cpu_us_per_job": _broker(best_naive, "cpu_us_per_job"),
+        "naive_broker_commands_per_job": _broker(best_naive, "commands_per_job"),
     }
     out["ratio_vs_raw"] = _ratio(out["aimass_images_per_s"], out["raw_best_images_per_s"])
     out["ratio_vs_naive"] = _ratio(out["aimass_jobs_per_s"], out["naive_jobs_per_s"])
@@ -222,6 +233,7 @@ def _model_lines(name: str, model: dict[str, Any]) -> list[str]:
     for system in ("naive", "aimass"):
         lines.extend(_table_row(system, lv) for lv in (model.get(system) or {}).get("levels", []))
     lines.extend(_worker_lines(model))
+    lines.extend(_broker_lines(model))
     lines.append(
         f"  aimass vs raw best batch: {_fmt(model['ratio_vs_raw'], 2)}x images/s "
         f"(paired by round {_fmt(model['ratio_vs_raw_paired'], 2)}x); aimass vs naive: "
@@ -247,6 +259,25 @@ def _table_row(system: str, lv: dict[str, Any]) -> str:
             f"{_fmt(lv['jobs_per_s']):>10}{_fmt(lv['images_per_s']):>10}"
             f"{_fmt(lat['p50'], 1):>9}{_fmt(lat['p95'], 1):>9}{_fmt(lat['p99'], 1):>9}"
             f"{lv['mean_batch_size']:>7.1f}{cpu_text:>20}{per_job:>11.2f}")
+
+
+def _broker_lines(model: dict[str, Any]) -> list[str]:
+    """Per level, what its jobs cost Redis: commands and CPU per job, and the jobs/s one
+    Redis core could carry at that cost."""
+    rows = [(system, lv) for system in ("naive", "aimass")
+            for lv in (model.get(system) or {}).get("levels", []) if lv.get("broker")]
+    if not rows:
+        return []
+    lines = ["  broker (Redis, per job):"
+             f"{'conc':>6}{'img/job':>8}{'commands':>10}{'cpu us':>8}{'jobs/s/core':>12}"
+             "  by command"]
+    for system, lv in rows:
+        broker = lv["broker"]
+        lines.append(f"    {system:<22}{lv['concurrency']:>6}{lv['images_per_job']:>8}"
+                     f"{broker['commands_per_job']:>10.1f}{_fmt(broker['cpu_us_per_job'], 1):>8}"
+                     f"{_fmt(broker['jobs_per_s_per_core']):>12}"
+                     f"  {format_by_command(broker['by_command'], 6)}")
+    return lines
 
 
 def _worker_lines(model: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from aimass.bench.broker import BrokerMeter
 from aimass.bench.gpu import GpuSampler
 from aimass.bench.levels import aggregate_level, combine_windows, summarize_raw
 from aimass.bench.machine import machine_info
@@ -81,11 +82,14 @@ class Bench:
         self.sampler.track("redis", self.redis.process.pid)
         self.sampler.track("bench", os.getpid())
         self.sampler.track_machine()
+        self._meter_client = redis.Redis.from_url(self.redis.url)
+        self.broker = BrokerMeter(self._meter_client)
         # Only cuda runs put load on a GPU; on the CPU its figures would be a neighbour's.
         self.gpu = GpuSampler() if config.provider == "cuda" else None
 
     def close(self) -> None:
         self.sampler.stop()
+        self._meter_client.close()
         if self.gpu is not None:
             self.gpu.stop()
         self.redis.stop()
@@ -251,8 +255,11 @@ class Bench:
         for producer in producers:
             producer.send({"cmd": "run", "concurrency": concurrency, "t0": t0, "t_end": t_end,
                            "cap": cap, "images_per_job": images_per_job})
+        time.sleep(max(0.0, t0 - time.monotonic()))
+        self.broker.start()  # the broker's cost over the window, from its first instant
         closed = [p.wait_for("window", timeout=t_end - time.monotonic() + 120)
                   for p in producers]
+        broker = self.broker.stop()
         t1 = max(event["t1"] for event in closed)
         time.sleep(self.sampler.interval * 1.5)  # a sample after t1
         for producer in producers:
@@ -261,7 +268,7 @@ class Bench:
         system.worker.check()
         gpu = self.gpu.window(t0, t1) if self.gpu is not None else None
         return combine_windows(results, self._cpu(system, systems, t0, t1), t1 - t0,
-                               self.sampler.max_rss(system.track, t0, t1), gpu)
+                               self.sampler.max_rss(system.track, t0, t1), gpu, broker)
 
     def _cpu(self, system: System, systems: list[System], t0: float,
              t1: float) -> dict[str, float]:

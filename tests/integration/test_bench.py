@@ -54,6 +54,23 @@ def test_bench_measures_raw_naive_and_aimass_and_writes_json_and_plot(tmp_path: 
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "goals:" in done.stdout and "digits" in done.stdout
     _check_cpu_worker_figures(data, done.stdout)
+    _check_broker_figures(data, done.stdout)
+
+
+def _check_broker_figures(data: dict[str, Any], stdout: str) -> None:
+    """Every level says what its jobs cost Redis, for both systems."""
+    digits = data["models"]["digits"]
+    for level in digits["aimass"]["levels"] + digits["naive"]["levels"]:
+        broker = level["broker"]
+        assert broker["commands_per_job"] > 0 and broker["cpu_us_per_job"] > 0, broker
+        assert sum(broker["by_command"].values()) == pytest.approx(
+            broker["commands_per_job"], rel=0.05)
+        assert "info" not in broker["by_command"]  # the meter's own commands are left out
+    assert "publish" in digits["aimass"]["levels"][0]["broker"]["by_command"]
+    for key in ("aimass_broker_cpu_us_per_job", "naive_broker_cpu_us_per_job",
+                "aimass_broker_commands_per_job", "naive_broker_commands_per_job"):
+        assert digits[key] > 0, key
+    assert "broker (Redis, per job):" in stdout
 
 
 def _check_cpu_worker_figures(data: dict[str, Any], stdout: str) -> None:

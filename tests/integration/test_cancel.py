@@ -63,8 +63,9 @@ def test_a_job_waiting_in_a_batch_is_dropped_before_the_batch_runs(
     publish(repository, "tiny-hang", 1, ModelKind.classify, hanging_classifier(),
             max_batch_size=1000, max_queue_delay_ms=0)
     port = free_port()
+    # Started records say when the worker holds the jobs.
     start_worker(redis_url, repository, "--metrics-port", str(port),
-                 AIMASS_JOB_TIME_LIMIT_S="4")
+                 AIMASS_JOB_TIME_LIMIT_S="4", AIMASS_TRACK_STARTED="1")
     black = row_image(0) * 0
     with Client(redis_url) as client:
         hanging = client.classify(row_image(3), model="tiny-hang")  # holds the batch thread

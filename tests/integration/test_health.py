@@ -119,7 +119,8 @@ def test_queue_depth_gauges_match_the_lists_under_a_backlog(
     port = free_port()
     # One job at a time, and the first one hangs: everything sent after it stays queued.
     start_worker(redis_url, repository, "--metrics-port", str(port), "--concurrency", "1",
-                 "--max-batch-size", "1", AIMASS_JOB_TIME_LIMIT_S="60")
+                 "--max-batch-size", "1", AIMASS_JOB_TIME_LIMIT_S="60",
+                 AIMASS_TRACK_STARTED="1")
     store = redis.Redis.from_url(redis_url)
     with Client(redis_url, max_queue_depth=0) as client:
         hanging = client.classify(row_image(3), model="tiny-hang")

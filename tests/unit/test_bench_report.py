@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from aimass.bench.broker import BrokerCost
 from aimass.bench.goals import GOALS, GPU_GOALS, evaluate_goals, goals_for
 from aimass.bench.gpu import GpuSampler, visible_gpus
 from aimass.bench.levels import aggregate_level, combine_windows
@@ -104,6 +105,25 @@ def test_a_level_counts_jobs_by_bucket_over_producers_and_rounds() -> None:
     assert level["gpu"]["utilization_mean_percent"] == pytest.approx(60.0)
     assert level["gpu"]["utilization_max_percent"] == pytest.approx(75.0)
     assert aggregate_level([third])["gpu"] is None
+
+
+def test_a_levels_broker_cost_is_per_job_and_the_median_of_its_rounds() -> None:
+    cpu = {"worker": 1.0}
+    rounds = [combine_windows([_window({"1": 100}, {})], cpu, 1.0, 0, None,
+                              BrokerCost({"set": 200, "publish": 100 + extra}, cpu_s))
+              for extra, cpu_s in ((0, 0.004), (50, 0.002), (100, 0.003))]
+    first = rounds[0]["broker"]
+    assert first["commands_per_job"] == pytest.approx(3.0)
+    assert first["by_command"] == {"set": 2.0, "publish": 1.0}
+    assert first["cpu_us_per_job"] == pytest.approx(40.0)
+    assert first["jobs_per_s_per_core"] == pytest.approx(25_000.0)
+    # A command one round did not run counts as nothing there, not as missing.
+    rounds[2]["broker"]["by_command"]["hdel"] = 0.3
+    level = aggregate_level(rounds)["broker"]
+    assert level["cpu_us_per_job"] == pytest.approx(30.0)
+    assert level["by_command"] == {"set": 2.0, "publish": 1.5, "hdel": 0.0}
+    assert aggregate_level([combine_windows([_window({"1": 1}, {})], cpu, 1.0, 0)])[
+        "broker"] is None
 
 
 def test_without_pynvml_the_gpu_sampler_records_nothing(

@@ -58,6 +58,7 @@ BAD_VALUES: list[tuple[type, str, str, str]] = [
     (WorkerSettings, "max_message_bytes", "AIMASS_MAX_MESSAGE_BYTES", "0"),
     (WorkerSettings, "intra_op_threads", "AIMASS_INTRA_OP_THREADS", "-1"),
     (WorkerSettings, "tensorrt", "AIMASS_TENSORRT", "2"),
+    (WorkerSettings, "track_started", "AIMASS_TRACK_STARTED", "sometimes"),
     (WorkerSettings, "tensorrt_cache", "AIMASS_TENSORRT_CACHE", A_FILE),
     (WorkerSettings, "metrics_port", "AIMASS_METRICS_PORT", "65536"),
     (WorkerSettings, "metrics_port", "AIMASS_METRICS_PORT", "-1"),

@@ -1,0 +1,161 @@
+"""What jobs cost the broker: Redis commands and Redis CPU, per job.
+
+Redis runs commands on one core, so the jobs/s a whole deployment can carry, however
+many workers it has, is capped by what one job costs that core. ``BrokerMeter`` reads
+it from Redis itself: it resets ``INFO commandstats`` (``CONFIG RESETSTAT``) when a
+window opens and reads it when the window closes, with the server's CPU time (``INFO
+cpu``: ``used_cpu_sys`` + ``used_cpu_user``, which counts the commands and everything
+around them: the event loop, replies, pub/sub fan-out) read at both ends. Commands run
+by Lua scripts are counted one by one, as Redis counts them, next to the ``EVALSHA``
+that ran them. The meter's own ``INFO`` and ``CONFIG`` calls are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# The meter's own commands, left out of the counts.
+OWN_COMMANDS = frozenset({"info", "config|resetstat", "config"})
+
+
+@dataclass(frozen=True)
+class BrokerCost:
+    """Commands (by name, lower case) and Redis CPU seconds over one window."""
+
+    calls: dict[str, int]
+    cpu_s: float
+
+    @property
+    def commands(self) -> int:
+        return sum(self.calls.values())
+
+    def per_job(self, jobs: int) -> dict[str, Any]:
+        """The window's cost divided among ``jobs``: commands per job (in all and by
+        command, most first), Redis CPU microseconds per job, and the jobs/s one Redis
+        core could carry at that cost."""
+        jobs = max(jobs, 1)
+        cpu_us = 1e6 * self.cpu_s / jobs
+        return {
+            "jobs": jobs,
+            "commands_per_job": self.commands / jobs,
+            "by_command": {name: calls / jobs for name, calls in
+                           sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))},
+            "cpu_us_per_job": cpu_us,
+            "jobs_per_s_per_core": 1e6 / cpu_us if cpu_us > 0 else None,
+        }
+
+
+def command_calls(client: Any) -> dict[str, int]:
+    """``INFO commandstats`` as {command: calls}, without the meter's own commands."""
+    stats = client.info("commandstats")
+    calls = {}
+    for key, value in stats.items():
+        name = key.removeprefix("cmdstat_").lower()
+        if name not in OWN_COMMANDS and isinstance(value, dict):
+            calls[name] = int(value.get("calls", 0))
+    return calls
+
+
+def server_cpu_s(client: Any) -> float:
+    """The Redis server's CPU seconds so far (its main thread and the rest of it)."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+class BrokerMeter:
+    """Measures one window at a time on one Redis server (all of its databases: run it
+    on a Redis that serves only what is measured)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._cpu_start: float | None = None
+
+    def start(self) -> None:
+        """Open a window: the command counts start from zero."""
+        self.client.config_resetstat()
+        self._cpu_start = server_cpu_s(self.client)
+
+    def stop(self) -> BrokerCost:
+        """Close the window: what it cost since ``start``."""
+        if self._cpu_start is None:
+            raise RuntimeError("BrokerMeter.stop() before start()")
+        calls = command_calls(self.client)
+        cost = BrokerCost(calls, server_cpu_s(self.client) - self._cpu_start)
+        self._cpu_start = None
+        return cost
+
+
+def format_by_command(by_command: dict[str, float], top: int = 8) -> str:
+    """``set 2.0, publish 1.0, ...``: the commands that cost a job most, first."""
+    shown = [f"{name} {per_job:.2f}" for name, per_job in list(by_command.items())[:top]
+             if per_job >= 0.005]
+    rest = len(by_command) - top
+    return ", ".join(shown) + (f", +{rest} more" if rest > 0 else "")
+
+
+def measure_batch(jobs: int = 6000, encoding: str = "uint8", rounds: int = 3,
+                  log_dir: Any = None) -> list[dict[str, Any]]:
+    """The issue-style measurement: one ``aimass worker --devices cpu`` on the digits
+    stand-in and a Redis of its own; ``jobs`` one-image jobs through
+    ``Client.submit_many`` and then ``Client.wait``, metered from before the submit to
+    the last result, ``rounds`` times. ``encoding``: ``uint8`` pixels or ``png``."""
+    import tempfile
+    from pathlib import Path
+
+    from aimass.bench.load import synthetic_pixels
+    from aimass.bench.models import find_model
+    from aimass.bench.processes import start_aimass_worker
+    from aimass.embedded_redis import RedisServer
+    from aimass.producer.client import Client
+    from aimass.producer.codecs import array_to_png
+    from aimass.producer.submission import Submission
+
+    with tempfile.TemporaryDirectory(prefix="aimass-broker-") as tmp:
+        root = Path(tmp)
+        model = find_model("digits", root / "empty", root / "models")
+        pixels = synthetic_pixels(model.input_shape, 32, seed=0)
+        images: list[Any] = pixels if encoding == "uint8" else [array_to_png(p) for p in pixels]
+        with RedisServer(root / "redis") as server:
+            worker = start_aimass_worker(server.url, model, "cpu", Path(log_dir or root))
+            client = Client(server.url)
+            meter = BrokerMeter(client.redis)
+            out = []
+            try:
+                for _ in range(rounds):
+                    submissions = [Submission.classify(images[i % len(images)],
+                                                       model="digits") for i in range(jobs)]
+                    meter.start()
+                    client.wait(client.submit_many(submissions), timeout=600)
+                    out.append(meter.stop().per_job(jobs))
+            finally:
+                client.close()
+                worker.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import statistics
+
+    parser = argparse.ArgumentParser(
+        prog="python -m aimass.bench.broker",
+        description="Redis commands and Redis CPU per job, jobs sent in bulk and waited "
+                    "for (docs/performance.md, sizing the broker).")
+    parser.add_argument("--jobs", type=int, default=6000)
+    parser.add_argument("--encoding", choices=("uint8", "png"), default="uint8")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    rounds = measure_batch(args.jobs, args.encoding, args.rounds)
+    for index, figures in enumerate(rounds, 1):
+        print(f"round {index}: {figures['commands_per_job']:.2f} commands/job "
+              f"({format_by_command(figures['by_command'], 20)}); "
+              f"{figures['cpu_us_per_job']:.1f} us Redis CPU/job")
+    cpu = statistics.median(r["cpu_us_per_job"] for r in rounds)
+    print(f"median: {statistics.median(r['commands_per_job'] for r in rounds):.2f} commands/job, "
+          f"{cpu:.1f} us Redis CPU/job, ~{1e6 / cpu:,.0f} jobs/s per Redis core")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
