@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aimass.producer.settings import SettingsError
+    from aimass.protocol.settings import SettingsError
 
     parser = build_parser()
     args = parser.parse_args(argv)

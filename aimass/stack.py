@@ -20,8 +20,8 @@ from types import TracebackType
 import redis
 
 from aimass.embedded_redis import RedisServer, stop_process
-from aimass.producer.connections import connect
-from aimass.producer.heartbeats import live_heartbeats
+from aimass.protocol.connections import connect
+from aimass.protocol.heartbeats import live_heartbeats
 from aimass.worker.repository import ModelRepository
 
 DEMO_MODELS = ("digits", "digits-gan")

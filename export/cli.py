@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aimass.producer.manifest import MODEL_FILE, ModelKind
+from aimass.protocol.manifest import MODEL_FILE, ModelKind
 
 if TYPE_CHECKING:
     from aimass.export.repository import PublishedModel
@@ -199,7 +199,7 @@ def run_zoo(args: argparse.Namespace) -> int:
         )
     if (args.weights or args.labels) and "alexnet" not in names:
         return _fail("--weights and --labels apply to alexnet, which --only leaves out")
-    from aimass.producer.manifest import published_versions, resolve_repository
+    from aimass.protocol.manifest import published_versions, resolve_repository
 
     repository = resolve_repository(args.repository)
     if args.skip_existing:
@@ -239,7 +239,7 @@ def run_keras(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from aimass.export.errors import ExportError
     from aimass.export.keras_import import KerasImportOptions, publish_user_model
-    from aimass.producer.manifest import resolve_repository
+    from aimass.protocol.manifest import resolve_repository
 
     options = KerasImportOptions(
         path=args.path,
@@ -270,7 +270,7 @@ def run_keras(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from aimass.producer.manifest import resolve_repository
+    from aimass.protocol.manifest import resolve_repository
 
     repository = resolve_repository(args.repository)
     rows = _model_rows(repository)
@@ -288,7 +288,7 @@ def _model_rows(repository: Path) -> list[dict[str, Any]]:
     manifest is unreadable)."""
     from pydantic import ValidationError
 
-    from aimass.producer.manifest import (
+    from aimass.protocol.manifest import (
         Manifest,
         published_models,
         published_versions,

@@ -32,7 +32,7 @@ from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
 from aimass.export.publish import Progress, convert_checked, publish
 from aimass.export.quality import sample_latents
 from aimass.export.repository import PublishedModel, check_model_name
-from aimass.producer.manifest import (
+from aimass.protocol.manifest import (
     BatchingSpec,
     GeneratorSpec,
     ModelKind,

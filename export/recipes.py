@@ -33,7 +33,7 @@ from aimass.export.labels import default_labels, read_labels
 from aimass.export.opsets import DEFAULT_OPSET
 from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
 from aimass.export.repository import Progress, PublishedModel, latest
-from aimass.producer.manifest import (
+from aimass.protocol.manifest import (
     BatchingSpec,
     GeneratorSpec,
     ModelKind,

@@ -1,16 +1,16 @@
 """aimass producer: the wire contract and the client that enqueues jobs and reads results.
 
 Imports nothing of ONNX Runtime or TensorFlow. The client (and Celery behind it) is
-imported on first use, so that ``aimass.producer.contract`` and
-``aimass.producer.manifest`` stay light.
+imported on first use, so that ``aimass.protocol.contract`` and
+``aimass.protocol.manifest`` stay light.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aimass.producer.contract import CONTRACT_VERSION, Priority
-from aimass.producer.errors import (
+from aimass.protocol.contract import CONTRACT_VERSION, Priority
+from aimass.protocol.errors import (
     AimassError,
     InvalidInput,
     InvalidJob,
@@ -21,7 +21,7 @@ from aimass.producer.errors import (
     QueueFull,
     UnknownModel,
 )
-from aimass.producer.manifest import ModelKind
+from aimass.protocol.manifest import ModelKind
 
 __all__ = [
     "CONTRACT_VERSION",

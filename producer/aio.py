@@ -18,15 +18,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from aimass.producer.cancellation import CANCEL_SCRIPT, cancel_call
-from aimass.producer.codecs import ImageLike
-from aimass.producer.connections import connect_async
-from aimass.producer.contract import Priority
 from aimass.producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
-from aimass.producer.errors import AimassError, JobTimeout
-from aimass.producer.keys import result_key, submitted_key
-from aimass.producer.records import ResultRecord
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
-from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 from aimass.producer.submission import Deadline, Submission
 from aimass.producer.watcher import (
     CHUNK,
@@ -36,6 +29,13 @@ from aimass.producer.watcher import (
     in_chunks,
     job_id_of,
 )
+from aimass.protocol.codecs import ImageLike
+from aimass.protocol.connections import connect_async
+from aimass.protocol.contract import Priority
+from aimass.protocol.errors import AimassError, JobTimeout
+from aimass.protocol.keys import result_key, submitted_key
+from aimass.protocol.records import ResultRecord
+from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 
 
 class AsyncClient:

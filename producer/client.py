@@ -12,15 +12,15 @@ from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 from aimass.producer.bulk import BulkRun, submit_in_chunks
-from aimass.producer.codecs import ImageLike
-from aimass.producer.connections import connect
-from aimass.producer.contract import Priority
 from aimass.producer.enqueue import Enqueuer, queue_depth
 from aimass.producer.job import Job, as_completed, wait
-from aimass.producer.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS
 from aimass.producer.results import JobStatus
-from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 from aimass.producer.submission import Deadline, Submission
+from aimass.protocol.codecs import ImageLike
+from aimass.protocol.connections import connect
+from aimass.protocol.contract import Priority
+from aimass.protocol.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS
+from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 
 __all__ = ["Client", "Job", "JobStatus", "as_completed", "producer_config", "wait"]
 

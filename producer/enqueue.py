@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from aimass.producer.errors import QueueFull
-from aimass.producer.keys import PRIORITY_STEPS, priority_queue_names, submitted_key, wake_channel
 from aimass.producer.submission import Submission
+from aimass.protocol.errors import QueueFull
+from aimass.protocol.keys import PRIORITY_STEPS, priority_queue_names, submitted_key, wake_channel
 
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
 # key per job. ARGV: bound (0: none), record TTL, list count, then per job its record

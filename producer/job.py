@@ -7,11 +7,11 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aimass.producer.cancellation import cancel
-from aimass.producer.errors import AimassError, JobTimeout
-from aimass.producer.keys import result_key, submitted_key
-from aimass.producer.records import ResultRecord
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
 from aimass.producer.watcher import ResultWatcher
+from aimass.protocol.errors import AimassError, JobTimeout
+from aimass.protocol.keys import result_key, submitted_key
+from aimass.protocol.records import ResultRecord
 
 if TYPE_CHECKING:
     from aimass.producer.client import Client

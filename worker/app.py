@@ -14,17 +14,17 @@ from typing import Any
 from celery import Celery, Task
 from kombu import Queue
 
-from aimass.producer.connections import celery_url
-from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK
-from aimass.producer.errors import AimassError
-from aimass.producer.keys import (
+from aimass.protocol.connections import celery_url
+from aimass.protocol.contract import CLASSIFY_TASK, GENERATE_TASK
+from aimass.protocol.errors import AimassError
+from aimass.protocol.keys import (
     CELERY_QUEUE,
     DEFAULT_QUEUE,
     PRIORITY_SEPARATOR,
     PRIORITY_STEPS,
     queue_name,
 )
-from aimass.producer.manifest import ModelKind
+from aimass.protocol.manifest import ModelKind
 from aimass.worker.devices import plan_for
 from aimass.worker.repository import ModelRepository
 from aimass.worker.runtime import Runtime

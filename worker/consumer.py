@@ -18,8 +18,8 @@ from typing import Any
 
 import redis
 
-from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK
-from aimass.producer.errors import (
+from aimass.protocol.contract import CLASSIFY_TASK, GENERATE_TASK
+from aimass.protocol.errors import (
     AimassError,
     InvalidJob,
     JobCancelled,
@@ -27,10 +27,10 @@ from aimass.producer.errors import (
     PayloadTooLarge,
     WorkerLost,
 )
-from aimass.producer.keys import QUEUE_PREFIX, dead_letter_key
-from aimass.producer.manifest import ModelKind
-from aimass.producer.messages import InvalidMessage
-from aimass.producer.records import ResultRecord
+from aimass.protocol.keys import QUEUE_PREFIX, dead_letter_key
+from aimass.protocol.manifest import ModelKind
+from aimass.protocol.messages import InvalidMessage
+from aimass.protocol.records import ResultRecord
 from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
 from aimass.worker.runtime import Runtime, StartedJob

@@ -11,10 +11,10 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from aimass.producer.tracing import record_span, spans_enabled
+from aimass.protocol.tracing import record_span, spans_enabled
 
 if TYPE_CHECKING:
-    from aimass.producer.records import ResultRecord
+    from aimass.protocol.records import ResultRecord
     from aimass.worker.consumer import InFlight
 
 # Fields a log call may attach (``extra=``) that go into the JSON object as they are.

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aimass.producer.records import ResultRecord
+from aimass.protocol.records import ResultRecord
 from aimass.worker.gpu import GpuReading
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from aimass.producer.connections import connect
-from aimass.producer.keys import dead_letter_key, submitted_key
+from aimass.protocol.connections import connect
+from aimass.protocol.keys import dead_letter_key, submitted_key
 from aimass.worker.gpu import Nvml
 from aimass.worker.health import Checks, Endpoints, passed
 

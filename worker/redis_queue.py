@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from aimass.producer.keys import (
+from aimass.protocol.keys import (
     CANCELLED_PREFIX,
     PRIORITY_STEPS,
     RESULT_KEY_PREFIX,
@@ -28,8 +28,8 @@ from aimass.producer.keys import (
     queue_name,
     wake_channel,
 )
-from aimass.producer.pubsub import next_message
-from aimass.producer.records import ResultRecord, ResultState, started_template
+from aimass.protocol.pubsub import next_message
+from aimass.protocol.records import ResultRecord, ResultState, started_template
 
 # KEYS: unacked hash, unacked index, runs hash, then the lists to serve in order.
 # ARGV: limit, now, result ttl, the started record's bytes before and after its task id

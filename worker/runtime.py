@@ -13,9 +13,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from aimass.producer.contract import parse_job, task_name
-from aimass.producer.errors import AimassError, InvalidJob, ModelError, UnknownModel
-from aimass.producer.manifest import Manifest, ModelKind
+from aimass.protocol.contract import parse_job, task_name
+from aimass.protocol.errors import AimassError, InvalidJob, ModelError, UnknownModel
+from aimass.protocol.manifest import Manifest, ModelKind
 from aimass.worker.batcher import Batcher, BatchOutput, never_idle
 from aimass.worker.buckets import BucketRunner, default_buckets, normalize_buckets
 from aimass.worker.models import Limits, ModelLogic, logic_for

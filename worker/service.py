@@ -20,15 +20,15 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu import Queue
 
-from aimass.producer.connections import connect, refuse_cluster
-from aimass.producer.keys import (
+from aimass.protocol.connections import connect, refuse_cluster
+from aimass.protocol.keys import (
     CELERY_QUEUE,
     WORKER_HEARTBEAT_INTERVAL_S,
     WORKER_HEARTBEAT_TTL_S,
     queue_name,
     worker_key,
 )
-from aimass.producer.records import ResultRecord
+from aimass.protocol.records import ResultRecord
 from aimass.worker.cancels import CancelledJobs
 from aimass.worker.consumer import BulkConsumer, InFlight
 from aimass.worker.events import TaskEvents

@@ -26,7 +26,7 @@ import redis
 
 from aimass.bench.models import BenchModel
 from aimass.embedded_redis import stop_process
-from aimass.producer.heartbeats import live_heartbeats
+from aimass.protocol.heartbeats import live_heartbeats
 
 
 def aimass_command() -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aimass.export.runtime import cpu_session
-from aimass.producer.manifest import MODEL_FILE, Manifest, ModelKind
+from aimass.protocol.manifest import MODEL_FILE, Manifest, ModelKind
 from tests.export.conftest import Aimass
 
 pytestmark = pytest.mark.export

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from aimass.producer.pubsub import next_message
+from aimass.protocol.pubsub import next_message
 
 pytestmark = pytest.mark.integration
 

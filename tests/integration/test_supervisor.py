@@ -15,7 +15,7 @@ import redis
 
 from aimass.embedded_redis import stop_process
 from aimass.producer.client import Client
-from aimass.producer.heartbeats import live_heartbeats
+from aimass.protocol.heartbeats import live_heartbeats
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from aimass.producer.keys import RESULT_KEY_PREFIX
-from aimass.producer.pubsub import next_message
+from aimass.protocol.keys import RESULT_KEY_PREFIX
+from aimass.protocol.pubsub import next_message
 from tests.support.processes import WorkerProcess, child_env
 
 FINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")

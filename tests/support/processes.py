@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from aimass.embedded_redis import stop_process
-from aimass.producer.connections import connect
-from aimass.producer.heartbeats import live_heartbeats
+from aimass.protocol.connections import connect
+from aimass.protocol.heartbeats import live_heartbeats
 
 
 def aimass_command() -> list[str]:

@@ -118,7 +118,7 @@ def test_a_bucketed_batcher_runs_each_size_on_its_own_session_only() -> None:
 def test_which_buckets_a_model_runs(tmp_path, setting: str, gpu: int | None,
                                     manifest_buckets: list[int] | None,
                                     expected: tuple[int, ...]) -> None:
-    from aimass.producer.manifest import BatchingSpec, Manifest
+    from aimass.protocol.manifest import BatchingSpec, Manifest
     from aimass.worker.runtime import Runtime
     from aimass.worker.sessions import DevicePlan
     from aimass.worker.settings import WorkerSettings

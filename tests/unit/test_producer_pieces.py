@@ -12,22 +12,22 @@ import pytest
 from PIL import Image
 
 from aimass.producer.bulk import chunks
-from aimass.producer.codecs import encode_image
-from aimass.producer.contract import Priority
-from aimass.producer.errors import InvalidInput, InvalidJob, JobExpired, ModelError
 from aimass.producer.images import layout_for, tile, upscale_factor
-from aimass.producer.manifest import ModelKind
-from aimass.producer.messages import (
+from aimass.producer.progress import Progress
+from aimass.producer.results import JobStatus, decode_result, status_of
+from aimass.producer.submission import Submission, expires_at
+from aimass.protocol.codecs import encode_image
+from aimass.protocol.contract import Priority
+from aimass.protocol.errors import InvalidInput, InvalidJob, JobExpired, ModelError
+from aimass.protocol.manifest import ModelKind
+from aimass.protocol.messages import (
     TaskMessage,
     kwargs_repr,
     message_list,
     priority_step,
 )
-from aimass.producer.progress import Progress
-from aimass.producer.records import ResultRecord
-from aimass.producer.results import JobStatus, decode_result, status_of
-from aimass.producer.settings import ClientSettings
-from aimass.producer.submission import Submission, expires_at
+from aimass.protocol.records import ResultRecord
+from aimass.protocol.settings import ClientSettings
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.unit

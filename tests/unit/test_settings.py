@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aimass.producer.settings import KNOWN_VARIABLES, ClientSettings, SettingsError, rules
+from aimass.protocol.settings import KNOWN_VARIABLES, ClientSettings, SettingsError, rules
 from aimass.worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.unit

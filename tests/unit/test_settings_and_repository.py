@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from aimass.producer.errors import ModelError, UnknownModel
-from aimass.producer.manifest import ModelKind
+from aimass.protocol.errors import ModelError, UnknownModel
+from aimass.protocol.manifest import ModelKind
 from aimass.worker.repository import ModelRepository, verify_checksum
 from aimass.worker.settings import WorkerSettings
 from tests.support.tiny_models import build_repository, classifier_model, publish

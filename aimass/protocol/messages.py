@@ -26,9 +26,9 @@ from typing import Any, Literal
 import msgpack
 import orjson
 
-from aimass.producer.errors import InvalidJob
-from aimass.producer.keys import PRIORITY_STEPS, priority_queue_name
-from aimass.producer.tracing import is_traceparent
+from aimass.protocol.errors import InvalidJob
+from aimass.protocol.keys import PRIORITY_STEPS, priority_queue_name
+from aimass.protocol.tracing import is_traceparent
 
 # The protocol-v2 ``embed`` element: this job has no callbacks, chain or chord.
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}

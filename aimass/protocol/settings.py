@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
 
-from aimass.producer.connections import sentinel_target
-from aimass.producer.keys import DEFAULT_RESULT_TTL_S
+from aimass.protocol.connections import sentinel_target
+from aimass.protocol.keys import DEFAULT_RESULT_TTL_S
 
 logger = logging.getLogger(__name__)
 
