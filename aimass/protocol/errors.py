@@ -76,3 +76,11 @@ def error_from_result(exc_type: str, message: str) -> AimassError:
     if cls is ModelError and exc_type not in JOB_ERRORS:
         message = f"{exc_type}: {message}"
     return cls(message)
+
+
+# The module a stored failure names (``exc_module``), which Celery clients import to rebuild
+# the error: these errors were defined there before the contract had a package of its own,
+# and the wire keeps that name (``aimass.producer.errors`` re-exports them).
+WIRE_MODULE = "aimass.producer.errors"
+for _error in (AimassError, JobCancelled, JobTimeout, *JOB_ERRORS.values()):
+    _error.__module__ = WIRE_MODULE
