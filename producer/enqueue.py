@@ -108,11 +108,3 @@ class Enqueuer:
     def push_all(self, submissions: Sequence[Submission]) -> None:
         """Enqueue all these jobs, or raise ``QueueFull`` after those that fit."""
         check_all_accepted(self.push(submissions), submissions, self.bound)
-
-
-def queue_depth(client: redis.Redis, model: str) -> int:
-    """Jobs waiting in a model's queue, all priorities (one LLEN pipeline)."""
-    pipe = client.pipeline(transaction=False)
-    for name in priority_queue_names(model):
-        pipe.llen(name)
-    return sum(int(n) for n in pipe.execute())

@@ -41,7 +41,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     return {
         "broker_url": broker_url,
         "result_backend": broker_url,
-        # A Sentinel set: which of its services is the primary (producer/connections.py).
+        # A Sentinel set: which of its services is the primary (aimass/protocol/connections.py).
         "result_backend_transport_options": dict(sentinel),
         # JSON by default, msgpack accepted; pickle never.
         "task_serializer": "json",

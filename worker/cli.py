@@ -236,8 +236,8 @@ REDIS_MEMORY_WARNING = 0.9
 
 
 def run_workers(args: argparse.Namespace) -> int:
-    from aimass.producer.enqueue import queue_depth
     from aimass.protocol.heartbeats import live_heartbeats, served_models
+    from aimass.protocol.queues import queue_depth
     from aimass.worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()

@@ -89,7 +89,7 @@ def job_fields(flight: InFlight, record: ResultRecord | None) -> dict[str, Any]:
 def report_job(flight: InFlight, record: ResultRecord | None, json_logs: bool) -> None:
     """A line for a settled job with JSON logs (a line per job costs more than a small
     model's inference, and text logs are read by people), and a span where tracing is set
-    up (producer/tracing.py)."""
+    up (aimass/protocol/tracing.py)."""
     spans = spans_enabled()
     if not (json_logs or spans):
         return

@@ -112,7 +112,7 @@ class TaskMessage:
         base64 text for JSON, raw for msgpack. ``queue`` is the Celery queue
         (``aimass.<model>``); ``expires`` an aware datetime after which a worker drops
         the job unstarted and stores it as REVOKED; ``traceparent`` the W3C trace
-        context the job belongs to (producer/tracing.py), a header of its own."""
+        context the job belongs to (aimass/protocol/tracing.py), a header of its own."""
         content_type, content_encoding = CONTENT[serializer]
         if serializer == "msgpack":
             body = msgpack.packb([[], kwargs, EMBED], use_bin_type=True)
