@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from aimass.export import benchmark, quality
+from aimass.export import batch_sizes, quality
 from aimass.export.data import (
     CLASS_COUNT,
     IMAGE_SIZE,
@@ -293,8 +293,8 @@ def _measured_batching(
 ) -> dict[str, Any]:
     """The batching default from ONNX Runtime's throughput on this machine, and the figures."""
     progress("alexnet: measuring ONNX Runtime throughput per batch size")
-    results = benchmark.measure(model_bytes, sample_shape)
-    chosen = benchmark.best_batch_size(results)
+    results = batch_sizes.measure(model_bytes, sample_shape)
+    chosen = batch_sizes.best_batch_size(results)
     progress(
         "alexnet: "
         + ", ".join(f"batch {r.batch_size}: {r.images_per_second:.1f} img/s" for r in results)
@@ -306,7 +306,7 @@ def _measured_batching(
             "images_per_second": {
                 str(r.batch_size): round(r.images_per_second, 1) for r in results
             },
-            "near_best": benchmark.NEAR_BEST,
+            "near_best": batch_sizes.NEAR_BEST,
         },
     }
 

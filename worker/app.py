@@ -27,7 +27,7 @@ from aimass.protocol.keys import (
 from aimass.protocol.manifest import ModelKind
 from aimass.worker.devices import plan_for
 from aimass.worker.repository import ModelRepository
-from aimass.worker.runtime import Runtime
+from aimass.worker.served import Runtime
 from aimass.worker.service import ServiceStep
 from aimass.worker.sessions import DevicePlan
 from aimass.worker.settings import WorkerSettings

@@ -187,7 +187,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _check_endpoint(port: int) -> int:
-    from aimass.worker.health import probe
+    from aimass.worker.endpoints import probe
 
     answer = probe(f"http://127.0.0.1:{port}/readyz")
     if answer is True:

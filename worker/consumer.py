@@ -33,7 +33,7 @@ from aimass.protocol.messages import InvalidMessage
 from aimass.protocol.records import ResultRecord
 from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
-from aimass.worker.runtime import Runtime, StartedJob
+from aimass.worker.served import Runtime, StartedJob
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class BulkConsumer:
     # -- taking jobs ---------------------------------------------------------------
 
     def health(self, stall_s: float) -> dict[str, bool | str]:
-        """The liveness of the consumer and finisher threads (worker/monitor.py)."""
+        """The liveness of the consumer and finisher threads (worker/gauges.py)."""
         still = time.monotonic() - self.ticked
         consumer: bool | str = True
         if not self._consumer.is_alive():

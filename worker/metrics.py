@@ -23,7 +23,7 @@ MODEL = ["model", "version"]
 
 
 class Metrics:
-    """The worker's metrics, in a registry of their own (served by worker/health.py)."""
+    """The worker's metrics, in a registry of their own (served by worker/endpoints.py)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

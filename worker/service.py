@@ -32,11 +32,11 @@ from aimass.protocol.records import ResultRecord
 from aimass.worker.cancels import CancelledJobs
 from aimass.worker.consumer import BulkConsumer, InFlight
 from aimass.worker.events import TaskEvents
+from aimass.worker.gauges import Monitor
 from aimass.worker.logs import report_job
 from aimass.worker.metrics import Metrics
-from aimass.worker.monitor import Monitor
 from aimass.worker.redis_queue import ModelQueues
-from aimass.worker.runtime import Runtime
+from aimass.worker.served import Runtime
 from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)

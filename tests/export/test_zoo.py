@@ -12,7 +12,7 @@ import pytest
 
 from aimass.export.data import load_digits_split, to_model_input
 from aimass.export.repository import sha256_of
-from aimass.export.runtime import cpu_session
+from aimass.export.sessions import cpu_session
 from aimass.protocol.manifest import MODEL_FILE, Manifest, ModelKind, published_versions
 from tests.export.conftest import Aimass
 

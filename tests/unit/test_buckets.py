@@ -119,7 +119,7 @@ def test_which_buckets_a_model_runs(tmp_path, setting: str, gpu: int | None,
                                     manifest_buckets: list[int] | None,
                                     expected: tuple[int, ...]) -> None:
     from aimass.protocol.manifest import BatchingSpec, Manifest
-    from aimass.worker.runtime import Runtime
+    from aimass.worker.served import Runtime
     from aimass.worker.sessions import DevicePlan
     from aimass.worker.settings import WorkerSettings
     from tests.support.tiny_models import build_repository

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aimass.export.runtime import cpu_session
+from aimass.export.sessions import cpu_session
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 NEAR_BEST = 0.9

@@ -1,6 +1,6 @@
 """How a worker process reports on itself: its liveness and readiness probes, and the
 gauges read from outside it (queue backlog, GPUs), served on its metrics port
-(worker/health.py)."""
+(worker/endpoints.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import redis
 
 from aimass.protocol.connections import connect
 from aimass.protocol.keys import dead_letter_key, submitted_key
+from aimass.worker.endpoints import Checks, Endpoints, passed
 from aimass.worker.gpu import Nvml
-from aimass.worker.health import Checks, Endpoints, passed
 
 if TYPE_CHECKING:
     from aimass.worker.service import WorkerService

@@ -18,7 +18,7 @@ from aimass.protocol.errors import AimassError, InvalidJob, ModelError, UnknownM
 from aimass.protocol.manifest import Manifest, ModelKind
 from aimass.worker.batcher import Batcher, BatchOutput, never_idle
 from aimass.worker.buckets import BucketRunner, default_buckets, normalize_buckets
-from aimass.worker.models import Limits, ModelLogic, logic_for
+from aimass.worker.kinds import Limits, ModelLogic, logic_for
 from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
 from aimass.worker.sessions import (
     CPU,
