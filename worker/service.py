@@ -1,6 +1,6 @@
 """The aimass side of a worker process, run as a Celery bootstep: load and warm the
-models before consuming, run the bulk consumer, publish heartbeats and metrics, and
-pick up newly published versions."""
+models before consuming, run the bulk consumer, answer its probes, publish heartbeats and
+metrics, and pick up newly published versions."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from aimass.protocol.keys import (
 from aimass.protocol.records import ResultRecord
 from aimass.worker.cancels import CancelledJobs
 from aimass.worker.consumer import BulkConsumer, InFlight
+from aimass.worker.endpoints import Checks, Endpoints, passed
 from aimass.worker.events import TaskEvents
-from aimass.worker.gauges import Monitor
+from aimass.worker.gauges import Gauges
 from aimass.worker.logs import report_job
 from aimass.worker.metrics import Metrics
 from aimass.worker.redis_queue import ModelQueues
@@ -40,6 +41,12 @@ from aimass.worker.served import Runtime
 from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+# A consumer loop that has not come round for this long is stuck (its longest wait, for
+# Redis to come back, is 5 s).
+STALL_S = 60.0
+# How long one answer of Redis to a readiness probe is reused.
+REDIS_PROBE_S = 1.0
 
 class WorkerService:
     """Everything aimass runs inside one Celery worker process."""
@@ -64,12 +71,19 @@ class WorkerService:
                                mark_runs=self.queues_of_models.mark_runs if counts_runs
                                else None)
         self.consumer: BulkConsumer | None = None
-        self.ready = threading.Event()
+        # Set when Celery's worker is ready: the models are warm and jobs are taken.
+        self.consuming = threading.Event()
         self.started_at = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._housekeeping, name="aimass-housekeeping",
                                         daemon=True)
-        self.monitor = Monitor(self)
+        # Short timeouts: a probe must answer within the orchestrator's own timeout.
+        self._probe_redis = connect(self.settings.redis_url, socket_timeout=1,
+                                    socket_connect_timeout=1)
+        self._redis_seen: tuple[float, bool | str] = (0.0, "not asked yet")
+        self.endpoints = Endpoints(self.metrics.registry, self.liveness, self.readiness)
+        self.gauges = Gauges(self.metrics, self._probe_redis, self.queues_of_models,
+                             self.runtime, app.aimass_plan.gpu)
         self.json_logs = self.settings.log_format == "json"
 
     def _feeder_idle(self) -> bool:
@@ -86,7 +100,8 @@ class WorkerService:
         with contextlib.suppress(redis.RedisError):  # Redis may be down: it retries later
             refuse_cluster(self._redis)
         # Probes answer while the models load: live, not ready.
-        self.monitor.serve(self.settings.metrics_port)
+        if self.settings.metrics_port:
+            self.endpoints.serve(self.settings.metrics_port)
         self.cancelled.start()
         self.runtime.load()
         self.metrics.set_models([m.describe() for m in self.runtime.models()])
@@ -112,7 +127,8 @@ class WorkerService:
         if self.consumer is not None:
             self.consumer.stop()
         self.runtime.stop()
-        self.monitor.close()
+        self.endpoints.close()
+        self.gauges.close()
         self.cancelled.stop()
         with contextlib.suppress(redis.RedisError):
             self._redis.delete(worker_key(self.hostname))
@@ -128,7 +144,7 @@ class WorkerService:
             "hostname": self.hostname,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "ready": self.ready.is_set(),
+            "ready": self.consuming.is_set(),
             "started_at": self.started_at,
             "updated_at": time.time(),
             "consumer": self.settings.consumer,
@@ -168,12 +184,49 @@ class WorkerService:
             now = time.monotonic()
             if now >= next_beat:
                 self._beat()
-                next_beat = now + (WORKER_HEARTBEAT_INTERVAL_S if self.ready.is_set() else 1.0)
+                next_beat = now + (WORKER_HEARTBEAT_INTERVAL_S if self.consuming.is_set()
+                                   else 1.0)
             if self.settings.reload_interval_s and now >= next_reload:
                 self._reload()
                 next_reload = time.monotonic() + self.settings.reload_interval_s
-            self.monitor.refresh_gauges()
+            if self.gauges.refresh():
+                self.readiness()  # keeps aimass_ready current without a probe asking
             self._stop.wait(1.0)
+
+    def liveness(self) -> Checks:
+        """The process's threads are there and moving (``/livez``). Redis is not asked."""
+        checks: Checks = {"housekeeping": self.housekeeping_alive()
+                          or "the housekeeping thread has died"}
+        if self.consumer is not None:
+            checks.update(self.consumer.health(STALL_S))
+        for model in self.runtime.models():
+            name = f"batcher {model.version.name} v{model.version.version}"
+            checks[name] = model.batcher.alive() or "its thread has died"
+        return checks
+
+    def readiness(self) -> Checks:
+        """Models loaded and warm, Redis answering, running where asked to (``/readyz``,
+        and the ``aimass_ready`` gauge)."""
+        checks: Checks = {
+            "models": self.consuming.is_set() or "loading and warming the models",
+            "redis": self._redis_answers(),
+        }
+        if self.runtime.cpu_fallback() and not self.settings.allow_cpu_fallback:
+            checks["device"] = (f"asked for GPU {self.app.aimass_plan.gpu}, runs on the "
+                                "CPU (set AIMASS_ALLOW_CPU_FALLBACK=1 to accept)")
+        self.metrics.ready.set(int(passed(checks)))
+        return checks
+
+    def _redis_answers(self) -> bool | str:
+        asked_at, answer = self._redis_seen
+        if time.monotonic() - asked_at < REDIS_PROBE_S:
+            return answer
+        try:
+            answer = bool(self._probe_redis.ping()) or "Redis did not answer PING"
+        except redis.RedisError as exc:
+            answer = f"Redis unreachable ({type(exc).__name__}: {exc})"
+        self._redis_seen = (time.monotonic(), answer)
+        return answer
 
     def _beat(self) -> None:
         try:
@@ -215,7 +268,7 @@ class ServiceStep(bootsteps.StartStopStep):
 
         def on_ready(sender: Any = None, **kwargs: Any) -> None:
             if getattr(sender, "hostname", None) == worker.hostname:
-                service.ready.set()
+                service.consuming.set()
 
         worker_ready.connect(on_ready, weak=False)
 
