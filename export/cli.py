@@ -8,10 +8,11 @@ handlers, when a command actually runs.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +190,20 @@ def _floats(text: str) -> list[float]:
         ) from None
 
 
+def _quietly(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a command that trains or converts with TensorFlow's log lines hidden."""
+
+    @functools.wraps(run)
+    def quietly(args: argparse.Namespace) -> int:
+        from aimass.export.quiet import quiet_tensorflow
+
+        with quiet_tensorflow():
+            return run(args)
+
+    return quietly
+
+
+@_quietly
 def run_zoo(args: argparse.Namespace) -> int:
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(names) - set(ZOO_MODELS))
@@ -207,7 +222,6 @@ def run_zoo(args: argparse.Namespace) -> int:
         if not names:
             print(f"every requested model already has a version in {repository}")
             return 0
-    _quiet_tensorflow()
     from aimass.export.errors import ExportError
     from aimass.export.recipes import ZooOptions, publish_zoo
 
@@ -235,8 +249,8 @@ def run_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+@_quietly
 def run_keras(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
     from aimass.export.errors import ExportError
     from aimass.export.keras_import import KerasImportOptions, publish_user_model
     from aimass.protocol.manifest import resolve_repository
@@ -374,7 +388,3 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _quiet_tensorflow() -> None:
-    # Read by TensorFlow's C++ side when it loads: hides its INFO and WARNING lines (a
-    # few start-up notices come before it is read). A user's own setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
