@@ -27,7 +27,7 @@ from aimass.protocol.keys import (
 from aimass.protocol.manifest import ModelKind
 from aimass.worker.devices import plan_for
 from aimass.worker.repository import ModelRepository
-from aimass.worker.served import Runtime
+from aimass.worker.served import ServedModels
 from aimass.worker.service import ServiceStep
 from aimass.worker.sessions import DevicePlan
 from aimass.worker.settings import WorkerSettings
@@ -120,7 +120,7 @@ def _register_tasks(app: Celery) -> None:
     def make(kind: ModelKind, name: str) -> None:
         @app.task(name=name, bind=True, throws=(AimassError,), acks_late=True)
         def run_job(self: Task, **kwargs: Any) -> dict[str, Any]:
-            runtime: Runtime = app.aimass_service.runtime
+            runtime: ServedModels = app.aimass_service.runtime
             return runtime.handle(kind, kwargs, arrived=time.monotonic(),
                                   job_id=self.request.id)
 

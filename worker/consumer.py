@@ -33,7 +33,7 @@ from aimass.protocol.messages import InvalidMessage
 from aimass.protocol.records import ResultRecord
 from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
-from aimass.worker.served import Runtime, StartedJob
+from aimass.worker.served import ServedModels, StartedJob
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Capacity:
 class BulkConsumer:
     """Consumes the model queues of one worker process."""
 
-    def __init__(self, runtime: Runtime, queues: ModelQueues, capacity: int,
+    def __init__(self, runtime: ServedModels, queues: ModelQueues, capacity: int,
                  revoked: Container[str] = (),
                  on_settled: Callable[[InFlight, ResultRecord | None], None] | None = None,
                  on_load: Callable[[int], None] | None = None,

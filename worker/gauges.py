@@ -15,7 +15,7 @@ from aimass.protocol.keys import dead_letter_key, submitted_key
 from aimass.worker.gpu import Nvml
 from aimass.worker.metrics import Metrics
 from aimass.worker.redis_queue import ModelQueues
-from aimass.worker.served import Runtime
+from aimass.worker.served import ServedModels
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ GAUGES_EVERY_S = 2.0
 class Gauges:
     """Refreshes the backlog, GPU and CPU-fallback gauges of one worker process."""
 
-    def __init__(self, metrics: Metrics, client: Any, queues: ModelQueues, runtime: Runtime,
+    def __init__(self, metrics: Metrics, client: Any, queues: ModelQueues, runtime: ServedModels,
                  gpu: int | None) -> None:
         self.metrics = metrics
         self._redis = client

@@ -37,7 +37,7 @@ from aimass.worker.gauges import Gauges
 from aimass.worker.logs import report_job
 from aimass.worker.metrics import Metrics
 from aimass.worker.redis_queue import ModelQueues
-from aimass.worker.served import Runtime
+from aimass.worker.served import ServedModels
 from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class WorkerService:
                                             self.settings.max_message_bytes)
         # Runs a worker dies in are counted only where the bulk consumer reads the count.
         counts_runs = self.bulk and self.settings.max_deliveries > 0
-        self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
+        self.runtime = ServedModels(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
                                idle=self._feeder_idle, cancelled=self.cancelled,
                                mark_runs=self.queues_of_models.mark_runs if counts_runs
                                else None)
