@@ -16,14 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aimass.export.opsets import DEFAULT_OPSET
+from aimass.export.zoo import ZOO as ZOO_MODELS
 from aimass.protocol.manifest import MODEL_FILE, ModelKind
 
 if TYPE_CHECKING:
     from aimass.export.repository import PublishedModel
 
-# aimass.export.recipes.ZOO, kept here to stay light
-ZOO_MODELS = ("digits", "digits-gan", "alexnet")
-DEFAULT_OPSET = 17  # aimass.export.opsets.DEFAULT_OPSET, kept here to stay light
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

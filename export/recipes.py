@@ -33,6 +33,7 @@ from aimass.export.labels import default_labels, read_labels
 from aimass.export.opsets import DEFAULT_OPSET
 from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
 from aimass.export.repository import Progress, PublishedModel, latest
+from aimass.export.zoo import ZOO
 from aimass.protocol.manifest import (
     BatchingSpec,
     GeneratorSpec,
@@ -41,7 +42,6 @@ from aimass.protocol.manifest import (
     Preprocessing,
 )
 
-ZOO = ("digits", "digits-gan", "alexnet")
 MIN_TEST_ACCURACY = 0.97
 MIN_CLASS_AGREEMENT = 0.80
 DIGITS_BATCHING = BatchingSpec(max_batch_size=64, max_queue_delay_ms=2.0)
