@@ -1,7 +1,8 @@
 """The ``aimass`` command: one entry point, with each package registering its commands.
 
-Command modules import only the standard library and ``aimass.producer`` at module level, so
-``aimass --help`` is quick and lists every command whatever extras are installed.
+Command modules import only the standard library and light modules of aimass (the contract,
+``aimass.protocol``, among them) at module level, so ``aimass --help`` is quick and lists
+every command whatever extras are installed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aimass.producer.settings import SettingsError
+    from aimass.protocol.settings import SettingsError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from aimass.producer.codecs import encode_image
+from aimass.protocol.codecs import encode_image
 
 GENERATED_PER_CLASS = 10
 

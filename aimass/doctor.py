@@ -112,7 +112,7 @@ def _check_device(settings: Any, device: int | None) -> dict[str, Any]:
     from dataclasses import replace
 
     from aimass.worker.devices import plan_for, visible_device
-    from aimass.worker.runtime import Runtime
+    from aimass.worker.served import ServedModels
 
     label = "cpu" if device is None else f"gpu{device}"
     result: dict[str, Any] = {"device": label, "models": [], "ok": True}
@@ -123,7 +123,7 @@ def _check_device(settings: Any, device: int | None) -> dict[str, Any]:
     # On the CPU, buckets on: the same checks as on a GPU, where they are on by default.
     buckets = "on" if device is None and settings.batch_buckets == "auto" \
         else settings.batch_buckets
-    runtime = Runtime(replace(settings, batch_buckets=buckets), plan_for(settings, device))
+    runtime = ServedModels(replace(settings, batch_buckets=buckets), plan_for(settings, device))
     names = list(settings.models) or runtime.repository.names()
     _prime(runtime, names)
     for name in names:

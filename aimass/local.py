@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aimass.producer.manifest import resolve_repository
+from aimass.protocol.manifest import resolve_repository
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

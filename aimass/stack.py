@@ -6,9 +6,7 @@ Used by ``aimass up`` (in the foreground until Ctrl-C) and ``aimass demo``.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,17 +17,12 @@ from types import TracebackType
 
 import redis
 
-from aimass.embedded_redis import RedisServer, stop_process
-from aimass.producer.connections import connect
-from aimass.producer.heartbeats import live_heartbeats
+from aimass.embedded_redis import RedisServer
+from aimass.launcher import WorkerProcess, aimass_command, child_env
+from aimass.protocol.connections import connect
 from aimass.worker.repository import ModelRepository
 
 DEMO_MODELS = ("digits", "digits-gan")
-
-
-def aimass_argv() -> list[str]:
-    """How to run this installation's ``aimass`` command in a child process."""
-    return [sys.executable, "-m", "aimass.cli"]
 
 
 def reachable(url: str, timeout: float = 2.0) -> bool:
@@ -63,7 +56,7 @@ class LocalStack:
         self.folder = Path(tempfile.mkdtemp(prefix="aimass-stack-"))
         self.redis_server: RedisServer | None = None
         self.redis_url = ""
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.workers: list[WorkerProcess] = []
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)  # type: ignore[call-overload]
@@ -106,52 +99,31 @@ class LocalStack:
             return
         self.say(f"Models: {', '.join(missing)} not in {self.options.repository}; "
                  "training and exporting them (first run only)")
-        command = [*aimass_argv(), "export", "zoo", "--repository",
-                   str(self.options.repository), "--only", ",".join(missing)]
+        args = ["export", "zoo", "--repository", str(self.options.repository),
+                "--only", ",".join(missing)]
         if self.options.quick:
-            command.append("--quick")
-        done = subprocess.run(command, env=self._env())
+            args.append("--quick")
+        done = subprocess.run([*aimass_command(), *args], env=child_env(self.redis_url))
         if done.returncode != 0:
             raise RuntimeError(f"exporting the zoo failed (exit {done.returncode}); "
-                               f"run `{' '.join(command[2:])}` to see why")
+                               f"run `aimass {' '.join(args)}` to see why")
 
     def _start_workers(self) -> None:
         logs = self.folder / "logs"
         logs.mkdir(exist_ok=True)
         for index in range(self.options.workers):
-            args = [*aimass_argv(), "worker", "--repository", str(self.options.repository),
+            args = ["--repository", str(self.options.repository),
                     "--devices", self.options.devices, *self.options.worker_args]
             if self.options.metrics_port:
                 args += ["--metrics-port", str(self.options.metrics_port + index)]
-            with (logs / f"worker-{index}.log").open("wb") as log:
-                # A session of their own: Ctrl-C reaches only us, and we stop them in order.
-                self.workers.append(subprocess.Popen(args, env=self._env(), stdout=log,
-                                                     stderr=subprocess.STDOUT,
-                                                     start_new_session=True))
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["REDIS_URL"] = self.redis_url
-        return env
+            worker = WorkerProcess(self.redis_url, args, logs / f"worker-{index}.log",
+                                   own_session=True)
+            self.workers.append(worker.launch())
 
     def _wait_ready(self, timeout: float = 300.0) -> None:
-        pids = {p.pid for p in self.workers}
         deadline = time.monotonic() + timeout
-        client = connect(self.redis_url)
-        try:
-            while time.monotonic() < deadline:
-                dead = [p for p in self.workers if p.poll() is not None]
-                if dead:
-                    raise RuntimeError(f"a worker exited with {dead[0].returncode}; its log is "
-                                       f"in {self.folder / 'logs'}")
-                ready = {beat["pid"] for beat in live_heartbeats(client)
-                         if beat.get("pid") in pids and beat.get("ready")}
-                if len(ready) == len(pids):
-                    return
-                time.sleep(0.2)
-        finally:
-            client.close()
-        raise RuntimeError(f"workers not ready after {timeout:.0f} s; logs in {self.folder}")
+        for worker in self.workers:
+            worker.wait_ready(max(0.1, deadline - time.monotonic()))
 
     def summary(self) -> str:
         lines = [
@@ -171,16 +143,15 @@ class LocalStack:
         return "\n".join(lines)
 
     def alive(self) -> bool:
-        return all(p.poll() is None for p in self.workers)
+        return all(worker.alive() for worker in self.workers)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the workers (they finish their batches), then stop Redis if ours."""
-        for process in self.workers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)  # all at once: they stop in parallel
+        for worker in self.workers:
+            worker.terminate()  # all at once: they stop in parallel
         deadline = time.monotonic() + timeout
-        for process in self.workers:
-            stop_process(process, max(0.1, deadline - time.monotonic()), signum=None)
+        for worker in self.workers:
+            worker.stop(max(0.1, deadline - time.monotonic()))
         if self.redis_server is not None:
             self.redis_server.stop()
         shutil.rmtree(self.folder, ignore_errors=True)

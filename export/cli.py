@@ -8,21 +8,21 @@ handlers, when a command actually runs.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aimass.producer.manifest import MODEL_FILE, ModelKind
+from aimass.export.opsets import DEFAULT_OPSET
+from aimass.export.zoo import ZOO as ZOO_MODELS
+from aimass.protocol.manifest import MODEL_FILE, ModelKind
 
 if TYPE_CHECKING:
     from aimass.export.repository import PublishedModel
 
-# aimass.export.recipes.ZOO, kept here to stay light
-ZOO_MODELS = ("digits", "digits-gan", "alexnet")
-DEFAULT_OPSET = 17  # aimass.export.opsets.DEFAULT_OPSET, kept here to stay light
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -189,6 +189,20 @@ def _floats(text: str) -> list[float]:
         ) from None
 
 
+def _quietly(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a command that trains or converts with TensorFlow's log lines hidden."""
+
+    @functools.wraps(run)
+    def quietly(args: argparse.Namespace) -> int:
+        from aimass.export.quiet import quiet_tensorflow
+
+        with quiet_tensorflow():
+            return run(args)
+
+    return quietly
+
+
+@_quietly
 def run_zoo(args: argparse.Namespace) -> int:
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(names) - set(ZOO_MODELS))
@@ -199,7 +213,7 @@ def run_zoo(args: argparse.Namespace) -> int:
         )
     if (args.weights or args.labels) and "alexnet" not in names:
         return _fail("--weights and --labels apply to alexnet, which --only leaves out")
-    from aimass.producer.manifest import published_versions, resolve_repository
+    from aimass.protocol.manifest import published_versions, resolve_repository
 
     repository = resolve_repository(args.repository)
     if args.skip_existing:
@@ -207,7 +221,6 @@ def run_zoo(args: argparse.Namespace) -> int:
         if not names:
             print(f"every requested model already has a version in {repository}")
             return 0
-    _quiet_tensorflow()
     from aimass.export.errors import ExportError
     from aimass.export.recipes import ZooOptions, publish_zoo
 
@@ -235,11 +248,11 @@ def run_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+@_quietly
 def run_keras(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
     from aimass.export.errors import ExportError
     from aimass.export.keras_import import KerasImportOptions, publish_user_model
-    from aimass.producer.manifest import resolve_repository
+    from aimass.protocol.manifest import resolve_repository
 
     options = KerasImportOptions(
         path=args.path,
@@ -270,7 +283,7 @@ def run_keras(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from aimass.producer.manifest import resolve_repository
+    from aimass.protocol.manifest import resolve_repository
 
     repository = resolve_repository(args.repository)
     rows = _model_rows(repository)
@@ -288,7 +301,7 @@ def _model_rows(repository: Path) -> list[dict[str, Any]]:
     manifest is unreadable)."""
     from pydantic import ValidationError
 
-    from aimass.producer.manifest import (
+    from aimass.protocol.manifest import (
         Manifest,
         published_models,
         published_versions,
@@ -374,7 +387,3 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _quiet_tensorflow() -> None:
-    # Read by TensorFlow's C++ side when it loads: hides its INFO and WARNING lines (a
-    # few start-up notices come before it is read). A user's own setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

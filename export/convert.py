@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from aimass.export.errors import ConversionError
 from aimass.export.opsets import DEFAULT_OPSET, MIN_OPSET
-from aimass.producer.manifest import TensorSpec
+from aimass.protocol.manifest import TensorSpec
 
 IMAGE = "image"
 PROBABILITIES = "probabilities"

@@ -32,7 +32,7 @@ from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
 from aimass.export.publish import Progress, convert_checked, publish
 from aimass.export.quality import sample_latents
 from aimass.export.repository import PublishedModel, check_model_name
-from aimass.producer.manifest import (
+from aimass.protocol.manifest import (
     BatchingSpec,
     GeneratorSpec,
     ModelKind,
@@ -81,7 +81,7 @@ class ModelInput:
 
 
 @dataclass(frozen=True)
-class LoadedModel:
+class ImportedModel:
     """A model of either format, called with its inputs in ``inputs`` order."""
 
     path: Path
@@ -120,7 +120,7 @@ def publish_user_model(options: KerasImportOptions, progress: Progress) -> Publi
     return publish(options.repository, candidate, fields)
 
 
-def load_model(path: Path) -> LoadedModel:
+def load_model(path: Path) -> ImportedModel:
     """Read a ``.keras``/``.h5`` file or a SavedModel folder; refuse anything else."""
     if not path.exists():
         raise UnsupportedModelError(
@@ -141,7 +141,7 @@ def load_model(path: Path) -> LoadedModel:
     return _load_keras(path)
 
 
-def _load_keras(path: Path) -> LoadedModel:
+def _load_keras(path: Path) -> ImportedModel:
     import keras
 
     import aimass.export.zoo.alexnet  # noqa: F401 - registers its LRN layer for models built from it
@@ -172,10 +172,10 @@ def _load_keras(path: Path) -> LoadedModel:
     def call(tensors: list[tf.Tensor]) -> tf.Tensor:
         return model(tensors[0] if len(tensors) == 1 else tensors, training=False)
 
-    return LoadedModel(path, "keras", inputs, tuple(keras_outputs[0].shape), call)
+    return ImportedModel(path, "keras", inputs, tuple(keras_outputs[0].shape), call)
 
 
-def _load_saved_model(path: Path) -> LoadedModel:
+def _load_saved_model(path: Path) -> ImportedModel:
     try:
         loaded = tf.saved_model.load(str(path))
         signature = loaded.signatures["serving_default"]
@@ -202,13 +202,13 @@ def _load_saved_model(path: Path) -> LoadedModel:
     def call(tensors: list[tf.Tensor]) -> tf.Tensor:
         return signature(**dict(zip(names, tensors, strict=True)))[output_name]
 
-    return LoadedModel(
+    return ImportedModel(
         path, "saved_model", inputs, tuple(output_spec.shape.as_list()), call, keep_alive=loaded
     )
 
 
 def _as_classifier(
-    model: LoadedModel, options: KerasImportOptions
+    model: ImportedModel, options: KerasImportOptions
 ) -> tuple[ServableFunction, dict[str, np.ndarray], dict[str, Any]]:
     if len(model.inputs) != 1:
         hint = "; did you mean --kind generate?" if len(model.inputs) == 2 else ""
@@ -274,7 +274,7 @@ def _as_classifier(
 
 
 def _as_generator(
-    model: LoadedModel, options: KerasImportOptions
+    model: ImportedModel, options: KerasImportOptions
 ) -> tuple[ServableFunction, dict[str, np.ndarray], dict[str, Any]]:
     latent = next((i for i in model.inputs if i.dtype.is_floating and len(i.shape) == 2), None)
     label = next(

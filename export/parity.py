@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aimass.export.errors import ParityError
-from aimass.export.runtime import cpu_session
+from aimass.export.sessions import cpu_session
 
 CLASSIFIER_TOLERANCE = 1e-4
 GENERATOR_TOLERANCE = 1e-3

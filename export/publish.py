@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from aimass.export.convert import ServableFunction, run_function, tensor_specs, to_onnx
 from aimass.export.parity import check_parity
 from aimass.export.repository import Progress, PublishedModel, publish_version
-from aimass.producer.manifest import ModelKind, Source, TensorSpec
+from aimass.protocol.manifest import ModelKind, Source, TensorSpec
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from aimass.export.runtime import cpu_session
+from aimass.export.sessions import cpu_session
 
 POSTPROCESS_SCALE = 127.5
 POSTPROCESS_OFFSET = 127.5

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from aimass.export import benchmark, quality
+from aimass.export import batch_sizes, quality
 from aimass.export.data import (
     CLASS_COUNT,
     IMAGE_SIZE,
@@ -33,7 +33,8 @@ from aimass.export.labels import default_labels, read_labels
 from aimass.export.opsets import DEFAULT_OPSET
 from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
 from aimass.export.repository import Progress, PublishedModel, latest
-from aimass.producer.manifest import (
+from aimass.export.zoo import ZOO
+from aimass.protocol.manifest import (
     BatchingSpec,
     GeneratorSpec,
     ModelKind,
@@ -41,7 +42,6 @@ from aimass.producer.manifest import (
     Preprocessing,
 )
 
-ZOO = ("digits", "digits-gan", "alexnet")
 MIN_TEST_ACCURACY = 0.97
 MIN_CLASS_AGREEMENT = 0.80
 DIGITS_BATCHING = BatchingSpec(max_batch_size=64, max_queue_delay_ms=2.0)
@@ -293,8 +293,8 @@ def _measured_batching(
 ) -> dict[str, Any]:
     """The batching default from ONNX Runtime's throughput on this machine, and the figures."""
     progress("alexnet: measuring ONNX Runtime throughput per batch size")
-    results = benchmark.measure(model_bytes, sample_shape)
-    chosen = benchmark.best_batch_size(results)
+    results = batch_sizes.measure(model_bytes, sample_shape)
+    chosen = batch_sizes.best_batch_size(results)
     progress(
         "alexnet: "
         + ", ".join(f"batch {r.batch_size}: {r.images_per_second:.1f} img/s" for r in results)
@@ -306,7 +306,7 @@ def _measured_batching(
             "images_per_second": {
                 str(r.batch_size): round(r.images_per_second, 1) for r in results
             },
-            "near_best": benchmark.NEAR_BEST,
+            "near_best": batch_sizes.NEAR_BEST,
         },
     }
 

@@ -2,7 +2,7 @@
 new version atomically.
 
 ``<repository>/<name>/<version>/{model.onnx,manifest.json}`` (the layout rule, shared
-with the workers, is in ``aimass.producer.manifest``). A version is written in a hidden
+with the workers, is in ``aimass.protocol.manifest``). A version is written in a hidden
 folder next to the versions (its name starts with a dot, and readers skip every name
 that is not a number), flushed to disk, then renamed into place: a worker listing the
 versions sees either no new version or a complete one.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aimass.export.errors import InvalidModelNameError
-from aimass.producer.manifest import (
+from aimass.protocol.manifest import (
     MODEL_FILE,
     Manifest,
     is_valid_model_name,

@@ -18,15 +18,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from aimass.producer.cancellation import CANCEL_SCRIPT, cancel_call
-from aimass.producer.codecs import ImageLike
-from aimass.producer.connections import connect_async
-from aimass.producer.contract import Priority
 from aimass.producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
-from aimass.producer.errors import AimassError, JobTimeout
-from aimass.producer.keys import result_key, submitted_key
-from aimass.producer.records import ResultRecord
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
-from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 from aimass.producer.submission import Deadline, Submission
 from aimass.producer.watcher import (
     CHUNK,
@@ -36,6 +29,13 @@ from aimass.producer.watcher import (
     in_chunks,
     job_id_of,
 )
+from aimass.protocol.codecs import ImageLike
+from aimass.protocol.connections import connect_async
+from aimass.protocol.contract import Priority
+from aimass.protocol.errors import AimassError, JobTimeout
+from aimass.protocol.keys import result_key, submitted_key
+from aimass.protocol.records import ResultRecord
+from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 
 
 class AsyncClient:
@@ -89,11 +89,11 @@ class AsyncClient:
                               self.settings.result_ttl_s)
         pushed = Pushed.of(await self._script(keys=call.keys, args=call.args))
         check_all_accepted(pushed, [submission], self.settings.max_queue_depth)
-        return AsyncJob(self, submission.job_id)
+        return self.job(submission.job_id)
 
     def job(self, job_id: str) -> AsyncJob:
         """Re-attach to a job by its id."""
-        return AsyncJob(self, job_id)
+        return AsyncJob(self.redis, job_id, self.settings.result_ttl_s)
 
     async def wait(self, jobs: Sequence[AsyncJob], timeout: float | None = None, *,
                    return_exceptions: bool = False) -> list[Any]:
@@ -133,9 +133,10 @@ class AsyncClient:
 class AsyncJob:
     """A submitted job, awaited: ``await job.status()``, ``await job.result()``."""
 
-    def __init__(self, client: AsyncClient, job_id: str) -> None:
-        self.client = client
+    def __init__(self, redis: aioredis.Redis, job_id: str, result_ttl_s: int) -> None:
+        self.redis = redis
         self.id = job_id
+        self.result_ttl_s = result_ttl_s
         self._final: ResultRecord | None = None
 
     def __repr__(self) -> str:
@@ -145,7 +146,7 @@ class AsyncJob:
         """The record the worker stored, if any (see ``Job.record``)."""
         if self._final is not None:
             return self._final
-        record = ResultRecord.decode(await self.client.redis.get(result_key(self.id)), self.id)
+        record = ResultRecord.decode(await self.redis.get(result_key(self.id)), self.id)
         if is_final(record):
             self._final = record
         return record
@@ -154,14 +155,14 @@ class AsyncJob:
         record = await self.record()
         if record is not None:
             return status_of(record, submitted=True)
-        submitted = bool(await self.client.redis.exists(submitted_key(self.id)))
+        submitted = bool(await self.redis.exists(submitted_key(self.id)))
         return status_of(None, submitted=submitted)
 
     async def result(self, timeout: float | None = None, *,
                      decode: bool = True) -> dict[str, Any]:
         """Await the result (see ``Job.result``)."""
         if self._final is None:
-            async with AsyncResultWatcher(self.client.redis) as watcher:
+            async with AsyncResultWatcher(self.redis) as watcher:
                 await watcher.watch([self.id])
                 finished = await watcher.next_finished(timeout)
             if finished is None:
@@ -172,13 +173,13 @@ class AsyncJob:
 
     async def cancel(self) -> bool:
         """Cancel the job (see ``Job.cancel``)."""
-        keys, args = cancel_call(self.id, self.client.settings.result_ttl_s)
-        cancelled = bool(await self.client.redis.eval(CANCEL_SCRIPT, len(keys), *keys, *args))
+        keys, args = cancel_call(self.id, self.result_ttl_s)
+        cancelled = bool(await self.redis.eval(CANCEL_SCRIPT, len(keys), *keys, *args))
         self._final = None
         return cancelled
 
     async def forget(self) -> None:
-        await self.client.redis.delete(result_key(self.id), submitted_key(self.id))
+        await self.redis.delete(result_key(self.id), submitted_key(self.id))
         self._final = None
 
 

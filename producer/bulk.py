@@ -15,11 +15,11 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from aimass.producer.enqueue import Enqueuer, check_all_accepted
-from aimass.producer.errors import AimassError, JobTimeout, QueueFull
 from aimass.producer.progress import Progress
 from aimass.producer.results import decode_result
 from aimass.producer.submission import Submission
 from aimass.producer.watcher import ResultWatcher
+from aimass.protocol.errors import AimassError, JobTimeout, QueueFull
 
 if TYPE_CHECKING:
     from redis import Redis

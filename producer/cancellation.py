@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aimass.producer.keys import CANCEL_CHANNEL, cancelled_key, result_key
-from aimass.producer.records import ResultRecord, ResultState
+from aimass.protocol.keys import CANCEL_CHANNEL, cancelled_key, result_key
+from aimass.protocol.records import ResultRecord, ResultState
 
 # KEYS: result key, cancelled key. ARGV: the cancelled record, ttl, job id.
 # Returns 1 when cancelled, 0 when the job had finished already.

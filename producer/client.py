@@ -12,15 +12,16 @@ from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 from aimass.producer.bulk import BulkRun, submit_in_chunks
-from aimass.producer.codecs import ImageLike
-from aimass.producer.connections import connect
-from aimass.producer.contract import Priority
-from aimass.producer.enqueue import Enqueuer, queue_depth
+from aimass.producer.enqueue import Enqueuer
 from aimass.producer.job import Job, as_completed, wait
-from aimass.producer.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS
 from aimass.producer.results import JobStatus
-from aimass.producer.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 from aimass.producer.submission import Deadline, Submission
+from aimass.protocol.codecs import ImageLike
+from aimass.protocol.connections import connect
+from aimass.protocol.contract import Priority
+from aimass.protocol.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS
+from aimass.protocol.queues import queue_depth
+from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
 
 __all__ = ["Client", "Job", "JobStatus", "as_completed", "producer_config", "wait"]
 
@@ -92,7 +93,7 @@ class Client:
         the same job without enqueueing. Raises ``QueueFull`` when the model's queue is
         at its bound, ``InvalidJob`` (at build time) for kwargs the contract refuses."""
         self._enqueuer.push_all([submission])
-        return Job(self, submission.job_id)
+        return self.job(submission.job_id)
 
     # Many jobs.
 
@@ -100,7 +101,7 @@ class Client:
         """Enqueue many jobs in few round trips, in order, and return them. When a
         model's queue reaches its bound, raises ``BulkQueueFull`` (a ``QueueFull``)
         whose ``job_ids`` are the jobs enqueued before it (a prefix of the input)."""
-        return [Job(self, job_id) for job_id in submit_in_chunks(self._enqueuer, submissions)]
+        return [self.job(job_id) for job_id in submit_in_chunks(self._enqueuer, submissions)]
 
     def run_many(self, submissions: Iterable[Submission], *, max_in_flight: int = 256,
                  progress: bool | None = None, timeout: float | None = None,
@@ -132,7 +133,7 @@ class Client:
 
     def job(self, job_id: str) -> Job:
         """Re-attach to a job by its id, from any process."""
-        return Job(self, job_id)
+        return Job(self.redis, job_id, self.settings.result_ttl_s)
 
     def wait(self, jobs: Sequence[Job], timeout: float | None = None, *,
              return_exceptions: bool = False) -> list[Any]:

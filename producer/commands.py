@@ -106,7 +106,7 @@ def _guarded(handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         import redis
 
-        from aimass.producer.errors import AimassError, InvalidJob, JobTimeout
+        from aimass.protocol.errors import AimassError, InvalidJob, JobTimeout
 
         try:
             return handler(args)
@@ -135,7 +135,7 @@ def _fail(exc: Exception, code: int) -> int:
 @contextlib.contextmanager
 def _explained_timeout(client: Any, model: str) -> Iterator[None]:
     """Add to a timeout the likeliest reason: no live worker serves the model."""
-    from aimass.producer.errors import JobTimeout
+    from aimass.protocol.errors import JobTimeout
 
     try:
         yield
@@ -148,7 +148,7 @@ def _explained_timeout(client: Any, model: str) -> Iterator[None]:
 
 def _served_models(redis: Any) -> list[str]:
     """Models named in the live workers' heartbeats."""
-    from aimass.producer.heartbeats import live_heartbeats, served_models
+    from aimass.protocol.heartbeats import live_heartbeats, served_models
 
     return served_models(live_heartbeats(redis))
 
@@ -160,7 +160,7 @@ def _client() -> Any:
 
 
 def _submit_options(args: argparse.Namespace) -> dict[str, Any]:
-    from aimass.producer.contract import Priority
+    from aimass.protocol.contract import Priority
 
     return {"priority": Priority[args.priority], "deadline": args.deadline,
             "job_id": args.job_id}

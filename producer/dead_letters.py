@@ -29,7 +29,7 @@ class DeadLetter:
 
 def dead_letters(client: Any, model: str | None = None) -> list[DeadLetter]:
     """The parked jobs of one model, or of every model, oldest first."""
-    from aimass.producer.keys import DEAD_PREFIX, dead_letter_key
+    from aimass.protocol.keys import DEAD_PREFIX, dead_letter_key
 
     keys = [dead_letter_key(model)] if model else sorted(
         key.decode() if isinstance(key, bytes) else key
@@ -43,7 +43,7 @@ def dead_letters(client: Any, model: str | None = None) -> list[DeadLetter]:
 
 
 def _letter(model: str, raw: bytes) -> DeadLetter:
-    from aimass.producer.messages import InvalidMessage, TaskMessage
+    from aimass.protocol.messages import InvalidMessage, TaskMessage
 
     try:
         message = TaskMessage.decode(raw)
@@ -57,13 +57,13 @@ def _letter(model: str, raw: bytes) -> DeadLetter:
 def retry(client: Any, letters: list[DeadLetter]) -> int:
     """Send parked jobs again, each in one transaction: off the dead-letter list, its
     failure and delivery count forgotten, back on its queue, idle workers woken."""
-    from aimass.producer.keys import (
+    from aimass.protocol.keys import (
         RUNS_HASH,
         dead_letter_key,
         result_key,
         wake_channel,
     )
-    from aimass.producer.messages import message_list
+    from aimass.protocol.messages import message_list
 
     sent = 0
     for letter in letters:
@@ -81,7 +81,7 @@ def retry(client: Any, letters: list[DeadLetter]) -> int:
 
 def purge(client: Any, model: str | None = None) -> int:
     """Drop parked jobs (their stored failures stay until they expire)."""
-    from aimass.producer.keys import dead_letter_key
+    from aimass.protocol.keys import dead_letter_key
 
     models = [model] if model else sorted({letter.model for letter in dead_letters(client)})
     dropped = 0
@@ -115,8 +115,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_dead(args: argparse.Namespace) -> int:
     import redis
 
-    from aimass.producer.connections import connect
-    from aimass.producer.settings import ClientSettings
+    from aimass.protocol.connections import connect
+    from aimass.protocol.settings import ClientSettings
 
     client = connect(ClientSettings.from_env().redis_url)
     try:

@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from aimass.producer.errors import QueueFull
-from aimass.producer.keys import PRIORITY_STEPS, priority_queue_names, submitted_key, wake_channel
 from aimass.producer.submission import Submission
+from aimass.protocol.errors import QueueFull
+from aimass.protocol.keys import PRIORITY_STEPS, priority_queue_names, submitted_key, wake_channel
 
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
 # key per job. ARGV: bound (0: none), record TTL, list count, then per job its record
@@ -113,11 +113,3 @@ class Enqueuer:
     def push_all(self, submissions: Sequence[Submission]) -> None:
         """Enqueue all these jobs, or raise ``QueueFull`` after those that fit."""
         check_all_accepted(self.push(submissions), submissions, self.bound)
-
-
-def queue_depth(client: redis.Redis, model: str) -> int:
-    """Jobs waiting in a model's queue, all priorities (one LLEN pipeline)."""
-    pipe = client.pipeline(transaction=False)
-    for name in priority_queue_names(model):
-        pipe.llen(name)
-    return sum(int(n) for n in pipe.execute())

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from redis import Redis
 
 from aimass.producer.cancellation import cancel
-from aimass.producer.errors import AimassError, JobTimeout
-from aimass.producer.keys import result_key, submitted_key
-from aimass.producer.records import ResultRecord
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
 from aimass.producer.watcher import ResultWatcher
-
-if TYPE_CHECKING:
-    from aimass.producer.client import Client
+from aimass.protocol.errors import AimassError, JobTimeout
+from aimass.protocol.keys import result_key, submitted_key
+from aimass.protocol.records import ResultRecord
 
 
 class Job:
     """A submitted job: its id, its status, and (when done) its result.
 
-    Any process can re-attach to a job with ``client.job(job_id)``.
+    Any process can re-attach to a job with ``client.job(job_id)``. A job holds the
+    client's Redis connection and the lifetime of its results, not the client.
     """
 
-    def __init__(self, client: Client, job_id: str) -> None:
-        self.client = client
+    def __init__(self, redis: Redis, job_id: str, result_ttl_s: int) -> None:
+        self.redis = redis
         self.id = job_id
+        self.result_ttl_s = result_ttl_s
         self._final: ResultRecord | None = None  # the stored record, once final
 
     def __repr__(self) -> str:
@@ -34,7 +35,7 @@ class Job:
     def record(self) -> ResultRecord | None:
         """The record the worker stored (``celery-task-meta-<id>``), if any."""
         if self._final is None:
-            record = ResultRecord.decode(self.client.redis.get(result_key(self.id)), self.id)
+            record = ResultRecord.decode(self.redis.get(result_key(self.id)), self.id)
             if is_final(record):
                 self._final = record
             return record
@@ -46,7 +47,7 @@ class Job:
         record = self.record()
         if record is not None:
             return status_of(record, submitted=True)
-        return status_of(None, submitted=bool(self.client.redis.exists(submitted_key(self.id))))
+        return status_of(None, submitted=bool(self.redis.exists(submitted_key(self.id))))
 
     def done(self) -> bool:
         return is_final(self.record())
@@ -56,7 +57,7 @@ class Job:
         typed error if it failed, ``JobExpired`` if it expired, ``JobTimeout`` if
         ``timeout`` seconds pass first (``None``: wait as long as it takes)."""
         if self._final is None:
-            with ResultWatcher(self.client.redis) as watcher:
+            with ResultWatcher(self.redis) as watcher:
                 watcher.watch([self.id])
                 finished = watcher.next_finished(timeout)
             if finished is None:
@@ -69,14 +70,14 @@ class Job:
         """Cancel the job: a queued job never runs, a job waiting in a worker's batch is
         dropped before the batch starts; its status reads cancelled and ``result()``
         raises ``JobCancelled``. False when it had finished already (nothing changes)."""
-        cancelled = cancel(self.client.redis, self.id, self.client.settings.result_ttl_s)
+        cancelled = cancel(self.redis, self.id, self.result_ttl_s)
         self._final = None
         return cancelled
 
     def forget(self) -> None:
         """Delete the job's stored result and submission record; its id then reads
         unknown, and may be submitted again."""
-        self.client.redis.delete(result_key(self.id), submitted_key(self.id))
+        self.redis.delete(result_key(self.id), submitted_key(self.id))
         self._final = None
 
     def _deliver(self, record: ResultRecord) -> None:
@@ -94,7 +95,7 @@ def as_completed(jobs: Sequence[Job], timeout: float | None = None) -> Iterator[
     for job in jobs:
         by_id.setdefault(job.id, []).append(job)
     deadline = None if timeout is None else time.monotonic() + timeout
-    with ResultWatcher(jobs[0].client.redis) as watcher:
+    with ResultWatcher(jobs[0].redis) as watcher:
         watcher.watch(by_id)
         while watcher.pending:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,6 +1,6 @@
 """Reading what a worker stored: a job's status, its decoded result, its typed error.
 
-Pure functions over the job's ``ResultRecord`` (``aimass.producer.records``); the sync
+Pure functions over the job's ``ResultRecord`` (``aimass.protocol.records``); the sync
 and asyncio clients share them.
 """
 
@@ -10,9 +10,9 @@ import base64
 from enum import StrEnum
 from typing import Any
 
-from aimass.producer.codecs import png_from_base64, tensor_from_bytes
-from aimass.producer.errors import AimassError, JobCancelled, JobExpired, error_from_result
-from aimass.producer.records import ResultRecord, ResultState
+from aimass.protocol.codecs import png_from_base64, tensor_from_bytes
+from aimass.protocol.errors import AimassError, JobCancelled, JobExpired, error_from_result
+from aimass.protocol.records import ResultRecord, ResultState
 
 
 class JobStatus(StrEnum):

@@ -16,19 +16,19 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, cast
 
-from aimass.producer.codecs import ImageLike, encode_inputs
-from aimass.producer.contract import Priority, parse_job, task_name
-from aimass.producer.errors import InvalidJob
-from aimass.producer.keys import queue_name
-from aimass.producer.manifest import ModelKind, is_valid_model_name
-from aimass.producer.messages import (
+from aimass.protocol.codecs import ImageLike, encode_inputs
+from aimass.protocol.contract import Priority, parse_job, task_name
+from aimass.protocol.errors import InvalidJob
+from aimass.protocol.keys import queue_name
+from aimass.protocol.manifest import ModelKind, is_valid_model_name
+from aimass.protocol.messages import (
     CONTENT,
     Serializer,
     TaskMessage,
     message_list,
     priority_step,
 )
-from aimass.producer.tracing import current_traceparent
+from aimass.protocol.tracing import current_traceparent
 
 # A deadline: seconds from now, a duration, or a point in time (naive means local time).
 Deadline = float | timedelta | datetime

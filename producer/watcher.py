@@ -17,10 +17,10 @@ from typing import Any
 
 import redis
 
-from aimass.producer.keys import RESULT_KEY_PREFIX, result_key
-from aimass.producer.pubsub import next_message
-from aimass.producer.records import ResultRecord
 from aimass.producer.results import is_final
+from aimass.protocol.keys import RESULT_KEY_PREFIX, result_key
+from aimass.protocol.pubsub import next_message
+from aimass.protocol.records import ResultRecord
 
 # Seconds without a message after which pending results are read again.
 REFRESH_S = 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,13 @@ import redis
 from aimass.embedded_redis import RedisServer
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import build_repository
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start from no AIMASS_* variable: a developer's own settings would otherwise reach
+    the settings the tests read and, through the launcher, every worker they start."""
+    for name in [name for name in os.environ if name.startswith("AIMASS_")]:
+        del os.environ[name]
 
 
 @pytest.fixture(scope="session")

@@ -15,21 +15,21 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu import Queue
 
-from aimass.producer.connections import celery_url
-from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK
-from aimass.producer.errors import AimassError
-from aimass.producer.keys import (
+from aimass.protocol.connections import celery_url
+from aimass.protocol.contract import CLASSIFY_TASK, GENERATE_TASK
+from aimass.protocol.errors import AimassError
+from aimass.protocol.keys import (
     CELERY_QUEUE,
     DEFAULT_QUEUE,
     PRIORITY_SEPARATOR,
     PRIORITY_STEPS,
     queue_name,
 )
-from aimass.producer.manifest import ModelKind
+from aimass.protocol.manifest import ModelKind
 from aimass.worker.batcher import DeviceLost
 from aimass.worker.devices import plan_for
 from aimass.worker.repository import ModelRepository
-from aimass.worker.runtime import Runtime
+from aimass.worker.served import ServedModels
 from aimass.worker.service import ServiceStep
 from aimass.worker.sessions import DevicePlan
 from aimass.worker.settings import WorkerSettings
@@ -43,7 +43,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     return {
         "broker_url": broker_url,
         "result_backend": broker_url,
-        # A Sentinel set: which of its services is the primary (producer/connections.py).
+        # A Sentinel set: which of its services is the primary (aimass/protocol/connections.py).
         "result_backend_transport_options": dict(sentinel),
         # JSON by default, msgpack accepted; pickle never.
         "task_serializer": "json",
@@ -122,7 +122,7 @@ def _register_tasks(app: Celery) -> None:
     def make(kind: ModelKind, name: str) -> None:
         @app.task(name=name, bind=True, throws=(AimassError,), acks_late=True)
         def run_job(self: Task, **kwargs: Any) -> dict[str, Any]:
-            runtime: Runtime = app.aimass_service.runtime
+            runtime: ServedModels = app.aimass_service.runtime
             try:
                 return runtime.handle(kind, kwargs, arrived=time.monotonic(),
                                       job_id=self.request.id)

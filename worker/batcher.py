@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aimass.producer.errors import AimassError, JobCancelled, ModelError
+from aimass.protocol.errors import AimassError, JobCancelled, ModelError
 from aimass.worker.buckets import bucket_for, gather
 from aimass.worker.sessions import DeviceHealth
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from aimass.producer.keys import CANCEL_CHANNEL
-from aimass.producer.pubsub import next_message
+from aimass.protocol.keys import CANCEL_CHANNEL
+from aimass.protocol.pubsub import next_message
 
 log = logging.getLogger(__name__)
 

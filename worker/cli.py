@@ -182,7 +182,7 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
 
 def _redis(url: str) -> Any:
     """A Redis client that gives up after a few seconds (a health check must answer)."""
-    from aimass.producer.connections import connect
+    from aimass.protocol.connections import connect
 
     return connect(url, socket_timeout=5, socket_connect_timeout=5)
 
@@ -199,7 +199,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _check_endpoint(port: int) -> int:
-    from aimass.worker.health import probe
+    from aimass.worker.endpoints import probe
 
     answer = probe(f"http://127.0.0.1:{port}/readyz")
     if answer is True:
@@ -210,7 +210,7 @@ def _check_endpoint(port: int) -> int:
 
 
 def _check_heartbeats(settings: Any, any_host: bool) -> int:
-    from aimass.producer.heartbeats import live_heartbeats
+    from aimass.protocol.heartbeats import live_heartbeats
 
     try:
         with _redis(settings.redis_url) as client:
@@ -248,8 +248,8 @@ REDIS_MEMORY_WARNING = 0.9
 
 
 def run_workers(args: argparse.Namespace) -> int:
-    from aimass.producer.enqueue import queue_depth
-    from aimass.producer.heartbeats import live_heartbeats, served_models
+    from aimass.protocol.heartbeats import live_heartbeats, served_models
+    from aimass.protocol.queues import queue_depth
     from aimass.worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()

@@ -18,8 +18,8 @@ from typing import Any
 
 import redis
 
-from aimass.producer.contract import CLASSIFY_TASK, GENERATE_TASK
-from aimass.producer.errors import (
+from aimass.protocol.contract import CLASSIFY_TASK, GENERATE_TASK
+from aimass.protocol.errors import (
     AimassError,
     InvalidJob,
     JobCancelled,
@@ -27,14 +27,14 @@ from aimass.producer.errors import (
     PayloadTooLarge,
     WorkerLost,
 )
-from aimass.producer.keys import QUEUE_PREFIX, dead_letter_key
-from aimass.producer.manifest import ModelKind
-from aimass.producer.messages import InvalidMessage
-from aimass.producer.records import ResultRecord
+from aimass.protocol.keys import QUEUE_PREFIX, dead_letter_key
+from aimass.protocol.manifest import ModelKind
+from aimass.protocol.messages import InvalidMessage
+from aimass.protocol.records import ResultRecord
 from aimass.worker.batcher import DeviceLost
 from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
-from aimass.worker.runtime import Runtime, StartedJob
+from aimass.worker.served import ServedModels, StartedJob
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Capacity:
 class BulkConsumer:
     """Consumes the model queues of one worker process."""
 
-    def __init__(self, runtime: Runtime, queues: ModelQueues, capacity: int,
+    def __init__(self, runtime: ServedModels, queues: ModelQueues, capacity: int,
                  revoked: Container[str] = (),
                  on_settled: Callable[[InFlight, ResultRecord | None], None] | None = None,
                  on_load: Callable[[int], None] | None = None,
@@ -138,7 +138,7 @@ class BulkConsumer:
     # -- taking jobs ---------------------------------------------------------------
 
     def health(self, stall_s: float) -> dict[str, bool | str]:
-        """The liveness of the consumer and finisher threads (worker/monitor.py)."""
+        """The liveness of the consumer and finisher threads (worker/gauges.py)."""
         still = time.monotonic() - self.ticked
         consumer: bool | str = True
         if not self._consumer.is_alive():

@@ -1,6 +1,6 @@
 """A delivered message, as the bulk consumer holds it: the bytes taken from the queue
 (kept as they were for kombu's unacknowledged hash), the delivery tag, and the task
-message read from them (``aimass.producer.messages.TaskMessage``, the type the client
+message read from them (``aimass.protocol.messages.TaskMessage``, the type the client
 builds), or only the job id of a message that is refused unread.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from aimass.producer.messages import TaskMessage
+from aimass.protocol.messages import TaskMessage
 
 
 @dataclass(frozen=True)

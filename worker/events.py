@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from aimass.producer.records import ResultRecord, ResultState
+from aimass.protocol.records import ResultRecord, ResultState
 from aimass.worker.consumer import InFlight
 
 log = logging.getLogger(__name__)

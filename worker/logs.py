@@ -11,10 +11,10 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from aimass.producer.tracing import record_span, spans_enabled
+from aimass.protocol.tracing import record_span, spans_enabled
 
 if TYPE_CHECKING:
-    from aimass.producer.records import ResultRecord
+    from aimass.protocol.records import ResultRecord
     from aimass.worker.consumer import InFlight
 
 # Fields a log call may attach (``extra=``) that go into the JSON object as they are.
@@ -89,7 +89,7 @@ def job_fields(flight: InFlight, record: ResultRecord | None) -> dict[str, Any]:
 def report_job(flight: InFlight, record: ResultRecord | None, json_logs: bool) -> None:
     """A line for a settled job with JSON logs (a line per job costs more than a small
     model's inference, and text logs are read by people), and a span where tracing is set
-    up (producer/tracing.py)."""
+    up (aimass/protocol/tracing.py)."""
     spans = spans_enabled()
     if not (json_logs or spans):
         return

@@ -6,7 +6,7 @@ own command line imports the app by name. aimass's CLI builds its app explicitly
 
 from __future__ import annotations
 
-from aimass.producer.settings import SettingsError
+from aimass.protocol.settings import SettingsError
 from aimass.worker.app import create_app
 from aimass.worker.settings import WorkerSettings
 

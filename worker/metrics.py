@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aimass.producer.records import ResultRecord
+from aimass.protocol.records import ResultRecord
 from aimass.worker.gpu import GpuReading
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ MODEL = ["model", "version"]
 
 
 class Metrics:
-    """The worker's metrics, in a registry of their own (served by worker/health.py)."""
+    """The worker's metrics, in a registry of their own (served by worker/endpoints.py)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

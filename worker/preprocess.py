@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from aimass.producer.codecs import decode_image, is_image_shape, tensor_from_bytes
-from aimass.producer.contract import InputItem, TensorPayload
-from aimass.producer.errors import InvalidInput, PayloadTooLarge
-from aimass.producer.manifest import Preprocessing, TensorSpec
+from aimass.protocol.codecs import decode_image, is_image_shape, tensor_from_bytes
+from aimass.protocol.contract import InputItem, TensorPayload
+from aimass.protocol.errors import InvalidInput, PayloadTooLarge
+from aimass.protocol.manifest import Preprocessing, TensorSpec
 
 
 def pixels_to_input(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:

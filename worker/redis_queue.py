@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from aimass.producer.keys import (
+from aimass.protocol.keys import (
     CANCELLED_PREFIX,
     PRIORITY_STEPS,
     RESULT_KEY_PREFIX,
@@ -28,8 +28,8 @@ from aimass.producer.keys import (
     queue_name,
     wake_channel,
 )
-from aimass.producer.pubsub import next_message
-from aimass.producer.records import ResultRecord, ResultState, started_template
+from aimass.protocol.pubsub import next_message
+from aimass.protocol.records import ResultRecord, ResultState, started_template
 
 # Commands that take many keys or fields, called in slices: unpack() has a bound on how
 # many values it passes.

@@ -1,5 +1,5 @@
 """The model repository as a worker reads it (the layout rule is in
-``aimass.producer.manifest``): ``<root>/<name>/<version>/model.onnx`` + ``manifest.json``."""
+``aimass.protocol.manifest``): ``<root>/<name>/<version>/model.onnx`` + ``manifest.json``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from aimass.producer.errors import ModelError, UnknownModel
-from aimass.producer.manifest import (
+from aimass.protocol.errors import ModelError, UnknownModel
+from aimass.protocol.manifest import (
     MODEL_FILE,
     VERSION_FILES,
     Manifest,

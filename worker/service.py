@@ -1,6 +1,6 @@
 """The aimass side of a worker process, run as a Celery bootstep: load and warm the
-models before consuming, run the bulk consumer, publish heartbeats and metrics, and
-pick up newly published versions."""
+models before consuming, run the bulk consumer, answer its probes, publish heartbeats and
+metrics, and pick up newly published versions."""
 
 from __future__ import annotations
 
@@ -20,23 +20,24 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu import Queue
 
-from aimass.producer.connections import connect, refuse_cluster
-from aimass.producer.keys import (
+from aimass.protocol.connections import connect, refuse_cluster
+from aimass.protocol.keys import (
     CELERY_QUEUE,
     WORKER_HEARTBEAT_INTERVAL_S,
     WORKER_HEARTBEAT_TTL_S,
     queue_name,
     worker_key,
 )
-from aimass.producer.records import ResultRecord
+from aimass.protocol.records import ResultRecord
 from aimass.worker.cancels import CancelledJobs
 from aimass.worker.consumer import BulkConsumer, InFlight
+from aimass.worker.endpoints import Checks, Endpoints, passed
 from aimass.worker.events import TaskEvents
+from aimass.worker.gauges import Gauges
 from aimass.worker.logs import report_job
 from aimass.worker.metrics import Metrics
-from aimass.worker.monitor import Monitor
 from aimass.worker.redis_queue import ModelQueues
-from aimass.worker.runtime import Runtime
+from aimass.worker.served import ServedModels
 from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 # or the container's restart policy, starts it again.
 EXIT_DEVICE_LOST = 70
 
+# A consumer loop that has not come round for this long is stuck (its longest wait, for
+# Redis to come back, is 5 s).
+STALL_S = 60.0
+# How long one answer of Redis to a readiness probe is reused.
+REDIS_PROBE_S = 1.0
 
 class WorkerService:
     """Everything aimass runs inside one Celery worker process."""
@@ -65,18 +71,26 @@ class WorkerService:
                                             self.settings.track_started)
         # Runs a worker dies in are counted only where the bulk consumer reads the count.
         counts_runs = self.bulk and self.settings.max_deliveries > 0
-        self.runtime = Runtime(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
+        self.runtime = ServedModels(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
                                idle=self._feeder_idle, cancelled=self.cancelled,
                                mark_runs=self.queues_of_models.mark_runs if counts_runs
                                else None, on_device_lost=self._device_lost)
         self.consumer: BulkConsumer | None = None
         self.device_lost: str | None = None  # why, once the device's context broke
         self.ready = threading.Event()
+        # Set when Celery's worker is ready: the models are warm and jobs are taken.
+        self.consuming = threading.Event()
         self.started_at = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._housekeeping, name="aimass-housekeeping",
                                         daemon=True)
-        self.monitor = Monitor(self)
+        # Short timeouts: a probe must answer within the orchestrator's own timeout.
+        self._probe_redis = connect(self.settings.redis_url, socket_timeout=1,
+                                    socket_connect_timeout=1)
+        self._redis_seen: tuple[float, bool | str] = (0.0, "not asked yet")
+        self.endpoints = Endpoints(self.metrics.registry, self.liveness, self.readiness)
+        self.gauges = Gauges(self.metrics, self._probe_redis, self.queues_of_models,
+                             self.runtime, app.aimass_plan.gpu)
         self.json_logs = self.settings.log_format == "json"
 
     def _device_lost(self, reason: str) -> None:
@@ -108,7 +122,8 @@ class WorkerService:
         with contextlib.suppress(redis.RedisError):  # Redis may be down: it retries later
             refuse_cluster(self._redis)
         # Probes answer while the models load: live, not ready.
-        self.monitor.serve(self.settings.metrics_port)
+        if self.settings.metrics_port:
+            self.endpoints.serve(self.settings.metrics_port)
         self.cancelled.start()
         self.runtime.load()
         self.metrics.set_models([m.describe() for m in self.runtime.models()])
@@ -134,7 +149,8 @@ class WorkerService:
         if self.consumer is not None:
             self.consumer.stop()
         self.runtime.stop()
-        self.monitor.close()
+        self.endpoints.close()
+        self.gauges.close()
         self.cancelled.stop()
         with contextlib.suppress(redis.RedisError):
             self._redis.delete(worker_key(self.hostname))
@@ -150,7 +166,7 @@ class WorkerService:
             "hostname": self.hostname,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "ready": self.ready.is_set(),
+            "ready": self.consuming.is_set(),
             "started_at": self.started_at,
             "updated_at": time.time(),
             "consumer": self.settings.consumer,
@@ -190,12 +206,52 @@ class WorkerService:
             now = time.monotonic()
             if now >= next_beat:
                 self._beat()
-                next_beat = now + (WORKER_HEARTBEAT_INTERVAL_S if self.ready.is_set() else 1.0)
+                next_beat = now + (WORKER_HEARTBEAT_INTERVAL_S if self.consuming.is_set()
+                                   else 1.0)
             if self.settings.reload_interval_s and now >= next_reload:
                 self._reload()
                 next_reload = time.monotonic() + self.settings.reload_interval_s
-            self.monitor.refresh_gauges()
+            if self.gauges.refresh():
+                self.readiness()  # keeps aimass_ready current without a probe asking
             self._stop.wait(1.0)
+
+    def liveness(self) -> Checks:
+        """The process's threads are there and moving (``/livez``). Redis is not asked."""
+        checks: Checks = {"housekeeping": self.housekeeping_alive()
+                          or "the housekeeping thread has died"}
+        if self.consumer is not None:
+            checks.update(self.consumer.health(STALL_S))
+        for model in self.runtime.models():
+            name = f"batcher {model.version.name} v{model.version.version}"
+            checks[name] = model.batcher.alive() or "its thread has died"
+        return checks
+
+    def readiness(self) -> Checks:
+        """Models loaded and warm, Redis answering, running where asked to (``/readyz``,
+        and the ``aimass_ready`` gauge)."""
+        checks: Checks = {
+            "models": self.consuming.is_set() or "loading and warming the models",
+            "redis": self._redis_answers(),
+        }
+        if self.device_lost is not None:
+            checks["device"] = (f"the device's context is broken ({self.device_lost}); "
+                                "the process is exiting to be started afresh")
+        elif self.runtime.cpu_fallback() and not self.settings.allow_cpu_fallback:
+            checks["device"] = (f"asked for GPU {self.app.aimass_plan.gpu}, runs on the "
+                                "CPU (set AIMASS_ALLOW_CPU_FALLBACK=1 to accept)")
+        self.metrics.ready.set(int(passed(checks)))
+        return checks
+
+    def _redis_answers(self) -> bool | str:
+        asked_at, answer = self._redis_seen
+        if time.monotonic() - asked_at < REDIS_PROBE_S:
+            return answer
+        try:
+            answer = bool(self._probe_redis.ping()) or "Redis did not answer PING"
+        except redis.RedisError as exc:
+            answer = f"Redis unreachable ({type(exc).__name__}: {exc})"
+        self._redis_seen = (time.monotonic(), answer)
+        return answer
 
     def _beat(self) -> None:
         try:
@@ -237,7 +293,7 @@ class ServiceStep(bootsteps.StartStopStep):
 
         def on_ready(sender: Any = None, **kwargs: Any) -> None:
             if getattr(sender, "hostname", None) == worker.hostname:
-                service.ready.set()
+                service.consuming.set()
 
         worker_ready.connect(on_ready, weak=False)
 

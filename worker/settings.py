@@ -1,6 +1,6 @@
 """Worker settings: built once at start-up from the environment, overridden by the CLI.
 
-Every value is checked when the settings are made (``aimass.producer.settings`` has the
+Every value is checked when the settings are made (``aimass.protocol.settings`` has the
 rules): a bad one stops the worker with one line naming its variable.
 """
 
@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
-from aimass.producer.keys import DEFAULT_RESULT_TTL_S
-from aimass.producer.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV, is_valid_model_name
-from aimass.producer.settings import (
+from aimass.protocol.keys import DEFAULT_RESULT_TTL_S
+from aimass.protocol.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV, is_valid_model_name
+from aimass.protocol.settings import (
     DEFAULT_REDIS_URL,
     FLAG_WORDS,
     REDIS_URL,

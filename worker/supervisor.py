@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from aimass.worker.health import Checks, Endpoints, probe
+from aimass.worker.endpoints import Checks, Endpoints, probe
 
 log = logging.getLogger(__name__)
 

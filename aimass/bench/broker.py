@@ -108,8 +108,8 @@ def measure_batch(jobs: int = 6000, encoding: str = "uint8", rounds: int = 3,
     from aimass.bench.processes import start_aimass_worker
     from aimass.embedded_redis import RedisServer
     from aimass.producer.client import Client
-    from aimass.producer.codecs import array_to_png
     from aimass.producer.submission import Submission
+    from aimass.protocol.codecs import array_to_png
 
     with tempfile.TemporaryDirectory(prefix="aimass-broker-") as tmp:
         root = Path(tmp)

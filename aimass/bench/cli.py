@@ -121,7 +121,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         print(f"aimass bench: --skip {args.skip!r}: expected raw, naive or aimass",
               file=sys.stderr)
         return 2
-    from aimass.producer.manifest import resolve_repository
+    from aimass.protocol.manifest import resolve_repository
 
     config = BenchConfig(
         models=list(dict.fromkeys(args.model or MODELS)),

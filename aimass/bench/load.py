@@ -31,9 +31,9 @@ import numpy as np
 import redis
 from PIL import Image
 
-from aimass.producer.keys import RESULT_KEY_PREFIX
-from aimass.producer.pubsub import next_message
-from aimass.producer.records import ResultRecord, ResultState
+from aimass.protocol.keys import RESULT_KEY_PREFIX
+from aimass.protocol.pubsub import next_message
+from aimass.protocol.records import ResultRecord, ResultState
 
 POLL_AFTER_S = 1.0  # read a job's result directly when no publication came in this long
 POOL_SIZE = 32  # distinct inputs each producer cycles through

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from aimass.producer.manifest import (
+from aimass.protocol.manifest import (
     MODEL_FILE,
     BatchingSpec,
     Manifest,

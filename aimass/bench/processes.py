@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import bisect
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,29 +20,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
-import redis
 
 from aimass.bench.models import BenchModel
 from aimass.embedded_redis import stop_process
-from aimass.producer.heartbeats import live_heartbeats
-
-
-def aimass_command() -> list[str]:
-    """The installed ``aimass`` console script next to this interpreter."""
-    script = Path(sys.executable).parent / "aimass"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("aimass")
-    return [found] if found else [sys.executable, "-m", "aimass.cli"]
-
-
-def child_env(redis_url: str, **extra: str) -> dict[str, str]:
-    """The user's environment (so AIMASS_* tuning applies), with our Redis."""
-    env = dict(os.environ)
-    env["REDIS_URL"] = redis_url
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+from aimass.launcher import WorkerProcess, child_env
 
 
 @dataclass
@@ -55,6 +34,7 @@ class Service:
     process: subprocess.Popen[bytes]
     log_path: Path
     providers: list[str] = field(default_factory=list)  # its session's, where it says
+    worker: WorkerProcess | None = None  # how ``aimass worker`` was launched
 
     @property
     def pid(self) -> int:
@@ -90,51 +70,25 @@ def start_aimass_worker(redis_url: str, model: BenchModel, provider: str, log_di
     """``aimass worker`` serving one model; returns once every process it started says
     ready, or ``stragglers_s`` after the first did (``serving_heartbeats`` then tells
     how many serve)."""
-    argv = [*aimass_command(), "worker", "--repository", str(model.repository),
-            "--models", model.name, "--devices", "cpu" if provider == "cpu" else "auto"]
+    args = ["--repository", str(model.repository), "--models", model.name,
+            "--devices", "cpu" if provider == "cpu" else "auto"]
     if procs_per_gpu is not None:
-        argv += ["--procs-per-gpu", str(procs_per_gpu)]
-    service = _spawn(f"aimass-worker-{model.name}", argv, child_env(redis_url), log_dir)
-    deadline = time.monotonic() + timeout
-    client = redis.Redis.from_url(redis_url)
+        args += ["--procs-per-gpu", str(procs_per_gpu)]
+    name = f"aimass-worker-{model.name}"
+    worker = WorkerProcess(redis_url, args, log_dir / f"{name}.log").launch()
+    assert worker.process is not None
     try:
-        while time.monotonic() < deadline:
-            service.check()
-            ready = len(_ready_heartbeats(client, service))
-            if ready and ready >= _worker_processes(service):
-                return service
-            if ready:
-                deadline = min(deadline, time.monotonic() + stragglers_s)
-            time.sleep(0.1)
-        if _ready_heartbeats(client, service):
-            return service  # some processes serve; the results record how many
-    finally:
-        client.close()
-    service.stop()
-    raise RuntimeError(f"aimass worker not ready after {timeout} s:\n{service.log_tail()}")
+        # Some processes may serve and others not: the results record how many.
+        worker.wait_ready(timeout, stragglers_s=stragglers_s)
+    except RuntimeError:
+        worker.stop()
+        raise
+    return Service(name, worker.process, worker.log_path, worker=worker)
 
 
 def serving_heartbeats(redis_url: str, service: Service) -> list[dict[str, Any]]:
     """The heartbeats of the service's processes that say ready, by pid."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return sorted(_ready_heartbeats(client, service), key=lambda info: info["pid"])
-    finally:
-        client.close()
-
-
-def _ready_heartbeats(client: redis.Redis, service: Service) -> list[dict[str, Any]]:
-    pids = {service.pid, *(c.pid for c in _children(service.pid))}
-    return [beat for beat in live_heartbeats(client)
-            if beat.get("pid") in pids and beat.get("ready")]
-
-
-def _worker_processes(service: Service) -> int:
-    """The processes that will serve: a supervisor's children, else the process itself."""
-    try:
-        return max(1, len(psutil.Process(service.pid).children()))
-    except psutil.NoSuchProcess:
-        return 1
+    return service.worker.serving() if service.worker is not None else []
 
 
 def _children(pid: int) -> list[psutil.Process]:

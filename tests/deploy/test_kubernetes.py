@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from aimass.cli import build_parser
-from aimass.producer.keys import priority_queue_names
+from aimass.protocol.keys import priority_queue_names
 from tests.deploy.manifests import (
     ALTERNATIVE,
     APPLIED,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aimass.producer.manifest import ModelKind
+from aimass.protocol.manifest import ModelKind
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import build_repository, classifier_model, publish
 

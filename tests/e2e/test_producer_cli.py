@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aimass.producer.codecs import encode_image
 from aimass.producer.images import layout_for
+from aimass.protocol.codecs import encode_image
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
 

@@ -20,7 +20,7 @@ from aimass.export.convert import (
 )
 from aimass.export.errors import ConversionError, ParityError
 from aimass.export.parity import CLASSIFIER_TOLERANCE, check_parity
-from aimass.export.runtime import cpu_session
+from aimass.export.sessions import cpu_session
 
 pytestmark = pytest.mark.export
 

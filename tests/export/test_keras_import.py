@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from aimass.export.runtime import cpu_session
-from aimass.producer.manifest import MODEL_FILE, Manifest, ModelKind
+from aimass.export.sessions import cpu_session
+from aimass.protocol.manifest import MODEL_FILE, Manifest, ModelKind
 from tests.export.conftest import Aimass
 
 pytestmark = pytest.mark.export

@@ -12,7 +12,7 @@ import pytest
 
 from aimass.export.errors import InvalidModelNameError
 from aimass.export.repository import latest, publish_version, sha256_of
-from aimass.producer.manifest import (
+from aimass.protocol.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     Manifest,

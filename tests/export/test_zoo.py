@@ -12,8 +12,8 @@ import pytest
 
 from aimass.export.data import load_digits_split, to_model_input
 from aimass.export.repository import sha256_of
-from aimass.export.runtime import cpu_session
-from aimass.producer.manifest import MODEL_FILE, Manifest, ModelKind, published_versions
+from aimass.export.sessions import cpu_session
+from aimass.protocol.manifest import MODEL_FILE, Manifest, ModelKind, published_versions
 from tests.export.conftest import Aimass
 
 pytestmark = pytest.mark.export

@@ -14,9 +14,9 @@ import pytest
 
 from aimass.embedded_redis import free_port
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.errors import JobCancelled, ModelError
-from aimass.producer.manifest import ModelKind
 from aimass.producer.submission import Submission
+from aimass.protocol.errors import JobCancelled, ModelError
+from aimass.protocol.manifest import ModelKind
 from tests.support.hanging_model import hanging_classifier
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import publish, row_image

@@ -17,9 +17,9 @@ import redis
 
 from aimass.embedded_redis import free_port, stop_process
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.contract import Priority
-from aimass.producer.errors import WorkerLost
-from aimass.producer.keys import RUNS_HASH, dead_letter_key
+from aimass.protocol.contract import Priority
+from aimass.protocol.errors import WorkerLost
+from aimass.protocol.keys import RUNS_HASH, dead_letter_key
 from tests.support.poison import POISON_PIXEL
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from aimass.producer.client import Client
-from aimass.producer.errors import AimassError, JobTimeout
 from aimass.producer.submission import Submission
+from aimass.protocol.errors import AimassError, JobTimeout
 from tests.support.processes import WorkerProcess
 from tests.support.sentinels import SentinelSet
 from tests.support.tiny_models import row_image

@@ -15,10 +15,10 @@ import redis
 
 from aimass.embedded_redis import RedisServer
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.errors import ModelError, UnknownModel
-from aimass.producer.keys import result_key, submitted_key
-from aimass.producer.manifest import ModelKind
 from aimass.producer.submission import Submission
+from aimass.protocol.errors import ModelError, UnknownModel
+from aimass.protocol.keys import result_key, submitted_key
+from aimass.protocol.manifest import ModelKind
 from tests.support.fleet import Fleet, ResultLog
 from tests.support.hanging_model import hanging_classifier
 from tests.support.processes import WorkerProcess

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.codecs import encode_image
-from aimass.producer.contract import ClassifyResult, GenerateResult
-from aimass.producer.errors import InvalidInput, UnknownModel
+from aimass.protocol.codecs import encode_image
+from aimass.protocol.contract import ClassifyResult, GenerateResult
+from aimass.protocol.errors import InvalidInput, UnknownModel
 from tests.support.processes import WorkerProcess, aimass_command, child_env
 from tests.support.tiny_models import row_image
 

@@ -19,10 +19,10 @@ import redis
 
 from aimass.embedded_redis import RedisServer, free_port, stop_process
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.contract import Priority
-from aimass.producer.keys import priority_queue_names
-from aimass.producer.manifest import ModelKind
 from aimass.producer.submission import Submission
+from aimass.protocol.contract import Priority
+from aimass.protocol.keys import priority_queue_names
+from aimass.protocol.manifest import ModelKind
 from tests.support.hanging_model import hanging_classifier
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import publish, row_image

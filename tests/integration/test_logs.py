@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from aimass.producer.client import Client
-from aimass.producer.keys import priority_queue_names
-from aimass.producer.messages import TaskMessage
+from aimass.protocol.keys import priority_queue_names
+from aimass.protocol.messages import TaskMessage
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 
 from aimass.embedded_redis import free_port
 from aimass.producer.client import Client
-from aimass.producer.manifest import ModelKind
+from aimass.protocol.manifest import ModelKind
 from tests.support.processes import child_env
 from tests.support.tiny_models import classifier_model, publish, row_image
 

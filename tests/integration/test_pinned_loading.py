@@ -13,7 +13,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from aimass.producer.client import Client
-from aimass.producer.manifest import ModelKind
+from aimass.protocol.manifest import ModelKind
 from tests.support.tiny_models import OPSET, classifier_model, publish, row_image
 
 pytestmark = pytest.mark.integration

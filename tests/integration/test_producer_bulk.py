@@ -12,8 +12,8 @@ import redis
 
 from aimass.producer.bulk import BulkRun
 from aimass.producer.client import Client
-from aimass.producer.errors import InvalidInput
 from aimass.producer.submission import Submission
+from aimass.protocol.errors import InvalidInput
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration

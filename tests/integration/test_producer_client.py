@@ -16,10 +16,10 @@ from PIL import Image
 
 from aimass.producer.aio import AsyncClient
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.codecs import encode_image, tensor_payload
-from aimass.producer.errors import InvalidInput, InvalidJob, JobTimeout, ModelError, UnknownModel
-from aimass.producer.manifest import ModelKind
 from aimass.producer.submission import Submission
+from aimass.protocol.codecs import encode_image, tensor_payload
+from aimass.protocol.errors import InvalidInput, InvalidJob, JobTimeout, ModelError, UnknownModel
+from aimass.protocol.manifest import ModelKind
 from tests.support.processes import child_env
 from tests.support.tiny_models import row_image
 

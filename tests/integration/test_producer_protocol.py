@@ -22,10 +22,10 @@ import redis
 from celery import Celery
 
 from aimass.producer.client import Client, producer_config
-from aimass.producer.codecs import encode_image
-from aimass.producer.contract import ClassifyJob
-from aimass.producer.messages import TaskMessage
 from aimass.producer.submission import Submission
+from aimass.protocol.codecs import encode_image
+from aimass.protocol.contract import ClassifyJob
+from aimass.protocol.messages import TaskMessage
 from tests.support.processes import child_env
 from tests.support.tiny_models import row_image
 

@@ -12,11 +12,11 @@ import pytest
 
 from aimass.producer.bulk import BulkQueueFull
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.contract import Priority
-from aimass.producer.errors import JobExpired, QueueFull
-from aimass.producer.keys import submitted_key
-from aimass.producer.records import ResultRecord
 from aimass.producer.submission import Submission
+from aimass.protocol.contract import Priority
+from aimass.protocol.errors import JobExpired, QueueFull
+from aimass.protocol.keys import submitted_key
+from aimass.protocol.records import ResultRecord
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from aimass.producer.pubsub import next_message
+from aimass.protocol.pubsub import next_message
 
 pytestmark = pytest.mark.integration
 
@@ -87,8 +87,8 @@ def test_a_take_and_a_settle_of_thousands_of_jobs_record_and_acknowledge_each_on
     """The scripts pass many keys and fields per command, in slices: a take of more jobs
     than a slice holds records every one, with its cancel mark and its run count, and
     their settle stores every result and acknowledges every message."""
-    from aimass.producer.keys import RUNS_HASH, cancelled_key
-    from aimass.producer.records import ResultRecord
+    from aimass.protocol.keys import RUNS_HASH, cancelled_key
+    from aimass.protocol.records import ResultRecord
     from aimass.worker.redis_queue import ModelQueues, Settlement
 
     client = redis.Redis.from_url(redis_url)

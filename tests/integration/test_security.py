@@ -24,10 +24,10 @@ import redis
 
 from aimass.embedded_redis import RedisServer, redis_server_candidates
 from aimass.producer.client import Client, producer_config
-from aimass.producer.codecs import encode_image
-from aimass.producer.errors import ModelError, PayloadTooLarge, UnknownModel
-from aimass.producer.keys import result_key
-from aimass.producer.manifest import is_valid_model_name
+from aimass.protocol.codecs import encode_image
+from aimass.protocol.errors import ModelError, PayloadTooLarge, UnknownModel
+from aimass.protocol.keys import result_key
+from aimass.protocol.manifest import is_valid_model_name
 from aimass.worker.app import create_app
 from aimass.worker.repository import ModelRepository
 from aimass.worker.settings import WorkerSettings

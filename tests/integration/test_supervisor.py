@@ -17,8 +17,8 @@ import redis
 
 from aimass.embedded_redis import free_port, stop_process
 from aimass.producer.client import Client
-from aimass.producer.heartbeats import live_heartbeats
-from aimass.worker.health import probe
+from aimass.protocol.heartbeats import live_heartbeats
+from aimass.worker.endpoints import probe
 from tests.support.processes import aimass_command, child_env
 from tests.support.sticky_cuda import TRIGGER_ENV
 from tests.support.tiny_models import row_image

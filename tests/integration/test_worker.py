@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from aimass.producer.client import Client, JobStatus
-from aimass.producer.errors import InvalidInput, PayloadTooLarge
+from aimass.protocol.errors import InvalidInput, PayloadTooLarge
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import row_image
 

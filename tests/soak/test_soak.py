@@ -27,10 +27,10 @@ import pytest
 import redis
 
 from aimass.producer.client import Client, Job
-from aimass.producer.codecs import encode_image
-from aimass.producer.errors import AimassError, InvalidInput, InvalidJob, JobTimeout, UnknownModel
-from aimass.producer.keys import result_key
 from aimass.producer.submission import Submission
+from aimass.protocol.codecs import encode_image
+from aimass.protocol.errors import AimassError, InvalidInput, InvalidJob, JobTimeout, UnknownModel
+from aimass.protocol.keys import result_key
 from tests.support import raw_messages as raw
 from tests.support.fleet import Fleet, ResultLog
 from tests.support.tiny_models import row_image

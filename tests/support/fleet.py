@@ -4,7 +4,6 @@ and a watcher that records every result the workers publish."""
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -13,9 +12,9 @@ from typing import Any
 
 import redis
 
-from aimass.producer.keys import RESULT_KEY_PREFIX
-from aimass.producer.pubsub import next_message
-from tests.support.processes import WorkerProcess, child_env
+from aimass.protocol.keys import RESULT_KEY_PREFIX
+from aimass.protocol.pubsub import next_message
+from tests.support.processes import WorkerProcess
 
 FINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 
@@ -25,10 +24,7 @@ class LaunchedWorker(WorkerProcess):
 
     def launch(self) -> LaunchedWorker:
         self.launched_at = time.monotonic()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv(), env=child_env(self.redis_url, **self.env), stdout=log,
-                stderr=subprocess.STDOUT)
+        super().launch()
         return self
 
     def ready(self) -> bool:

@@ -19,7 +19,7 @@ import msgpack
 import numpy as np
 from PIL import Image
 
-from aimass.producer.codecs import array_to_npy, encode_image
+from aimass.protocol.codecs import array_to_npy, encode_image
 from tests.support import raw_messages as raw
 from tests.support.tiny_models import row_image
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from aimass.producer.keys import RESULT_KEY_PREFIX
+from aimass.protocol.keys import RESULT_KEY_PREFIX
 
 FINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}

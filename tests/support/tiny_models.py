@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from aimass.producer.manifest import (
+from aimass.protocol.manifest import (
     MODEL_FILE,
     BatchingSpec,
     GeneratorSpec,

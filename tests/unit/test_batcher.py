@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from aimass.producer.errors import ModelError
+from aimass.protocol.errors import ModelError
 from aimass.worker.batcher import (
     STOP,
     Batcher,

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from aimass.producer.manifest import near_best_batch
+from aimass.protocol.manifest import near_best_batch
 from aimass.worker.batcher import Batcher, run_in_chunks
 from aimass.worker.buckets import (
     BucketRunner,
@@ -121,8 +121,8 @@ def test_a_bucketed_batcher_runs_each_size_on_its_own_session_only() -> None:
 def test_which_buckets_a_model_runs(tmp_path, setting: str, gpu: int | None,
                                     manifest_buckets: list[int] | None,
                                     expected: tuple[int, ...]) -> None:
-    from aimass.producer.manifest import BatchingSpec, Manifest
-    from aimass.worker.runtime import Runtime
+    from aimass.protocol.manifest import BatchingSpec, Manifest
+    from aimass.worker.served import ServedModels
     from aimass.worker.sessions import DevicePlan
     from aimass.worker.settings import WorkerSettings
     from tests.support.tiny_models import build_repository
@@ -130,7 +130,7 @@ def test_which_buckets_a_model_runs(tmp_path, setting: str, gpu: int | None,
     folder = build_repository(tmp_path) / "tiny" / "1"
     manifest = Manifest.read(folder).model_copy(update={"batching": BatchingSpec(
         max_batch_size=16, buckets=manifest_buckets)})
-    runtime = Runtime(WorkerSettings(model_repository=tmp_path, batch_buckets=setting),
+    runtime = ServedModels(WorkerSettings(model_repository=tmp_path, batch_buckets=setting),
                       DevicePlan(gpu=gpu, intra_op_threads=1))
     assert runtime.buckets_for(manifest, 16) == expected
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aimass.producer.codecs import decode_image, encode_image, tensor_from_bytes
-from aimass.producer.errors import InvalidInput, PayloadTooLarge
-from aimass.producer.manifest import Preprocessing, TensorSpec
+from aimass.protocol.codecs import decode_image, encode_image, tensor_from_bytes
+from aimass.protocol.errors import InvalidInput, PayloadTooLarge
+from aimass.protocol.manifest import Preprocessing, TensorSpec
 from aimass.worker.preprocess import check_tensor, pixels_to_input
 
 pytestmark = pytest.mark.unit
@@ -75,8 +75,8 @@ def test_preprocessing_resizes_converts_and_scales() -> None:
 
 
 def test_uint8_pixel_tensors_are_preprocessed_like_decoded_images() -> None:
-    from aimass.producer.codecs import tensor_payload
-    from aimass.producer.contract import InputItem
+    from aimass.protocol.codecs import tensor_payload
+    from aimass.protocol.contract import InputItem
     from aimass.worker.preprocess import decode_input
 
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 4, 4, 1])
@@ -91,8 +91,8 @@ def test_uint8_pixel_tensors_are_preprocessed_like_decoded_images() -> None:
 
 
 def test_a_batch_tensor_is_preprocessed_like_its_images_one_by_one() -> None:
-    from aimass.producer.codecs import tensor_payload
-    from aimass.producer.contract import TensorPayload
+    from aimass.protocol.codecs import tensor_payload
+    from aimass.protocol.contract import TensorPayload
     from aimass.worker.preprocess import decode_batch
 
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 3, 4, 4])
@@ -111,8 +111,8 @@ def test_a_batch_tensor_is_preprocessed_like_its_images_one_by_one() -> None:
 
 
 def test_a_batch_tensor_is_checked_whole() -> None:
-    from aimass.producer.codecs import tensor_payload
-    from aimass.producer.contract import TensorPayload
+    from aimass.protocol.codecs import tensor_payload
+    from aimass.protocol.contract import TensorPayload
     from aimass.worker.preprocess import decode_batch
 
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 4, 4, 1])

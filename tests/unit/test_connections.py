@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aimass.producer.connections import (
+from aimass.protocol.connections import (
     SentinelTarget,
     UnsupportedRedis,
     celery_url,

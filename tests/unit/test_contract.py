@@ -8,18 +8,18 @@ import msgpack
 import numpy as np
 import pytest
 
-from aimass.producer.codecs import tensor_payload
-from aimass.producer.contract import ClassifyJob, parse_job, task_name
-from aimass.producer.errors import InvalidJob, error_from_result
-from aimass.producer.keys import (
+from aimass.protocol.codecs import tensor_payload
+from aimass.protocol.contract import ClassifyJob, parse_job, task_name
+from aimass.protocol.errors import InvalidJob, error_from_result
+from aimass.protocol.keys import (
     CELERY_QUEUE,
     DEFAULT_QUEUE,
     priority_queue_name,
     priority_queue_names,
     queue_name,
 )
-from aimass.producer.manifest import ModelKind
-from aimass.producer.schema import schema_documents
+from aimass.protocol.manifest import ModelKind
+from aimass.protocol.schema import schema_documents
 
 pytestmark = pytest.mark.unit
 
@@ -112,8 +112,8 @@ def test_error_names_round_trip() -> None:
 def test_the_error_schema_names_every_typed_error_a_worker_stores() -> None:
     from typing import get_args
 
-    from aimass.producer.contract import ErrorResult
-    from aimass.producer.errors import JOB_ERRORS
+    from aimass.protocol.contract import ErrorResult
+    from aimass.protocol.errors import JOB_ERRORS
 
     assert set(get_args(ErrorResult.model_fields["exc_type"].annotation)) == set(JOB_ERRORS)
 
@@ -124,9 +124,9 @@ def test_committed_json_schemas_are_current() -> None:
     folder = Path(__file__).resolve().parents[2] / "docs" / "schemas"
     for name, text in schema_documents().items():
         path = folder / name
-        assert path.exists(), f"{path} missing: run python -m aimass.producer.schema docs/schemas"
+        assert path.exists(), f"{path} missing: run python -m aimass.protocol.schema docs/schemas"
         assert path.read_text() == text, (
-            f"{path} is stale: run python -m aimass.producer.schema docs/schemas")
+            f"{path} is stale: run python -m aimass.protocol.schema docs/schemas")
 
 
 def test_workers_take_each_field_only_in_its_own_type() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from aimass.producer.heartbeats import live_heartbeats, served_models
-from aimass.producer.keys import WORKER_HEARTBEAT_TTL_S, worker_key
+from aimass.protocol.heartbeats import live_heartbeats, served_models
+from aimass.protocol.keys import WORKER_HEARTBEAT_TTL_S, worker_key
 
 pytestmark = pytest.mark.unit
 

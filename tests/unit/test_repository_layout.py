@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aimass.producer.manifest import (
+from aimass.protocol.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     published_models,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aimass.producer.settings import KNOWN_VARIABLES, ClientSettings, SettingsError, rules
+from aimass.protocol.settings import KNOWN_VARIABLES, ClientSettings, SettingsError, rules
 from aimass.worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.unit
@@ -298,3 +298,56 @@ def test_batch_limits_are_one_for_every_model_or_one_per_model() -> None:
     assert (rest.batch_limit("digits"), rest.batch_limit("alexnet")) == (2, 8)
     assert WorkerSettings().override(max_batch_size="alexnet=4").batch_limit("alexnet") == 4
     assert WorkerSettings.from_env({"AIMASS_BATCH_SWEEP": " ON"}).batch_sweep == "on"
+
+
+def test_client_settings_from_env_say_what_is_wrong() -> None:
+    settings = ClientSettings.from_env({"REDIS_URL": "redis://h:1/2",
+                                        "AIMASS_MAX_QUEUE_DEPTH": "5"})
+    assert (settings.redis_url, settings.max_queue_depth) == ("redis://h:1/2", 5)
+    assert ClientSettings.from_env({}).max_queue_depth == 10_000
+    with pytest.raises(ValueError, match="AIMASS_MAX_QUEUE_DEPTH='lots' is not a whole"):
+        ClientSettings.from_env({"AIMASS_MAX_QUEUE_DEPTH": "lots"})
+    with pytest.raises(ValueError, match=r"max_queue_depth must be 0 .* or positive"):
+        ClientSettings(max_queue_depth=-1)
+
+
+def test_settings_come_from_the_given_environment_only() -> None:
+    settings = WorkerSettings.from_env({
+        "REDIS_URL": "redis://h:1/2", "AIMASS_MODEL_REPOSITORY": "/m",
+        "AIMASS_MAX_BATCH_SIZE": "32", "AIMASS_RESULT_TTL_S": "60", "AIMASS_MODELS": "a,b",
+    })
+    assert settings.redis_url == "redis://h:1/2"
+    assert settings.model_repository == Path("/m")
+    assert settings.max_batch_size == 32 and settings.result_ttl_s == 60
+    assert settings.models == ("a", "b")
+    assert settings.override(max_batch_size=None, concurrency=4).max_batch_size == 32
+
+
+def test_bad_setting_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="AIMASS_CONCURRENCY='many'"):
+        WorkerSettings.from_env({"AIMASS_CONCURRENCY": "many"})
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("AIMASS_BATCH_BUCKETS", "sometimes", "auto, on, off, or sizes like 1,8,32"),
+    ("AIMASS_BATCH_BUCKETS", "4,0", "auto, on, off, or sizes like 1,8,32"),
+    ("AIMASS_PROCS_PER_GPU", "-2", "count"),
+    ("AIMASS_ALLOW_CPU_FALLBACK", "maybe", "boolean"),
+    ("AIMASS_TENSORRT", "True-ish", "boolean"),
+])
+def test_gpu_settings_refuse_bad_values_and_say_what_is_expected(
+        name: str, value: str, expected: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}={value!r} is not a valid .*{expected}"):
+        WorkerSettings.from_env({name: value})
+
+
+def test_gpu_settings_accept_what_people_write() -> None:
+    settings = WorkerSettings.from_env({
+        "AIMASS_BATCH_BUCKETS": "32, 1,8", "AIMASS_PROCS_PER_GPU": "4",
+        "AIMASS_ALLOW_CPU_FALLBACK": "Yes", "AIMASS_TENSORRT": "True"})
+    assert settings.bucket_setting() == (1, 8, 32)
+    assert settings.procs_per_gpu == 4
+    assert settings.allow_cpu_fallback is True and settings.tensorrt is True
+    defaults = WorkerSettings.from_env({})
+    assert defaults.bucket_setting() == "auto" and defaults.procs_per_gpu == 0
+    assert defaults.allow_cpu_fallback is False and defaults.tensorrt is False

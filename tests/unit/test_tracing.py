@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from aimass.producer.messages import TaskMessage
 from aimass.producer.submission import Submission
-from aimass.producer.tracing import (
+from aimass.protocol.messages import TaskMessage
+from aimass.protocol.tracing import (
     current_traceparent,
     is_traceparent,
     new_traceparent,

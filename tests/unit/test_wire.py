@@ -9,9 +9,9 @@ import json
 import msgpack
 import pytest
 
-from aimass.producer.errors import InvalidInput, InvalidJob
-from aimass.producer.messages import InvalidMessage, TaskMessage
-from aimass.producer.records import ResultRecord, ResultState, started_template
+from aimass.protocol.errors import InvalidInput, InvalidJob
+from aimass.protocol.messages import InvalidMessage, TaskMessage
+from aimass.protocol.records import ResultRecord, ResultState, started_template
 from aimass.worker.envelope import Envelope, peek_task_id
 
 pytestmark = pytest.mark.unit

@@ -15,7 +15,7 @@ from typing import Any, cast
 import numpy as np
 from PIL import Image
 
-from aimass.producer.errors import InvalidInput, PayloadTooLarge
+from aimass.protocol.errors import InvalidInput, PayloadTooLarge
 
 NPY_MAGIC = b"\x93NUMPY"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aimass.export.runtime import cpu_session
-from aimass.producer.manifest import NEAR_BEST, near_best_batch
+from aimass.export.sessions import cpu_session
+from aimass.protocol.manifest import NEAR_BEST, near_best_batch
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 

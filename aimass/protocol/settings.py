@@ -1,8 +1,8 @@
 """Settings: built once at start-up from the environment, checked there, passed in.
 
 ``ClientSettings`` is what a producer needs. The worker's settings
-(``aimass.worker.settings``) follow the same rules, kept here because the worker may
-import the producer but not the other way round: each field carries a :class:`Rule` (the
+(``aimass.worker.settings``) follow the same rules, defined here in the contract that
+both import: each field carries a :class:`Rule` (the
 variable that sets it, a pydantic type that reads and checks a value, the words for an
 error), and a bad value raises :class:`SettingsError` with one line that names the
 variable, the value and what is expected. ``aimass`` prints that line and exits 2.
@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
 
-from aimass.producer.connections import sentinel_target
-from aimass.producer.keys import DEFAULT_RESULT_TTL_S
+from aimass.protocol.connections import sentinel_target
+from aimass.protocol.keys import DEFAULT_RESULT_TTL_S
 
 logger = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ import base64
 import numpy as np
 import pytest
 
-from aimass.producer.codecs import encode_image
-from aimass.producer.contract import parse_job
-from aimass.producer.errors import InvalidInput, ModelError
-from aimass.producer.manifest import Manifest, ModelKind
+from aimass.protocol.codecs import encode_image
+from aimass.protocol.contract import parse_job
+from aimass.protocol.errors import InvalidInput, ModelError
+from aimass.protocol.manifest import Manifest, ModelKind
 from aimass.worker.batcher import BatchOutput
-from aimass.worker.models import Classifier, Generator, Limits, logic_for, seed_for
+from aimass.worker.kinds import Classifier, Generator, Limits, logic_for, seed_for
 from tests.support.tiny_models import build_repository, row_image
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,7 @@
 """The result record: what a worker stores for a job, and what every reader reads.
 
 One JSON document per job in Celery's Redis result backend (``celery-task-meta-<id>``,
-``aimass.producer.keys.result_key``), in the exact shape Celery writes, so that any
+``aimass.protocol.keys.result_key``), in the exact shape Celery writes, so that any
 Celery client, or a plain GET and a JSON parser, reads it:
 ``{"status", "result", "traceback", "children", "date_done", "task_id"}``.
 Workers write it (``encode``; the take script writes the ``started`` one from
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from aimass.producer.errors import AimassError
+from aimass.protocol.errors import AimassError
 
 
 class ResultState(StrEnum):

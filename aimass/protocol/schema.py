@@ -1,6 +1,6 @@
 """JSON Schemas of the wire contract, generated from the models into ``docs/schemas``.
 
-Regenerate with ``python -m aimass.producer.schema docs/schemas``; a test fails when the
+Regenerate with ``python -m aimass.protocol.schema docs/schemas``; a test fails when the
 committed files are stale.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from aimass.producer.contract import (
+from aimass.protocol.contract import (
     CONTRACT_VERSION,
     ClassifyJob,
     ClassifyResult,

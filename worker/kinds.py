@@ -10,10 +10,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from aimass.producer.codecs import array_to_png, tensor_payload
-from aimass.producer.contract import ClassifyJob, GenerateJob
-from aimass.producer.errors import InvalidInput, InvalidJob, ModelError, PayloadTooLarge
-from aimass.producer.manifest import Manifest, ModelKind
+from aimass.protocol.codecs import array_to_png, tensor_payload
+from aimass.protocol.contract import ClassifyJob, GenerateJob
+from aimass.protocol.errors import InvalidInput, InvalidJob, ModelError, PayloadTooLarge
+from aimass.protocol.manifest import Manifest, ModelKind
 from aimass.worker.batcher import BatchOutput, Feeds
 from aimass.worker.preprocess import decode_batch, decode_input
 

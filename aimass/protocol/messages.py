@@ -26,9 +26,9 @@ from typing import Any, Literal
 import msgpack
 import orjson
 
-from aimass.producer.errors import InvalidJob
-from aimass.producer.keys import PRIORITY_STEPS, priority_queue_name
-from aimass.producer.tracing import is_traceparent
+from aimass.protocol.errors import InvalidJob
+from aimass.protocol.keys import PRIORITY_STEPS, priority_queue_name
+from aimass.protocol.tracing import is_traceparent
 
 # The protocol-v2 ``embed`` element: this job has no callbacks, chain or chord.
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -112,7 +112,7 @@ class TaskMessage:
         base64 text for JSON, raw for msgpack. ``queue`` is the Celery queue
         (``aimass.<model>``); ``expires`` an aware datetime after which a worker drops
         the job unstarted and stores it as REVOKED; ``traceparent`` the W3C trace
-        context the job belongs to (producer/tracing.py), a header of its own."""
+        context the job belongs to (aimass/protocol/tracing.py), a header of its own."""
         content_type, content_encoding = CONTENT[serializer]
         if serializer == "msgpack":
             body = msgpack.packb([[], kwargs, EMBED], use_bin_type=True)

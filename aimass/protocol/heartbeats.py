@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from aimass.producer.keys import WORKER_HEARTBEAT_TTL_S, WORKER_PREFIX
+from aimass.protocol.keys import WORKER_HEARTBEAT_TTL_S, WORKER_PREFIX
 
 
 def live_heartbeats(client: redis.Redis, now: float | None = None) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ Jobs travel as Celery protocol-v2 messages with keyword arguments only, serializ
 JSON (bytes as base64 strings) or msgpack (bytes raw). Results are stored by the
 Celery Redis result backend under ``celery-task-meta-<id>``. Fields may be added;
 none is renamed without a new contract version. The queue and key names are in
-``aimass.producer.keys``; the model kinds (one task each) in ``aimass.producer.manifest``.
+``aimass.protocol.keys``; the model kinds (one task each) in ``aimass.protocol.manifest``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from aimass.producer.errors import InvalidJob
-from aimass.producer.manifest import ModelKind
+from aimass.protocol.errors import InvalidJob
+from aimass.protocol.manifest import ModelKind
 
 CONTRACT_VERSION = 1
 

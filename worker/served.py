@@ -1,6 +1,6 @@
 """The models one worker process serves: loading, warm-up, and answering jobs.
 
-Transport-agnostic: the Celery tasks are thin adapters over ``Runtime.handle``.
+Transport-agnostic: the Celery tasks are thin adapters over ``ServedModels.handle``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aimass.producer.contract import parse_job, task_name
-from aimass.producer.errors import AimassError, InvalidJob, ModelError, UnknownModel
-from aimass.producer.manifest import Manifest, ModelKind, near_best_batch
+from aimass.protocol.contract import parse_job, task_name
+from aimass.protocol.errors import AimassError, InvalidJob, ModelError, UnknownModel
+from aimass.protocol.manifest import Manifest, ModelKind, near_best_batch
 from aimass.worker.batcher import Batcher, BatchOutput, never_idle
 from aimass.worker.buckets import (
     SWEEP_MAX_BATCH,
@@ -26,7 +26,7 @@ from aimass.worker.buckets import (
     settle,
     sweep,
 )
-from aimass.worker.models import Limits, ModelLogic, logic_for
+from aimass.worker.kinds import Limits, ModelLogic, logic_for
 from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
 from aimass.worker.sessions import (
     CPU,
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class LoadedModel:
+class ServedModel:
     """One model version with its session and its batcher, warmed up and ready."""
 
     version: ModelVersion
@@ -83,7 +83,7 @@ class StartedJob:
     """A job handed to its batcher: ``future`` resolves when its batch has run. A job
     pinned to a version still loading has no ``model`` (nor ``context``) until then."""
 
-    model: LoadedModel | None
+    model: ServedModel | None
     job: Any
     context: Any
     future: Future[BatchOutput]
@@ -101,7 +101,7 @@ class StartedJob:
         return str(self.model.logic.kind) if self.model else "-"
 
 
-class Runtime:
+class ServedModels:
     """Loads every model of the repository (or the chosen ones) and answers jobs."""
 
     def __init__(self, settings: WorkerSettings, plan: DevicePlan,
@@ -120,9 +120,9 @@ class Runtime:
         self.idle = idle
         self.repository = ModelRepository(settings.model_repository)
         self.limits = Limits(settings.max_payload_bytes, settings.max_image_pixels)
-        self._current: dict[str, LoadedModel] = {}
-        self._pinned: dict[tuple[str, int], LoadedModel] = {}
-        self._loading: dict[tuple[str, int], Future[LoadedModel]] = {}  # pinned, loading
+        self._current: dict[str, ServedModel] = {}
+        self._pinned: dict[tuple[str, int], ServedModel] = {}
+        self._loading: dict[tuple[str, int], Future[ServedModel]] = {}  # pinned, loading
         # Versions that failed to load, with the files' stamp and the reason: not tried
         # again (nor logged again) until their files change.
         self._refused: dict[tuple[str, int], tuple[tuple[int, ...], str]] = {}
@@ -139,7 +139,7 @@ class Runtime:
     def model_names(self) -> list[str]:
         return sorted(self._current)
 
-    def models(self) -> list[LoadedModel]:
+    def models(self) -> list[ServedModel]:
         return [self._current[name] for name in self.model_names()]
 
     def handle(self, kind: ModelKind, kwargs: Any, arrived: float,
@@ -162,7 +162,7 @@ class Runtime:
             return started
         return self._submit(model, job, kind, arrived, job_id, alone)
 
-    def _submit(self, model: LoadedModel, job: Any, kind: ModelKind, arrived: float,
+    def _submit(self, model: ServedModel, job: Any, kind: ModelKind, arrived: float,
                 job_id: str | None, alone: bool = False) -> StartedJob:
         if model.logic.kind != kind:
             raise InvalidJob(
@@ -173,7 +173,7 @@ class Runtime:
         future = model.batcher.submit(feeds, size, arrived, job_id, alone)
         return StartedJob(model, job, context, future)
 
-    def _begin_loaded(self, started: StartedJob, loading: Future[LoadedModel],
+    def _begin_loaded(self, started: StartedJob, loading: Future[ServedModel],
                       kind: ModelKind, arrived: float, job_id: str | None,
                       alone: bool) -> None:
         """On the loading thread: hand a job that waited for its version to the version's
@@ -203,7 +203,7 @@ class Runtime:
         return {"model": model.version.name, "version": model.version.version, **fields,
                 "timing": timing}
 
-    def model_for(self, name: str, version: int | None) -> LoadedModel | Future[LoadedModel]:
+    def model_for(self, name: str, version: int | None) -> ServedModel | Future[ServedModel]:
         """The loaded version a job asks for, or the future of its load: a version that
         is not loaded yet loads on a thread of its own, so that the consumer thread goes
         on taking jobs for every other model meanwhile."""
@@ -238,7 +238,7 @@ class Runtime:
         if reason is not None:
             raise ModelError(reason)
 
-    def _load_pinned(self, name: str, version: int, loading: Future[LoadedModel]) -> None:
+    def _load_pinned(self, name: str, version: int, loading: Future[ServedModel]) -> None:
         try:
             loaded = self._load_version(name, version)
         except Exception as exc:
@@ -279,7 +279,7 @@ class Runtime:
             changed.append(name)
         return changed
 
-    def _keep_pinned(self, model: LoadedModel, per_model: int = 2) -> None:
+    def _keep_pinned(self, model: ServedModel, per_model: int = 2) -> None:
         """Keep a few non-current versions warm for jobs that pin them."""
         name = model.version.name
         self._pinned[(name, model.version.version)] = model
@@ -300,7 +300,7 @@ class Runtime:
         """Asked for a GPU, but a model runs on the CPU (the CUDA provider failed)."""
         return self.plan.gpu is not None and any(m.on_cpu for m in self._current.values())
 
-    def _loaded(self) -> list[LoadedModel]:
+    def _loaded(self) -> list[ServedModel]:
         """Every loaded version: the current ones and those kept for pinned jobs."""
         return [*self._current.values(), *self._pinned.values()]
 
@@ -311,7 +311,7 @@ class Runtime:
             return refused[1]
         return None
 
-    def _load_version(self, name: str, version: int) -> LoadedModel:
+    def _load_version(self, name: str, version: int) -> ServedModel:
         """Load one version, or raise why it cannot be (``ModelError``, remembered)."""
         reason = self._refusal(name, version)
         if reason is not None:
@@ -351,7 +351,7 @@ class Runtime:
             return BatchLimit(None, "sweep")
         return BatchLimit(batching.max_batch_size, "manifest")
 
-    def build(self, version: ModelVersion) -> LoadedModel:
+    def build(self, version: ModelVersion) -> ServedModel:
         """Load one version and warm it as this worker serves it (also what
         ``aimass doctor`` inspects)."""
         started = time.monotonic()
@@ -392,7 +392,7 @@ class Runtime:
             interrupt=built.runner.interrupt, buckets=buckets, cancelled=self.cancelled,
             on_start=self.mark_runs, device=self.device, on_device_lost=self.on_device_lost)
         kept = sorted(buckets or {1, max_batch})
-        loaded = LoadedModel(version, logic, built.sessions, batcher,
+        loaded = ServedModel(version, logic, built.sessions, batcher,
                              list(built.sessions[0].get_providers()), built.shared,
                              limit.source, {size: settled[size] for size in kept})
         release_free_memory()  # the parsed model ONNX Runtime has let go of
