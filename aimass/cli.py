@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aimass",
         description="Queue-based inference: TensorFlow models as ONNX, served by Celery "
-                    "workers on Redis.")
+        "workers on Redis.",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

@@ -50,8 +50,9 @@ class Tally:
         return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))] if ordered else 0.0
 
 
-def closed_loop(work: list[Callable[[], Any]], concurrency: int, tally: Tally,
-                timeout: float) -> list[Any]:
+def closed_loop(
+    work: list[Callable[[], Any]], concurrency: int, tally: Tally, timeout: float
+) -> list[Any]:
     """Run ``work`` (each item submits one job and waits for it) with ``concurrency``
     jobs in flight, recording each job's submit-to-result latency."""
     results: list[Any] = [None] * len(work)
@@ -80,8 +81,13 @@ def closed_loop(work: list[Callable[[], Any]], concurrency: int, tally: Tally,
     return results
 
 
-def run_demo(client: Any, grid_path: Path, concurrency: int = 16, out: Any = sys.stdout,
-             timeout: float = 60.0) -> int:
+def run_demo(
+    client: Any,
+    grid_path: Path,
+    concurrency: int = 16,
+    out: Any = sys.stdout,
+    timeout: float = 60.0,
+) -> int:
     """The producer side of the demo; returns the exit code (0: every job answered)."""
     from aimass.export.data import load_digits_split
 
@@ -93,8 +99,11 @@ def run_demo(client: Any, grid_path: Path, concurrency: int = 16, out: Any = sys
         return lambda: client.classify(png, model="digits", top_k=1).result(timeout=timeout)
 
     pngs = [encode_image(image) for image in split.test_images]
-    print(f"Classifying {len(pngs)} held-out digits through the queue "
-          f"({concurrency} in flight)...", file=out, flush=True)
+    print(
+        f"Classifying {len(pngs)} held-out digits through the queue ({concurrency} in flight)...",
+        file=out,
+        flush=True,
+    )
     answers = closed_loop([classify_one(png) for png in pngs], concurrency, tally, timeout)
     predicted = [_top_label(a) for a in answers]
     correct = sum(p == str(label) for p, label in zip(predicted, split.test_labels, strict=True))
@@ -102,16 +111,23 @@ def run_demo(client: Any, grid_path: Path, concurrency: int = 16, out: Any = sys
     print("Generating 10 images of each class and classifying them...", file=out, flush=True)
 
     def generate(label: int) -> Callable[[], Any]:
-        return lambda: client.generate(model="digits-gan", count=GENERATED_PER_CLASS,
-                                       labels=[label] * GENERATED_PER_CLASS,
-                                       seed=label).result(timeout=timeout)
+        return lambda: client.generate(
+            model="digits-gan",
+            count=GENERATED_PER_CLASS,
+            labels=[label] * GENERATED_PER_CLASS,
+            seed=label,
+        ).result(timeout=timeout)
 
-    generated = closed_loop([generate(label) for label in range(10)], concurrency, tally,
-                            timeout)
-    images = [(label, image) for label, result in enumerate(generated) if result
-              for image in result["images"]]
-    checks = closed_loop([classify_one(encode_image(image)) for _, image in images],
-                         concurrency, tally, timeout)
+    generated = closed_loop([generate(label) for label in range(10)], concurrency, tally, timeout)
+    images = [
+        (label, image)
+        for label, result in enumerate(generated)
+        if result
+        for image in result["images"]
+    ]
+    checks = closed_loop(
+        [classify_one(encode_image(image)) for _, image in images], concurrency, tally, timeout
+    )
     agreed = sum(_top_label(c) == str(label) for (label, _), c in zip(images, checks, strict=True))
     elapsed = time.monotonic() - started
 
@@ -122,8 +138,11 @@ def run_demo(client: Any, grid_path: Path, concurrency: int = 16, out: Any = sys
     expected_jobs = len(pngs) + 10 + 10 * GENERATED_PER_CLASS
     ok = not tally.failures and tally.jobs == expected_jobs and len(images) == 100
     if not ok:
-        print(f"FAILED: {len(tally.failures)} of {tally.jobs} jobs failed "
-              f"(expected {expected_jobs} answers): {tally.failures[:3]}", file=out)
+        print(
+            f"FAILED: {len(tally.failures)} of {tally.jobs} jobs failed "
+            f"(expected {expected_jobs} answers): {tally.failures[:3]}",
+            file=out,
+        )
     return 0 if ok else 1
 
 
@@ -140,17 +159,28 @@ def _grid(images: Iterable[Image.Image], columns: int, scale: int = 3) -> Image.
     canvas = np.zeros((rows * (height + 2), columns * (width + 2)), np.uint8)
     for index, tile in enumerate(tiles):
         r, c = divmod(index, columns)
-        canvas[r * (height + 2) + 1:r * (height + 2) + 1 + height,
-               c * (width + 2) + 1:c * (width + 2) + 1 + width] = tile
+        canvas[
+            r * (height + 2) + 1 : r * (height + 2) + 1 + height,
+            c * (width + 2) + 1 : c * (width + 2) + 1 + width,
+        ] = tile
     picture = Image.fromarray(canvas)
     return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
 
 
-def _report(out: Any, tally: Tally, elapsed: float, correct: int, total: int, agreed: int,
-            generated: int, grid_path: Path) -> None:
+def _report(
+    out: Any,
+    tally: Tally,
+    elapsed: float,
+    correct: int,
+    total: int,
+    agreed: int,
+    generated: int,
+    grid_path: Path,
+) -> None:
     sizes = ", ".join(f"{size}: {count}" for size, count in sorted(tally.batch_sizes.items()))
-    mean_batch = (sum(s * c for s, c in tally.batch_sizes.items()) /
-                  max(1, sum(tally.batch_sizes.values())))
+    mean_batch = sum(s * c for s, c in tally.batch_sizes.items()) / max(
+        1, sum(tally.batch_sizes.values())
+    )
     lines = [
         "",
         "aimass demo summary",

@@ -29,24 +29,42 @@ from typing import Any
 
 # Shared libraries worth naming: where CUDA, cuDNN and cuBLAS came from decides whether
 # the CUDA provider works at all (NVIDIA's wheels, or the system's).
-CUDA_LIBRARIES = ("libcuda.so", "libcudart", "libcudnn", "libcublas", "libcublasLt", "libcufft",
-                  "libcurand", "libnvrtc", "libonnxruntime_providers_cuda",
-                  "libonnxruntime_providers_tensorrt", "libnvinfer")
+CUDA_LIBRARIES = (
+    "libcuda.so",
+    "libcudart",
+    "libcudnn",
+    "libcublas",
+    "libcublasLt",
+    "libcufft",
+    "libcurand",
+    "libnvrtc",
+    "libonnxruntime_providers_cuda",
+    "libonnxruntime_providers_tensorrt",
+    "libnvinfer",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     doctor = subparsers.add_parser(
-        "doctor", help="check this machine: providers, CUDA, buckets, shared weights, timings",
+        "doctor",
+        help="check this machine: providers, CUDA, buckets, shared weights, timings",
         description="Load every model of the repository as a worker would, on each device, "
-                    "and report what it got: the execution provider (and why not CUDA), "
-                    "the CUDA libraries loaded, buckets and shared weights, settled run "
-                    "times, the cost of a shape change, padded against exact outputs, and "
-                    "GPU load. Exits 1 when a GPU was asked for and the CUDA provider did "
-                    "not start, or a model could not be loaded.")
-    doctor.add_argument("--repository", type=Path, help="model repository (default: "
-                        "$AIMASS_MODEL_REPOSITORY or ./models)")
-    doctor.add_argument("--devices", default="auto",
-                        help="auto (default: every GPU, else the CPU), cpu, or GPU indices")
+        "and report what it got: the execution provider (and why not CUDA), "
+        "the CUDA libraries loaded, buckets and shared weights, settled run "
+        "times, the cost of a shape change, padded against exact outputs, and "
+        "GPU load. Exits 1 when a GPU was asked for and the CUDA provider did "
+        "not start, or a model could not be loaded.",
+    )
+    doctor.add_argument(
+        "--repository",
+        type=Path,
+        help="model repository (default: $AIMASS_MODEL_REPOSITORY or ./models)",
+    )
+    doctor.add_argument(
+        "--devices",
+        default="auto",
+        help="auto (default: every GPU, else the CPU), cpu, or GPU indices",
+    )
     doctor.add_argument("--models", help="only these models (comma list)")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(handler=run_doctor)
@@ -58,8 +76,10 @@ def run_doctor(args: argparse.Namespace) -> int:
 
     use_pci_bus_order()
     settings = WorkerSettings.from_env().override(
-        model_repository=args.repository, devices=args.devices,
-        models=tuple(m for m in (args.models or "").split(",") if m) or None)
+        model_repository=args.repository,
+        devices=args.devices,
+        models=tuple(m for m in (args.models or "").split(",") if m) or None,
+    )
     devices = resolve_devices(settings.devices)
     with _output_to_stderr():  # what ONNX Runtime and CUDA print is not the report
         report: dict[str, Any] = {"onnxruntime": _onnxruntime(), "devices": []}
@@ -103,8 +123,11 @@ def _onnxruntime() -> dict[str, Any]:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return {"version": ort.__version__, "packages": packages,
-            "available_providers": list(ort.get_available_providers())}
+    return {
+        "version": ort.__version__,
+        "packages": packages,
+        "available_providers": list(ort.get_available_providers()),
+    }
 
 
 def _check_device(settings: Any, device: int | None) -> dict[str, Any]:
@@ -118,11 +141,13 @@ def _check_device(settings: Any, device: int | None) -> dict[str, Any]:
     result: dict[str, Any] = {"device": label, "models": [], "ok": True}
     if device is not None:
         result["cuda_visible_device"] = visible_device(
-            device, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            device, os.environ.get("CUDA_VISIBLE_DEVICES")
+        )
         result["preload"] = _preload()
     # On the CPU, buckets on: the same checks as on a GPU, where they are on by default.
-    buckets = "on" if device is None and settings.batch_buckets == "auto" \
-        else settings.batch_buckets
+    buckets = (
+        "on" if device is None and settings.batch_buckets == "auto" else settings.batch_buckets
+    )
     runtime = ServedModels(replace(settings, batch_buckets=buckets), plan_for(settings, device))
     names = list(settings.models) or runtime.repository.names()
     _prime(runtime, names)
@@ -167,8 +192,11 @@ def _check_model(runtime: Any, name: str) -> dict[str, Any]:
     try:
         described = loaded.describe()
         model: dict[str, Any] = {
-            "name": name, "version": version.version, "kind": described["kind"],
-            "providers": described["providers"], "load_ms": round(load_ms, 1),
+            "name": name,
+            "version": version.version,
+            "kind": described["kind"],
+            "providers": described["providers"],
+            "load_ms": round(load_ms, 1),
             "batch_limit": described["max_batch_size"],
             "batch_limit_source": described["batch_limit_source"],
             "buckets": described["buckets"],
@@ -184,11 +212,11 @@ def _check_model(runtime: Any, name: str) -> dict[str, Any]:
         del loaded
         release_free_memory()
     if model["buckets"]:
-        model["memory_bytes"] = {"shared": shared_bytes,
-                                 "own_copies": _own_copies_bytes(runtime, version,
-                                                                 model["buckets"]),
-                                 "measured": "gpu" if runtime.plan.gpu is not None
-                                 else "process rss"}
+        model["memory_bytes"] = {
+            "shared": shared_bytes,
+            "own_copies": _own_copies_bytes(runtime, version, model["buckets"]),
+            "measured": "gpu" if runtime.plan.gpu is not None else "process rss",
+        }
     return model
 
 
@@ -221,8 +249,10 @@ def _padding_error(runtime: Any, loaded: Any) -> dict[str, Any] | None:
     padded, ran = run_in_chunks(loaded.batcher.runner, [feeds], buckets[-1], buckets)
     plain = create_session(loaded.version.model_file, runtime.plan)
     exact = plain.run(None, feeds)
-    error = max(float(abs(p.astype("float64") - e.astype("float64")).max())
-                for p, e in zip(padded, exact, strict=True))
+    error = max(
+        float(abs(p.astype("float64") - e.astype("float64")).max())
+        for p, e in zip(padded, exact, strict=True)
+    )
     return {"size": size, "bucket": ran, "max_abs_diff": error}
 
 
@@ -233,8 +263,9 @@ def _shape_change_cost(runtime: Any, loaded: Any, rounds: int = 3) -> float:
     from aimass.worker.sessions import create_session
 
     session = create_session(loaded.version.model_file, runtime.plan)
-    small, large = (_sample_feeds(loaded.logic, size)
-                    for size in (1, max(2, loaded.batcher.max_batch_size)))
+    small, large = (
+        _sample_feeds(loaded.logic, size) for size in (1, max(2, loaded.batcher.max_batch_size))
+    )
     settled = settle(lambda: session.run(None, small))
     costs = []
     for _ in range(rounds):
@@ -250,8 +281,7 @@ def _own_copies_bytes(runtime: Any, version: Any, buckets: list[int]) -> int:
     from aimass.worker.sessions import create_bucket_sessions, release_free_memory
 
     before = _memory_in_use(runtime.plan)
-    sessions, _ = create_bucket_sessions(version.model_file, runtime.plan, buckets,
-                                         share=False)
+    sessions, _ = create_bucket_sessions(version.model_file, runtime.plan, buckets, share=False)
     used = _memory_in_use(runtime.plan) - before
     del sessions
     release_free_memory()
@@ -288,14 +318,19 @@ def _why_not_cuda(runtime: Any, name: str) -> str:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return ("this onnxruntime has no CUDA provider: install aimass[gpu] "
-                "(onnxruntime-gpu with NVIDIA's CUDA and cuDNN wheels)")
+        return (
+            "this onnxruntime has no CUDA provider: install aimass[gpu] "
+            "(onnxruntime-gpu with NVIDIA's CUDA and cuDNN wheels)"
+        )
     options = ort.SessionOptions()
     options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     options.log_severity_level = 4
     try:
-        ort.InferenceSession(str(runtime.repository.resolve(name).model_file), options,
-                             providers=[("CUDAExecutionProvider", {"device_id": 0})])
+        ort.InferenceSession(
+            str(runtime.repository.resolve(name).model_file),
+            options,
+            providers=[("CUDAExecutionProvider", {"device_id": 0})],
+        )
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return "unknown: a CUDA-only session started when asked alone"
@@ -322,8 +357,15 @@ def _gpus() -> list[dict[str, Any]]:
 
     nvml = Nvml(cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
     try:
-        return [{"index": r.index, "utilization": r.utilization, "memory_used": r.memory_used,
-                 "memory_total": r.memory_total} for r in nvml.read()]
+        return [
+            {
+                "index": r.index,
+                "utilization": r.utilization,
+                "memory_used": r.memory_used,
+                "memory_total": r.memory_total,
+            }
+            for r in nvml.read()
+        ]
     finally:
         nvml.close()
 
@@ -331,31 +373,43 @@ def _gpus() -> list[dict[str, Any]]:
 def _print_table(report: dict[str, Any]) -> None:
     ort = report["onnxruntime"]
     packages = ", ".join(f"{k} {v}" for k, v in ort["packages"].items())
-    print(f"onnxruntime {ort['version']} ({packages}); providers: "
-          f"{', '.join(ort['available_providers'])}")
+    print(
+        f"onnxruntime {ort['version']} ({packages}); providers: "
+        f"{', '.join(ort['available_providers'])}"
+    )
     for device in report["devices"]:
-        extra = f", CUDA_VISIBLE_DEVICES entry {device['cuda_visible_device']}, preload " \
-            f"{device['preload']}" if "preload" in device else ""
+        extra = (
+            f", CUDA_VISIBLE_DEVICES entry {device['cuda_visible_device']}, preload "
+            f"{device['preload']}"
+            if "preload" in device
+            else ""
+        )
         print(f"\n{device['device']}{extra}: {'OK' if device['ok'] else 'PROBLEM'}")
         for model in device["models"]:
             _print_model(model)
     libraries = report["cuda_libraries"]
     print("\nCUDA libraries loaded: " + (", ".join(libraries.values()) or "none"))
     for gpu in report["gpus"]:
-        print(f"GPU {gpu['index']}: {gpu['utilization']:.0%} busy, "
-              f"{gpu['memory_used'] / 2**30:.1f} of {gpu['memory_total'] / 2**30:.1f} GiB")
+        print(
+            f"GPU {gpu['index']}: {gpu['utilization']:.0%} busy, "
+            f"{gpu['memory_used'] / 2**30:.1f} of {gpu['memory_total'] / 2**30:.1f} GiB"
+        )
 
 
 def _print_model(model: dict[str, Any]) -> None:
     if "error" in model:
         print(f"  {model['name']}: could not load: {model['error']}")
         return
-    print(f"  {model['name']} v{model['version']} ({model['kind']}) on "
-          f"{', '.join(model['providers'])}; loaded in {model['load_ms']:.0f} ms")
+    print(
+        f"  {model['name']} v{model['version']} ({model['kind']}) on "
+        f"{', '.join(model['providers'])}; loaded in {model['load_ms']:.0f} ms"
+    )
     if "cuda_missing" in model:
         print(f"    no CUDA: {model['cuda_missing']}")
-    print(f"    batch limit {model['batch_limit']} ({model['batch_limit_source']}); "
-          f"buckets {model['buckets'] or 'none (exact sizes)'}")
+    print(
+        f"    batch limit {model['batch_limit']} ({model['batch_limit_source']}); "
+        f"buckets {model['buckets'] or 'none (exact sizes)'}"
+    )
     if model["weights_shared"]:
         sharing = f"{model['shared_weight_bytes'] / 2**20:.1f} MiB shared by every bucket"
     elif model["sharing_refused"]:
@@ -364,16 +418,20 @@ def _print_model(model: dict[str, Any]) -> None:
         sharing = "nothing large enough to share"
     memory = model.get("memory_bytes")
     if memory:
-        sharing += (f"; {memory['measured']} +{memory['shared'] / 2**20:.1f} MiB shared, "
-                    f"+{memory['own_copies'] / 2**20:.1f} MiB own copies")
+        sharing += (
+            f"; {memory['measured']} +{memory['shared'] / 2**20:.1f} MiB shared, "
+            f"+{memory['own_copies'] / 2**20:.1f} MiB own copies"
+        )
     print(f"    weights: {sharing}")
     settled = ", ".join(f"{size}: {ms:.2f}" for size, ms in model["settled_ms"].items())
     print(f"    settled run time (ms) by batch size: {settled}")
     print(f"    a shape change on a plain session: +{model['shape_change_ms']:.2f} ms")
     padded = model["padded_vs_exact"]
     if padded:
-        print(f"    {padded['size']} inputs padded to {padded['bucket']}: largest "
-              f"difference from exact {padded['max_abs_diff']:.2e}")
+        print(
+            f"    {padded['size']} inputs padded to {padded['bucket']}: largest "
+            f"difference from exact {padded['max_abs_diff']:.2e}"
+        )
 
 
 if __name__ == "__main__":

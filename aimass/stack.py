@@ -69,8 +69,12 @@ class LocalStack:
             raise
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -97,27 +101,43 @@ class LocalStack:
         missing = [name for name in self.options.zoo if not repository.versions(name)]
         if not missing:
             return
-        self.say(f"Models: {', '.join(missing)} not in {self.options.repository}; "
-                 "training and exporting them (first run only)")
-        args = ["export", "zoo", "--repository", str(self.options.repository),
-                "--only", ",".join(missing)]
+        self.say(
+            f"Models: {', '.join(missing)} not in {self.options.repository}; "
+            "training and exporting them (first run only)"
+        )
+        args = [
+            "export",
+            "zoo",
+            "--repository",
+            str(self.options.repository),
+            "--only",
+            ",".join(missing),
+        ]
         if self.options.quick:
             args.append("--quick")
         done = subprocess.run([*aimass_command(), *args], env=child_env(self.redis_url))
         if done.returncode != 0:
-            raise RuntimeError(f"exporting the zoo failed (exit {done.returncode}); "
-                               f"run `aimass {' '.join(args)}` to see why")
+            raise RuntimeError(
+                f"exporting the zoo failed (exit {done.returncode}); "
+                f"run `aimass {' '.join(args)}` to see why"
+            )
 
     def _start_workers(self) -> None:
         logs = self.folder / "logs"
         logs.mkdir(exist_ok=True)
         for index in range(self.options.workers):
-            args = ["--repository", str(self.options.repository),
-                    "--devices", self.options.devices, *self.options.worker_args]
+            args = [
+                "--repository",
+                str(self.options.repository),
+                "--devices",
+                self.options.devices,
+                *self.options.worker_args,
+            ]
             if self.options.metrics_port:
                 args += ["--metrics-port", str(self.options.metrics_port + index)]
-            worker = WorkerProcess(self.redis_url, args, logs / f"worker-{index}.log",
-                                   own_session=True)
+            worker = WorkerProcess(
+                self.redis_url, args, logs / f"worker-{index}.log", own_session=True
+            )
             self.workers.append(worker.launch())
 
     def _wait_ready(self, timeout: float = 300.0) -> None:
@@ -138,8 +158,9 @@ class LocalStack:
             ports = [self.options.metrics_port + i for i in range(len(self.workers))]
             urls = ", ".join(f"http://127.0.0.1:{port}/metrics" for port in ports)
             lines.append(f"  metrics     {urls}")
-        lines.append(f"  try         REDIS_URL={self.redis_url} aimass classify IMAGE.png "
-                     "--model digits")
+        lines.append(
+            f"  try         REDIS_URL={self.redis_url} aimass classify IMAGE.png --model digits"
+        )
         return "\n".join(lines)
 
     def alive(self) -> bool:

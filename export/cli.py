@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from aimass.export.repository import PublishedModel
 
 
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``export`` (with ``zoo`` and ``keras``) and ``models`` to the ``aimass`` parser."""
     export = subparsers.add_parser(
@@ -385,5 +384,3 @@ def _progress(message: str) -> None:
 def _fail(message: str) -> int:
     print(f"aimass: error: {message}", file=sys.stderr)
     return 1
-
-

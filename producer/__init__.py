@@ -61,18 +61,31 @@ def __getattr__(name: str) -> Any:
 
 # The contract's modules that lived in this package, now in aimass.protocol. (``errors``
 # is a module here still: a stored failure names it.)
-MOVED_TO_PROTOCOL = frozenset({
-    "codecs", "connections", "contract", "heartbeats", "keys", "manifest", "messages",
-    "pubsub", "records", "schema", "settings", "tracing",
-})
+MOVED_TO_PROTOCOL = frozenset(
+    {
+        "codecs",
+        "connections",
+        "contract",
+        "heartbeats",
+        "keys",
+        "manifest",
+        "messages",
+        "pubsub",
+        "records",
+        "schema",
+        "settings",
+        "tracing",
+    }
+)
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports ``aimass.producer.<moved>`` as a copy of ``aimass.protocol.<moved>``, with a
     DeprecationWarning."""
 
-    def find_spec(self, fullname: str, path: Any = None,
-                  target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
         package, _, name = fullname.rpartition(".")
         if package != __name__ or name not in MOVED_TO_PROTOCOL:
             return None
@@ -83,11 +96,13 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         new = "aimass.protocol." + module.__name__.rpartition(".")[2]
-        warnings.warn(f"{module.__name__} is deprecated: import {new}", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{module.__name__} is deprecated: import {new}", DeprecationWarning, stacklevel=2
+        )
         moved = importlib.import_module(new)
-        module.__dict__.update({key: value for key, value in vars(moved).items()
-                                if not key.startswith("__")})
+        module.__dict__.update(
+            {key: value for key, value in vars(moved).items() if not key.startswith("__")}
+        )
 
 
 if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):

@@ -41,9 +41,13 @@ from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL,
 class AsyncClient:
     """Submits jobs and awaits their results without blocking the event loop."""
 
-    def __init__(self, url: str = DEFAULT_REDIS_URL, *,
-                 max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
-                 result_ttl_s: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_REDIS_URL,
+        *,
+        max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
+        result_ttl_s: int | None = None,
+    ) -> None:
         self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s)
         self.redis = connect_async(url)
         self._script = self.redis.register_script(ENQUEUE_SCRIPT)
@@ -52,8 +56,11 @@ class AsyncClient:
     def from_env(cls) -> AsyncClient:
         """A client configured like ``Client.from_env()``."""
         settings = ClientSettings.from_env()
-        return cls(settings.redis_url, max_queue_depth=settings.max_queue_depth,
-                   result_ttl_s=settings.result_ttl_s)
+        return cls(
+            settings.redis_url,
+            max_queue_depth=settings.max_queue_depth,
+            result_ttl_s=settings.result_ttl_s,
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -64,29 +71,63 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def classify(self, inputs: ImageLike | Sequence[ImageLike], *, model: str,
-                       version: int | None = None, top_k: int = 5, job_id: str | None = None,
-                       priority: int = Priority.normal,
-                       deadline: Deadline | None = None) -> AsyncJob:
+    async def classify(
+        self,
+        inputs: ImageLike | Sequence[ImageLike],
+        *,
+        model: str,
+        version: int | None = None,
+        top_k: int = 5,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+    ) -> AsyncJob:
         """Classify images (see ``Client.classify``)."""
-        return await self.submit(Submission.classify(
-            inputs, model=model, version=version, top_k=top_k, job_id=job_id,
-            priority=priority, deadline=deadline))
+        return await self.submit(
+            Submission.classify(
+                inputs,
+                model=model,
+                version=version,
+                top_k=top_k,
+                job_id=job_id,
+                priority=priority,
+                deadline=deadline,
+            )
+        )
 
-    async def generate(self, *, model: str, count: int = 1,
-                       labels: Sequence[int] | None = None, seed: int | None = None,
-                       format: str = "png", version: int | None = None,
-                       job_id: str | None = None, priority: int = Priority.normal,
-                       deadline: Deadline | None = None) -> AsyncJob:
+    async def generate(
+        self,
+        *,
+        model: str,
+        count: int = 1,
+        labels: Sequence[int] | None = None,
+        seed: int | None = None,
+        format: str = "png",
+        version: int | None = None,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+    ) -> AsyncJob:
         """Generate images (see ``Client.generate``)."""
-        return await self.submit(Submission.generate(
-            model=model, count=count, labels=labels, seed=seed, format=format,
-            version=version, job_id=job_id, priority=priority, deadline=deadline))
+        return await self.submit(
+            Submission.generate(
+                model=model,
+                count=count,
+                labels=labels,
+                seed=seed,
+                format=format,
+                version=version,
+                job_id=job_id,
+                priority=priority,
+                deadline=deadline,
+            )
+        )
 
     async def submit(self, submission: Submission) -> AsyncJob:
         """Enqueue one job: idempotent on its id, ``QueueFull`` at the bound."""
-        call = EnqueueCall.of([submission], self.settings.max_queue_depth,
-                              self.settings.result_ttl_s)
+        call = EnqueueCall.of(
+            [submission], self.settings.max_queue_depth, self.settings.result_ttl_s
+        )
         pushed = Pushed.of(await self._script(keys=call.keys, args=call.args))
         check_all_accepted(pushed, [submission], self.settings.max_queue_depth)
         return self.job(submission.job_id)
@@ -95,8 +136,13 @@ class AsyncClient:
         """Re-attach to a job by its id."""
         return AsyncJob(self.redis, job_id, self.settings.result_ttl_s)
 
-    async def wait(self, jobs: Sequence[AsyncJob], timeout: float | None = None, *,
-                   return_exceptions: bool = False) -> list[Any]:
+    async def wait(
+        self,
+        jobs: Sequence[AsyncJob],
+        timeout: float | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         """Results of many jobs in their order (see ``aimass.producer.job.wait``)."""
         async for _ in self.as_completed(jobs, timeout):
             pass
@@ -110,8 +156,9 @@ class AsyncClient:
                 results.append(exc)
         return results
 
-    async def as_completed(self, jobs: Sequence[AsyncJob],
-                           timeout: float | None = None) -> AsyncIterator[AsyncJob]:
+    async def as_completed(
+        self, jobs: Sequence[AsyncJob], timeout: float | None = None
+    ) -> AsyncIterator[AsyncJob]:
         """Jobs as they finish; raises ``JobTimeout`` when ``timeout`` passes first."""
         by_id: dict[str, list[AsyncJob]] = {}
         for job in jobs:
@@ -123,8 +170,9 @@ class AsyncClient:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 finished = await watcher.next_finished(left)
                 if finished is None:
-                    raise JobTimeout(f"{watcher.pending} of {len(by_id)} jobs did not "
-                                     f"finish within {timeout} s")
+                    raise JobTimeout(
+                        f"{watcher.pending} of {len(by_id)} jobs did not finish within {timeout} s"
+                    )
                 for job in by_id[finished[0]]:
                     job._final = finished[1]
                     yield job
@@ -158,16 +206,17 @@ class AsyncJob:
         submitted = bool(await self.redis.exists(submitted_key(self.id)))
         return status_of(None, submitted=submitted)
 
-    async def result(self, timeout: float | None = None, *,
-                     decode: bool = True) -> dict[str, Any]:
+    async def result(self, timeout: float | None = None, *, decode: bool = True) -> dict[str, Any]:
         """Await the result (see ``Job.result``)."""
         if self._final is None:
             async with AsyncResultWatcher(self.redis) as watcher:
                 await watcher.watch([self.id])
                 finished = await watcher.next_finished(timeout)
             if finished is None:
-                raise JobTimeout(f"job {self.id} did not finish within {timeout} s "
-                                 f"(status: {await self.status()})")
+                raise JobTimeout(
+                    f"job {self.id} did not finish within {timeout} s "
+                    f"(status: {await self.status()})"
+                )
             self._final = finished[1]
         return decode_result(self.id, self._final, decode=decode)
 
@@ -215,7 +264,7 @@ class AsyncResultWatcher:
         while waiting:
             chunk = waiting[:CHUNK]
             await self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
-            del waiting[:len(chunk)]
+            del waiting[: len(chunk)]
 
     async def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -39,15 +39,19 @@ class BulkQueueFull(QueueFull):
         self.job_ids = job_ids
 
 
-def chunks(submissions: Iterable[Submission], max_jobs: int = CHUNK_JOBS,
-           max_bytes: int = CHUNK_BYTES) -> Iterator[list[Submission]]:
+def chunks(
+    submissions: Iterable[Submission], max_jobs: int = CHUNK_JOBS, max_bytes: int = CHUNK_BYTES
+) -> Iterator[list[Submission]]:
     """Consecutive runs of jobs bound for the same list, cut at the size limits."""
     chunk: list[Submission] = []
     size = 0
     for submission in submissions:
         message_size = len(submission.message())
-        if chunk and (submission.list_name != chunk[0].list_name or len(chunk) >= max_jobs
-                      or size + message_size > max_bytes):
+        if chunk and (
+            submission.list_name != chunk[0].list_name
+            or len(chunk) >= max_jobs
+            or size + message_size > max_bytes
+        ):
             yield chunk
             chunk, size = [], 0
         chunk.append(submission)
@@ -62,7 +66,7 @@ def submit_in_chunks(enqueuer: Enqueuer, submissions: Iterable[Submission]) -> l
     ids: list[str] = []
     for chunk in chunks(submissions):
         pushed = enqueuer.push(chunk)
-        ids.extend(s.job_id for s in chunk[:pushed.accepted])
+        ids.extend(s.job_id for s in chunk[: pushed.accepted])
         try:
             check_all_accepted(pushed, chunk, enqueuer.bound)
         except QueueFull as exc:
@@ -73,9 +77,17 @@ def submit_in_chunks(enqueuer: Enqueuer, submissions: Iterable[Submission]) -> l
 class BulkRun:
     """Runs many jobs with at most ``max_in_flight`` submitted and unfinished."""
 
-    def __init__(self, redis: Redis, enqueuer: Enqueuer, *, max_in_flight: int = 256,
-                 progress: bool | None = None, timeout: float | None = None,
-                 return_exceptions: bool = False, label: str = "jobs") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        enqueuer: Enqueuer,
+        *,
+        max_in_flight: int = 256,
+        progress: bool | None = None,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+        label: str = "jobs",
+    ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self.redis = redis
@@ -95,8 +107,10 @@ class BulkRun:
         self._results: dict[int, Any] = {}
         self._deadline = None if self.timeout is None else time.monotonic() + self.timeout
         self._backoff = 0.05
-        with ResultWatcher(self.redis) as self._watcher, \
-                Progress(total, label=self.label, enabled=self.progress) as self._bar:
+        with (
+            ResultWatcher(self.redis) as self._watcher,
+            Progress(total, label=self.label, enabled=self.progress) as self._bar,
+        ):
             while True:
                 full = self._submit_more()
                 if not self._watcher.pending and not full:
@@ -170,4 +184,5 @@ class BulkRun:
         if self._deadline is not None and time.monotonic() >= self._deadline:
             raise JobTimeout(
                 f"bulk run did not finish within {self.timeout} s: {len(self._results)} "
-                f"results in, {self._watcher.pending} jobs still in flight")
+                f"results in, {self._watcher.pending} jobs still in flight"
+            )

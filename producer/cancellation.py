@@ -18,9 +18,12 @@ from aimass.protocol.records import ResultRecord, ResultState
 
 # KEYS: result key, cancelled key. ARGV: the cancelled record, ttl, job id.
 # Returns 1 when cancelled, 0 when the job had finished already.
-CANCEL_SCRIPT = """
+CANCEL_SCRIPT = (
+    """
 local current = redis.call('GET', KEYS[1])
-if current and not string.find(string.sub(current, 1, 32), '""" + ResultState.started + """', 1,
+if current and not string.find(string.sub(current, 1, 32), '"""
+    + ResultState.started
+    + """', 1,
                                true) then
   return 0
 end
@@ -28,15 +31,20 @@ local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[2], '1', 'EX', ttl)
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 redis.call('PUBLISH', KEYS[1], ARGV[1])
-redis.call('PUBLISH', '""" + CANCEL_CHANNEL + """', ARGV[3])
+redis.call('PUBLISH', '"""
+    + CANCEL_CHANNEL
+    + """', ARGV[3])
 return 1
 """
+)
 
 
 def cancel_call(job_id: str, ttl_s: int) -> tuple[list[str], list[Any]]:
     """The script's keys and arguments for one job."""
-    return ([result_key(job_id), cancelled_key(job_id)],
-            [ResultRecord.cancelled(job_id).encode(), ttl_s, job_id])
+    return (
+        [result_key(job_id), cancelled_key(job_id)],
+        [ResultRecord.cancelled(job_id).encode(), ttl_s, job_id],
+    )
 
 
 def cancel(client: Any, job_id: str, ttl_s: int) -> bool:

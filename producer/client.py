@@ -35,13 +35,18 @@ class Client:
     Redis: senders that push without checking are not held back.
     """
 
-    def __init__(self, url: str = DEFAULT_REDIS_URL, *,
-                 max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
-                 result_ttl_s: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_REDIS_URL,
+        *,
+        max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
+        result_ttl_s: int | None = None,
+    ) -> None:
         self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s)
         self.redis = connect(url)
-        self._enqueuer = Enqueuer(self.redis, self.settings.max_queue_depth,
-                                  self.settings.result_ttl_s)
+        self._enqueuer = Enqueuer(
+            self.redis, self.settings.max_queue_depth, self.settings.result_ttl_s
+        )
 
     @classmethod
     def from_env(cls) -> Client:
@@ -51,8 +56,11 @@ class Client:
 
     @classmethod
     def from_settings(cls, settings: ClientSettings) -> Client:
-        return cls(settings.redis_url, max_queue_depth=settings.max_queue_depth,
-                   result_ttl_s=settings.result_ttl_s)
+        return cls(
+            settings.redis_url,
+            max_queue_depth=settings.max_queue_depth,
+            result_ttl_s=settings.result_ttl_s,
+        )
 
     @property
     def url(self) -> str:
@@ -69,24 +77,59 @@ class Client:
 
     # Submitting one job.
 
-    def classify(self, inputs: ImageLike | Sequence[ImageLike], *, model: str,
-                 version: int | None = None, top_k: int = 5, job_id: str | None = None,
-                 priority: int = Priority.normal, deadline: Deadline | None = None) -> Job:
+    def classify(
+        self,
+        inputs: ImageLike | Sequence[ImageLike],
+        *,
+        model: str,
+        version: int | None = None,
+        top_k: int = 5,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+    ) -> Job:
         """Classify images: file paths, bytes, PIL images or numpy arrays, one or many
         (one job; its result has one list of predictions per image)."""
-        return self.submit(Submission.classify(
-            inputs, model=model, version=version, top_k=top_k, job_id=job_id,
-            priority=priority, deadline=deadline))
+        return self.submit(
+            Submission.classify(
+                inputs,
+                model=model,
+                version=version,
+                top_k=top_k,
+                job_id=job_id,
+                priority=priority,
+                deadline=deadline,
+            )
+        )
 
-    def generate(self, *, model: str, count: int = 1, labels: Sequence[int] | None = None,
-                 seed: int | None = None, format: str = "png", version: int | None = None,
-                 job_id: str | None = None, priority: int = Priority.normal,
-                 deadline: Deadline | None = None) -> Job:
+    def generate(
+        self,
+        *,
+        model: str,
+        count: int = 1,
+        labels: Sequence[int] | None = None,
+        seed: int | None = None,
+        format: str = "png",
+        version: int | None = None,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+    ) -> Job:
         """Ask a generator for ``count`` images, of the classes in ``labels`` if given.
         The result's ``images`` are PIL images (``png``) or numpy arrays (``tensor``)."""
-        return self.submit(Submission.generate(
-            model=model, count=count, labels=labels, seed=seed, format=format,
-            version=version, job_id=job_id, priority=priority, deadline=deadline))
+        return self.submit(
+            Submission.generate(
+                model=model,
+                count=count,
+                labels=labels,
+                seed=seed,
+                format=format,
+                version=version,
+                job_id=job_id,
+                priority=priority,
+                deadline=deadline,
+            )
+        )
 
     def submit(self, submission: Submission) -> Job:
         """Enqueue one job. A job id submitted twice runs once: the second submit returns
@@ -103,31 +146,67 @@ class Client:
         whose ``job_ids`` are the jobs enqueued before it (a prefix of the input)."""
         return [self.job(job_id) for job_id in submit_in_chunks(self._enqueuer, submissions)]
 
-    def run_many(self, submissions: Iterable[Submission], *, max_in_flight: int = 256,
-                 progress: bool | None = None, timeout: float | None = None,
-                 return_exceptions: bool = False, total: int | None = None) -> list[Any]:
+    def run_many(
+        self,
+        submissions: Iterable[Submission],
+        *,
+        max_in_flight: int = 256,
+        progress: bool | None = None,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+        total: int | None = None,
+    ) -> list[Any]:
         """Submit jobs with at most ``max_in_flight`` unfinished at a time and return
         their results in input order. A full queue makes it wait, not fail. Shows a
         progress bar on stderr (``progress=None``: when stderr is a terminal). Raises
         the first failed job's error unless ``return_exceptions``."""
-        run = BulkRun(self.redis, self._enqueuer, max_in_flight=max_in_flight, progress=progress,
-                      timeout=timeout, return_exceptions=return_exceptions)
+        run = BulkRun(
+            self.redis,
+            self._enqueuer,
+            max_in_flight=max_in_flight,
+            progress=progress,
+            timeout=timeout,
+            return_exceptions=return_exceptions,
+        )
         return run.run(submissions, total)
 
-    def map(self, inputs: Iterable[ImageLike], *, model: str, version: int | None = None,
-            top_k: int = 5, priority: int = Priority.low, deadline: Deadline | None = None,
-            max_in_flight: int = 256, progress: bool | None = None,
-            timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+    def map(
+        self,
+        inputs: Iterable[ImageLike],
+        *,
+        model: str,
+        version: int | None = None,
+        top_k: int = 5,
+        priority: int = Priority.low,
+        deadline: Deadline | None = None,
+        max_in_flight: int = 256,
+        progress: bool | None = None,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         """Classify many images, one job each (the workers batch them), with bounded
         jobs in flight; returns each image's job result in input order (its
         ``predictions[0]`` are that image's top-k). Images are read and encoded only as
         they are submitted, so ``inputs`` may be a long generator."""
-        submissions = (Submission.classify(item, model=model, version=version, top_k=top_k,
-                                           priority=priority, deadline=deadline)
-                       for item in inputs)
-        return self.run_many(submissions, max_in_flight=max_in_flight, progress=progress,
-                             timeout=timeout, return_exceptions=return_exceptions,
-                             total=len(inputs) if isinstance(inputs, Sized) else None)
+        submissions = (
+            Submission.classify(
+                item,
+                model=model,
+                version=version,
+                top_k=top_k,
+                priority=priority,
+                deadline=deadline,
+            )
+            for item in inputs
+        )
+        return self.run_many(
+            submissions,
+            max_in_flight=max_in_flight,
+            progress=progress,
+            timeout=timeout,
+            return_exceptions=return_exceptions,
+            total=len(inputs) if isinstance(inputs, Sized) else None,
+        )
 
     # Reading results.
 
@@ -135,8 +214,9 @@ class Client:
         """Re-attach to a job by its id, from any process."""
         return Job(self.redis, job_id, self.settings.result_ttl_s)
 
-    def wait(self, jobs: Sequence[Job], timeout: float | None = None, *,
-             return_exceptions: bool = False) -> list[Any]:
+    def wait(
+        self, jobs: Sequence[Job], timeout: float | None = None, *, return_exceptions: bool = False
+    ) -> list[Any]:
         """Results of many jobs in their order (see ``aimass.producer.job.wait``)."""
         return wait(jobs, timeout, return_exceptions=return_exceptions)
 

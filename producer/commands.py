@@ -28,16 +28,21 @@ EXIT_NOT_FINISHED = 3
 # Images per classify job when many are given (the contract allows up to 1024).
 IMAGES_PER_JOB = 256
 
-EPILOG = ("exit codes: 0 done, 1 job failed/expired/unknown, 2 usage, "
-          "3 not finished within the wait. Redis: $REDIS_URL.")
+EPILOG = (
+    "exit codes: 0 done, 1 job failed/expired/unknown, 2 usage, "
+    "3 not finished within the wait. Redis: $REDIS_URL."
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     classify = subparsers.add_parser(
-        "classify", help="classify images through the queue", epilog=EPILOG,
-        description="Send images to a classifier and print the top labels of each.")
+        "classify",
+        help="classify images through the queue",
+        epilog=EPILOG,
+        description="Send images to a classifier and print the top labels of each.",
+    )
     classify.add_argument("images", nargs="+", type=Path, help="PNG, JPEG or NPY files")
     classify.add_argument("--model", required=True, help="model name, e.g. digits")
     classify.add_argument("--version", type=int, help="pin a model version (default: newest)")
@@ -46,8 +51,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     classify.set_defaults(handler=_guarded(run_classify))
 
     generate = subparsers.add_parser(
-        "generate", help="generate images and write them as a PNG grid", epilog=EPILOG,
-        description="Ask a generator for images; tile them into one PNG you can look at.")
+        "generate",
+        help="generate images and write them as a PNG grid",
+        epilog=EPILOG,
+        description="Ask a generator for images; tile them into one PNG you can look at.",
+    )
     generate.add_argument("--model", required=True, help="generator name, e.g. digits-gan")
     generate.add_argument("--version", type=int, help="pin a model version (default: newest)")
     generate.add_argument("--label", type=int, help="class of every image (default: random)")
@@ -60,27 +68,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     generate.set_defaults(handler=_guarded(run_generate))
 
     status = subparsers.add_parser(
-        "status", help="print a job's status", epilog=EPILOG,
-        description="queued, started, succeeded, failed, expired or unknown.")
+        "status",
+        help="print a job's status",
+        epilog=EPILOG,
+        description="queued, started, succeeded, failed, expired or unknown.",
+    )
     status.add_argument("job_id")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_guarded(run_status))
 
     result = subparsers.add_parser(
-        "result", help="print a job's result", epilog=EPILOG,
-        description="Print a finished job's result, or its typed error.")
+        "result",
+        help="print a job's result",
+        epilog=EPILOG,
+        description="Print a finished job's result, or its typed error.",
+    )
     result.add_argument("job_id")
-    result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait up to this long for it (default: do not wait)")
-    result.add_argument("-o", "--output", type=Path,
-                        help="for a generate job, write its images as a PNG grid here")
+    result.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for it (default: do not wait)",
+    )
+    result.add_argument(
+        "-o", "--output", type=Path, help="for a generate job, write its images as a PNG grid here"
+    )
     result.add_argument("--json", action="store_true", help="print the stored result JSON")
     result.set_defaults(handler=_guarded(run_result))
 
     cancel = subparsers.add_parser(
-        "cancel", help="cancel jobs that have not run", epilog=EPILOG,
+        "cancel",
+        help="cancel jobs that have not run",
+        epilog=EPILOG,
         description="A queued job never runs; a job waiting in a worker's batch is dropped "
-                    "before the batch starts. Its status reads cancelled.")
+        "before the batch starts. Its status reads cancelled.",
+    )
     cancel.add_argument("job_ids", nargs="+")
     cancel.set_defaults(handler=_guarded(run_cancel))
 
@@ -88,14 +111,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _add_submit_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--priority", choices=["high", "normal", "low"], default="normal",
-                        help="queue priority (normal)")
-    parser.add_argument("--deadline", type=float, metavar="SECONDS",
-                        help="drop the job if no worker starts it within this long")
+    parser.add_argument(
+        "--priority",
+        choices=["high", "normal", "low"],
+        default="normal",
+        help="queue priority (normal)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="drop the job if no worker starts it within this long",
+    )
     parser.add_argument("--job-id", help="choose the job id (a second submit runs nothing)")
     parser.add_argument("--no-wait", action="store_true", help="print the job id and exit")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="how long to wait for the result (60)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the result (60)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -117,8 +153,11 @@ def _guarded(handler: Handler) -> Handler:
         except AimassError as exc:
             return _fail(exc, EXIT_JOB_FAILED)
         except redis.RedisError as exc:
-            print(f"error: Redis at $REDIS_URL failed ({type(exc).__name__}: {exc}); "
-                  "is it running, and is REDIS_URL right?", file=sys.stderr)
+            print(
+                f"error: Redis at $REDIS_URL failed ({type(exc).__name__}: {exc}); "
+                "is it running, and is REDIS_URL right?",
+                file=sys.stderr,
+            )
             return EXIT_JOB_FAILED
         except (OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -142,8 +181,9 @@ def _explained_timeout(client: Any, model: str) -> Iterator[None]:
     except JobTimeout as exc:
         if model in _served_models(client.redis):
             raise
-        raise JobTimeout(f"{exc}; no live worker serves model {model!r} "
-                         "(`aimass workers` lists the live ones)") from None
+        raise JobTimeout(
+            f"{exc}; no live worker serves model {model!r} (`aimass workers` lists the live ones)"
+        ) from None
 
 
 def _served_models(redis: Any) -> list[str]:
@@ -162,21 +202,26 @@ def _client() -> Any:
 def _submit_options(args: argparse.Namespace) -> dict[str, Any]:
     from aimass.protocol.contract import Priority
 
-    return {"priority": Priority[args.priority], "deadline": args.deadline,
-            "job_id": args.job_id}
+    return {"priority": Priority[args.priority], "deadline": args.deadline, "job_id": args.job_id}
 
 
 def run_classify(args: argparse.Namespace) -> int:
     from aimass.producer.submission import Submission
 
-    groups = [args.images[i:i + IMAGES_PER_JOB]
-              for i in range(0, len(args.images), IMAGES_PER_JOB)]
+    groups = [
+        args.images[i : i + IMAGES_PER_JOB] for i in range(0, len(args.images), IMAGES_PER_JOB)
+    ]
     if args.job_id and len(groups) > 1:
-        raise ValueError(f"--job-id names one job, but {len(args.images)} images make "
-                         f"{len(groups)} jobs of up to {IMAGES_PER_JOB}; drop --job-id")
-    submissions = [Submission.classify(group, model=args.model, version=args.version,
-                                       top_k=args.top_k, **_submit_options(args))
-                   for group in groups]
+        raise ValueError(
+            f"--job-id names one job, but {len(args.images)} images make "
+            f"{len(groups)} jobs of up to {IMAGES_PER_JOB}; drop --job-id"
+        )
+    submissions = [
+        Submission.classify(
+            group, model=args.model, version=args.version, top_k=args.top_k, **_submit_options(args)
+        )
+        for group in groups
+    ]
     with _client() as client, _explained_timeout(client, args.model):
         if args.no_wait:
             for job in client.submit_many(submissions):
@@ -205,17 +250,26 @@ def classification_table(names: Sequence[str], predictions: Sequence[Any]) -> st
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip()
-        for row in rows)
+        for row in rows
+    )
 
 
 def run_generate(args: argparse.Namespace) -> int:
     if not (args.output or args.json or args.no_wait):
-        raise ValueError("say where the images go: -o grid.png writes a PNG grid, "
-                         "--json prints them (base64 PNG)")
+        raise ValueError(
+            "say where the images go: -o grid.png writes a PNG grid, "
+            "--json prints them (base64 PNG)"
+        )
     labels = [args.label] * args.count if args.label is not None else None
     with _client() as client, _explained_timeout(client, args.model):
-        job = client.generate(model=args.model, version=args.version, count=args.count,
-                              labels=labels, seed=args.seed, **_submit_options(args))
+        job = client.generate(
+            model=args.model,
+            version=args.version,
+            count=args.count,
+            labels=labels,
+            seed=args.seed,
+            **_submit_options(args),
+        )
         if args.no_wait:
             print(job.id)
             return EXIT_OK
@@ -227,8 +281,13 @@ def run_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_grid(stored: dict[str, Any], output: Path, columns: int | None,
-                scale: int | None, quiet: bool = False) -> None:
+def _write_grid(
+    stored: dict[str, Any],
+    output: Path,
+    columns: int | None,
+    scale: int | None,
+    quiet: bool = False,
+) -> None:
     from aimass.producer.images import tile
     from aimass.producer.results import decode_image
 
@@ -238,9 +297,11 @@ def _write_grid(stored: dict[str, Any], output: Path, columns: int | None,
     if not quiet:
         labels = sorted(set(stored.get("labels", [])))
         shown = ", ".join(str(label) for label in labels[:10])
-        print(f"wrote {output}: {len(images)} images ({grid.size[0]}x{grid.size[1]} px) "
-              f"from {stored['model']} v{stored['version']}, labels {shown}, "
-              f"seed {stored.get('seed')}")
+        print(
+            f"wrote {output}: {len(images)} images ({grid.size[0]}x{grid.size[1]} px) "
+            f"from {stored['model']} v{stored['version']}, labels {shown}, "
+            f"seed {stored.get('seed')}"
+        )
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -259,14 +320,15 @@ def run_cancel(args: argparse.Namespace) -> int:
             job = client.job(job_id)
             status = job.status()
             if status is JobStatus.unknown:
-                print(f"{job_id}: unknown job (never submitted, or its records have "
-                      "expired)", file=sys.stderr)
+                print(
+                    f"{job_id}: unknown job (never submitted, or its records have expired)",
+                    file=sys.stderr,
+                )
                 code = EXIT_JOB_FAILED
             elif job.cancel():
                 print(f"{job_id}: cancelled")
             else:
-                print(f"{job_id}: not cancelled, it had finished ({job.status()})",
-                      file=sys.stderr)
+                print(f"{job_id}: not cancelled, it had finished ({job.status()})", file=sys.stderr)
                 code = EXIT_JOB_FAILED
     return code
 
@@ -277,8 +339,10 @@ def run_result(args: argparse.Namespace) -> int:
     with _client() as client:
         job = client.job(args.job_id)
         if args.wait <= 0 and job.status() is JobStatus.unknown:
-            print(f"unknown job {args.job_id}: never submitted, or its records expired",
-                  file=sys.stderr)
+            print(
+                f"unknown job {args.job_id}: never submitted, or its records expired",
+                file=sys.stderr,
+            )
             return EXIT_JOB_FAILED
         stored = job.result(timeout=args.wait, decode=False)
     if args.output and "images" in stored:
@@ -289,6 +353,8 @@ def run_result(args: argparse.Namespace) -> int:
         names = [f"#{i}" for i in range(len(stored["predictions"]))]
         print(classification_table(names, stored["predictions"]))
     elif not args.output:
-        print(f"{len(stored['images'])} images from {stored['model']} v{stored['version']}, "
-              f"labels {stored['labels']}, seed {stored['seed']}; -o grid.png writes them")
+        print(
+            f"{len(stored['images'])} images from {stored['model']} v{stored['version']}, "
+            f"labels {stored['labels']}, seed {stored['seed']}; -o grid.png writes them"
+        )
     return EXIT_OK

@@ -31,9 +31,14 @@ def dead_letters(client: Any, model: str | None = None) -> list[DeadLetter]:
     """The parked jobs of one model, or of every model, oldest first."""
     from aimass.protocol.keys import DEAD_PREFIX, dead_letter_key
 
-    keys = [dead_letter_key(model)] if model else sorted(
-        key.decode() if isinstance(key, bytes) else key
-        for key in client.scan_iter(match=f"{DEAD_PREFIX}*"))
+    keys = (
+        [dead_letter_key(model)]
+        if model
+        else sorted(
+            key.decode() if isinstance(key, bytes) else key
+            for key in client.scan_iter(match=f"{DEAD_PREFIX}*")
+        )
+    )
     letters = []
     for key in keys:
         name = key.removeprefix(DEAD_PREFIX)
@@ -50,8 +55,9 @@ def _letter(model: str, raw: bytes) -> DeadLetter:
     except InvalidMessage:
         return DeadLetter(model, None, None, 0, raw)
     priority = message.properties.get("priority")
-    return DeadLetter(model, message.task_id, message.task,
-                      priority if isinstance(priority, int) else 0, raw)
+    return DeadLetter(
+        model, message.task_id, message.task, priority if isinstance(priority, int) else 0, raw
+    )
 
 
 def retry(client: Any, letters: list[DeadLetter]) -> int:
@@ -95,14 +101,18 @@ def purge(client: Any, model: str | None = None) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dead = subparsers.add_parser(
-        "dead", help="list, retry or purge jobs parked after their worker died",
+        "dead",
+        help="list, retry or purge jobs parked after their worker died",
         description="Jobs whose worker died each time it ran them (AIMASS_MAX_DELIVERIES "
-                    "times) are parked in their model's dead-letter list. Redis: "
-                    "$REDIS_URL.")
+        "times) are parked in their model's dead-letter list. Redis: "
+        "$REDIS_URL.",
+    )
     action = dead.add_subparsers(dest="dead_command", required=True, metavar="{list,retry,purge}")
-    for name, helptext in (("list", "list parked jobs"),
-                           ("retry", "send parked jobs again"),
-                           ("purge", "drop parked jobs")):
+    for name, helptext in (
+        ("list", "list parked jobs"),
+        ("retry", "send parked jobs again"),
+        ("purge", "drop parked jobs"),
+    ):
         command = action.add_parser(name, help=helptext, description=helptext)
         command.add_argument("--model", help="only this model's (default: every model's)")
         if name != "purge":
@@ -123,8 +133,11 @@ def run_dead(args: argparse.Namespace) -> int:
         if args.dead_command == "purge":
             print(f"dropped {purge(client, args.model)} parked jobs")
             return 0
-        letters = [letter for letter in dead_letters(client, args.model)
-                   if not args.job_ids or letter.job_id in args.job_ids]
+        letters = [
+            letter
+            for letter in dead_letters(client, args.model)
+            if not args.job_ids or letter.job_id in args.job_ids
+        ]
         if args.dead_command == "retry":
             print(f"sent {retry(client, letters)} parked jobs again")
             return 0
@@ -139,8 +152,15 @@ def run_dead(args: argparse.Namespace) -> int:
 
 def _print(letters: list[DeadLetter], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([{"model": d.model, "job_id": d.job_id, "task": d.task,
-                           "priority": d.priority} for d in letters], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"model": d.model, "job_id": d.job_id, "task": d.task, "priority": d.priority}
+                    for d in letters
+                ],
+                indent=2,
+            )
+        )
         return
     if not letters:
         print("no parked jobs")

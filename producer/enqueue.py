@@ -88,7 +88,8 @@ def queue_full(queue: str, depth: int, bound: int) -> QueueFull:
     return QueueFull(
         f"queue {queue} holds {depth} jobs, at its bound of {bound}; retry when the workers "
         "have caught up, or raise the bound (Client(max_queue_depth=...) or "
-        "AIMASS_MAX_QUEUE_DEPTH)")
+        "AIMASS_MAX_QUEUE_DEPTH)"
+    )
 
 
 def check_all_accepted(pushed: Pushed, submissions: Sequence[Submission], bound: int) -> None:

@@ -34,8 +34,10 @@ class GridLayout:
     def origin(self, index: int) -> tuple[int, int]:
         """Top-left pixel of tile ``index`` (row-major)."""
         row, column = divmod(index, self.columns)
-        return (self.padding + column * (self.tile[0] + self.padding),
-                self.padding + row * (self.tile[1] + self.padding))
+        return (
+            self.padding + column * (self.tile[0] + self.padding),
+            self.padding + row * (self.tile[1] + self.padding),
+        )
 
 
 def upscale_factor(width: int, height: int, target: int = TARGET_TILE_PX) -> int:
@@ -43,15 +45,19 @@ def upscale_factor(width: int, height: int, target: int = TARGET_TILE_PX) -> int
     return max(1, target // max(width, height, 1))
 
 
-def layout_for(count: int, image_size: tuple[int, int], columns: int | None = None,
-               scale: int | None = None) -> GridLayout:
+def layout_for(
+    count: int, image_size: tuple[int, int], columns: int | None = None, scale: int | None = None
+) -> GridLayout:
     """A near-square grid (``ceil(sqrt(count))`` columns unless given)."""
     if count < 1:
         raise ValueError("a grid needs at least one image")
     columns = columns or math.ceil(math.sqrt(count))
     factor = scale or upscale_factor(*image_size)
-    return GridLayout(columns=columns, rows=math.ceil(count / columns),
-                      tile=(image_size[0] * factor, image_size[1] * factor))
+    return GridLayout(
+        columns=columns,
+        rows=math.ceil(count / columns),
+        tile=(image_size[0] * factor, image_size[1] * factor),
+    )
 
 
 def as_image(image: Image.Image | np.ndarray) -> Image.Image:
@@ -66,8 +72,9 @@ def as_image(image: Image.Image | np.ndarray) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def tile(images: Sequence[Image.Image | np.ndarray], columns: int | None = None,
-         scale: int | None = None) -> Image.Image:
+def tile(
+    images: Sequence[Image.Image | np.ndarray], columns: int | None = None, scale: int | None = None
+) -> Image.Image:
     """One RGB image with the images in a grid, in order, row by row; images of other
     sizes than the first are resized to it."""
     pictures = [as_image(image) for image in images]

@@ -61,8 +61,9 @@ class Job:
                 watcher.watch([self.id])
                 finished = watcher.next_finished(timeout)
             if finished is None:
-                raise JobTimeout(f"job {self.id} did not finish within {timeout} s "
-                                 f"(status: {self.status()})")
+                raise JobTimeout(
+                    f"job {self.id} did not finish within {timeout} s (status: {self.status()})"
+                )
             self._final = finished[1]
         return decode_result(self.id, self._final, decode=decode)
 
@@ -101,16 +102,18 @@ def as_completed(jobs: Sequence[Job], timeout: float | None = None) -> Iterator[
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             finished = watcher.next_finished(left)
             if finished is None:
-                raise JobTimeout(f"{watcher.pending} of {len(by_id)} jobs did not finish "
-                                 f"within {timeout} s")
+                raise JobTimeout(
+                    f"{watcher.pending} of {len(by_id)} jobs did not finish within {timeout} s"
+                )
             job_id, record = finished
             for job in by_id[job_id]:
                 job._deliver(record)
                 yield job
 
 
-def wait(jobs: Sequence[Job], timeout: float | None = None, *,
-         return_exceptions: bool = False) -> list[Any]:
+def wait(
+    jobs: Sequence[Job], timeout: float | None = None, *, return_exceptions: bool = False
+) -> list[Any]:
     """The results of many jobs, in their order, once all have finished.
 
     Raises the first failed job's typed error (in the jobs' order) unless

@@ -14,8 +14,14 @@ REDRAW_S = 0.1
 class Progress:
     """``done/total [####----] rate ETA``, redrawn in place; silent when disabled."""
 
-    def __init__(self, total: int | None, *, label: str = "jobs", enabled: bool | None = None,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        *,
+        label: str = "jobs",
+        enabled: bool | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.total = total
@@ -57,8 +63,7 @@ class Progress:
         bar = "#" * filled + "-" * (WIDTH - filled)
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         eta_text = f"ETA {eta:.0f}s" if eta != float("inf") else "ETA ?"
-        return (f"{self.done}/{self.total} {self.label} [{bar}]{failed}  "
-                f"{rate:.0f}/s  {eta_text}")
+        return f"{self.done}/{self.total} {self.label} [{bar}]{failed}  {rate:.0f}/s  {eta_text}"
 
     def _draw(self, now: float) -> None:
         self._drawn_done = self.done

@@ -72,8 +72,7 @@ def error_of(job_id: str, record: ResultRecord) -> AimassError:
         return JobExpired(f"job {job_id} was not started before its deadline and was dropped")
     if record.error_type:
         return error_from_result(record.error_type, record.error_message)
-    return error_from_result("ModelError",
-                             f"job {job_id} ended as {record.state} without a result")
+    return error_from_result("ModelError", f"job {job_id} ended as {record.state} without a result")
 
 
 def decode_image(image: Any) -> Any:

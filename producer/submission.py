@@ -49,14 +49,16 @@ def expires_at(deadline: Deadline | None, now: datetime | None = None) -> dateti
         return now + timedelta(seconds=float(deadline))
     raise TypeError(
         f"deadline must be seconds from now, a timedelta or a datetime, "
-        f"got {type(deadline).__name__}")
+        f"got {type(deadline).__name__}"
+    )
 
 
 def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID_LENGTH:
         raise ValueError(
             f"job_id must be a non-empty string of at most {MAX_JOB_ID_LENGTH} characters, "
-            f"got {job_id!r}")
+            f"got {job_id!r}"
+        )
     return job_id
 
 
@@ -82,50 +84,81 @@ class Submission:
             raise ValueError(f"serializer must be 'msgpack' or 'json', got {self.serializer!r}")
 
     @classmethod
-    def classify(cls, inputs: ImageLike | Sequence[ImageLike], *, model: str,
-                 version: int | None = None, top_k: int = 5, job_id: str | None = None,
-                 priority: int = Priority.normal, deadline: Deadline | None = None,
-                 serializer: Serializer = "msgpack") -> Submission:
+    def classify(
+        cls,
+        inputs: ImageLike | Sequence[ImageLike],
+        *,
+        model: str,
+        version: int | None = None,
+        top_k: int = 5,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+        serializer: Serializer = "msgpack",
+    ) -> Submission:
         """A classify job of one or many images: file paths, bytes, PIL images or numpy
         arrays (uint8 pixel arrays go as raw uint8 tensors, several of one shape stacked
         in one ``batch`` tensor; other dtypes as NPY)."""
-        items: list[ImageLike] = (list(inputs) if isinstance(inputs, list | tuple)
-                                  else [cast(ImageLike, inputs)])
-        kwargs = {"model": model, "version": version, "top_k": top_k,
-                  **encode_inputs(items)}
-        return cls.from_kwargs(ModelKind.classify, kwargs, job_id, priority, deadline,
-                               serializer)
+        items: list[ImageLike] = (
+            list(inputs) if isinstance(inputs, list | tuple) else [cast(ImageLike, inputs)]
+        )
+        kwargs = {"model": model, "version": version, "top_k": top_k, **encode_inputs(items)}
+        return cls.from_kwargs(ModelKind.classify, kwargs, job_id, priority, deadline, serializer)
 
     @classmethod
-    def generate(cls, *, model: str, count: int = 1, labels: Sequence[int] | None = None,
-                 seed: int | None = None, format: str = "png", version: int | None = None,
-                 job_id: str | None = None, priority: int = Priority.normal,
-                 deadline: Deadline | None = None,
-                 serializer: Serializer = "msgpack") -> Submission:
+    def generate(
+        cls,
+        *,
+        model: str,
+        count: int = 1,
+        labels: Sequence[int] | None = None,
+        seed: int | None = None,
+        format: str = "png",
+        version: int | None = None,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+        serializer: Serializer = "msgpack",
+    ) -> Submission:
         """A generate job: ``count`` images, of the classes in ``labels`` if given."""
-        kwargs = {"model": model, "version": version, "count": count,
-                  "labels": list(labels) if labels is not None else None,
-                  "seed": seed, "format": format}
-        return cls.from_kwargs(ModelKind.generate, kwargs, job_id, priority, deadline,
-                               serializer)
+        kwargs = {
+            "model": model,
+            "version": version,
+            "count": count,
+            "labels": list(labels) if labels is not None else None,
+            "seed": seed,
+            "format": format,
+        }
+        return cls.from_kwargs(ModelKind.generate, kwargs, job_id, priority, deadline, serializer)
 
     @classmethod
-    def from_kwargs(cls, kind: ModelKind, kwargs: dict[str, Any], job_id: str | None = None,
-                    priority: int = Priority.normal, deadline: Deadline | None = None,
-                    serializer: Serializer = "msgpack") -> Submission:
+    def from_kwargs(
+        cls,
+        kind: ModelKind,
+        kwargs: dict[str, Any],
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+        serializer: Serializer = "msgpack",
+    ) -> Submission:
         """A job from contract kwargs (bytes raw or as base64 text)."""
         job = parse_job(kind, kwargs)  # raises InvalidJob saying what is wrong
         if not is_valid_model_name(job.model):
-            raise InvalidJob(f"{job.model!r} is not a valid model name: expected lowercase "
-                             "letters, digits, '-', '_' or '.', starting with a letter or "
-                             "digit (no workers would ever serve its queue)")
+            raise InvalidJob(
+                f"{job.model!r} is not a valid model name: expected lowercase "
+                "letters, digits, '-', '_' or '.', starting with a letter or "
+                "digit (no workers would ever serve its queue)"
+            )
         # None fields are the defaults: leave them off the wire.
-        return cls(kind=kind, kwargs=job.model_dump(mode="json", exclude_none=True),
-                   job_id=job_id if job_id is not None else str(uuid.uuid4()),
-                   priority=int(priority), expires=expires_at(deadline),
-                   serializer=serializer,
-                   raw_kwargs=(job.model_dump(exclude_none=True) if serializer == "msgpack"
-                               else None))
+        return cls(
+            kind=kind,
+            kwargs=job.model_dump(mode="json", exclude_none=True),
+            job_id=job_id if job_id is not None else str(uuid.uuid4()),
+            priority=int(priority),
+            expires=expires_at(deadline),
+            serializer=serializer,
+            raw_kwargs=(job.model_dump(exclude_none=True) if serializer == "msgpack" else None),
+        )
 
     @property
     def model(self) -> str:
@@ -149,17 +182,26 @@ class Submission:
     def _message(self) -> bytes:
         kwargs = self.kwargs
         if self.serializer == "msgpack":
-            kwargs = self.raw_kwargs or parse_job(self.kind, kwargs).model_dump(
-                exclude_none=True)
+            kwargs = self.raw_kwargs or parse_job(self.kind, kwargs).model_dump(exclude_none=True)
         return TaskMessage.build(
-            task_name(self.kind), self.job_id, kwargs, queue=self.queue,
-            priority=self.priority, expires=self.expires, serializer=self.serializer,
-            traceparent=current_traceparent()).encode()
+            task_name(self.kind),
+            self.job_id,
+            kwargs,
+            queue=self.queue,
+            priority=self.priority,
+            expires=self.expires,
+            serializer=self.serializer,
+            traceparent=current_traceparent(),
+        ).encode()
 
     def record(self) -> str:
         """The submission record stored under ``aimass:job:<id>``."""
-        return json.dumps({
-            "kind": str(self.kind), "model": self.model, "priority": self.priority,
-            "submitted_at": time.time(),
-            "expires": self.expires.isoformat() if self.expires else None,
-        })
+        return json.dumps(
+            {
+                "kind": str(self.kind),
+                "model": self.model,
+                "priority": self.priority,
+                "submitted_at": time.time(),
+                "expires": self.expires.isoformat() if self.expires else None,
+            }
+        )

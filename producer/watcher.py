@@ -103,7 +103,7 @@ def job_id_of(message: dict[str, Any]) -> str:
 
 def in_chunks(items: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(items), CHUNK):
-        yield items[start:start + CHUNK]
+        yield items[start : start + CHUNK]
 
 
 def time_left(deadline: float | None) -> float:
@@ -149,7 +149,7 @@ class ResultWatcher:
         while waiting:
             chunk = waiting[:CHUNK]
             self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
-            del waiting[:len(chunk)]
+            del waiting[: len(chunk)]
 
     def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
         """The id and stored record of the next job to finish; ``None`` when ``timeout``

@@ -51,8 +51,9 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_worker(redis_server: RedisServer, model_repository: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def shared_worker(
+    redis_server: RedisServer, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     """One worker serving the tiny models on database 0, shared by tests that only
     submit jobs and read results."""
     log = tmp_path_factory.mktemp("logs") / "shared-worker.log"
@@ -71,8 +72,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers of a test's own (stopped at the end of the test)."""
     started: list[WorkerProcess] = []
 
-    def start(redis_url: str, repository: Path, *args: str, ready_timeout: float = 60.0,
-              **env: str) -> WorkerProcess:
+    def start(
+        redis_url: str, repository: Path, *args: str, ready_timeout: float = 60.0, **env: str
+    ) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
         worker = WorkerProcess(redis_url, repository, log, list(args), env)
         started.append(worker)

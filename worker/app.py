@@ -124,8 +124,9 @@ def _register_tasks(app: Celery) -> None:
         def run_job(self: Task, **kwargs: Any) -> dict[str, Any]:
             runtime: ServedModels = app.aimass_service.runtime
             try:
-                return runtime.handle(kind, kwargs, arrived=time.monotonic(),
-                                      job_id=self.request.id)
+                return runtime.handle(
+                    kind, kwargs, arrived=time.monotonic(), job_id=self.request.id
+                )
             except DeviceLost:  # not the job's fault: back to the queue for another worker
                 raise Reject("the worker's device is broken", requeue=True) from None
 

@@ -134,8 +134,8 @@ class Inbox:
             self._need = inputs
             try:
                 self._cond.wait_for(
-                    lambda: self._poked or self._inputs >= inputs or self._stops > 0,
-                    timeout)
+                    lambda: self._poked or self._inputs >= inputs or self._stops > 0, timeout
+                )
             finally:
                 self._need = 0
                 self._poked = False
@@ -209,15 +209,22 @@ class Batcher:
     broken, no batch runs any more and every job gets ``DeviceLost``.
     """
 
-    def __init__(self, name: str, runner: Runner, max_batch_size: int, max_delay_ms: float,
-                 on_batch: Callable[[int, int, float], None] | None = None,
-                 idle: Callable[[], bool] = never_idle,
-                 time_limit_s: float = 0.0,
-                 interrupt: Callable[[threading.Thread], None] | None = None,
-                 buckets: Sequence[int] = (), cancelled: Container[str] = (),
-                 on_start: Callable[[list[str]], None] | None = None,
-                 device: DeviceHealth | None = None,
-                 on_device_lost: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        runner: Runner,
+        max_batch_size: int,
+        max_delay_ms: float,
+        on_batch: Callable[[int, int, float], None] | None = None,
+        idle: Callable[[], bool] = never_idle,
+        time_limit_s: float = 0.0,
+        interrupt: Callable[[threading.Thread], None] | None = None,
+        buckets: Sequence[int] = (),
+        cancelled: Container[str] = (),
+        on_start: Callable[[list[str]], None] | None = None,
+        device: DeviceHealth | None = None,
+        on_device_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.name = name
         self.runner = runner
         self.max_batch_size = max_batch_size
@@ -238,22 +245,34 @@ class Batcher:
         self._closed = threading.Event()
         self._thread = self._start_thread()
         if time_limit_s > 0:
-            threading.Thread(target=self._watch, name=f"batcher-{name}-watchdog",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._watch, name=f"batcher-{name}-watchdog", daemon=True
+            ).start()
 
     def _start_thread(self) -> threading.Thread:
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.name}", daemon=True)
         self._thread.start()
         return self._thread
 
-    def submit(self, feeds: Feeds, size: int, arrived: float, job_id: str | None = None,
-               alone: bool = False) -> Future[BatchOutput]:
+    def submit(
+        self,
+        feeds: Feeds,
+        size: int,
+        arrived: float,
+        job_id: str | None = None,
+        alone: bool = False,
+    ) -> Future[BatchOutput]:
         """Queue one job's inputs; the future resolves when its batch has run."""
         if self._stopped:
             raise ModelError(f"model {self.name!r} was unloaded; send the job again")
-        job = Pending(feeds=feeds, size=size, arrived=arrived, enqueued=time.monotonic(),
-                      job_id=job_id, alone=alone)
+        job = Pending(
+            feeds=feeds,
+            size=size,
+            arrived=arrived,
+            enqueued=time.monotonic(),
+            job_id=job_id,
+            alone=alone,
+        )
         self._jobs.put(job)
         return job.future
 
@@ -276,8 +295,10 @@ class Batcher:
         me = threading.current_thread()
         # An abandoned thread ends when (if ever) its stuck run returns.
         while me is self._thread and (
-                batch := collect_batch(self._jobs, self.max_batch_size, self.max_delay_s,
-                                       idle=self.idle)):
+            batch := collect_batch(
+                self._jobs, self.max_batch_size, self.max_delay_s, idle=self.idle
+            )
+        ):
             self._run(batch)
 
     def _run(self, batch: list[Pending]) -> None:
@@ -292,13 +313,19 @@ class Batcher:
         started = time.monotonic()
         running = self._running = _Running(batch, started, threading.current_thread())
         try:
-            outputs, run_size = run_in_chunks(self.runner, [job.feeds for job in batch],
-                                              self.max_batch_size, self.buckets)
+            outputs, run_size = run_in_chunks(
+                self.runner, [job.feeds for job in batch], self.max_batch_size, self.buckets
+            )
         except Exception as exc:
             if self.device is not None and self.device.failed(exc):
-                log.critical("a batch of %d jobs on %s broke the device (%s: %s): its jobs "
-                             "are left to run again elsewhere", len(batch), self.name,
-                             type(exc).__name__, exc)
+                log.critical(
+                    "a batch of %d jobs on %s broke the device (%s: %s): its jobs "
+                    "are left to run again elsewhere",
+                    len(batch),
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
                 self._device_lost(batch, str(self.device.broken))
             elif not running.timed_out:  # else its jobs have failed already
                 self._fail(batch, exc)
@@ -307,9 +334,13 @@ class Batcher:
             if self._running is running:
                 self._running = None
         if running.timed_out:
-            log.warning("a batch of %d jobs on %s returned after %.1f s, past its time limit; "
-                        "its jobs had failed already", len(batch), self.name,
-                        time.monotonic() - started)
+            log.warning(
+                "a batch of %d jobs on %s returned after %.1f s, past its time limit; "
+                "its jobs had failed already",
+                len(batch),
+                self.name,
+                time.monotonic() - started,
+            )
             return
         if self.device is not None:
             self.device.succeeded()
@@ -319,15 +350,18 @@ class Batcher:
             self.on_batch(size, run_size, inference_ms)
         offset = 0
         for job in batch:
-            part = [out[offset:offset + job.size] for out in outputs]
+            part = [out[offset : offset + job.size] for out in outputs]
             offset += job.size
-            _resolve(job.future, BatchOutput(
-                outputs=part,
-                queue_ms=(started - job.arrived) * 1000.0,
-                inference_ms=inference_ms,
-                batch_size=size,
-                run_size=run_size,
-            ))
+            _resolve(
+                job.future,
+                BatchOutput(
+                    outputs=part,
+                    queue_ms=(started - job.arrived) * 1000.0,
+                    inference_ms=inference_ms,
+                    batch_size=size,
+                    run_size=run_size,
+                ),
+            )
 
     def _starting(self, batch: list[Pending]) -> None:
         """Tell ``on_start`` of the batch before it runs: should the process die in the
@@ -354,9 +388,14 @@ class Batcher:
         return kept
 
     def _fail(self, batch: list[Pending], exc: Exception) -> None:
-        error = exc if isinstance(exc, AimassError) else ModelError(
-            f"model {self.name!r} failed on a batch of {len(batch)} jobs: "
-            f"{type(exc).__name__}: {exc}")
+        error = (
+            exc
+            if isinstance(exc, AimassError)
+            else ModelError(
+                f"model {self.name!r} failed on a batch of {len(batch)} jobs: "
+                f"{type(exc).__name__}: {exc}"
+            )
+        )
         log.error("batch of %d jobs failed on %s: %s", len(batch), self.name, exc)
         for job in batch:
             _resolve(job.future, error=error)
@@ -386,9 +425,14 @@ class Batcher:
         running.timed_out = True
         error = ModelError(
             f"model {self.name!r} timed out after {self.time_limit_s:g} s on a batch of "
-            f"{len(running.batch)} jobs (the worker's AIMASS_JOB_TIME_LIMIT_S)")
-        log.error("batch of %d jobs on %s timed out after %g s; interrupting its run",
-                  len(running.batch), self.name, self.time_limit_s)
+            f"{len(running.batch)} jobs (the worker's AIMASS_JOB_TIME_LIMIT_S)"
+        )
+        log.error(
+            "batch of %d jobs on %s timed out after %g s; interrupting its run",
+            len(running.batch),
+            self.name,
+            self.time_limit_s,
+        )
         for job in running.batch:
             _resolve(job.future, error=error)
         if self.interrupt is not None:
@@ -401,15 +445,23 @@ class Batcher:
         self.abandoned_threads += 1
         if self._running is running:
             self._running = None
-        log.error("the run on %s ignored the interrupt and is still going after %g s: "
-                  "leaving it to its thread (%d abandoned so far) and serving the model on "
-                  "a new one", self.name, 2 * self.time_limit_s, self.abandoned_threads)
+        log.error(
+            "the run on %s ignored the interrupt and is still going after %g s: "
+            "leaving it to its thread (%d abandoned so far) and serving the model on "
+            "a new one",
+            self.name,
+            2 * self.time_limit_s,
+            self.abandoned_threads,
+        )
         if not self._stopped:
             self._start_thread()
 
 
-def _resolve(future: Future[BatchOutput], result: BatchOutput | None = None,
-             error: BaseException | None = None) -> None:
+def _resolve(
+    future: Future[BatchOutput],
+    result: BatchOutput | None = None,
+    error: BaseException | None = None,
+) -> None:
     """Resolve a job's future, unless the time limit has resolved it already."""
     try:
         if error is not None:
@@ -420,8 +472,9 @@ def _resolve(future: Future[BatchOutput], result: BatchOutput | None = None,
         pass
 
 
-def run_in_chunks(runner: Runner, feeds: list[Feeds], max_batch_size: int,
-                  buckets: Sequence[int] = ()) -> tuple[list[np.ndarray], int]:
+def run_in_chunks(
+    runner: Runner, feeds: list[Feeds], max_batch_size: int, buckets: Sequence[int] = ()
+) -> tuple[list[np.ndarray], int]:
     """Run the jobs' inputs, in order, at most ``max_batch_size`` at a time, and return
     each output concatenated back in job order, with the largest batch size a run had.
 
@@ -439,12 +492,13 @@ def run_in_chunks(runner: Runner, feeds: list[Feeds], max_batch_size: int,
         return runner(joined), total
     parts: list[list[np.ndarray]] = []
     for start in range(0, total, max_batch_size):
-        parts.append(runner({n: a[start:start + max_batch_size] for n, a in joined.items()}))
+        parts.append(runner({n: a[start : start + max_batch_size] for n, a in joined.items()}))
     return [np.concatenate(outs) for outs in zip(*parts, strict=True)], max_batch_size
 
 
-def _run_in_buckets(runner: Runner, feeds: list[Feeds], max_batch_size: int,
-                    buckets: Sequence[int]) -> tuple[list[np.ndarray], int]:
+def _run_in_buckets(
+    runner: Runner, feeds: list[Feeds], max_batch_size: int, buckets: Sequence[int]
+) -> tuple[list[np.ndarray], int]:
     first = next(iter(feeds[0]))
     total = sum(len(f[first]) for f in feeds)
     parts: list[list[np.ndarray]] = []

@@ -56,8 +56,9 @@ def parse_bucket_setting(text: str) -> str | tuple[int, ...]:
     except ValueError:
         sizes = ()
     if not sizes or any(size < 1 for size in sizes):
-        raise ValueError(f"AIMASS_BATCH_BUCKETS={text!r}: expected auto, on, off or batch "
-                         "sizes like 1,8,32")
+        raise ValueError(
+            f"AIMASS_BATCH_BUCKETS={text!r}: expected auto, on, off or batch sizes like 1,8,32"
+        )
     return tuple(sorted(set(sizes)))
 
 
@@ -86,7 +87,7 @@ def gather(feeds: Sequence[Feeds], start: int, count: int, size: int) -> dict[st
             array = job[name]
             lo, hi = max(start - offset, 0), min(start + count - offset, len(array))
             if lo < hi:
-                buffer[filled:filled + hi - lo] = array[lo:hi]
+                buffer[filled : filled + hi - lo] = array[lo:hi]
                 filled += hi - lo
             offset += len(array)
             if filled == count:
@@ -123,8 +124,9 @@ SETTLE_MIN_RUNS = 2
 SETTLE_MAX_RUNS = 12
 
 
-def settle(run: Callable[[], object], budget_s: float = 3.0,
-           clock: Callable[[], float] = time.perf_counter) -> float:
+def settle(
+    run: Callable[[], object], budget_s: float = 3.0, clock: Callable[[], float] = time.perf_counter
+) -> float:
     """Run ``run`` until its time settles: at least ``SETTLE_MIN_RUNS`` times, until two
     runs in a row are within ``SETTLE_TOLERANCE`` of each other, or ``SETTLE_MAX_RUNS``
     runs or ``budget_s`` seconds have gone by. Returns the settled run time in ms (the
@@ -137,8 +139,11 @@ def settle(run: Callable[[], object], budget_s: float = 3.0,
         times.append(clock() - started)
         if len(times) >= max(2, SETTLE_MIN_RUNS):
             last, before = times[-1], times[-2]
-            if abs(last - before) <= SETTLE_TOLERANCE * min(last, before) \
-                    or len(times) >= SETTLE_MAX_RUNS or clock() >= deadline:
+            if (
+                abs(last - before) <= SETTLE_TOLERANCE * min(last, before)
+                or len(times) >= SETTLE_MAX_RUNS
+                or clock() >= deadline
+            ):
                 return 1000.0 * min(last, before)
 
 

@@ -29,8 +29,7 @@ class CancelledJobs:
         self._ids: dict[str, None] = {}  # insertion-ordered: the oldest first
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._listen, name="aimass-cancels",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._listen, name="aimass-cancels", daemon=True)
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._ids
@@ -64,8 +63,7 @@ class CancelledJobs:
                         data = message["data"]
                         self.add(data.decode() if isinstance(data, bytes) else str(data))
             except redis.RedisError as exc:  # Redis restarting: listen again when it is back
-                log.warning("cancel channel unavailable (%s); retrying in %.1f s", exc,
-                            backoff)
+                log.warning("cancel channel unavailable (%s); retrying in %.1f s", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:

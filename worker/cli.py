@@ -17,33 +17,47 @@ from typing import Any
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = subparsers.add_parser(
-        "worker", help="run a worker: one process per GPU, or one on the CPU",
-        description="Consume classify and generate jobs for the models in the repository.")
-    worker.add_argument("--repository", type=Path, help="model repository folder "
-                        "(default: $AIMASS_MODEL_REPOSITORY or ./models)")
+        "worker",
+        help="run a worker: one process per GPU, or one on the CPU",
+        description="Consume classify and generate jobs for the models in the repository.",
+    )
+    worker.add_argument(
+        "--repository",
+        type=Path,
+        help="model repository folder (default: $AIMASS_MODEL_REPOSITORY or ./models)",
+    )
     worker.add_argument("--devices", help="auto (default), cpu, or GPU indices like 0,1")
-    worker.add_argument("--procs-per-gpu", type=int,
-                        help="worker processes per GPU, or on the CPU (default "
-                             "$AIMASS_PROCS_PER_GPU, else 0: cores / (4 x GPUs), at most 8, "
-                             "on GPUs; one on the CPU)")
-    worker.add_argument("--batch-buckets",
-                        help="auto (default: fixed batch sizes on GPUs, exact sizes on the "
-                             "CPU), on, off, or sizes like 1,8,32")
+    worker.add_argument(
+        "--procs-per-gpu",
+        type=int,
+        help="worker processes per GPU, or on the CPU (default "
+        "$AIMASS_PROCS_PER_GPU, else 0: cores / (4 x GPUs), at most 8, "
+        "on GPUs; one on the CPU)",
+    )
+    worker.add_argument(
+        "--batch-buckets",
+        help="auto (default: fixed batch sizes on GPUs, exact sizes on the "
+        "CPU), on, off, or sizes like 1,8,32",
+    )
     worker.add_argument("--models", help="serve only these models (comma list)")
     worker.add_argument("--concurrency", type=int, help="jobs held at once per process (64)")
-    worker.add_argument("--max-batch-size",
-                        help="override the manifests' batch limit: 64, or per model like "
-                             "digits=128,alexnet=64")
-    worker.add_argument("--max-queue-delay-ms", type=float,
-                        help="override the manifests' queue delay")
+    worker.add_argument(
+        "--max-batch-size",
+        help="override the manifests' batch limit: 64, or per model like digits=128,alexnet=64",
+    )
+    worker.add_argument(
+        "--max-queue-delay-ms", type=float, help="override the manifests' queue delay"
+    )
     worker.add_argument("--metrics-port", type=int, help="Prometheus port (0: off)")
     worker.add_argument("--hostname", help="Celery node name (default aimass-<device>-<pid>@host)")
     worker.add_argument("--loglevel", help="log level (default $AIMASS_LOG_LEVEL or INFO)")
     worker.set_defaults(handler=run_worker)
 
     check = subparsers.add_parser(
-        "check", help="exit 0 when a worker on this host is alive with its models loaded",
-        description="Health check for compose and orchestrators.")
+        "check",
+        help="exit 0 when a worker on this host is alive with its models loaded",
+        description="Health check for compose and orchestrators.",
+    )
     check.add_argument("--any-host", action="store_true", help="accept a worker on any host")
     check.set_defaults(handler=run_check)
 
@@ -57,11 +71,18 @@ def _settings(args: argparse.Namespace) -> Any:
 
     models = tuple(m for m in (args.models or "").split(",") if m) or None
     return WorkerSettings.from_env().override(
-        model_repository=args.repository, devices=args.devices, models=models,
-        concurrency=args.concurrency, max_batch_size=args.max_batch_size,
-        max_queue_delay_ms=args.max_queue_delay_ms, metrics_port=args.metrics_port,
-        procs_per_gpu=args.procs_per_gpu, batch_buckets=args.batch_buckets,
-        log_level=args.loglevel.upper() if args.loglevel else None, hostname=args.hostname)
+        model_repository=args.repository,
+        devices=args.devices,
+        models=models,
+        concurrency=args.concurrency,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        metrics_port=args.metrics_port,
+        procs_per_gpu=args.procs_per_gpu,
+        batch_buckets=args.batch_buckets,
+        log_level=args.loglevel.upper() if args.loglevel else None,
+        hostname=args.hostname,
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -86,11 +107,19 @@ def _run_one(settings: Any, device: int | None) -> int:
     hostname = settings.hostname or f"aimass-{label}-{os.getpid()}@{socket.gethostname()}"
     # JSON logs: no banner either, every line of output is one JSON object.
     quiet = ["--quiet"] if settings.log_format == "json" else []
-    return _celery_main(app, [
-        *quiet, "worker", "--pool=threads", f"--concurrency={settings.concurrency}",
-        f"--loglevel={settings.log_level}", f"--hostname={hostname}",
-        "--without-gossip", "--without-mingle",
-    ])
+    return _celery_main(
+        app,
+        [
+            *quiet,
+            "worker",
+            "--pool=threads",
+            f"--concurrency={settings.concurrency}",
+            f"--loglevel={settings.log_level}",
+            f"--hostname={hostname}",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+    )
 
 
 def _celery_main(app: Any, argv: list[str]) -> int:
@@ -114,7 +143,7 @@ def _supervise(settings: Any, devices: list[int | None], per_device: int) -> int
 
     # The same program again (the console script, or whatever ran this module), with
     # only the flags that make each child one process on one device changed.
-    prefix = sys.orig_argv[:len(sys.orig_argv) - len(sys.argv) + 1]
+    prefix = sys.orig_argv[: len(sys.orig_argv) - len(sys.argv) + 1]
     slots = [(device, index) for device in devices for index in range(per_device)]
     shares = cpu_shares(len(slots))
     env = dict(os.environ)
@@ -123,8 +152,9 @@ def _supervise(settings: Any, devices: list[int | None], per_device: int) -> int
         env["AIMASS_INTRA_OP_THREADS"] = str(cpu_threads_per_process(len(slots)))
     children = []
     for number, ((device, index), cpus) in enumerate(zip(slots, shares, strict=True)):
-        argv = _replace_flag(list(sys.argv[1:]), "--devices", "cpu" if device is None
-                             else str(device))
+        argv = _replace_flag(
+            list(sys.argv[1:]), "--devices", "cpu" if device is None else str(device)
+        )
         argv = _replace_flag(argv, "--procs-per-gpu", "1")
         # The container's port is the supervisor's; each child has the next ones.
         port = settings.metrics_port + 1 + number if settings.metrics_port else 0
@@ -149,8 +179,7 @@ def _configure_logging(level: str, log_format: str) -> None:
 
     from aimass.worker.logs import use_json
 
-    logging.basicConfig(level=level, format="[%(asctime)s: %(levelname)s/supervisor] "
-                                            "%(message)s")
+    logging.basicConfig(level=level, format="[%(asctime)s: %(levelname)s/supervisor] %(message)s")
     if log_format == "json":
         use_json()
 
@@ -221,12 +250,16 @@ def _check_heartbeats(settings: Any, any_host: bool) -> int:
     host = socket.gethostname()
     mine = [i for i in infos if any_host or i.get("host") == host]
     allowed = settings.allow_cpu_fallback  # here, or in the worker's own settings
-    fallen = [i for i in mine if i.get("cpu_fallback")
-              and not (allowed or i.get("cpu_fallback_allowed"))]
+    fallen = [
+        i for i in mine if i.get("cpu_fallback") and not (allowed or i.get("cpu_fallback_allowed"))
+    ]
     for info in fallen:
-        print(f"unhealthy: {info['hostname']} was asked for {info.get('requested_device')} "
-              "but runs on the CPU (the CUDA provider could not start; see its log). Set "
-              "AIMASS_ALLOW_CPU_FALLBACK=1 to accept that.", file=sys.stderr)
+        print(
+            f"unhealthy: {info['hostname']} was asked for {info.get('requested_device')} "
+            "but runs on the CPU (the CUDA provider could not start; see its log). Set "
+            "AIMASS_ALLOW_CPU_FALLBACK=1 to accept that.",
+            file=sys.stderr,
+        )
     if fallen:
         return 1
     unready = [i for i in mine if not (i.get("ready") and i.get("models"))]
@@ -236,8 +269,11 @@ def _check_heartbeats(settings: Any, any_host: bool) -> int:
             print(f"healthy: {info['hostname']} serving {models}")
         return 0
     if mine:
-        print(f"unhealthy: {len(unready)} of {len(mine)} worker(s) on {host} not ready or "
-              "without models", file=sys.stderr)
+        print(
+            f"unhealthy: {len(unready)} of {len(mine)} worker(s) on {host} not ready or "
+            "without models",
+            file=sys.stderr,
+        )
     else:
         print(f"unhealthy: no live worker on {host}", file=sys.stderr)
     return 1
@@ -259,27 +295,45 @@ def run_workers(args: argparse.Namespace) -> int:
         memory = client.info("memory")
     used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
     if args.json:
-        print(json.dumps({"workers": infos, "queue_depths": depths,
-                          "redis_memory": {"used_bytes": used, "max_bytes": limit}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "workers": infos,
+                    "queue_depths": depths,
+                    "redis_memory": {"used_bytes": used, "max_bytes": limit},
+                },
+                indent=2,
+            )
+        )
         return 0
     if limit and used >= REDIS_MEMORY_WARNING * limit:
-        print(f"WARNING: Redis uses {used / limit:.0%} of its maxmemory ({used / 2**30:.2f} of "
-              f"{limit / 2**30:.2f} GiB): at its limit it refuses new jobs and results "
-              "(noeviction). Raise maxmemory, or drain or shorten results' lifetime "
-              "(AIMASS_RESULT_TTL_S).", file=sys.stderr)
+        print(
+            f"WARNING: Redis uses {used / limit:.0%} of its maxmemory ({used / 2**30:.2f} of "
+            f"{limit / 2**30:.2f} GiB): at its limit it refuses new jobs and results "
+            "(noeviction). Raise maxmemory, or drain or shorten results' lifetime "
+            "(AIMASS_RESULT_TTL_S).",
+            file=sys.stderr,
+        )
     if not infos:
         print("no live workers")
         return 1
     for info in infos:
-        fallback = (f"  CPU FALLBACK: {info.get('requested_device')} was asked for"
-                    if info.get("cpu_fallback") else "")
-        print(f"{info['hostname']}  pid {info['pid']}  {info['device']}  "
-              f"{'ready' if info['ready'] else 'starting'}{fallback}")
+        fallback = (
+            f"  CPU FALLBACK: {info.get('requested_device')} was asked for"
+            if info.get("cpu_fallback")
+            else ""
+        )
+        print(
+            f"{info['hostname']}  pid {info['pid']}  {info['device']}  "
+            f"{'ready' if info['ready'] else 'starting'}{fallback}"
+        )
         for m in info.get("models", []):
             buckets = m.get("buckets") or []
             sizes = f"buckets {','.join(map(str, buckets))}" if buckets else "exact sizes"
-            print(f"  {m['name']:<16} v{m['version']:<3} {m['kind']:<9} "
-                  f"batch<={m['max_batch_size']:<4} {sizes}  "
-                  f"delay {m['max_queue_delay_ms']:.1f} ms  "
-                  f"{','.join(m['providers'])}  queued {depths.get(m['name'], 0)}")
+            print(
+                f"  {m['name']:<16} v{m['version']:<3} {m['kind']:<9} "
+                f"batch<={m['max_batch_size']:<4} {sizes}  "
+                f"delay {m['max_queue_delay_ms']:.1f} ms  "
+                f"{','.join(m['providers'])}  queued {depths.get(m['name'], 0)}"
+            )
     return 0

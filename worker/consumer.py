@@ -86,13 +86,19 @@ class Capacity:
 class BulkConsumer:
     """Consumes the model queues of one worker process."""
 
-    def __init__(self, runtime: ServedModels, queues: ModelQueues, capacity: int,
-                 revoked: Container[str] = (),
-                 on_settled: Callable[[InFlight, ResultRecord | None], None] | None = None,
-                 on_load: Callable[[int], None] | None = None,
-                 idle_poll_s: float = 0.02, max_deliveries: int = 3,
-                 max_result_bytes: int = 16 * 1024 * 1024,
-                 cancelled: Container[str] = ()) -> None:
+    def __init__(
+        self,
+        runtime: ServedModels,
+        queues: ModelQueues,
+        capacity: int,
+        revoked: Container[str] = (),
+        on_settled: Callable[[InFlight, ResultRecord | None], None] | None = None,
+        on_load: Callable[[int], None] | None = None,
+        idle_poll_s: float = 0.02,
+        max_deliveries: int = 3,
+        max_result_bytes: int = 16 * 1024 * 1024,
+        cancelled: Container[str] = (),
+    ) -> None:
         self.runtime = runtime
         self.queues = queues
         self.max_message_bytes = queues.max_message_bytes
@@ -111,10 +117,12 @@ class BulkConsumer:
         self._drained = False
         self._stopping = threading.Event()
         self.ticked = time.monotonic()  # when the consumer loop last came round
-        self._consumer = threading.Thread(target=self._consume_loop, name="aimass-consumer",
-                                          daemon=True)
-        self._finisher = threading.Thread(target=self._finish_loop, name="aimass-finisher",
-                                          daemon=True)
+        self._consumer = threading.Thread(
+            target=self._consume_loop, name="aimass-consumer", daemon=True
+        )
+        self._finisher = threading.Thread(
+            target=self._finish_loop, name="aimass-finisher", daemon=True
+        )
 
     def start(self) -> None:
         self._consumer.start()
@@ -130,8 +138,9 @@ class BulkConsumer:
         self._stopping.set()
         self._consumer.join(timeout)
         if not self.capacity.wait_empty(timeout):
-            log.warning("%d jobs still in flight at shutdown; Redis will redeliver them",
-                        self.capacity.used)
+            log.warning(
+                "%d jobs still in flight at shutdown; Redis will redeliver them", self.capacity.used
+            )
         self._finished.put(None)
         self._finisher.join(timeout)
 
@@ -145,8 +154,10 @@ class BulkConsumer:
             consumer = "the consumer thread has died"
         elif still > stall_s:
             consumer = f"the consumer thread has not moved for {still:.0f} s"
-        return {"consumer": consumer,
-                "finisher": self._finisher.is_alive() or "the finisher thread has died"}
+        return {
+            "consumer": consumer,
+            "finisher": self._finisher.is_alive() or "the finisher thread has died",
+        }
 
     def _consume_loop(self) -> None:
         backoff = 0.1
@@ -199,21 +210,28 @@ class BulkConsumer:
             self._begin(message, arrived)
         except Exception as exc:
             log.exception("could not start message %s", message.delivery_tag)
-            self._refuse(message, arrived, ModelError(
-                f"the worker could not start this job ({type(exc).__name__}: {exc})"))
+            self._refuse(
+                message,
+                arrived,
+                ModelError(f"the worker could not start this job ({type(exc).__name__}: {exc})"),
+            )
 
     def _begin(self, message: Taken, arrived: float) -> None:
         if not message.delivery_tag:
-            log.error("dropped a queue entry that is not a kombu message: %r",
-                      message.raw[:200])
+            log.error("dropped a queue entry that is not a kombu message: %r", message.raw[:200])
             self.capacity.release(1)
             return
         if len(message.raw) > self.max_message_bytes:
-            self._refuse(message, arrived, PayloadTooLarge(
-                f"message is {len(message.raw)} bytes; this worker takes messages of up to "
-                f"{self.max_message_bytes} bytes (AIMASS_MAX_MESSAGE_BYTES): send images "
-                "encoded (PNG, JPEG) rather than as float tensors, or split the inputs "
-                "over several jobs"))
+            self._refuse(
+                message,
+                arrived,
+                PayloadTooLarge(
+                    f"message is {len(message.raw)} bytes; this worker takes messages of up to "
+                    f"{self.max_message_bytes} bytes (AIMASS_MAX_MESSAGE_BYTES): send images "
+                    "encoded (PNG, JPEG) rather than as float tensors, or split the inputs "
+                    "over several jobs"
+                ),
+            )
             return
         try:
             envelope = Envelope.open(message.raw, message.delivery_tag)
@@ -248,8 +266,9 @@ class BulkConsumer:
         task_id = envelope.task_id
         flight = InFlight(envelope, arrived)
         if error is not None:
-            log.error("refused message %s (job %s): %s", message.delivery_tag, task_id,
-                      error.message)
+            log.error(
+                "refused message %s (job %s): %s", message.delivery_tag, task_id, error.message
+            )
             if task_id is not None:
                 flight.record = ResultRecord.failure(task_id, error)
         self._finished.put(flight)
@@ -263,9 +282,14 @@ class BulkConsumer:
             f"job {envelope.task_id} was started {message.runs} times and its worker died "
             f"each time before answering (AIMASS_MAX_DELIVERIES={self.max_deliveries}):"
             f" it is parked in {dead_letter} and runs again only if sent again "
-            "(aimass dead retry)")
-        log.error("parked job %s of %s after %d runs its worker died in", envelope.task_id,
-                  model, message.runs)
+            "(aimass dead retry)"
+        )
+        log.error(
+            "parked job %s of %s after %d runs its worker died in",
+            envelope.task_id,
+            model,
+            message.runs,
+        )
         flight = InFlight(envelope, arrived, dead_letter=dead_letter)
         flight.record = self._failure(envelope, error)
         self._finished.put(flight)
@@ -273,8 +297,7 @@ class BulkConsumer:
     def _when_done(self, flight: InFlight) -> Callable[[Any], None]:
         return lambda _future: self._finished.put(flight)
 
-    def _start(self, envelope: Envelope, arrived: float,
-               taken_runs: int = 0) -> StartedJob | None:
+    def _start(self, envelope: Envelope, arrived: float, taken_runs: int = 0) -> StartedJob | None:
         message = envelope.message
         assert message is not None  # opened
         if envelope.task_id is None:
@@ -287,16 +310,20 @@ class BulkConsumer:
             raise InvalidJob(
                 "message has no 'task' header: aimass takes Celery protocol 2 messages "
                 "(headers lang, task, id); protocol 1, with the task in the body, is not "
-                "accepted")
+                "accepted"
+            )
         kind = TASK_KINDS.get(envelope.task)
         if kind is None:
-            raise InvalidJob(f"unknown task {envelope.task!r}; this queue serves "
-                             f"{CLASSIFY_TASK} and {GENERATE_TASK}")
+            raise InvalidJob(
+                f"unknown task {envelope.task!r}; this queue serves "
+                f"{CLASSIFY_TASK} and {GENERATE_TASK}"
+            )
         if message.headers.get("eta") or message.headers.get("countdown"):
             raise InvalidJob("aimass jobs cannot be delayed (eta/countdown); send them when due")
         # A job its worker died in before runs alone: its batch mates are not at risk.
-        return self.runtime.begin(kind, message.kwargs(), arrived, envelope.task_id,
-                                  alone=taken_runs > 0)
+        return self.runtime.begin(
+            kind, message.kwargs(), arrived, envelope.task_id, alone=taken_runs > 0
+        )
 
     def _failure(self, envelope: Envelope, error: AimassError) -> ResultRecord | None:
         if envelope.task_id is None:
@@ -305,8 +332,11 @@ class BulkConsumer:
         if isinstance(error, _Revoked):
             return ResultRecord.revoked(envelope.task_id, error.message)
         if "pickle" in envelope.content_type or "python-serialize" in envelope.content_type:
-            log.error("refused job %s: untrusted content type %s (pickle is never accepted)",
-                      envelope.task_id, envelope.content_type)
+            log.error(
+                "refused job %s: untrusted content type %s (pickle is never accepted)",
+                envelope.task_id,
+                envelope.content_type,
+            )
         return ResultRecord.failure(envelope.task_id, error)
 
     # -- settling jobs: their results stored and their messages acknowledged --------
@@ -335,8 +365,10 @@ class BulkConsumer:
             # it would had this process died (it is about to exit: worker/service.py).
             batch = [flight for flight in batch if not _device_lost(flight)]
             self.capacity.release(len(left))
-            log.warning("left %d jobs unacknowledged for another worker: this process's "
-                        "device is broken", len(left))
+            log.warning(
+                "left %d jobs unacknowledged for another worker: this process's device is broken",
+                len(left),
+            )
         if not batch:
             return
         settlements = [self._settlement(flight) for flight in batch]
@@ -361,8 +393,9 @@ class BulkConsumer:
         record = flight.record
         if flight.started is not None and envelope.task_id is not None:
             record = self._result_record(envelope.task_id, flight.started)
-        return Settlement(envelope.delivery_tag, envelope.task_id, record,
-                          flight.dead_letter, envelope.raw)
+        return Settlement(
+            envelope.delivery_tag, envelope.task_id, record, flight.dead_letter, envelope.raw
+        )
 
     def _result_record(self, task_id: str, started: StartedJob) -> ResultRecord:
         try:
@@ -372,7 +405,8 @@ class BulkConsumer:
                     f"the result of job {task_id} is {len(record.encoded)} bytes; workers "
                     f"store results of up to {self.max_result_bytes} bytes "
                     "(AIMASS_MAX_RESULT_BYTES): ask for fewer images per job, for PNG "
-                    "rather than tensors, or for a smaller top_k")
+                    "rather than tensors, or for a smaller top_k"
+                )
             return record
         except JobCancelled:
             return ResultRecord.cancelled(task_id)  # dropped from its batch
@@ -385,8 +419,11 @@ class BulkConsumer:
 
 def _device_lost(flight: InFlight) -> bool:
     started = flight.started
-    return started is not None and started.future.done() and \
-        isinstance(started.future.exception(), DeviceLost)
+    return (
+        started is not None
+        and started.future.done()
+        and isinstance(started.future.exception(), DeviceLost)
+    )
 
 
 class _Revoked(AimassError):

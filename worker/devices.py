@@ -21,7 +21,8 @@ def resolve_devices(devices: str) -> list[int | None]:
         indices = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
         raise ValueError(
-            f"--devices {devices!r}: expected 'auto', 'cpu' or GPU indices like '0,1'") from None
+            f"--devices {devices!r}: expected 'auto', 'cpu' or GPU indices like '0,1'"
+        ) from None
     if not indices or any(i < 0 for i in indices):
         raise ValueError(f"--devices {devices!r}: expected GPU indices like '0,1'")
     return list(dict.fromkeys(indices))
@@ -54,9 +55,11 @@ def visible_device(index: int, cuda_visible: str | None) -> str:
         return str(index)
     entries = [part.strip() for part in cuda_visible.split(",") if part.strip()]
     if index >= len(entries):
-        raise ValueError(f"GPU {index} was asked for, but CUDA_VISIBLE_DEVICES="
-                         f"{cuda_visible!r} makes only {len(entries)} visible (GPU "
-                         f"indices count from 0 within that list)")
+        raise ValueError(
+            f"GPU {index} was asked for, but CUDA_VISIBLE_DEVICES="
+            f"{cuda_visible!r} makes only {len(entries)} visible (GPU "
+            f"indices count from 0 within that list)"
+        )
     return entries[index]
 
 
@@ -66,11 +69,17 @@ def pin_process(device: int | None) -> None:
     if device is not None:
         use_pci_bus_order()
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_device(
-            device, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            device, os.environ.get("CUDA_VISIBLE_DEVICES")
+        )
 
 
 def plan_for(settings: WorkerSettings, device: int | None, processes: int = 1) -> DevicePlan:
     threads = settings.intra_op_threads or cpu_threads_per_process(
-        processes if device is None else 1)
-    return DevicePlan(gpu=device, intra_op_threads=threads, tensorrt=settings.tensorrt,
-                      tensorrt_cache=settings.tensorrt_cache)
+        processes if device is None else 1
+    )
+    return DevicePlan(
+        gpu=device,
+        intra_op_threads=threads,
+        tensorrt=settings.tensorrt,
+        tensorrt_cache=settings.tensorrt_cache,
+    )

@@ -55,8 +55,9 @@ class Endpoints:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="aimass-endpoints",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, name="aimass-endpoints", daemon=True
+        ).start()
         log.info("metrics and health on :%d (/metrics, /livez, /readyz)", port)
 
     def answer(self, request: BaseHTTPRequestHandler) -> None:
@@ -77,8 +78,7 @@ class Endpoints:
         self._send(request, 200 if ok else 503, "application/json", body)
 
     @staticmethod
-    def _send(request: BaseHTTPRequestHandler, code: int, content_type: str,
-              body: bytes) -> None:
+    def _send(request: BaseHTTPRequestHandler, code: int, content_type: str, body: bytes) -> None:
         request.send_response(code)
         request.send_header("Content-Type", content_type)
         request.send_header("Content-Length", str(len(body)))

@@ -28,8 +28,9 @@ class TaskEvents:
 
     def enabled(self) -> bool:
         dispatcher = self.consumer_dispatcher()
-        return bool(dispatcher is not None and dispatcher.enabled
-                    and "task" in (dispatcher.groups or ()))
+        return bool(
+            dispatcher is not None and dispatcher.enabled and "task" in (dispatcher.groups or ())
+        )
 
     def on_settled(self, flight: InFlight, record: ResultRecord | None) -> None:
         envelope = flight.envelope
@@ -45,21 +46,33 @@ class TaskEvents:
         if self._dispatcher is None:
             connection = self.app.connection_for_write()
             self._dispatcher = self.app.events.Dispatcher(
-                connection, hostname=self.hostname, enabled=True, groups=["task"])
+                connection, hostname=self.hostname, enabled=True, groups=["task"]
+            )
         runtime = time.monotonic() - flight.arrived
         received = time.time() - runtime
-        self._dispatcher.send("task-received", uuid=task_id, name=task, args="()",
-                              kwargs=str(envelope_kwargsrepr(flight)), root_id=task_id,
-                              parent_id=None, retries=0, eta=None, expires=None,
-                              timestamp=received)
+        self._dispatcher.send(
+            "task-received",
+            uuid=task_id,
+            name=task,
+            args="()",
+            kwargs=str(envelope_kwargsrepr(flight)),
+            root_id=task_id,
+            parent_id=None,
+            retries=0,
+            eta=None,
+            expires=None,
+            timestamp=received,
+        )
         if record.state is ResultState.succeeded:
             result = record.result
             summary = {k: result[k] for k in ("model", "version", "timing") if k in result}
-            self._dispatcher.send("task-succeeded", uuid=task_id, result=repr(summary),
-                                  runtime=runtime)
+            self._dispatcher.send(
+                "task-succeeded", uuid=task_id, result=repr(summary), runtime=runtime
+            )
         elif record.state is ResultState.revoked:
-            self._dispatcher.send("task-revoked", uuid=task_id, terminated=False,
-                                  signum=None, expired=True)
+            self._dispatcher.send(
+                "task-revoked", uuid=task_id, terminated=False, signum=None, expired=True
+            )
         else:
             exc = f"{record.error_type}({record.error_message!r})"
             self._dispatcher.send("task-failed", uuid=task_id, exception=exc, traceback="")

@@ -27,16 +27,25 @@ GAUGES_EVERY_S = 2.0
 class Gauges:
     """Refreshes the backlog, GPU and CPU-fallback gauges of one worker process."""
 
-    def __init__(self, metrics: Metrics, client: Any, queues: ModelQueues, runtime: ServedModels,
-                 gpu: int | None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        client: Any,
+        queues: ModelQueues,
+        runtime: ServedModels,
+        gpu: int | None,
+    ) -> None:
         self.metrics = metrics
         self._redis = client
         self._queues = queues
         self._runtime = runtime
         # The worker has narrowed CUDA_VISIBLE_DEVICES to its one GPU (worker/devices.py):
         # an NVML number, a UUID or a MIG instance, which Nvml maps to NVML's GPU.
-        self._nvml = (Nvml(cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES", str(gpu)))
-                      if gpu is not None else None)
+        self._nvml = (
+            Nvml(cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES", str(gpu)))
+            if gpu is not None
+            else None
+        )
         self._gauges_at = 0.0
 
     def close(self) -> None:
@@ -61,8 +70,9 @@ class Gauges:
 
     def _refresh_backlog(self) -> None:
         backlog = self._queues.backlog()
-        ids = sorted({job_id for lists in backlog.values() for _, job_id in lists.values()
-                      if job_id})
+        ids = sorted(
+            {job_id for lists in backlog.values() for _, job_id in lists.values() if job_id}
+        )
         models = self._runtime.models()
         pipe = self._redis.pipeline(transaction=False)
         pipe.mget([submitted_key(i) for i in ids] or ["-"])
@@ -73,11 +83,18 @@ class Gauges:
         now = time.time()
         for model, dead in zip(models, parked, strict=True):
             lists = backlog.get(model.version.name, {})
-            ages = [now - at for _, job_id in lists.values()
-                    if job_id and (at := _submitted_at(records.get(job_id)))]
-            self.metrics.set_backlog(model.version.name, model.version.version,
-                                     {step: depth for step, (depth, _) in lists.items()},
-                                     max(ages, default=None), int(dead))
+            ages = [
+                now - at
+                for _, job_id in lists.values()
+                if job_id and (at := _submitted_at(records.get(job_id)))
+            ]
+            self.metrics.set_backlog(
+                model.version.name,
+                model.version.version,
+                {step: depth for step, (depth, _) in lists.items()},
+                max(ages, default=None),
+                int(dead),
+            )
 
 
 def _submitted_at(record: Any) -> float | None:

@@ -20,8 +20,7 @@ class GpuReading:
 class Nvml:
     """Handles to some GPUs; ``read`` returns nothing where NVML could not start."""
 
-    def __init__(self, indices: list[int] | None = None,
-                 cuda_visible: str | None = None) -> None:
+    def __init__(self, indices: list[int] | None = None, cuda_visible: str | None = None) -> None:
         """``indices`` (NVML's numbers), else those ``cuda_visible`` (the value of
         ``CUDA_VISIBLE_DEVICES``) lists, else every GPU."""
         self.module: Any = None
@@ -37,8 +36,11 @@ class Nvml:
             if indices is None and _names_uuids(cuda_visible):
                 self.handles = _handles_by_uuid(pynvml, str(cuda_visible))
             else:
-                wanted = (visible_gpus(count, cuda_visible) if indices is None
-                          else [i for i in indices if i < count])
+                wanted = (
+                    visible_gpus(count, cuda_visible)
+                    if indices is None
+                    else [i for i in indices if i < count]
+                )
                 self.handles = {i: pynvml.nvmlDeviceGetHandleByIndex(i) for i in wanted}
         except pynvml.NVMLError:
             self.handles = {}
@@ -52,8 +54,9 @@ class Nvml:
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)
             except nvml.NVMLError:
                 continue  # a missed reading is not worth an error
-            readings.append(GpuReading(index, rates.gpu / 100.0, int(memory.used),
-                                       int(memory.total)))
+            readings.append(
+                GpuReading(index, rates.gpu / 100.0, int(memory.used), int(memory.total))
+            )
         return readings
 
     def close(self) -> None:
@@ -66,7 +69,8 @@ class Nvml:
 
 def _names_uuids(cuda_visible: str | None) -> bool:
     return bool(cuda_visible) and any(
-        not part.strip().isdigit() for part in str(cuda_visible).split(",") if part.strip())
+        not part.strip().isdigit() for part in str(cuda_visible).split(",") if part.strip()
+    )
 
 
 def _handles_by_uuid(nvml: Any, cuda_visible: str) -> dict[int, Any]:

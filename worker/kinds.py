@@ -36,8 +36,7 @@ class ModelLogic(Protocol):
         """The job's result fields (without model, version and timing)."""
         ...
 
-    def warmup_feeds(self, batch_size: int) -> Feeds:
-        ...
+    def warmup_feeds(self, batch_size: int) -> Feeds: ...
 
 
 class Classifier:
@@ -49,22 +48,36 @@ class Classifier:
         self.labels = manifest.labels
         self.dtype = np.dtype(self.spec.dtype)
 
-    def prepare(self, job: ClassifyJob, limits: Limits,
-                job_id: str | None = None) -> tuple[Feeds, int, None]:
+    def prepare(
+        self, job: ClassifyJob, limits: Limits, job_id: str | None = None
+    ) -> tuple[Feeds, int, None]:
         prep, name = self.manifest.preprocessing, self.manifest.name
         if job.batch is not None:
             try:
-                batch = decode_batch(job.batch, self.spec, prep, name,
-                                     limits.max_payload_bytes, limits.max_image_pixels)
+                batch = decode_batch(
+                    job.batch,
+                    self.spec,
+                    prep,
+                    name,
+                    limits.max_payload_bytes,
+                    limits.max_image_pixels,
+                )
             except (InvalidInput, PayloadTooLarge) as exc:
                 raise type(exc)(f"batch: {exc.message}") from None
         else:
             arrays = []
             for index, item in enumerate(job.inputs or ()):
                 try:
-                    arrays.append(decode_input(item, self.spec, prep, name,
-                                               limits.max_payload_bytes,
-                                               limits.max_image_pixels))
+                    arrays.append(
+                        decode_input(
+                            item,
+                            self.spec,
+                            prep,
+                            name,
+                            limits.max_payload_bytes,
+                            limits.max_image_pixels,
+                        )
+                    )
                 except (InvalidInput, PayloadTooLarge) as exc:
                     raise type(exc)(f"inputs[{index}]: {exc.message}") from None
             batch = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
@@ -77,14 +90,17 @@ class Classifier:
             # JSON has no NaN or Infinity: a result holding them is unreadable outside Python.
             raise ModelError(
                 f"model {self.manifest.name!r} produced NaN or infinite scores for this "
-                "input; check that its values are in the range the model expects")
+                "input; check that its values are in the range the model expects"
+            )
         k = min(job.top_k, scores.shape[1])
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         top_scores = np.take_along_axis(scores, top, axis=1).tolist()
         labels = self._labels(scores.shape[1])
         predictions = [
-            [{"label": labels[i], "index": i, "score": score}
-             for i, score in zip(indices, row, strict=True)]
+            [
+                {"label": labels[i], "index": i, "score": score}
+                for i, score in zip(indices, row, strict=True)
+            ]
             for indices, row in zip(top.tolist(), top_scores, strict=True)
         ]
         return {"predictions": predictions}
@@ -112,8 +128,9 @@ class Generator:
         self.label_dtype = np.dtype(specs[self.spec.label_input].dtype)
         self.post = manifest.postprocessing
 
-    def prepare(self, job: GenerateJob, limits: Limits,
-                job_id: str | None = None) -> tuple[Feeds, int, tuple[list[int], int]]:
+    def prepare(
+        self, job: GenerateJob, limits: Limits, job_id: str | None = None
+    ) -> tuple[Feeds, int, tuple[list[int], int]]:
         seed = job.seed if job.seed is not None else seed_for(job_id)
         rng = np.random.default_rng(seed)
         latents = rng.standard_normal((job.count, self.spec.latent_size), dtype=np.float32)
@@ -133,16 +150,19 @@ class Generator:
         }
         return feeds, job.count, (labels, seed)
 
-    def finish(self, job: GenerateJob, context: tuple[list[int], int],
-               output: BatchOutput) -> dict[str, Any]:
+    def finish(
+        self, job: GenerateJob, context: tuple[list[int], int], output: BatchOutput
+    ) -> dict[str, Any]:
         labels, seed = context
         images = output.outputs[0]
         encoded: list[Any]
         if job.format == "tensor":
             encoded = [tensor_payload(image) for image in images]
         else:
-            encoded = [base64.b64encode(array_to_png(self.to_pixels(image))).decode("ascii")
-                       for image in images]
+            encoded = [
+                base64.b64encode(array_to_png(self.to_pixels(image))).decode("ascii")
+                for image in images
+            ]
         return {"images": encoded, "labels": labels, "seed": seed}
 
     def to_pixels(self, image: np.ndarray) -> np.ndarray:

@@ -18,8 +18,20 @@ if TYPE_CHECKING:
     from aimass.worker.consumer import InFlight
 
 # Fields a log call may attach (``extra=``) that go into the JSON object as they are.
-JOB_FIELDS = ("job_id", "model", "version", "kind", "batch_size", "bucket", "outcome",
-              "reason", "queue_ms", "inference_ms", "job_ms", "traceparent")
+JOB_FIELDS = (
+    "job_id",
+    "model",
+    "version",
+    "kind",
+    "batch_size",
+    "bucket",
+    "outcome",
+    "reason",
+    "queue_ms",
+    "inference_ms",
+    "job_ms",
+    "traceparent",
+)
 
 job_log = logging.getLogger("aimass.jobs")
 
@@ -30,8 +42,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -50,8 +61,12 @@ class JsonFormatter(logging.Formatter):
 def say_json(message: str, file: Any = None) -> None:
     """Celery's own notices (``safe_say``: shutdown, restart) as JSON lines too. Called
     from signal handlers, as Celery calls its own: one write, no logging locks."""
-    entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-             "level": "WARNING", "logger": "celery.worker", "message": message}
+    entry = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": "WARNING",
+        "logger": "celery.worker",
+        "message": message,
+    }
     target = file or sys.__stderr__
     if target is not None:
         target.write(json.dumps(entry) + "\n")
@@ -80,9 +95,12 @@ def job_fields(flight: InFlight, record: ResultRecord | None) -> dict[str, Any]:
     }
     if started is not None and started.future.done() and started.future.exception() is None:
         output = started.future.result()
-        fields.update(batch_size=output.batch_size, bucket=output.run_size,
-                      queue_ms=round(output.queue_ms, 3),
-                      inference_ms=round(output.inference_ms, 3))
+        fields.update(
+            batch_size=output.batch_size,
+            bucket=output.run_size,
+            queue_ms=round(output.queue_ms, 3),
+            inference_ms=round(output.inference_ms, 3),
+        )
     return fields
 
 
@@ -98,8 +116,21 @@ def report_job(flight: InFlight, record: ResultRecord | None, json_logs: bool) -
         job_log.info("job %s %s", fields["job_id"], fields["outcome"], extra=fields)
     if spans:
         end = time.time()
-        record_span(f"aimass.{fields['kind'] or 'job'}", fields["traceparent"],
-                    end - fields["job_ms"] / 1000.0, end,
-                    {f"aimass.{key}": fields.get(key) for key in
-                     ("job_id", "model", "version", "outcome", "reason", "batch_size",
-                      "bucket")})
+        record_span(
+            f"aimass.{fields['kind'] or 'job'}",
+            fields["traceparent"],
+            end - fields["job_ms"] / 1000.0,
+            end,
+            {
+                f"aimass.{key}": fields.get(key)
+                for key in (
+                    "job_id",
+                    "model",
+                    "version",
+                    "outcome",
+                    "reason",
+                    "batch_size",
+                    "bucket",
+                )
+            },
+        )

@@ -19,7 +19,8 @@ def pixels_to_input(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
         mode = "L" if prep.channels == 1 else None
         source = pixels[:, :, 0] if prep.channels == 1 else pixels
         resized = Image.fromarray(source, mode=mode).resize(
-            (prep.width, prep.height), Image.Resampling.BILINEAR)
+            (prep.width, prep.height), Image.Resampling.BILINEAR
+        )
         pixels = np.asarray(resized).reshape(prep.height, prep.width, prep.channels)
     return _scaled(pixels[None], prep)[0]
 
@@ -63,13 +64,15 @@ def _to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     raise InvalidInput(f"image has {have} channels; expected {channels}")
 
 
-def check_tensor(array: np.ndarray, spec: TensorSpec, model: str,
-                 batched: bool = False) -> np.ndarray:
+def check_tensor(
+    array: np.ndarray, spec: TensorSpec, model: str, batched: bool = False
+) -> np.ndarray:
     """A raw tensor must match the model input: without its batch dimension for one
     input, with it for a ``batch``."""
     expected_shape = spec.shape if batched else spec.shape[1:]
     fits = len(array.shape) == len(expected_shape) and all(
-        want in (-1, got) for want, got in zip(expected_shape, array.shape, strict=True))
+        want in (-1, got) for want, got in zip(expected_shape, array.shape, strict=True)
+    )
     if not fits or str(array.dtype) != spec.dtype:
         what = "batch" if batched else "tensor"
         raise InvalidInput(
@@ -82,23 +85,35 @@ def check_tensor(array: np.ndarray, spec: TensorSpec, model: str,
     return array
 
 
-def _is_pixels(array: np.ndarray, spec: TensorSpec, prep: Preprocessing | None,
-               batched: bool = False) -> bool:
+def _is_pixels(
+    array: np.ndarray, spec: TensorSpec, prep: Preprocessing | None, batched: bool = False
+) -> bool:
     """A uint8 tensor shaped like an image (HxW or HxWxC; N first in a batch), for a
     model that takes floats: raw pixels, preprocessed like a decoded image. The cheapest
     way to send images (no PNG to decode), and exact."""
-    return (prep is not None and array.dtype == np.uint8 and spec.dtype != "uint8"
-            and is_image_shape(array.shape[1:] if batched else array.shape))
+    return (
+        prep is not None
+        and array.dtype == np.uint8
+        and spec.dtype != "uint8"
+        and is_image_shape(array.shape[1:] if batched else array.shape)
+    )
 
 
 def _check_pixels(height: int, width: int, max_pixels: int) -> None:
     if height * width > max_pixels:
-        raise PayloadTooLarge(f"image is {width}x{height} = {height * width} pixels; "
-                              f"the limit is {max_pixels}")
+        raise PayloadTooLarge(
+            f"image is {width}x{height} = {height * width} pixels; the limit is {max_pixels}"
+        )
 
 
-def decode_input(item: InputItem, spec: TensorSpec, prep: Preprocessing | None, model: str,
-                 max_bytes: int, max_pixels: int) -> np.ndarray:
+def decode_input(
+    item: InputItem,
+    spec: TensorSpec,
+    prep: Preprocessing | None,
+    model: str,
+    max_bytes: int,
+    max_pixels: int,
+) -> np.ndarray:
     """One classify input -> one model input (no batch dimension)."""
     if item.tensor is not None:
         tensor = item.tensor
@@ -118,8 +133,14 @@ def decode_input(item: InputItem, spec: TensorSpec, prep: Preprocessing | None, 
     return check_tensor(decoded, spec, model)
 
 
-def decode_batch(batch: TensorPayload, spec: TensorSpec, prep: Preprocessing | None,
-                 model: str, max_bytes: int, max_pixels: int) -> np.ndarray:
+def decode_batch(
+    batch: TensorPayload,
+    spec: TensorSpec,
+    prep: Preprocessing | None,
+    model: str,
+    max_bytes: int,
+    max_pixels: int,
+) -> np.ndarray:
     """A classify job's ``batch`` tensor -> model inputs, N first: uint8 pixels
     (NxHxW or NxHxWxC) preprocessed like images, anything else checked as model-ready
     values."""

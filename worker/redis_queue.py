@@ -65,7 +65,9 @@ end
 # What a take costs Redis does not grow with the jobs it takes, but for the started
 # records: one RPOP per list, then one HSET and one ZADD for kombu's bookkeeping, one
 # MGET for cancel marks and one HMGET for run counts, for all of them.
-_TAKE = _SLICED + """
+_TAKE = (
+    _SLICED
+    + """
 local limit = tonumber(ARGV[1])
 local now, ttl = ARGV[2], tonumber(ARGV[3])
 local started_head, started_tail = ARGV[4], ARGV[5]
@@ -125,7 +127,9 @@ local function record(raw, base)
     ids[#ids + 1] = id
     places[#places + 1] = #out
     if track_started then
-      redis.call('SET', '""" + RESULT_KEY_PREFIX + """' .. id,
+      redis.call('SET', '"""
+    + RESULT_KEY_PREFIX
+    + """' .. id,
         started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
     end
   end
@@ -147,7 +151,9 @@ sliced('HSET', KEYS[1], unacked)
 sliced('ZADD', KEYS[2], index)
 if #ids > 0 then
   local marks = {}
-  for i, id in ipairs(ids) do marks[i] = '""" + CANCELLED_PREFIX + """' .. id end
+  for i, id in ipairs(ids) do marks[i] = '"""
+    + CANCELLED_PREFIX
+    + """' .. id end
   local cancelled = sliced_read('MGET', nil, marks)
   local runs = sliced_read('HMGET', KEYS[3], ids)
   for i, at in ipairs(places) do
@@ -157,6 +163,7 @@ if #ids > 0 then
 end
 return out
 """
+)
 
 # KEYS: unacked hash, unacked index, runs hash. ARGV: ttl, "1" when this worker writes
 # started records, then (tag, result key, record, job id, dead-letter list, message) for
@@ -164,13 +171,17 @@ return out
 # result is never replaced: a job run twice keeps its first answer. Per job: the result's
 # SET and its PUBLISH (and, where started records are written, the GET that reads one);
 # the acknowledgements and the run counts go in one command each for the whole call.
-_SETTLE = _SLICED + """
+_SETTLE = (
+    _SLICED
+    + """
 local ttl = tonumber(ARGV[1])
 local read_first = ARGV[2] == '1'
 local tags, ids = {}, {}
 local function replaceable(key)
   local current = redis.call('GET', key)
-  return (not current) or string.find(string.sub(current, 1, 32), '""" + ResultState.started + """',
+  return (not current) or string.find(string.sub(current, 1, 32), '"""
+    + ResultState.started
+    + """',
                                        1, true)
 end
 for i = 3, #ARGV, 6 do
@@ -201,6 +212,7 @@ sliced('HDEL', KEYS[1], tags)
 sliced('ZREM', KEYS[2], tags)
 return 1
 """
+)
 
 
 # KEYS: lists. For each, its length and the job id of its oldest message (the next one
@@ -247,9 +259,15 @@ class Settlement:
 class ModelQueues:
     """The Redis side of the bulk consumer for a set of model queues."""
 
-    def __init__(self, client: redis.Redis, models: Sequence[str], worker_name: str,
-                 result_ttl_s: int, max_message_bytes: int = 32 * 1024 * 1024,
-                 track_started: bool = False) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        models: Sequence[str],
+        worker_name: str,
+        result_ttl_s: int,
+        max_message_bytes: int = 32 * 1024 * 1024,
+        track_started: bool = False,
+    ) -> None:
         self.client = client
         self.started_head, self.started_tail = started_template(worker_name)
         self.track_started = track_started  # a STARTED record per job taken (a SET each)
@@ -267,20 +285,34 @@ class ModelQueues:
         self.models = list(models)
         # The consumer thread (re)subscribes at its next wait; this may run elsewhere.
         self.channels = [wake_channel(m) for m in self.models]
-        self.lists = [priority_queue_name(m, step) for step in PRIORITY_STEPS
-                      for m in self.models]
+        self.lists = [priority_queue_name(m, step) for step in PRIORITY_STEPS for m in self.models]
         self.bases = [queue_name(m) for step in PRIORITY_STEPS for m in self.models]
         self.slots = [(m, step) for step in PRIORITY_STEPS for m in self.models]
 
     def take(self, limit: int) -> list[Taken]:
         """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
         keys = [UNACKED_HASH, UNACKED_INDEX, RUNS_HASH, *self.lists]
-        args: list[Any] = [limit, repr(time.time()), self.result_ttl_s, self.started_head,
-                           self.started_tail, self.max_message_bytes,
-                           int(self.track_started), *self.bases]
+        args: list[Any] = [
+            limit,
+            repr(time.time()),
+            self.result_ttl_s,
+            self.started_head,
+            self.started_tail,
+            self.max_message_bytes,
+            int(self.track_started),
+            *self.bases,
+        ]
         flat = self._take(keys=keys, args=args)
-        return [Taken(_text(flat[i]), flat[i + 1], int(flat[i + 2]), _text(flat[i + 3]),
-                      bool(int(flat[i + 4]))) for i in range(0, len(flat), 5)]
+        return [
+            Taken(
+                _text(flat[i]),
+                flat[i + 1],
+                int(flat[i + 2]),
+                _text(flat[i + 3]),
+                bool(int(flat[i + 4])),
+            )
+            for i in range(0, len(flat), 5)
+        ]
 
     def wait(self, timeout: float, limit: int) -> list[Taken]:
         """Wait for a producer's wake-up or ``timeout`` (the idle poll), then take.
@@ -306,10 +338,15 @@ class ModelQueues:
         args: list[Any] = [self.result_ttl_s, int(self.track_started)]
         for s in settlements:
             key = f"{RESULT_KEY_PREFIX}{s.task_id}" if s.task_id and s.record else ""
-            args += [s.delivery_tag, key, s.record.encode() if s.record else b"",
-                     s.task_id or "", s.dead_letter, s.raw if s.dead_letter else b""]
+            args += [
+                s.delivery_tag,
+                key,
+                s.record.encode() if s.record else b"",
+                s.task_id or "",
+                s.dead_letter,
+                s.raw if s.dead_letter else b"",
+            ]
         self._settle(keys=[UNACKED_HASH, UNACKED_INDEX, RUNS_HASH], args=args)
-
 
     def backlog(self) -> dict[str, dict[int, tuple[int, str]]]:
         """Per model and priority step: how many jobs wait, and the id of the oldest."""
@@ -321,7 +358,6 @@ class ModelQueues:
         for i, (model, step) in enumerate(slots):
             out.setdefault(model, {})[step] = (int(flat[2 * i]), _text(flat[2 * i + 1]))
         return out
-
 
     def mark_runs(self, job_ids: Sequence[str]) -> None:
         """Count a run of each of these jobs, about to start: if the worker dies in it, the

@@ -89,7 +89,8 @@ class ModelRepository:
             manifest = Manifest.read(folder)
         except (OSError, ValidationError, ValueError) as exc:
             raise ModelError(
-                f"manifest of {name!r} version {version} is unreadable: {exc}") from None
+                f"manifest of {name!r} version {version} is unreadable: {exc}"
+            ) from None
         if manifest.name != name or manifest.version != version:
             raise ModelError(
                 f"manifest in {name}/{version} says it is {manifest.name!r} version "
@@ -124,7 +125,8 @@ def verify_checksum(model: ModelVersion) -> Path:
                 digest.update(chunk)
     except OSError as exc:
         raise ModelError(
-            f"model file of {model.name!r} v{model.version} is unreadable: {exc}") from None
+            f"model file of {model.name!r} v{model.version} is unreadable: {exc}"
+        ) from None
     if digest.hexdigest() != model.manifest.sha256:
         raise ModelError(
             f"model file of {model.name!r} v{model.version} is damaged: sha256 "

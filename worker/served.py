@@ -104,12 +104,16 @@ class StartedJob:
 class ServedModels:
     """Loads every model of the repository (or the chosen ones) and answers jobs."""
 
-    def __init__(self, settings: WorkerSettings, plan: DevicePlan,
-                 on_batch: Callable[[str, int, int, int, float], None] | None = None,
-                 idle: Callable[[], bool] = never_idle,
-                 cancelled: Container[str] = (),
-                 mark_runs: Callable[[list[str]], None] | None = None,
-                 on_device_lost: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        plan: DevicePlan,
+        on_batch: Callable[[str, int, int, int, float], None] | None = None,
+        idle: Callable[[], bool] = never_idle,
+        cancelled: Container[str] = (),
+        mark_runs: Callable[[list[str]], None] | None = None,
+        on_device_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.device = DeviceHealth()  # this process's device, as the runs find it
         self.on_device_lost = on_device_lost
@@ -142,28 +146,43 @@ class ServedModels:
     def models(self) -> list[ServedModel]:
         return [self._current[name] for name in self.model_names()]
 
-    def handle(self, kind: ModelKind, kwargs: Any, arrived: float,
-               job_id: str | None = None) -> dict[str, Any]:
+    def handle(
+        self, kind: ModelKind, kwargs: Any, arrived: float, job_id: str | None = None
+    ) -> dict[str, Any]:
         """Validate, decode, batch and run one job; raise a typed error for a bad one."""
         started = self.begin(kind, kwargs, arrived, job_id)
         started.future.result()
         return self.complete(started)
 
-    def begin(self, kind: ModelKind, kwargs: Any, arrived: float,
-              job_id: str | None = None, alone: bool = False) -> StartedJob:
+    def begin(
+        self,
+        kind: ModelKind,
+        kwargs: Any,
+        arrived: float,
+        job_id: str | None = None,
+        alone: bool = False,
+    ) -> StartedJob:
         """Validate and decode a job and hand it to its model's batcher. Bad jobs raise
         their typed error here, before they can join (and spoil) a batch."""
         job = parse_job(kind, kwargs, strict=True)
         model = self.model_for(job.model, job.version)
         if isinstance(model, Future):  # its version is loading: start it once loaded
             started = StartedJob(None, job, None, Future())
-            model.add_done_callback(lambda loading: self._begin_loaded(
-                started, loading, kind, arrived, job_id, alone))
+            model.add_done_callback(
+                lambda loading: self._begin_loaded(started, loading, kind, arrived, job_id, alone)
+            )
             return started
         return self._submit(model, job, kind, arrived, job_id, alone)
 
-    def _submit(self, model: ServedModel, job: Any, kind: ModelKind, arrived: float,
-                job_id: str | None, alone: bool = False) -> StartedJob:
+    def _submit(
+        self,
+        model: ServedModel,
+        job: Any,
+        kind: ModelKind,
+        arrived: float,
+        job_id: str | None,
+        alone: bool = False,
+    ) -> StartedJob:
         if model.logic.kind != kind:
             raise InvalidJob(
                 f"model {job.model!r} is a {model.logic.kind} model; send its jobs as "
@@ -173,16 +192,23 @@ class ServedModels:
         future = model.batcher.submit(feeds, size, arrived, job_id, alone)
         return StartedJob(model, job, context, future)
 
-    def _begin_loaded(self, started: StartedJob, loading: Future[ServedModel],
-                      kind: ModelKind, arrived: float, job_id: str | None,
-                      alone: bool) -> None:
+    def _begin_loaded(
+        self,
+        started: StartedJob,
+        loading: Future[ServedModel],
+        kind: ModelKind,
+        arrived: float,
+        job_id: str | None,
+        alone: bool,
+    ) -> None:
         """On the loading thread: hand a job that waited for its version to the version's
         batcher, and pass the batch's outcome on to the job's own future."""
         try:
             inner = self._submit(loading.result(), started.job, kind, arrived, job_id, alone)
         except Exception as exc:
-            started.future.set_exception(exc if isinstance(exc, AimassError) else ModelError(
-                f"{type(exc).__name__}: {exc}"))
+            started.future.set_exception(
+                exc if isinstance(exc, AimassError) else ModelError(f"{type(exc).__name__}: {exc}")
+            )
             return
         started.model, started.context = inner.model, inner.context
         inner.future.add_done_callback(lambda done: _pass_on(done, started.future))
@@ -200,8 +226,12 @@ class ServedModels:
         }
         if model.batcher.buckets:
             timing["bucket"] = output.run_size
-        return {"model": model.version.name, "version": model.version.version, **fields,
-                "timing": timing}
+        return {
+            "model": model.version.name,
+            "version": model.version.version,
+            **fields,
+            "timing": timing,
+        }
 
     def model_for(self, name: str, version: int | None) -> ServedModel | Future[ServedModel]:
         """The loaded version a job asks for, or the future of its load: a version that
@@ -225,8 +255,12 @@ class ServedModels:
             if loading is None:
                 self._refuse_fast(name, version, published)
                 loading = self._loading[(name, version)] = Future()
-                threading.Thread(target=self._load_pinned, args=(name, version, loading),
-                                 name=f"load-{name}-v{version}", daemon=True).start()
+                threading.Thread(
+                    target=self._load_pinned,
+                    args=(name, version, loading),
+                    name=f"load-{name}-v{version}",
+                    daemon=True,
+                ).start()
             return loading
 
     def _refuse_fast(self, name: str, version: int, published: bool) -> None:
@@ -267,9 +301,14 @@ class ServedModels:
             try:
                 loaded = self._load_version(name, versions[-1])
             except Exception as exc:
-                log.error("could not load %s v%d (%s); %s", name, versions[-1], exc,
-                          "keeping the old version" if current else "not serving it",
-                          exc_info=not isinstance(exc, ModelError))
+                log.error(
+                    "could not load %s v%d (%s); %s",
+                    name,
+                    versions[-1],
+                    exc,
+                    "keeping the old version" if current else "not serving it",
+                    exc_info=not isinstance(exc, ModelError),
+                )
                 continue
             with self._lock:
                 self._current[name] = loaded
@@ -330,8 +369,7 @@ class ServedModels:
             return ()
         if isinstance(setting, tuple):
             return normalize_buckets(setting, max_batch)
-        return normalize_buckets(manifest.batching.buckets or default_buckets(max_batch),
-                                 max_batch)
+        return normalize_buckets(manifest.batching.buckets or default_buckets(max_batch), max_batch)
 
     def batch_limit(self, manifest: Manifest) -> BatchLimit:
         """A model's batch limit on this process's device, and where it comes from: the
@@ -368,8 +406,10 @@ class ServedModels:
             settled: dict[int, float] = {}
             if limit.size is None:
                 settled = built.sweep(logic, buckets or default_buckets(SWEEP_MAX_BATCH))
-                limit = BatchLimit(near_best_batch(
-                    {size: size / max(ms, 1e-6) for size, ms in settled.items()}), "sweep")
+                limit = BatchLimit(
+                    near_best_batch({size: size / max(ms, 1e-6) for size, ms in settled.items()}),
+                    "sweep",
+                )
                 if buckets:
                     buckets = self.buckets_for(version.manifest, limit.size or 1)
                     built.keep(model_file, self.plan, buckets)
@@ -380,33 +420,62 @@ class ServedModels:
                 if size not in settled:
                     settled[size] = built.settle(logic, size)
         except Exception as exc:  # ONNX Runtime raises its own types for bad files
-            raise ModelError(f"model file of {version.name!r} v{version.version} could not "
-                             f"be loaded by ONNX Runtime: {exc}") from None
+            raise ModelError(
+                f"model file of {version.name!r} v{version.version} could not "
+                f"be loaded by ONNX Runtime: {exc}"
+            ) from None
         on_batch = self.on_batch
         batcher = Batcher(
-            f"{version.name}-v{version.version}", built.runner, max_batch, delay_ms,
-            on_batch=(lambda size, ran, ms: on_batch(version.name, version.version, size, ran,
-                                                     ms))
-            if on_batch else None,
-            idle=self.idle, time_limit_s=self.settings.job_time_limit_s,
-            interrupt=built.runner.interrupt, buckets=buckets, cancelled=self.cancelled,
-            on_start=self.mark_runs, device=self.device, on_device_lost=self.on_device_lost)
+            f"{version.name}-v{version.version}",
+            built.runner,
+            max_batch,
+            delay_ms,
+            on_batch=(lambda size, ran, ms: on_batch(version.name, version.version, size, ran, ms))
+            if on_batch
+            else None,
+            idle=self.idle,
+            time_limit_s=self.settings.job_time_limit_s,
+            interrupt=built.runner.interrupt,
+            buckets=buckets,
+            cancelled=self.cancelled,
+            on_start=self.mark_runs,
+            device=self.device,
+            on_device_lost=self.on_device_lost,
+        )
         kept = sorted(buckets or {1, max_batch})
-        loaded = ServedModel(version, logic, built.sessions, batcher,
-                             list(built.sessions[0].get_providers()), built.shared,
-                             limit.source, {size: settled[size] for size in kept})
+        loaded = ServedModel(
+            version,
+            logic,
+            built.sessions,
+            batcher,
+            list(built.sessions[0].get_providers()),
+            built.shared,
+            limit.source,
+            {size: settled[size] for size in kept},
+        )
         release_free_memory()  # the parsed model ONNX Runtime has let go of
-        log.info("loaded %s v%d on %s in %.0f ms (max batch %d from the %s, max delay %.1f "
-                 "ms, %s; settled run times %s)", version.name, version.version,
-                 ", ".join(loaded.providers), (time.monotonic() - started) * 1000, max_batch,
-                 limit.source, delay_ms,
-                 f"buckets {', '.join(map(str, buckets))}" if buckets else "exact sizes",
-                 ", ".join(f"{size}: {settled[size]:.2f} ms" for size in kept))
+        log.info(
+            "loaded %s v%d on %s in %.0f ms (max batch %d from the %s, max delay %.1f "
+            "ms, %s; settled run times %s)",
+            version.name,
+            version.version,
+            ", ".join(loaded.providers),
+            (time.monotonic() - started) * 1000,
+            max_batch,
+            limit.source,
+            delay_ms,
+            f"buckets {', '.join(map(str, buckets))}" if buckets else "exact sizes",
+            ", ".join(f"{size}: {settled[size]:.2f} ms" for size in kept),
+        )
         if self.plan.gpu is not None and loaded.on_cpu:
-            log.error("%s v%d: GPU %s was asked for, but it runs on the CPU: the CUDA provider "
-                      "could not start (see the warnings above). `aimass check` fails until "
-                      "this is fixed, unless AIMASS_ALLOW_CPU_FALLBACK=1", version.name,
-                      version.version, self.plan.gpu)
+            log.error(
+                "%s v%d: GPU %s was asked for, but it runs on the CPU: the CUDA provider "
+                "could not start (see the warnings above). `aimass check` fails until "
+                "this is fixed, unless AIMASS_ALLOW_CPU_FALLBACK=1",
+                version.name,
+                version.version,
+                self.plan.gpu,
+            )
         return loaded
 
 
@@ -421,14 +490,17 @@ class BatchLimit:
 class _Sessions:
     """A model's sessions while it loads: one per bucket, or one for every size."""
 
-    def __init__(self, by_size: dict[int, Any], shared: SharedWeights | None,
-                 plain: Any = None) -> None:
+    def __init__(
+        self, by_size: dict[int, Any], shared: SharedWeights | None, plain: Any = None
+    ) -> None:
         self.by_size = by_size
         self.shared = shared
         self.plain = plain
         self.runner: BucketRunner | SessionRunner = (
-            SessionRunner(plain) if plain is not None
-            else BucketRunner({size: SessionRunner(s) for size, s in by_size.items()}))
+            SessionRunner(plain)
+            if plain is not None
+            else BucketRunner({size: SessionRunner(s) for size, s in by_size.items()})
+        )
 
     @classmethod
     def build(cls, model: Path, plan: DevicePlan, buckets: tuple[int, ...]) -> _Sessions:
@@ -453,8 +525,11 @@ class _Sessions:
     def keep(self, model: Path, plan: DevicePlan, buckets: tuple[int, ...]) -> None:
         """Only the sessions of ``buckets``: those the sweep built beyond the chosen limit
         are let go, any bucket it did not build is built now."""
-        self.by_size = {size: self.by_size.get(size) or create_session(
-            model, plan, batch_size=size, shared=self.shared) for size in buckets}
+        self.by_size = {
+            size: self.by_size.get(size)
+            or create_session(model, plan, batch_size=size, shared=self.shared)
+            for size in buckets
+        }
         self.runner = BucketRunner({size: SessionRunner(s) for size, s in self.by_size.items()})
 
 

@@ -52,6 +52,7 @@ STALL_S = 60.0
 # How long one answer of Redis to a readiness probe is reused.
 REDIS_PROBE_S = 1.0
 
+
 class WorkerService:
     """Everything aimass runs inside one Celery worker process."""
 
@@ -59,22 +60,35 @@ class WorkerService:
         self.app = app
         self.settings: WorkerSettings = app.aimass_settings
         self.hostname = hostname
-        self.events = TaskEvents(app, hostname, lambda: getattr(
-            getattr(worker, "consumer", None), "event_dispatcher", None))
+        self.events = TaskEvents(
+            app,
+            hostname,
+            lambda: getattr(getattr(worker, "consumer", None), "event_dispatcher", None),
+        )
         self.metrics = Metrics()
-        self._redis = connect(self.settings.redis_url, health_check_interval=30,
-                              socket_keepalive=True)
+        self._redis = connect(
+            self.settings.redis_url, health_check_interval=30, socket_keepalive=True
+        )
         self.cancelled = CancelledJobs(self._redis)
-        self.queues_of_models = ModelQueues(self._redis, [], hostname,
-                                            self.settings.result_ttl_s,
-                                            self.settings.max_message_bytes,
-                                            self.settings.track_started)
+        self.queues_of_models = ModelQueues(
+            self._redis,
+            [],
+            hostname,
+            self.settings.result_ttl_s,
+            self.settings.max_message_bytes,
+            self.settings.track_started,
+        )
         # Runs a worker dies in are counted only where the bulk consumer reads the count.
         counts_runs = self.bulk and self.settings.max_deliveries > 0
-        self.runtime = ServedModels(self.settings, app.aimass_plan, on_batch=self.metrics.on_batch,
-                               idle=self._feeder_idle, cancelled=self.cancelled,
-                               mark_runs=self.queues_of_models.mark_runs if counts_runs
-                               else None, on_device_lost=self._device_lost)
+        self.runtime = ServedModels(
+            self.settings,
+            app.aimass_plan,
+            on_batch=self.metrics.on_batch,
+            idle=self._feeder_idle,
+            cancelled=self.cancelled,
+            mark_runs=self.queues_of_models.mark_runs if counts_runs else None,
+            on_device_lost=self._device_lost,
+        )
         self.consumer: BulkConsumer | None = None
         self.device_lost: str | None = None  # why, once the device's context broke
         self.ready = threading.Event()
@@ -82,15 +96,22 @@ class WorkerService:
         self.consuming = threading.Event()
         self.started_at = time.time()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._housekeeping, name="aimass-housekeeping",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._housekeeping, name="aimass-housekeeping", daemon=True
+        )
         # Short timeouts: a probe must answer within the orchestrator's own timeout.
-        self._probe_redis = connect(self.settings.redis_url, socket_timeout=1,
-                                    socket_connect_timeout=1)
+        self._probe_redis = connect(
+            self.settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+        )
         self._redis_seen: tuple[float, bool | str] = (0.0, "not asked yet")
         self.endpoints = Endpoints(self.metrics.registry, self.liveness, self.readiness)
-        self.gauges = Gauges(self.metrics, self._probe_redis, self.queues_of_models,
-                             self.runtime, app.aimass_plan.gpu)
+        self.gauges = Gauges(
+            self.metrics,
+            self._probe_redis,
+            self.queues_of_models,
+            self.runtime,
+            app.aimass_plan.gpu,
+        )
         self.json_logs = self.settings.log_format == "json"
 
     def _device_lost(self, reason: str) -> None:
@@ -103,8 +124,12 @@ class WorkerService:
         self.device_lost = reason
         if self.consumer is not None:
             self.consumer.stop_taking()
-        log.critical("the device's context is broken (%s): this worker process exits "
-                     "with code %d to be started afresh", reason, EXIT_DEVICE_LOST)
+        log.critical(
+            "the device's context is broken (%s): this worker process exits "
+            "with code %d to be started afresh",
+            reason,
+            EXIT_DEVICE_LOST,
+        )
         self.metrics.ready.set(0)
         worker_state.should_stop = EXIT_DEVICE_LOST  # Celery's warm shutdown, this code
 
@@ -133,11 +158,17 @@ class WorkerService:
         if self.bulk:
             self.app.amqp.queues.select([CELERY_QUEUE])
             self.consumer = BulkConsumer(
-                self.runtime, queues, self.settings.concurrency, revoked=worker_state.revoked,
-                on_settled=self._on_settled, on_load=self.metrics.in_flight.set,
+                self.runtime,
+                queues,
+                self.settings.concurrency,
+                revoked=worker_state.revoked,
+                on_settled=self._on_settled,
+                on_load=self.metrics.in_flight.set,
                 idle_poll_s=self.settings.idle_poll_ms / 1000.0,
                 max_deliveries=self.settings.max_deliveries,
-                max_result_bytes=self.settings.max_result_bytes, cancelled=self.cancelled)
+                max_result_bytes=self.settings.max_result_bytes,
+                cancelled=self.cancelled,
+            )
             self.consumer.start()
         else:
             self.app.amqp.queues.select([queue_name(n) for n in self.runtime.model_names()])
@@ -174,7 +205,8 @@ class WorkerService:
             "models": [m.describe() for m in self.runtime.models()],
             "in_flight": self.consumer.capacity.used if self.consumer else None,
             "device": self._device(),
-            "requested_device": "cpu" if self.app.aimass_plan.gpu is None
+            "requested_device": "cpu"
+            if self.app.aimass_plan.gpu is None
             else f"gpu:{self.app.aimass_plan.gpu}",
             "cpu_fallback": self.runtime.cpu_fallback(),
             "cpu_fallback_allowed": self.settings.allow_cpu_fallback,
@@ -191,11 +223,11 @@ class WorkerService:
         kind = started.kind if started else "-"
         version = str(started.version) if started else "-"
         queue_ms = None
-        if started is not None and started.future.done() and \
-                started.future.exception() is None:
+        if started is not None and started.future.done() and started.future.exception() is None:
             queue_ms = started.future.result().queue_ms
-        self.metrics.on_settled(flight.model, version, str(kind), record, queue_ms,
-                                time.monotonic() - flight.arrived)
+        self.metrics.on_settled(
+            flight.model, version, str(kind), record, queue_ms, time.monotonic() - flight.arrived
+        )
         self.events.on_settled(flight, record)
         report_job(flight, record, self.json_logs)
 
@@ -206,8 +238,7 @@ class WorkerService:
             now = time.monotonic()
             if now >= next_beat:
                 self._beat()
-                next_beat = now + (WORKER_HEARTBEAT_INTERVAL_S if self.consuming.is_set()
-                                   else 1.0)
+                next_beat = now + (WORKER_HEARTBEAT_INTERVAL_S if self.consuming.is_set() else 1.0)
             if self.settings.reload_interval_s and now >= next_reload:
                 self._reload()
                 next_reload = time.monotonic() + self.settings.reload_interval_s
@@ -217,8 +248,9 @@ class WorkerService:
 
     def liveness(self) -> Checks:
         """The process's threads are there and moving (``/livez``). Redis is not asked."""
-        checks: Checks = {"housekeeping": self.housekeeping_alive()
-                          or "the housekeeping thread has died"}
+        checks: Checks = {
+            "housekeeping": self.housekeeping_alive() or "the housekeeping thread has died"
+        }
         if self.consumer is not None:
             checks.update(self.consumer.health(STALL_S))
         for model in self.runtime.models():
@@ -234,11 +266,15 @@ class WorkerService:
             "redis": self._redis_answers(),
         }
         if self.device_lost is not None:
-            checks["device"] = (f"the device's context is broken ({self.device_lost}); "
-                                "the process is exiting to be started afresh")
+            checks["device"] = (
+                f"the device's context is broken ({self.device_lost}); "
+                "the process is exiting to be started afresh"
+            )
         elif self.runtime.cpu_fallback() and not self.settings.allow_cpu_fallback:
-            checks["device"] = (f"asked for GPU {self.app.aimass_plan.gpu}, runs on the "
-                                "CPU (set AIMASS_ALLOW_CPU_FALLBACK=1 to accept)")
+            checks["device"] = (
+                f"asked for GPU {self.app.aimass_plan.gpu}, runs on the "
+                "CPU (set AIMASS_ALLOW_CPU_FALLBACK=1 to accept)"
+            )
         self.metrics.ready.set(int(passed(checks)))
         return checks
 
@@ -255,8 +291,9 @@ class WorkerService:
 
     def _beat(self) -> None:
         try:
-            self._redis.set(worker_key(self.hostname), json.dumps(self.describe()),
-                            ex=WORKER_HEARTBEAT_TTL_S)
+            self._redis.set(
+                worker_key(self.hostname), json.dumps(self.describe()), ex=WORKER_HEARTBEAT_TTL_S
+            )
         except redis.RedisError as exc:  # Redis may be restarting; the next beat retries
             log.warning("heartbeat failed: %s", exc)
 

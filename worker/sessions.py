@@ -79,17 +79,27 @@ def providers_for(plan: DevicePlan, buckets: bool = False) -> list[Any]:
     providers: list[Any] = []
     if plan.tensorrt:
         cache = str(plan.tensorrt_cache or Path(".trt-cache"))
-        providers.append((TENSORRT, {
-            "device_id": 0,
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": cache,
-            "trt_timing_cache_enable": True,
-        }))
-    providers.append((CUDA, {
-        "device_id": 0,
-        "cudnn_conv_algo_search": "EXHAUSTIVE" if buckets else "HEURISTIC",
-        "arena_extend_strategy": "kSameAsRequested",
-    }))
+        providers.append(
+            (
+                TENSORRT,
+                {
+                    "device_id": 0,
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": cache,
+                    "trt_timing_cache_enable": True,
+                },
+            )
+        )
+    providers.append(
+        (
+            CUDA,
+            {
+                "device_id": 0,
+                "cudnn_conv_algo_search": "EXHAUSTIVE" if buckets else "HEURISTIC",
+                "arena_extend_strategy": "kSameAsRequested",
+            },
+        )
+    )
     providers.append(CPU)
     return providers
 
@@ -144,10 +154,15 @@ def batch_dims(model: Path) -> tuple[str, ...]:
 
 def _batch_dims(graph: Any) -> tuple[str, ...]:
     initializers = {tensor.name for tensor in graph.initializer}
-    return tuple(dict.fromkeys(
-        item.type.tensor_type.shape.dim[0].dim_param for item in graph.input
-        if item.name not in initializers and item.type.tensor_type.shape.dim
-        and item.type.tensor_type.shape.dim[0].dim_param))
+    return tuple(
+        dict.fromkeys(
+            item.type.tensor_type.shape.dim[0].dim_param
+            for item in graph.input
+            if item.name not in initializers
+            and item.type.tensor_type.shape.dim
+            and item.type.tensor_type.shape.dim[0].dim_param
+        )
+    )
 
 
 def device_view(array: np.ndarray, plan: DevicePlan) -> Any:
@@ -166,8 +181,7 @@ def device_view(array: np.ndarray, plan: DevicePlan) -> Any:
 
     device, index = ("cpu", 0) if plan.gpu is None else ("cuda", 0)
     array = np.ascontiguousarray(array)
-    owner = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), array.dtype,
-                                                      device, index)
+    owner = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), array.dtype, device, index)
     owner.update_inplace(array)
     return ort.OrtValue.from_dlpack(owner)
 
@@ -194,8 +208,9 @@ def load_shared_weights(model: Path, plan: DevicePlan) -> SharedWeights:
 _sharing_refused_said = False
 
 
-def _own_copies(model: Path, buckets: Sequence[int], dims: tuple[str, ...],
-                exc: Exception) -> SharedWeights:
+def _own_copies(
+    model: Path, buckets: Sequence[int], dims: tuple[str, ...], exc: Exception
+) -> SharedWeights:
     """No sharing for this model: each bucket session loads the weights itself. Said
     once per process at WARNING (an ONNX Runtime too old for DLPack says it for every
     model), then at INFO."""
@@ -203,14 +218,20 @@ def _own_copies(model: Path, buckets: Sequence[int], dims: tuple[str, ...],
     reason = f"{type(exc).__name__}: {exc}"
     level = logging.INFO if _sharing_refused_said else logging.WARNING
     _sharing_refused_said = True
-    log.log(level, "could not share %s's weights among its %d bucket sessions (%s); each "
-            "holds a copy of its own: plan device memory for weights x buckets x processes",
-            model, len(buckets), reason)
+    log.log(
+        level,
+        "could not share %s's weights among its %d bucket sessions (%s); each "
+        "holds a copy of its own: plan device memory for weights x buckets x processes",
+        model,
+        len(buckets),
+        reason,
+    )
     return SharedWeights(batch_dims=dims, refused=reason)
 
 
-def create_bucket_sessions(model: Path, plan: DevicePlan, buckets: Sequence[int],
-                           share: bool = True) -> tuple[dict[int, Any], SharedWeights]:
+def create_bucket_sessions(
+    model: Path, plan: DevicePlan, buckets: Sequence[int], share: bool = True
+) -> tuple[dict[int, Any], SharedWeights]:
     """One session per bucket, each with its batch dimension fixed to its size, all using
     one copy of the weights. Should the weights not be shareable (an ONNX Runtime that
     refuses them, say), each session gets its own copy, with its batch dimension still
@@ -234,14 +255,19 @@ def create_bucket_sessions(model: Path, plan: DevicePlan, buckets: Sequence[int]
             if not shared.shared:
                 raise
             shared = _own_copies(model, buckets, dims, exc)
-            sessions = {s: create_session(model, plan, batch_size=s, shared=shared)
-                        for s in buckets}
+            sessions = {
+                s: create_session(model, plan, batch_size=s, shared=shared) for s in buckets
+            }
             break
     return sessions, shared
 
 
-def create_session(model: bytes | Path, plan: DevicePlan, batch_size: int | None = None,
-                   shared: SharedWeights | None = None) -> Any:
+def create_session(
+    model: bytes | Path,
+    plan: DevicePlan,
+    batch_size: int | None = None,
+    shared: SharedWeights | None = None,
+) -> Any:
     """An ``InferenceSession`` for one model, with threads sized for this process.
 
     ``batch_size`` fixes the inputs' batch dimension (a bucket's session); ``shared``
@@ -275,8 +301,9 @@ def create_session(model: bytes | Path, plan: DevicePlan, batch_size: int | None
     session = ort.InferenceSession(source, sess_options=options, providers=providers)
     requested = plan.gpu is not None
     if requested and CUDA not in session.get_providers():
-        log.warning("GPU %s requested but the CUDA provider could not start; running on the CPU",
-                    plan.gpu)
+        log.warning(
+            "GPU %s requested but the CUDA provider could not start; running on the CPU", plan.gpu
+        )
     return session
 
 
@@ -287,8 +314,9 @@ def create_session(model: bytes | Path, plan: DevicePlan, batch_size: int | None
 # address, invalid address space, invalid program counter; 719 launch failure.
 STICKY_CUDA_ERRORS = frozenset({214, 700, 702, 709, 710, 714, 715, 716, 717, 718, 719})
 _CUDA_FAILURE = re.compile(r"\bCUDA failure (\d+)")
-_DEVICE_FAILURE = re.compile(r"\b(CUDA|CUDNN|CUBLAS|CUFFT|CURAND) failure\b|CUDA error",
-                             re.IGNORECASE)
+_DEVICE_FAILURE = re.compile(
+    r"\b(CUDA|CUDNN|CUBLAS|CUFFT|CURAND) failure\b|CUDA error", re.IGNORECASE
+)
 # This many failed runs in a row, each failing with a CUDA library's error, and the
 # context is taken for broken even when the error is not one of the sticky codes.
 DEVICE_FAILURES_IN_A_ROW = 3

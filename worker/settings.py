@@ -116,13 +116,15 @@ ModelNames = Annotated[tuple[ModelName, ...], BeforeValidator(_comma_list)]
 BatchBuckets = Annotated[str, AfterValidator(_buckets)]
 Consumer = Annotated[Literal["bulk", "celery"], BeforeValidator(_lower)]
 LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lower)]
-LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                     BeforeValidator(_upper)]
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
+]
 NodeName = Annotated[str | None, AfterValidator(_node_name)]
 # "none" (any case) stands for None: each manifest's own limit.
 BatchSizeOrNone = Annotated[Count | None, BeforeValidator(_none_word)]
-BatchLimits = Annotated[Count | tuple[tuple[str, Count], ...] | None,
-                        BeforeValidator(_batch_limits)]
+BatchLimits = Annotated[
+    Count | tuple[tuple[str, Count], ...] | None, BeforeValidator(_batch_limits)
+]
 BatchSweep = Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)]
 DelayOrNone = Annotated[Duration | None, BeforeValidator(_none_word)]
 
@@ -135,117 +137,217 @@ class WorkerSettings:
     """Everything a worker process needs to know; see the README for each variable."""
 
     redis_url: str = field(default=DEFAULT_REDIS_URL, metadata=REDIS_URL)
-    model_repository: Path = field(default=DEFAULT_REPOSITORY, metadata=checked(
-        REPOSITORY_ENV, Folder, "model repository", _FOLDER))
+    model_repository: Path = field(
+        default=DEFAULT_REPOSITORY,
+        metadata=checked(REPOSITORY_ENV, Folder, "model repository", _FOLDER),
+    )
     # "auto" (every visible GPU, else CPU), "cpu", or a comma list of GPU indices.
-    devices: str = field(default="auto", metadata=checked(
-        "AIMASS_DEVICES", Devices, "device list", "auto, cpu, or GPU indices like 0,1"))
+    devices: str = field(
+        default="auto",
+        metadata=checked(
+            "AIMASS_DEVICES", Devices, "device list", "auto, cpu, or GPU indices like 0,1"
+        ),
+    )
     # Only these models (empty: every model in the repository).
-    models: tuple[str, ...] = field(default=(), metadata=checked(
-        "AIMASS_MODELS", ModelNames, "model list",
-        "model names like digits,alexnet (lower-case letters, digits, '.', '_' and '-')"))
+    models: tuple[str, ...] = field(
+        default=(),
+        metadata=checked(
+            "AIMASS_MODELS",
+            ModelNames,
+            "model list",
+            "model names like digits,alexnet (lower-case letters, digits, '.', '_' and '-')",
+        ),
+    )
     # Override the manifests' batch limits when set: one for every model (64), or one
     # per model (digits=128,alexnet=64, with *=32 for any other).
     max_batch_size: int | tuple[tuple[str, int], ...] | None = field(
-        default=None, metadata=checked(
-            "AIMASS_MAX_BATCH_SIZE", BatchLimits, "batch size",
-            f"a whole number of at least 1, or per model like digits=128,alexnet=64, "
-            f"{_MANIFESTS}"))
+        default=None,
+        metadata=checked(
+            "AIMASS_MAX_BATCH_SIZE",
+            BatchLimits,
+            "batch size",
+            f"a whole number of at least 1, or per model like digits=128,alexnet=64, {_MANIFESTS}",
+        ),
+    )
     # Measure each model's batch limit at start-up on this process's own device: "auto"
     # on a GPU where neither the setting above nor the manifest gives a GPU limit; "on"
     # everywhere, unless the setting above gives one; "off" never.
-    batch_sweep: str = field(default="auto", metadata=checked(
-        "AIMASS_BATCH_SWEEP", BatchSweep, "batch sweep setting", "auto, on or off"))
-    max_queue_delay_ms: float | None = field(default=None, metadata=checked(
-        "AIMASS_MAX_QUEUE_DELAY_MS", DelayOrNone, "queue delay",
-        f"0 or more milliseconds, {_MANIFESTS}"))
+    batch_sweep: str = field(
+        default="auto",
+        metadata=checked(
+            "AIMASS_BATCH_SWEEP", BatchSweep, "batch sweep setting", "auto, on or off"
+        ),
+    )
+    max_queue_delay_ms: float | None = field(
+        default=None,
+        metadata=checked(
+            "AIMASS_MAX_QUEUE_DELAY_MS",
+            DelayOrNone,
+            "queue delay",
+            f"0 or more milliseconds, {_MANIFESTS}",
+        ),
+    )
     # Shape-stable batching (worker/buckets.py): "auto" pads batches up to fixed sizes,
     # one session each, on a GPU, and runs exact sizes on the CPU; "on", "off", or sizes
     # like "1,8,32" instead of the manifests' buckets.
-    batch_buckets: str = field(default="auto", metadata=checked(
-        "AIMASS_BATCH_BUCKETS", BatchBuckets, "batch bucket setting",
-        "auto, on, off, or sizes like 1,8,32"))
+    batch_buckets: str = field(
+        default="auto",
+        metadata=checked(
+            "AIMASS_BATCH_BUCKETS",
+            BatchBuckets,
+            "batch bucket setting",
+            "auto, on, off, or sizes like 1,8,32",
+        ),
+    )
     # Worker processes per GPU (0: as many as the cores allow, see worker/supervisor.py);
     # with --devices cpu, processes sharing the CPU (0: one).
-    procs_per_gpu: int = field(default=0, metadata=checked(
-        "AIMASS_PROCS_PER_GPU", CountOrOff, "count",
-        "0 (as many as the cores allow) or positive"))
+    procs_per_gpu: int = field(
+        default=0,
+        metadata=checked(
+            "AIMASS_PROCS_PER_GPU",
+            CountOrOff,
+            "count",
+            "0 (as many as the cores allow) or positive",
+        ),
+    )
     # A worker asked for a GPU that ends up on the CPU fails `aimass check` unless this
     # is set: it would serve, but far slower than planned.
-    allow_cpu_fallback: bool = field(default=False, metadata=checked(
-        "AIMASS_ALLOW_CPU_FALLBACK", Flag, "boolean", FLAG_WORDS))
+    allow_cpu_fallback: bool = field(
+        default=False, metadata=checked("AIMASS_ALLOW_CPU_FALLBACK", Flag, "boolean", FLAG_WORDS)
+    )
     # Jobs a worker process holds at once (taken from Redis, waiting or running).
-    concurrency: int = field(default=64, metadata=checked(
-        "AIMASS_CONCURRENCY", Count, "count", "a whole number of at least 1"))
+    concurrency: int = field(
+        default=64,
+        metadata=checked("AIMASS_CONCURRENCY", Count, "count", "a whole number of at least 1"),
+    )
     # "bulk": take many jobs per Redis call and settle a batch's results in one call
     # (fast); "celery": Celery's own consumer, one message at a time (conventional).
-    consumer: str = field(default="bulk", metadata=checked(
-        "AIMASS_CONSUMER", Consumer, "consumer", "bulk or celery"))
+    consumer: str = field(
+        default="bulk", metadata=checked("AIMASS_CONSUMER", Consumer, "consumer", "bulk or celery")
+    )
     # How often an idle bulk consumer looks at its queues; producers that publish a
     # wake-up (the aimass client does) are served at once.
-    idle_poll_ms: float = field(default=20.0, metadata=checked(
-        "AIMASS_IDLE_POLL_MS", PositiveDuration, "interval",
-        "a number of milliseconds above 0"))
+    idle_poll_ms: float = field(
+        default=20.0,
+        metadata=checked(
+            "AIMASS_IDLE_POLL_MS", PositiveDuration, "interval", "a number of milliseconds above 0"
+        ),
+    )
     # How long a delivered, unacknowledged job stays with its worker before Redis hands it
     # to another: longer than the worst queue wait plus run time, short enough that a dead
     # worker's jobs do not wait long.
-    visibility_timeout_s: int = field(default=300, metadata=checked(
-        "AIMASS_VISIBILITY_TIMEOUT_S", Count, "timeout",
-        "a whole number of seconds, at least 1"))
+    visibility_timeout_s: int = field(
+        default=300,
+        metadata=checked(
+            "AIMASS_VISIBILITY_TIMEOUT_S", Count, "timeout", "a whole number of seconds, at least 1"
+        ),
+    )
     # How long one batch may run before its jobs fail with ModelError ("timed out") and
     # the run is interrupted (0: no limit). Keep it below the visibility timeout, or a
     # stuck job is handed to another worker while this one still holds it.
-    job_time_limit_s: float = field(default=60.0, metadata=checked(
-        "AIMASS_JOB_TIME_LIMIT_S", Duration, "time limit",
-        "0 (no limit) or a positive number of seconds"))
+    job_time_limit_s: float = field(
+        default=60.0,
+        metadata=checked(
+            "AIMASS_JOB_TIME_LIMIT_S",
+            Duration,
+            "time limit",
+            "0 (no limit) or a positive number of seconds",
+        ),
+    )
     # How long results (and submission records) are kept.
     result_ttl_s: int = field(default=DEFAULT_RESULT_TTL_S, metadata=RESULT_TTL_S)
     # Caps on what one job may carry.
-    max_payload_bytes: int = field(default=16 * 1024 * 1024, metadata=checked(
-        "AIMASS_MAX_PAYLOAD_BYTES", Count, "size", "a whole number of bytes, at least 1"))
-    max_image_pixels: int = field(default=4096 * 4096, metadata=checked(
-        "AIMASS_MAX_IMAGE_PIXELS", Count, "size", "a whole number of pixels, at least 1"))
+    max_payload_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata=checked(
+            "AIMASS_MAX_PAYLOAD_BYTES", Count, "size", "a whole number of bytes, at least 1"
+        ),
+    )
+    max_image_pixels: int = field(
+        default=4096 * 4096,
+        metadata=checked(
+            "AIMASS_MAX_IMAGE_PIXELS", Count, "size", "a whole number of pixels, at least 1"
+        ),
+    )
     # Cap on one whole queue message: larger ones fail with PayloadTooLarge before they
     # are decoded. Room for one tensor at max_payload_bytes, base64 twice (kwargs, body).
-    max_message_bytes: int = field(default=32 * 1024 * 1024, metadata=checked(
-        "AIMASS_MAX_MESSAGE_BYTES", Count, "size", "a whole number of bytes, at least 1"))
+    max_message_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata=checked(
+            "AIMASS_MAX_MESSAGE_BYTES", Count, "size", "a whole number of bytes, at least 1"
+        ),
+    )
     # ONNX Runtime threads per session; 0 lets aimass pick from the cores per process.
-    intra_op_threads: int = field(default=0, metadata=checked(
-        "AIMASS_INTRA_OP_THREADS", CountOrOff, "thread count",
-        "0 (chosen from the cores) or positive"))
-    tensorrt: bool = field(default=False, metadata=checked(
-        "AIMASS_TENSORRT", Flag, "boolean", FLAG_WORDS))
-    tensorrt_cache: Path = field(default=Path(".trt-cache"), metadata=checked(
-        "AIMASS_TENSORRT_CACHE", Folder, "TensorRT cache", _FOLDER))
-    metrics_port: int = field(default=0, metadata=checked(
-        "AIMASS_METRICS_PORT", Port, "port", "0 (off) or a port from 1 to 65535"))
+    intra_op_threads: int = field(
+        default=0,
+        metadata=checked(
+            "AIMASS_INTRA_OP_THREADS",
+            CountOrOff,
+            "thread count",
+            "0 (chosen from the cores) or positive",
+        ),
+    )
+    tensorrt: bool = field(
+        default=False, metadata=checked("AIMASS_TENSORRT", Flag, "boolean", FLAG_WORDS)
+    )
+    tensorrt_cache: Path = field(
+        default=Path(".trt-cache"),
+        metadata=checked("AIMASS_TENSORRT_CACHE", Folder, "TensorRT cache", _FOLDER),
+    )
+    metrics_port: int = field(
+        default=0,
+        metadata=checked("AIMASS_METRICS_PORT", Port, "port", "0 (off) or a port from 1 to 65535"),
+    )
     # How often to look for newly published versions (0: never).
-    reload_interval_s: float = field(default=5.0, metadata=checked(
-        "AIMASS_RELOAD_INTERVAL_S", Duration, "interval",
-        "0 (never) or a positive number of seconds"))
-    log_level: str = field(default="INFO", metadata=checked(
-        "AIMASS_LOG_LEVEL", LogLevel, "log level",
-        "DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)"))
+    reload_interval_s: float = field(
+        default=5.0,
+        metadata=checked(
+            "AIMASS_RELOAD_INTERVAL_S",
+            Duration,
+            "interval",
+            "0 (never) or a positive number of seconds",
+        ),
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=checked(
+            "AIMASS_LOG_LEVEL",
+            LogLevel,
+            "log level",
+            "DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)",
+        ),
+    )
     # "json": one JSON object per line, and a line per settled job (worker/logs.py).
-    log_format: str = field(default="text", metadata=checked(
-        "AIMASS_LOG_FORMAT", LogFormat, "log format", "text or json"))
+    log_format: str = field(
+        default="text",
+        metadata=checked("AIMASS_LOG_FORMAT", LogFormat, "log format", "text or json"),
+    )
     # Runs of one job that its worker died in before it is parked in its model's
     # dead-letter list instead of run again (0: no cap).
-    max_deliveries: int = field(default=3, metadata=checked(
-        "AIMASS_MAX_DELIVERIES", CountOrOff, "count", "0 (no cap) or positive"))
+    max_deliveries: int = field(
+        default=3,
+        metadata=checked("AIMASS_MAX_DELIVERIES", CountOrOff, "count", "0 (no cap) or positive"),
+    )
     # Store a STARTED result record for each job a worker takes, so that its status
     # reads "started" rather than "queued" until its answer. Off, as in Celery
     # (task_track_started): it costs two more Redis commands per job (the record's SET,
     # and a GET before the result replaces it), where a job otherwise costs about three
     # (docs/performance.md, sizing the broker).
-    track_started: bool = field(default=False, metadata=checked(
-        "AIMASS_TRACK_STARTED", Flag, "boolean", FLAG_WORDS))
+    track_started: bool = field(
+        default=False, metadata=checked("AIMASS_TRACK_STARTED", Flag, "boolean", FLAG_WORDS)
+    )
     # Cap on one stored result: a larger one fails its job with PayloadTooLarge.
-    max_result_bytes: int = field(default=16 * 1024 * 1024, metadata=checked(
-        "AIMASS_MAX_RESULT_BYTES", Count, "size", "a whole number of bytes, at least 1"))
+    max_result_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata=checked(
+            "AIMASS_MAX_RESULT_BYTES", Count, "size", "a whole number of bytes, at least 1"
+        ),
+    )
     # Only the command line names a Celery node (--hostname); None: aimass-<device>-<pid>.
-    hostname: str | None = field(default=None, metadata=checked(
-        "--hostname", NodeName, "node name", "one word such as worker1@%h"))
+    hostname: str | None = field(
+        default=None,
+        metadata=checked("--hostname", NodeName, "node name", "one word such as worker1@%h"),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

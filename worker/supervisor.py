@@ -65,8 +65,9 @@ def _launch(child: Child) -> subprocess.Popen[bytes]:
         try:
             os.sched_setaffinity(process.pid, child.cpus)
         except OSError as exc:  # gone already, or a core taken away: it runs unpinned
-            log.warning("could not pin worker %s to cores %s: %s", child.label,
-                        sorted(child.cpus), exc)
+            log.warning(
+                "could not pin worker %s to cores %s: %s", child.label, sorted(child.cpus), exc
+            )
     return process
 
 
@@ -78,26 +79,37 @@ def cpu_shares(count: int, cores: Sequence[int] | None = None) -> list[set[int] 
     per_child = len(cores) // max(1, count)
     if per_child < 2:
         return [None] * count
-    return [set(cores[i * per_child:(i + 1) * per_child]) for i in range(count)]
+    return [set(cores[i * per_child : (i + 1) * per_child]) for i in range(count)]
 
 
 class Supervisor:
     """Runs children until told to stop; ``run`` returns the worst exit code seen at stop."""
 
-    def __init__(self, children: list[Child], launch: Launch = _launch,
-                 clock: Callable[[], float] = time.monotonic, poll_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        children: list[Child],
+        launch: Launch = _launch,
+        clock: Callable[[], float] = time.monotonic,
+        poll_s: float = 0.2,
+    ) -> None:
         self.children = children
         self.launch = launch
         self.clock = clock
         self.poll_s = poll_s
         self.stopping = False
         self.registry = CollectorRegistry()
-        self.restarts = Counter("aimass_worker_restarts", "Worker processes started again "
-                                "after they exited on their own", ["process"],
-                                registry=self.registry)
-        self.running = Gauge("aimass_worker_processes", "Worker processes of this container, "
-                             "by state (running, or waiting to be restarted)", ["state"],
-                             registry=self.registry)
+        self.restarts = Counter(
+            "aimass_worker_restarts",
+            "Worker processes started again after they exited on their own",
+            ["process"],
+            registry=self.registry,
+        )
+        self.running = Gauge(
+            "aimass_worker_processes",
+            "Worker processes of this container, by state (running, or waiting to be restarted)",
+            ["state"],
+            registry=self.registry,
+        )
         self.endpoints = Endpoints(self.registry, self.live, self.ready)
 
     def run(self, port: int = 0) -> int:
@@ -107,8 +119,9 @@ class Supervisor:
             self._start(child)
         if port:
             self.endpoints.serve(port)
-        previous = {sig: signal.signal(sig, self._forward) for sig in
-                    (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            sig: signal.signal(sig, self._forward) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             while not self.stopping:
                 self.step()
@@ -128,8 +141,7 @@ class Supervisor:
         for child in self.children:
             if child.process is not None and child.process.poll() is not None:
                 self._died(child, now)
-            if child.process is None and child.restart_at is not None \
-                    and now >= child.restart_at:
+            if child.process is None and child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
                 self.restarts.labels(child.label).inc()
                 self._start(child)
@@ -175,9 +187,14 @@ class Supervisor:
             child.backoff_s = MIN_BACKOFF_S
         child.process = None
         child.restart_at = now + child.backoff_s
-        log.error("worker %s exited with %s after %.1f s; restarting it in %.0f s "
-                  "(restart %d)", child.label, _describe_exit(code), ran_s, child.backoff_s,
-                  child.restarts + 1)
+        log.error(
+            "worker %s exited with %s after %.1f s; restarting it in %.0f s (restart %d)",
+            child.label,
+            _describe_exit(code),
+            ran_s,
+            child.backoff_s,
+            child.restarts + 1,
+        )
         child.backoff_s = min(MAX_BACKOFF_S, child.backoff_s * 2)
 
     def _wait_all(self) -> int:
@@ -192,4 +209,3 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"code {code}"
-

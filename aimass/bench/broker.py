@@ -39,8 +39,10 @@ class BrokerCost:
         return {
             "jobs": jobs,
             "commands_per_job": self.commands / jobs,
-            "by_command": {name: calls / jobs for name, calls in
-                           sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))},
+            "by_command": {
+                name: calls / jobs
+                for name, calls in sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))
+            },
             "cpu_us_per_job": cpu_us,
             "jobs_per_s_per_core": 1e6 / cpu_us if cpu_us > 0 else None,
         }
@@ -88,14 +90,18 @@ class BrokerMeter:
 
 def format_by_command(by_command: dict[str, float], top: int = 8) -> str:
     """``set 2.0, publish 1.0, ...``: the commands that cost a job most, first."""
-    shown = [f"{name} {per_job:.2f}" for name, per_job in list(by_command.items())[:top]
-             if per_job >= 0.005]
+    shown = [
+        f"{name} {per_job:.2f}"
+        for name, per_job in list(by_command.items())[:top]
+        if per_job >= 0.005
+    ]
     rest = len(by_command) - top
     return ", ".join(shown) + (f", +{rest} more" if rest > 0 else "")
 
 
-def measure_batch(jobs: int = 6000, encoding: str = "uint8", rounds: int = 3,
-                  log_dir: Any = None) -> list[dict[str, Any]]:
+def measure_batch(
+    jobs: int = 6000, encoding: str = "uint8", rounds: int = 3, log_dir: Any = None
+) -> list[dict[str, Any]]:
     """The issue-style measurement: one ``aimass worker --devices cpu`` on the digits
     stand-in and a Redis of its own; ``jobs`` one-image jobs through
     ``Client.submit_many`` and then ``Client.wait``, metered from before the submit to
@@ -123,8 +129,10 @@ def measure_batch(jobs: int = 6000, encoding: str = "uint8", rounds: int = 3,
             out = []
             try:
                 for _ in range(rounds):
-                    submissions = [Submission.classify(images[i % len(images)],
-                                                       model="digits") for i in range(jobs)]
+                    submissions = [
+                        Submission.classify(images[i % len(images)], model="digits")
+                        for i in range(jobs)
+                    ]
                     meter.start()
                     client.wait(client.submit_many(submissions), timeout=600)
                     out.append(meter.stop().per_job(jobs))
@@ -141,19 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m aimass.bench.broker",
         description="Redis commands and Redis CPU per job, jobs sent in bulk and waited "
-                    "for (docs/performance.md, sizing the broker).")
+        "for (docs/performance.md, sizing the broker).",
+    )
     parser.add_argument("--jobs", type=int, default=6000)
     parser.add_argument("--encoding", choices=("uint8", "png"), default="uint8")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     rounds = measure_batch(args.jobs, args.encoding, args.rounds)
     for index, figures in enumerate(rounds, 1):
-        print(f"round {index}: {figures['commands_per_job']:.2f} commands/job "
-              f"({format_by_command(figures['by_command'], 20)}); "
-              f"{figures['cpu_us_per_job']:.1f} us Redis CPU/job")
+        print(
+            f"round {index}: {figures['commands_per_job']:.2f} commands/job "
+            f"({format_by_command(figures['by_command'], 20)}); "
+            f"{figures['cpu_us_per_job']:.1f} us Redis CPU/job"
+        )
     cpu = statistics.median(r["cpu_us_per_job"] for r in rounds)
-    print(f"median: {statistics.median(r['commands_per_job'] for r in rounds):.2f} commands/job, "
-          f"{cpu:.1f} us Redis CPU/job, ~{1e6 / cpu:,.0f} jobs/s per Redis core")
+    print(
+        f"median: {statistics.median(r['commands_per_job'] for r in rounds):.2f} commands/job, "
+        f"{cpu:.1f} us Redis CPU/job, ~{1e6 / cpu:,.0f} jobs/s per Redis core"
+    )
     return 0
 
 

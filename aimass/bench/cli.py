@@ -32,72 +32,130 @@ def _count(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number like 4 (0: the worker's "
-                                         f"automatic choice), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number like 4 (0: the worker's automatic choice), got {text!r}"
+        )
     return value
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = subparsers.add_parser(
-        "bench", help="measure aimass against ONNX Runtime alone and a plain Celery worker",
+        "bench",
+        help="measure aimass against ONNX Runtime alone and a plain Celery worker",
         description="Measure, on this machine: ONNX Runtime alone (batch 1 and its best "
-                    "batch), a plain Celery worker (one task per image, float32 JSON), and "
-                    "`aimass worker` fed by closed-loop producers. Starts its own Redis. "
-                    "Prints a table and the goals (PASS/MISS), writes JSON and a PNG plot. "
-                    "See docs/performance.md.")
-    bench.add_argument("--model", action="append", choices=MODELS,
-                       help="model to measure (repeat for several; default: both)")
-    bench.add_argument("--concurrency", type=_int_list, default=[1, 8, 32],
-                       help="jobs each producer keeps in flight, one level per value "
-                            "(default 1,8,32)")
-    bench.add_argument("--jobs", type=int, default=0,
-                       help="end a round's window after this many jobs (default 0: "
-                            "windows are time-boxed by --duration only)")
-    bench.add_argument("--rounds", type=int, default=3,
-                       help="repeat every measurement this many times; medians are "
-                            "reported (default 3)")
-    bench.add_argument("--duration", type=float, default=3.0,
-                       help="seconds measured per level and round (default 3)")
-    bench.add_argument("--warmup", type=float, default=1.0,
-                       help="seconds of load before each window opens (default 1)")
-    bench.add_argument("--producers", type=int, default=1,
-                       help="producer processes (default 1)")
-    bench.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
-                       help="cpu (default; the worker runs with --devices cpu) or cuda "
-                            "(--devices auto)")
-    bench.add_argument("--repository", type=Path,
-                       help="model repository (default: $AIMASS_MODEL_REPOSITORY or ./models)")
-    bench.add_argument("--allow-synthetic", action="store_true",
-                       help="benchmark a seeded stand-in of the same shape when a model is "
-                            "missing from the repository (reported as synthetic)")
-    bench.add_argument("--images-per-job", type=int, default=16,
-                       help="images per job in the multi-image run on digits, and with "
-                            "--provider cuda on AlexNet too (default 16; 0 skips it)")
-    bench.add_argument("--multi-concurrency", type=int, default=8,
-                       help="jobs in flight per producer in the multi-image run (default 8)")
-    bench.add_argument("--procs-per-gpu", type=_count,
-                       help="passed to `aimass worker --procs-per-gpu`: worker processes "
-                            "per GPU, or on the CPU (default: the worker's own)")
-    bench.add_argument("--naive-pool", choices=("solo", "threads", "prefork"),
-                       default="solo", help="Celery pool of the naive worker (default solo,"
-                                            " the best of the three on a small machine)")
-    bench.add_argument("--naive-concurrency", type=int,
-                       help="the naive worker's --concurrency (default: Celery's)")
-    bench.add_argument("--raw-batch-sizes", type=_int_list,
-                       default=[1, 2, 4, 8, 16, 32, 64, 128],
-                       help="batch sizes ONNX Runtime alone is timed at (default 1,2,...,128;"
-                            " the sweep stops once two sizes in a row fall behind the best)")
-    bench.add_argument("--raw-seconds", type=float, default=0.5,
-                       help="seconds timed per raw batch size (default 0.5)")
-    bench.add_argument("--skip", default="",
-                       help="systems not to run, comma list of raw, naive, aimass")
+        "batch), a plain Celery worker (one task per image, float32 JSON), and "
+        "`aimass worker` fed by closed-loop producers. Starts its own Redis. "
+        "Prints a table and the goals (PASS/MISS), writes JSON and a PNG plot. "
+        "See docs/performance.md.",
+    )
+    bench.add_argument(
+        "--model",
+        action="append",
+        choices=MODELS,
+        help="model to measure (repeat for several; default: both)",
+    )
+    bench.add_argument(
+        "--concurrency",
+        type=_int_list,
+        default=[1, 8, 32],
+        help="jobs each producer keeps in flight, one level per value (default 1,8,32)",
+    )
+    bench.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="end a round's window after this many jobs (default 0: "
+        "windows are time-boxed by --duration only)",
+    )
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="repeat every measurement this many times; medians are reported (default 3)",
+    )
+    bench.add_argument(
+        "--duration",
+        type=float,
+        default=3.0,
+        help="seconds measured per level and round (default 3)",
+    )
+    bench.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of load before each window opens (default 1)",
+    )
+    bench.add_argument("--producers", type=int, default=1, help="producer processes (default 1)")
+    bench.add_argument(
+        "--provider",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu (default; the worker runs with --devices cpu) or cuda (--devices auto)",
+    )
+    bench.add_argument(
+        "--repository",
+        type=Path,
+        help="model repository (default: $AIMASS_MODEL_REPOSITORY or ./models)",
+    )
+    bench.add_argument(
+        "--allow-synthetic",
+        action="store_true",
+        help="benchmark a seeded stand-in of the same shape when a model is "
+        "missing from the repository (reported as synthetic)",
+    )
+    bench.add_argument(
+        "--images-per-job",
+        type=int,
+        default=16,
+        help="images per job in the multi-image run on digits, and with "
+        "--provider cuda on AlexNet too (default 16; 0 skips it)",
+    )
+    bench.add_argument(
+        "--multi-concurrency",
+        type=int,
+        default=8,
+        help="jobs in flight per producer in the multi-image run (default 8)",
+    )
+    bench.add_argument(
+        "--procs-per-gpu",
+        type=_count,
+        help="passed to `aimass worker --procs-per-gpu`: worker processes "
+        "per GPU, or on the CPU (default: the worker's own)",
+    )
+    bench.add_argument(
+        "--naive-pool",
+        choices=("solo", "threads", "prefork"),
+        default="solo",
+        help="Celery pool of the naive worker (default solo,"
+        " the best of the three on a small machine)",
+    )
+    bench.add_argument(
+        "--naive-concurrency", type=int, help="the naive worker's --concurrency (default: Celery's)"
+    )
+    bench.add_argument(
+        "--raw-batch-sizes",
+        type=_int_list,
+        default=[1, 2, 4, 8, 16, 32, 64, 128],
+        help="batch sizes ONNX Runtime alone is timed at (default 1,2,...,128;"
+        " the sweep stops once two sizes in a row fall behind the best)",
+    )
+    bench.add_argument(
+        "--raw-seconds",
+        type=float,
+        default=0.5,
+        help="seconds timed per raw batch size (default 0.5)",
+    )
+    bench.add_argument(
+        "--skip", default="", help="systems not to run, comma list of raw, naive, aimass"
+    )
     bench.add_argument("--json", type=Path, help=f"results file (default {DEFAULT_JSON})")
-    bench.add_argument("--plot", type=Path, help=f"PNG plot (default {DEFAULT_PLOT}; "
-                                                 "needs matplotlib)")
-    bench.add_argument("--logs", type=Path,
-                       help="keep the workers' and producers' logs in this folder")
-    bench.add_argument("--strict", action="store_true",
-                       help="exit 1 when a goal is missed")
+    bench.add_argument(
+        "--plot", type=Path, help=f"PNG plot (default {DEFAULT_PLOT}; needs matplotlib)"
+    )
+    bench.add_argument(
+        "--logs", type=Path, help="keep the workers' and producers' logs in this folder"
+    )
+    bench.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     bench.set_defaults(handler=run_bench_command)
 
 
@@ -118,8 +176,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     skip = tuple(s.strip() for s in args.skip.split(",") if s.strip())
     unknown = set(skip) - {"raw", "naive", "aimass"}
     if unknown:
-        print(f"aimass bench: --skip {args.skip!r}: expected raw, naive or aimass",
-              file=sys.stderr)
+        print(f"aimass bench: --skip {args.skip!r}: expected raw, naive or aimass", file=sys.stderr)
         return 2
     from aimass.protocol.manifest import resolve_repository
 

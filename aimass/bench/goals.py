@@ -21,35 +21,83 @@ class Goal:
 
 # An idle worker must not make a lone job wait, on the CPU or a GPU.
 LATENCY_GOALS = tuple(
-    Goal(model, "concurrency 1: aimass p50 <= raw batch-1 latency + 3 ms",
-         "aimass_p50_latency_ms_c1", lambda h: h["raw_batch1_latency_ms"] + 3.0, "ms", False)
-    for model in ("digits", "alexnet"))
+    Goal(
+        model,
+        "concurrency 1: aimass p50 <= raw batch-1 latency + 3 ms",
+        "aimass_p50_latency_ms_c1",
+        lambda h: h["raw_batch1_latency_ms"] + 3.0,
+        "ms",
+        False,
+    )
+    for model in ("digits", "alexnet")
+)
 
 # On the CPU (--provider cpu).
 GOALS = (
-    Goal("alexnet", "aimass images/s >= 0.8 x raw best batch", "aimass_images_per_s",
-         lambda h: 0.8 * h["raw_best_images_per_s"], "img/s"),
-    Goal("digits", "one image per job: aimass jobs/s >= 5 x naive jobs/s", "aimass_jobs_per_s",
-         lambda h: 5.0 * h["naive_jobs_per_s"], "jobs/s"),
-    Goal("digits", "multi-image jobs: aimass images/s >= 0.5 x raw best batch",
-         "aimass_multi_images_per_s", lambda h: 0.5 * h["raw_best_images_per_s"], "img/s"),
+    Goal(
+        "alexnet",
+        "aimass images/s >= 0.8 x raw best batch",
+        "aimass_images_per_s",
+        lambda h: 0.8 * h["raw_best_images_per_s"],
+        "img/s",
+    ),
+    Goal(
+        "digits",
+        "one image per job: aimass jobs/s >= 5 x naive jobs/s",
+        "aimass_jobs_per_s",
+        lambda h: 5.0 * h["naive_jobs_per_s"],
+        "jobs/s",
+    ),
+    Goal(
+        "digits",
+        "multi-image jobs: aimass images/s >= 0.5 x raw best batch",
+        "aimass_multi_images_per_s",
+        lambda h: 0.5 * h["raw_best_images_per_s"],
+        "img/s",
+    ),
     *LATENCY_GOALS,
-    Goal("alexnet", "worker RSS <= 1.5 x model file size", "worker_rss_bytes",
-         lambda h: 1.5 * h["model_file_bytes"], "bytes", False),
+    Goal(
+        "alexnet",
+        "worker RSS <= 1.5 x model file size",
+        "worker_rss_bytes",
+        lambda h: 1.5 * h["model_file_bytes"],
+        "bytes",
+        False,
+    ),
 )
 
 
 # On a GPU (--provider cuda): session.run is cheap there, so the queue, decoding and the
 # worker's processes set the pace; the targets say how much of the GPU they leave unused.
 GPU_GOALS = (
-    Goal("alexnet", "multi-image jobs: aimass images/s >= 0.8 x raw best batch",
-         "aimass_multi_images_per_s", lambda h: 0.8 * h["raw_best_images_per_s"], "img/s"),
-    Goal("alexnet", "one image per job: aimass images/s >= 0.3 x raw best batch",
-         "aimass_images_per_s", lambda h: 0.3 * h["raw_best_images_per_s"], "img/s"),
-    Goal("digits", "one image per job: aimass jobs/s >= 10,000", "aimass_jobs_per_s",
-         lambda h: 10_000.0, "jobs/s"),
-    Goal("digits", "multi-image jobs: aimass images/s >= 0.3 x raw best batch",
-         "aimass_multi_images_per_s", lambda h: 0.3 * h["raw_best_images_per_s"], "img/s"),
+    Goal(
+        "alexnet",
+        "multi-image jobs: aimass images/s >= 0.8 x raw best batch",
+        "aimass_multi_images_per_s",
+        lambda h: 0.8 * h["raw_best_images_per_s"],
+        "img/s",
+    ),
+    Goal(
+        "alexnet",
+        "one image per job: aimass images/s >= 0.3 x raw best batch",
+        "aimass_images_per_s",
+        lambda h: 0.3 * h["raw_best_images_per_s"],
+        "img/s",
+    ),
+    Goal(
+        "digits",
+        "one image per job: aimass jobs/s >= 10,000",
+        "aimass_jobs_per_s",
+        lambda h: 10_000.0,
+        "jobs/s",
+    ),
+    Goal(
+        "digits",
+        "multi-image jobs: aimass images/s >= 0.3 x raw best batch",
+        "aimass_multi_images_per_s",
+        lambda h: 0.3 * h["raw_best_images_per_s"],
+        "img/s",
+    ),
     *LATENCY_GOALS,
 )
 
@@ -63,8 +111,9 @@ def goals_for(provider: str) -> tuple[Goal, ...]:
     return GPU_GOALS if goal_set(provider) == "gpu" else GOALS
 
 
-def evaluate_goals(headlines: dict[str, dict[str, Any]],
-                   goals: tuple[Goal, ...] = GOALS) -> list[dict[str, Any]]:
+def evaluate_goals(
+    headlines: dict[str, dict[str, Any]], goals: tuple[Goal, ...] = GOALS
+) -> list[dict[str, Any]]:
     """PASS, MISS or SKIP (not measured) for each goal, with its margin."""
     out = []
     for goal in goals:
@@ -79,6 +128,13 @@ def evaluate_goals(headlines: dict[str, dict[str, Any]],
             continue
         passed = value >= target if goal.higher_is_better else value <= target
         margin = (value / target - 1.0) if goal.higher_is_better else (target - value) / target
-        out.append({**entry, "status": "PASS" if passed else "MISS", "value": value,
-                    "target": target, "margin": margin})
+        out.append(
+            {
+                **entry,
+                "status": "PASS" if passed else "MISS",
+                "value": value,
+                "target": target,
+                "margin": margin,
+            }
+        )
     return out

@@ -34,8 +34,7 @@ class GpuSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if self.available:
-            self._thread = threading.Thread(target=self._loop, daemon=True,
-                                            name="gpu-sampler")
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="gpu-sampler")
             self._thread.start()
 
     @property

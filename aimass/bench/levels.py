@@ -29,9 +29,14 @@ def summarize_raw(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def combine_windows(windows: list[dict[str, Any]], cpu_s: dict[str, float], span_s: float,
-                    worker_rss: int, gpu: dict[str, Any] | None = None,
-                    broker: BrokerCost | None = None) -> dict[str, Any]:
+def combine_windows(
+    windows: list[dict[str, Any]],
+    cpu_s: dict[str, float],
+    span_s: float,
+    worker_rss: int,
+    gpu: dict[str, Any] | None = None,
+    broker: BrokerCost | None = None,
+) -> dict[str, Any]:
     """One level's figures from each producer's window, its CPU, the worker's memory,
     the GPUs' utilization and the broker's cost (``None`` where not measured)."""
     jobs_per_s = sum(w["completed"] / max(w["t1"] - w["t0"], 1e-9) for w in windows)
@@ -77,8 +82,9 @@ def _broker_medians(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
     out = median_by_key([{k: v for k, v in r.items() if k != "by_command"} for r in rounds])
     names = dict.fromkeys(name for r in rounds for name in r["by_command"])
     # A command a round did not run cost that round nothing.
-    by_command = median_by_key([{name: r["by_command"].get(name, 0.0) for name in names}
-                                for r in rounds])
+    by_command = median_by_key(
+        [{name: r["by_command"].get(name, 0.0) for name in names} for r in rounds]
+    )
     out["by_command"] = dict(sorted(by_command.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
 
@@ -90,8 +96,10 @@ def _p50(values: list[float]) -> float | None:
 def aggregate_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The medians of one level's rounds; batch sizes summed, latencies pooled."""
     scalars = ("jobs_per_s", "images_per_s", "mean_batch_size", "worker_rss_bytes")
-    out: dict[str, Any] = {key: rounds[0][key] for key in
-                           ("concurrency", "producers", "jobs_in_flight", "images_per_job")}
+    out: dict[str, Any] = {
+        key: rounds[0][key]
+        for key in ("concurrency", "producers", "jobs_in_flight", "images_per_job")
+    }
     for key in scalars:
         out[key] = statistics.median(r[key] for r in rounds)
     out["latency_ms"] = median_by_key([r["latency_ms"] for r in rounds])

@@ -93,8 +93,10 @@ def synthetic_pixels(shape: list[int], count: int, seed: int) -> list[np.ndarray
         coarse = rng.integers(0, 256, (6, 6, channels), dtype=np.uint8)
         mode = "L" if channels == 1 else "RGB"
         source = coarse[:, :, 0] if channels == 1 else coarse
-        smooth = np.asarray(Image.fromarray(source, mode=mode).resize(
-            (width, height), Image.Resampling.BICUBIC), dtype=np.int16)
+        smooth = np.asarray(
+            Image.fromarray(source, mode=mode).resize((width, height), Image.Resampling.BICUBIC),
+            dtype=np.int16,
+        )
         smooth = smooth.reshape(height, width, channels)
         noise = rng.integers(-8, 9, smooth.shape, dtype=np.int16)
         images.append(np.clip(smooth + noise, 0, 255).astype(np.uint8))
@@ -124,8 +126,10 @@ def aimass_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
     from aimass.producer.client import Client
 
     client = Client(spec.redis_url)
-    images = [recommended_input(p) for p in synthetic_pixels(spec.input_shape, POOL_SIZE,
-                                                             spec.producer_index)]
+    images = [
+        recommended_input(p)
+        for p in synthetic_pixels(spec.input_shape, POOL_SIZE, spec.producer_index)
+    ]
     counter = itertools.count()
 
     def job_images(count: int) -> list[np.ndarray | bytes]:
@@ -138,15 +142,17 @@ def aimass_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
     return submit, client.close
 
 
-def submit_classify_jobs(client: Any, model: str,
-                         jobs: list[tuple[str, list[np.ndarray | bytes]]]) -> None:
+def submit_classify_jobs(
+    client: Any, model: str, jobs: list[tuple[str, list[np.ndarray | bytes]]]
+) -> None:
     """The one place that submits aimass jobs: the fastest path the client offers
     (``Client.submit_many``, pipelined, where it exists; else one ``classify`` each)."""
     if hasattr(client, "submit_many"):
         from aimass.producer.submission import Submission
 
-        client.submit_many(Submission.classify(images, model=model, job_id=job_id)
-                           for job_id, images in jobs)
+        client.submit_many(
+            Submission.classify(images, model=model, job_id=job_id) for job_id, images in jobs
+        )
         return
     for job_id, images in jobs:
         client.classify(images, model=model, job_id=job_id)
@@ -157,8 +163,10 @@ def naive_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
     producer does: ``task.apply_async(kwargs=...)``."""
     from aimass.bench.naive import app, classify
 
-    tensors = [float_tensor_b64(p) for p in synthetic_pixels(spec.input_shape, POOL_SIZE,
-                                                             spec.producer_index)]
+    tensors = [
+        float_tensor_b64(p)
+        for p in synthetic_pixels(spec.input_shape, POOL_SIZE, spec.producer_index)
+    ]
     counter = itertools.count()
 
     def submit(job_ids: list[str], images_per_job: int) -> None:
@@ -166,8 +174,9 @@ def naive_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
             raise ValueError("the naive worker takes one image per task")
         for job_id in job_ids:
             tensor = tensors[next(counter) % POOL_SIZE]
-            classify.apply_async(kwargs={"tensor": tensor, "shape": spec.input_shape},
-                                 task_id=job_id)
+            classify.apply_async(
+                kwargs={"tensor": tensor, "shape": spec.input_shape}, task_id=job_id
+            )
 
     return submit, app.close
 
@@ -187,8 +196,9 @@ class ClosedLoop:
         self.ids = itertools.count()
         self.inflight: dict[str, float] = {}
 
-    def run(self, concurrency: int, images_per_job: int, t0: float, t_end: float,
-            cap: int) -> Window:
+    def run(
+        self, concurrency: int, images_per_job: int, t0: float, t_end: float, cap: int
+    ) -> Window:
         """One window: load until told to stop, then drain and return what was seen."""
         window = Window(concurrency=concurrency, images_per_job=images_per_job, t0=t0)
         stopping = False
@@ -232,7 +242,7 @@ class ClosedLoop:
             timeout = 0.0
             if message["type"] != "pmessage":
                 continue
-            job_id = message["channel"].decode()[len(RESULT_KEY_PREFIX):]
+            job_id = message["channel"].decode()[len(RESULT_KEY_PREFIX) :]
             self._finish(job_id, message["data"], window, t_end, cap, polled=False)
 
     def _poll_late(self, window: Window, t_end: float, cap: int) -> None:
@@ -245,8 +255,9 @@ class ClosedLoop:
             if raw is not None:
                 self._finish(job_id, raw, window, t_end, cap, polled=True)
 
-    def _finish(self, job_id: str, raw: bytes | str, window: Window, t_end: float, cap: int,
-                polled: bool) -> None:
+    def _finish(
+        self, job_id: str, raw: bytes | str, window: Window, t_end: float, cap: int, polled: bool
+    ) -> None:
         record = ResultRecord.decode(raw, job_id)
         if record is None or not record.final or job_id not in self.inflight:
             return
@@ -310,8 +321,13 @@ def main(argv: list[str]) -> int:
     emit({"event": "ready"})
     while (command := commands.get())["cmd"] != "exit":
         if command["cmd"] == "run":
-            window = loop.run(command["concurrency"], command.get("images_per_job", 1),
-                              command["t0"], command["t_end"], command.get("cap", 0))
+            window = loop.run(
+                command["concurrency"],
+                command.get("images_per_job", 1),
+                command["t0"],
+                command["t_end"],
+                command.get("cap", 0),
+            )
             emit({"event": "result", **window.as_json()})
     close()
     return 0

@@ -53,7 +53,10 @@ def _gpu_name() -> str | None:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return None
-    done = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [smi, "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
-

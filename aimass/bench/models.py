@@ -94,7 +94,8 @@ def find_model(name: str, repository: Path, synthetic_root: Path | None) -> Benc
         raise ModelMissing(
             f"model {name!r} is not in {repository}: export it with `aimass export zoo` "
             f"(writes ./models/{name}/1), point --repository at a repository that has it, "
-            "or pass --allow-synthetic to benchmark a seeded stand-in of the same shape")
+            "or pass --allow-synthetic to benchmark a seeded stand-in of the same shape"
+        )
     folder = publish_stand_in(synthetic_root, name)
     return BenchModel(name, synthetic_root, Manifest.read(folder), synthetic=True)
 
@@ -109,17 +110,24 @@ def publish_stand_in(repository: Path, name: str) -> Path:
     folder = repository / name / "1"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MODEL_FILE).write_bytes(model)
-    labels = [str(i) for i in range(classes)] if classes == 10 else [
-        f"class-{i}" for i in range(classes)]
+    labels = (
+        [str(i) for i in range(classes)]
+        if classes == 10
+        else [f"class-{i}" for i in range(classes)]
+    )
     Manifest(
-        name=name, version=1, kind=ModelKind.classify,
+        name=name,
+        version=1,
+        kind=ModelKind.classify,
         inputs=[TensorSpec(name="image", dtype="float32", shape=[-1, side, side, channels])],
         outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, classes])],
         preprocessing=Preprocessing(height=side, width=side, channels=channels),
-        labels=labels, batching=STAND_IN_BATCHING[name],
+        labels=labels,
+        batching=STAND_IN_BATCHING[name],
         sha256=hashlib.sha256(model).hexdigest(),
         source=Source(framework=STAND_IN_FRAMEWORK, onnx_opset=OPSET),
-        trained=False, quality={},
+        trained=False,
+        quality={},
     ).write(folder)
     return folder
 
@@ -132,11 +140,13 @@ class _Graph:
 
         self.helper = helper
         self.rng = np.random.default_rng(SEED)
-        self.nodes: list[Any] = [helper.make_node("Transpose", ["image"], ["x0"],
-                                                  perm=[0, 3, 1, 2])]
+        self.nodes: list[Any] = [
+            helper.make_node("Transpose", ["image"], ["x0"], perm=[0, 3, 1, 2])
+        ]
         self.initializers: list[Any] = []
-        self.inputs = [helper.make_tensor_value_info(
-            "image", TensorProto.FLOAT, ["N", side, side, channels])]
+        self.inputs = [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", side, side, channels])
+        ]
         self.last = "x0"
         self.count = 0
 
@@ -152,25 +162,44 @@ class _Graph:
         values *= np.float32(np.sqrt(2.0 / fan_in))
         self.initializers.append(numpy_helper.from_array(values, name))
         bias = self._name("b")
-        self.initializers.append(numpy_helper.from_array(
-            np.zeros(shape[0] if len(shape) == 4 else shape[1], np.float32), bias))
+        self.initializers.append(
+            numpy_helper.from_array(
+                np.zeros(shape[0] if len(shape) == 4 else shape[1], np.float32), bias
+            )
+        )
         return name
 
-    def op(self, op_type: str, *extra_inputs: str, source: str | None = None,
-           **attrs: Any) -> str:
+    def op(self, op_type: str, *extra_inputs: str, source: str | None = None, **attrs: Any) -> str:
         out = self._name("x")
-        self.nodes.append(self.helper.make_node(
-            op_type, [source or self.last, *extra_inputs], [out], **attrs))
+        self.nodes.append(
+            self.helper.make_node(op_type, [source or self.last, *extra_inputs], [out], **attrs)
+        )
         self.last = out
         return out
 
-    def conv(self, channels_in: int, channels_out: int, kernel: int, stride: int = 1,
-             pad: int = 0, relu: bool = True, source: str | None = None) -> str:
-        weight = self._weight((channels_out, channels_in, kernel, kernel),
-                              channels_in * kernel * kernel)
+    def conv(
+        self,
+        channels_in: int,
+        channels_out: int,
+        kernel: int,
+        stride: int = 1,
+        pad: int = 0,
+        relu: bool = True,
+        source: str | None = None,
+    ) -> str:
+        weight = self._weight(
+            (channels_out, channels_in, kernel, kernel), channels_in * kernel * kernel
+        )
         bias = self.initializers[-1].name
-        self.op("Conv", weight, bias, source=source, kernel_shape=[kernel, kernel],
-                strides=[stride, stride], pads=[pad] * 4)
+        self.op(
+            "Conv",
+            weight,
+            bias,
+            source=source,
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+        )
         return self.op("Relu") if relu else self.last
 
     def pool(self, pads: tuple[int, int, int, int] = (0, 0, 0, 0)) -> str:
@@ -184,12 +213,13 @@ class _Graph:
     def finish(self, name: str, classes: int) -> Any:
         from onnx import TensorProto
 
-        self.nodes.append(self.helper.make_node("Softmax", [self.last], ["probabilities"],
-                                                axis=1))
-        output = self.helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
-                                                    ["N", classes])
-        return self.helper.make_graph(self.nodes, name, self.inputs, [output],
-                                      initializer=self.initializers)
+        self.nodes.append(self.helper.make_node("Softmax", [self.last], ["probabilities"], axis=1))
+        output = self.helper.make_tensor_value_info(
+            "probabilities", TensorProto.FLOAT, ["N", classes]
+        )
+        return self.helper.make_graph(
+            self.nodes, name, self.inputs, [output], initializer=self.initializers
+        )
 
 
 def digits_graph() -> Any:

@@ -44,10 +44,10 @@ def session() -> Any:
                 preload = getattr(ort, "preload_dlls", None)
                 if preload is not None:
                     preload()
-            _session = ort.InferenceSession(os.environ["AIMASS_BENCH_MODEL_FILE"],
-                                            providers=providers)
-            print(f"naive worker: session on {', '.join(_session.get_providers())}",
-                  flush=True)
+            _session = ort.InferenceSession(
+                os.environ["AIMASS_BENCH_MODEL_FILE"], providers=providers
+            )
+            print(f"naive worker: session on {', '.join(_session.get_providers())}", flush=True)
         return _session
 
 
@@ -58,5 +58,7 @@ def classify(tensor: str, shape: list[int], top_k: int = 5) -> dict[str, Any]:
     batch = np.frombuffer(base64.b64decode(tensor), dtype=np.float32).reshape([1, *shape])
     scores = model.run(None, {model.get_inputs()[0].name: batch})[0][0]
     top = np.argsort(-scores)[:top_k]
-    return {"predictions": [{"index": int(i), "score": float(scores[i])} for i in top],
-            "providers": model.get_providers()}
+    return {
+        "predictions": [{"index": int(i), "score": float(scores[i])} for i in top],
+        "providers": model.get_providers(),
+    }

@@ -52,26 +52,40 @@ class Service:
 
     def check(self) -> None:
         if not self.alive():
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
-                               f"{self.log_tail()}")
+            raise RuntimeError(
+                f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+            )
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Service:
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     return Service(name, process, log_path)
 
 
-def start_aimass_worker(redis_url: str, model: BenchModel, provider: str, log_dir: Path,
-                        procs_per_gpu: int | None = None, timeout: float = 180.0,
-                        stragglers_s: float = 60.0) -> Service:
+def start_aimass_worker(
+    redis_url: str,
+    model: BenchModel,
+    provider: str,
+    log_dir: Path,
+    procs_per_gpu: int | None = None,
+    timeout: float = 180.0,
+    stragglers_s: float = 60.0,
+) -> Service:
     """``aimass worker`` serving one model; returns once every process it started says
     ready, or ``stragglers_s`` after the first did (``serving_heartbeats`` then tells
     how many serve)."""
-    args = ["--repository", str(model.repository), "--models", model.name,
-            "--devices", "cpu" if provider == "cpu" else "auto"]
+    args = [
+        "--repository",
+        str(model.repository),
+        "--models",
+        model.name,
+        "--devices",
+        "cpu" if provider == "cpu" else "auto",
+    ]
     if procs_per_gpu is not None:
         args += ["--procs-per-gpu", str(procs_per_gpu)]
     name = f"aimass-worker-{model.name}"
@@ -98,31 +112,39 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def start_naive_worker(redis_url: str, model: BenchModel, provider: str, pool: str,
-                       concurrency: int | None, log_dir: Path,
-                       timeout: float = 180.0) -> Service:
+def start_naive_worker(
+    redis_url: str,
+    model: BenchModel,
+    provider: str,
+    pool: str,
+    concurrency: int | None,
+    log_dir: Path,
+    timeout: float = 180.0,
+) -> Service:
     """``celery -A aimass.bench.naive worker``; returns once it has answered a job."""
-    argv = [sys.executable, "-m", "celery", "-A", "aimass.bench.naive", "worker",
-            f"--pool={pool}"]
+    argv = [sys.executable, "-m", "celery", "-A", "aimass.bench.naive", "worker", f"--pool={pool}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    env = child_env(redis_url, AIMASS_BENCH_MODEL_FILE=str(model.model_file),
-                    AIMASS_BENCH_PROVIDER=provider)
+    env = child_env(
+        redis_url, AIMASS_BENCH_MODEL_FILE=str(model.model_file), AIMASS_BENCH_PROVIDER=provider
+    )
     service = _spawn(f"naive-worker-{model.name}", argv, env, log_dir)
     from celery import Celery
 
     probe = Celery("naive-probe", broker=redis_url, backend=redis_url)
     try:
         zeros = base64.b64encode(bytes(4 * _volume(model.input_shape))).decode("ascii")
-        pending = probe.send_task("bench.naive.classify",
-                                  kwargs={"tensor": zeros, "shape": model.input_shape})
+        pending = probe.send_task(
+            "bench.naive.classify", kwargs={"tensor": zeros, "shape": model.input_shape}
+        )
         deadline = time.monotonic() + timeout
         while not pending.ready():
             service.check()
             if time.monotonic() > deadline:
                 service.stop()
-                raise RuntimeError(f"naive worker did not answer in {timeout} s:\n"
-                                   f"{service.log_tail()}")
+                raise RuntimeError(
+                    f"naive worker did not answer in {timeout} s:\n{service.log_tail()}"
+                )
             time.sleep(0.1)
         service.providers = list(pending.get(timeout=1).get("providers", []))
         pending.forget()
@@ -152,8 +174,12 @@ class Producer:
         log = (log_dir / f"producer-{spec['system']}-{index}.log").open("a")
         process = subprocess.Popen(
             [sys.executable, "-m", "aimass.bench.load", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            env=child_env(spec["redis_url"]))
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=child_env(spec["redis_url"]),
+        )
         log.close()
         producer = cls(process)
         threading.Thread(target=producer._read, daemon=True).start()
@@ -186,11 +212,12 @@ class Producer:
             while True:
                 for index, item in enumerate(self.events):
                     if item["event"] in (event, "eof"):
-                        del self.events[:index + 1]
+                        del self.events[: index + 1]
                         if item["event"] == "eof":
                             raise RuntimeError(
                                 f"producer {self.pid} exited (code {self.process.poll()}) "
-                                f"while waiting for {event!r}; see its log")
+                                f"while waiting for {event!r}; see its log"
+                            )
                         return item
                 left = deadline - time.monotonic()
                 if left <= 0:

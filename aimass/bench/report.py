@@ -19,8 +19,9 @@ class PlotUnavailable(Exception):
 # Cores used by processes outside the benchmark above which the report warns.
 NOISY_CORES = 0.25
 
-PLOT_HINT = ("the plot needs matplotlib: pip install matplotlib (it comes with "
-             "pip install 'aimass[dev]')")
+PLOT_HINT = (
+    "the plot needs matplotlib: pip install matplotlib (it comes with pip install 'aimass[dev]')"
+)
 
 
 def _levels(system: dict[str, Any] | None, images_per_job: int = 1) -> list[dict[str, Any]]:
@@ -42,8 +43,7 @@ def _cpu_per_image(level: dict[str, Any] | None) -> float | None:
     than throughput when neighbours share the cores."""
     if not level:
         return None
-    per_job = sum(level["cpu_ms_per_job"].get(k) or 0.0
-                  for k in ("worker", "redis", "producers"))
+    per_job = sum(level["cpu_ms_per_job"].get(k) or 0.0 for k in ("worker", "redis", "producers"))
     return per_job / level["images_per_job"]
 
 
@@ -65,8 +65,7 @@ def headline(model: dict[str, Any]) -> dict[str, Any]:
     best_aimass = _best(_levels(aimass), "jobs_per_s")
     c1 = _at_concurrency(_levels(aimass), 1)
     naive_c1 = _at_concurrency(_levels(naive), 1)
-    multi = next((lv for lv in (aimass or {}).get("levels", []) if lv["images_per_job"] > 1),
-                 None)
+    multi = next((lv for lv in (aimass or {}).get("levels", []) if lv["images_per_job"] > 1), None)
     out = {
         "origin": model["model"]["origin"],
         "model_file_bytes": model["model"]["model_file_bytes"],
@@ -95,34 +94,47 @@ def headline(model: dict[str, Any]) -> dict[str, Any]:
     }
     out["ratio_vs_raw"] = _ratio(out["aimass_images_per_s"], out["raw_best_images_per_s"])
     out["ratio_vs_naive"] = _ratio(out["aimass_jobs_per_s"], out["naive_jobs_per_s"])
-    out["ratio_multi_vs_raw"] = _ratio(out["aimass_multi_images_per_s"],
-                                       out["raw_best_images_per_s"])
+    out["ratio_multi_vs_raw"] = _ratio(
+        out["aimass_multi_images_per_s"], out["raw_best_images_per_s"]
+    )
     out["rss_vs_model_file"] = _ratio(out["worker_rss_bytes"], out["model_file_bytes"])
-    out["cpu_per_image_vs_raw"] = _ratio(out["aimass_cpu_ms_per_image"],
-                                         out["raw_best_cpu_ms_per_image"])
+    out["cpu_per_image_vs_raw"] = _ratio(
+        out["aimass_cpu_ms_per_image"], out["raw_best_cpu_ms_per_image"]
+    )
     out.update(paired_ratios(model))
     out.update(worker_summary(model["model"]["name"], aimass))
     out.update(raw_at_limit(raw, out["aimass_batch_limit"], out["aimass_images_per_s"]))
-    others = [lv["cpu_cores"]["others"] for system in (naive, aimass)
-              for lv in (system or {}).get("levels", []) if lv["cpu_cores"].get("others")]
+    others = [
+        lv["cpu_cores"]["others"]
+        for system in (naive, aimass)
+        for lv in (system or {}).get("levels", [])
+        if lv["cpu_cores"].get("others")
+    ]
     out["others_cpu_cores"] = statistics.fmean(others) if others else None
     return out
 
 
-def raw_at_limit(raw: dict[str, Any], limit: int | None,
-                 aimass_images_per_s: float | None) -> dict[str, Any]:
+def raw_at_limit(
+    raw: dict[str, Any], limit: int | None, aimass_images_per_s: float | None
+) -> dict[str, Any]:
     """ONNX Runtime alone at the largest measured batch size within the worker's own batch
     limit: a ratio against it says how much the worker loses to the queue, one against
     the best batch also counts what its limit leaves on the table."""
     by_batch = raw.get("images_per_s_by_batch") or {}
     sizes = [int(size) for size in by_batch if limit and int(size) <= limit]
     if not sizes:
-        return {"raw_at_limit_batch_size": None, "raw_at_limit_images_per_s": None,
-                "ratio_vs_raw_at_limit": None}
+        return {
+            "raw_at_limit_batch_size": None,
+            "raw_at_limit_images_per_s": None,
+            "ratio_vs_raw_at_limit": None,
+        }
     size = max(sizes)
     rate = by_batch[str(size)]
-    return {"raw_at_limit_batch_size": size, "raw_at_limit_images_per_s": rate,
-            "ratio_vs_raw_at_limit": _ratio(aimass_images_per_s, rate)}
+    return {
+        "raw_at_limit_batch_size": size,
+        "raw_at_limit_images_per_s": rate,
+        "ratio_vs_raw_at_limit": _ratio(aimass_images_per_s, rate),
+    }
 
 
 def worker_summary(name: str, aimass: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,9 +142,13 @@ def worker_summary(name: str, aimass: dict[str, Any] | None) -> dict[str, Any]:
     back to the CPU, and the batch sizes the model was built for (empty: exact sizes)."""
     workers = (aimass or {}).get("workers")
     if workers is None:
-        return {"aimass_worker_processes": None, "aimass_devices": None,
-                "aimass_cpu_fallback": None, "aimass_buckets": None,
-                "aimass_batch_limit": None}
+        return {
+            "aimass_worker_processes": None,
+            "aimass_devices": None,
+            "aimass_cpu_fallback": None,
+            "aimass_buckets": None,
+            "aimass_batch_limit": None,
+        }
     built = [m for w in workers for m in w.get("models") or [] if m.get("name") == name]
     limits = [int(m["max_batch_size"]) for m in built if m.get("max_batch_size")]
     return {
@@ -193,42 +209,54 @@ def format_report(results: dict[str, Any]) -> str:
     """The table, the ratios and the goals, as printed at the end of a run."""
     lines = []
     machine = results["machine"]
-    lines.append(f"machine: {machine['cpu_model']}, {machine['usable_cores']} cores, "
-                 f"provider {machine['provider']}; load average before/after "
-                 f"{results['load_average_before'][0]:.1f}/{results['load_average_after'][0]:.1f}")
+    lines.append(
+        f"machine: {machine['cpu_model']}, {machine['usable_cores']} cores, "
+        f"provider {machine['provider']}; load average before/after "
+        f"{results['load_average_before'][0]:.1f}/{results['load_average_after'][0]:.1f}"
+    )
     for name, model in results["models"].items():
         lines.append("")
         lines.extend(_model_lines(name, model))
     noise = [m["others_cpu_cores"] for m in results["models"].values() if m["others_cpu_cores"]]
     if noise and max(noise) > NOISY_CORES:
         lines.append("")
-        lines.append(f"note: other processes used {max(noise):.2f} cores on average during the "
-                     "windows (column 'other'): this machine was shared, figures are noisy")
+        lines.append(
+            f"note: other processes used {max(noise):.2f} cores on average during the "
+            "windows (column 'other'): this machine was shared, figures are noisy"
+        )
     lines.append("")
     lines.extend(_goal_lines(results))
     return "\n".join(lines)
 
 
-TABLE_HEADER = (f"{'system':<8}{'conc':>5}{'img/job':>8}{'jobs/s':>10}{'img/s':>10}"
-                f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'batch':>7}{'cpu w/r/p/other':>20}"
-                f"{'cpu ms/job':>11}")
+TABLE_HEADER = (
+    f"{'system':<8}{'conc':>5}{'img/job':>8}{'jobs/s':>10}{'img/s':>10}"
+    f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'batch':>7}{'cpu w/r/p/other':>20}"
+    f"{'cpu ms/job':>11}"
+)
 
 
 def _model_lines(name: str, model: dict[str, Any]) -> list[str]:
     m = model["model"]
-    lines = [f"{name} ({m['origin']}, {m['model_file_bytes'] / 1e6:.1f} MB, "
-             f"max batch {m['max_batch_size']}, delay {m['max_queue_delay_ms']} ms)"]
+    lines = [
+        f"{name} ({m['origin']}, {m['model_file_bytes'] / 1e6:.1f} MB, "
+        f"max batch {m['max_batch_size']}, delay {m['max_queue_delay_ms']} ms)"
+    ]
     if model.get("raw"):
-        lines.append(f"  raw onnxruntime: batch 1 {_fmt(model['raw_batch1_images_per_s'])} "
-                     f"img/s ({_fmt(model['raw_batch1_latency_ms'], 2)} ms); best "
-                     f"{_fmt(model['raw_best_images_per_s'])} img/s at batch "
-                     f"{model['raw_best_batch_size']} "
-                     f"({_fmt(model['raw_best_cpu_ms_per_image'], 2)} CPU ms/image)")
+        lines.append(
+            f"  raw onnxruntime: batch 1 {_fmt(model['raw_batch1_images_per_s'])} "
+            f"img/s ({_fmt(model['raw_batch1_latency_ms'], 2)} ms); best "
+            f"{_fmt(model['raw_best_images_per_s'])} img/s at batch "
+            f"{model['raw_best_batch_size']} "
+            f"({_fmt(model['raw_best_cpu_ms_per_image'], 2)} CPU ms/image)"
+        )
         if model.get("raw_at_limit_batch_size"):
-            lines.append(f"  raw at the worker's batch limit ({model['aimass_batch_limit']}; "
-                         f"measured at {model['raw_at_limit_batch_size']}): "
-                         f"{_fmt(model['raw_at_limit_images_per_s'])} img/s; aimass vs it: "
-                         f"{_fmt(model['ratio_vs_raw_at_limit'], 2)}x")
+            lines.append(
+                f"  raw at the worker's batch limit ({model['aimass_batch_limit']}; "
+                f"measured at {model['raw_at_limit_batch_size']}): "
+                f"{_fmt(model['raw_at_limit_images_per_s'])} img/s; aimass vs it: "
+                f"{_fmt(model['ratio_vs_raw_at_limit'], 2)}x"
+            )
     lines.append("  " + TABLE_HEADER)
     for system in ("naive", "aimass"):
         lines.extend(_table_row(system, lv) for lv in (model.get(system) or {}).get("levels", []))
@@ -239,13 +267,24 @@ def _model_lines(name: str, model: dict[str, Any]) -> list[str]:
         f"(paired by round {_fmt(model['ratio_vs_raw_paired'], 2)}x); aimass vs naive: "
         f"{_fmt(model['ratio_vs_naive'], 1)}x jobs/s "
         f"(paired {_fmt(model['ratio_vs_naive_paired'], 1)}x)"
-        + (f"; multi-image ({model['aimass_multi_images_per_job']}/job) vs raw: "
-           f"{_fmt(model['ratio_multi_vs_raw'], 2)}x" if model["ratio_multi_vs_raw"] else "")
-        + (f"; CPU per image {_fmt(model['cpu_per_image_vs_raw'], 1)}x raw's"
-           if model["cpu_per_image_vs_raw"] else "")
-        + (f"; worker RSS {model['worker_rss_bytes'] / 2**20:,.0f} MiB "
-           f"({_fmt(model['rss_vs_model_file'], 2)}x the model file)"
-           if model["worker_rss_bytes"] else ""))
+        + (
+            f"; multi-image ({model['aimass_multi_images_per_job']}/job) vs raw: "
+            f"{_fmt(model['ratio_multi_vs_raw'], 2)}x"
+            if model["ratio_multi_vs_raw"]
+            else ""
+        )
+        + (
+            f"; CPU per image {_fmt(model['cpu_per_image_vs_raw'], 1)}x raw's"
+            if model["cpu_per_image_vs_raw"]
+            else ""
+        )
+        + (
+            f"; worker RSS {model['worker_rss_bytes'] / 2**20:,.0f} MiB "
+            f"({_fmt(model['rss_vs_model_file'], 2)}x the model file)"
+            if model["worker_rss_bytes"]
+            else ""
+        )
+    )
     return lines
 
 
@@ -253,30 +292,41 @@ def _table_row(system: str, lv: dict[str, Any]) -> str:
     cpu = lv["cpu_cores"]
     lat = lv["latency_ms"]
     cpu_text = f"{cpu['worker']:.2f}/{cpu['redis']:.2f}/{cpu['producers']:.2f}/{cpu['others']:.2f}"
-    per_job = sum(v for k, v in lv["cpu_ms_per_job"].items()
-                  if k in ("worker", "redis", "producers"))
-    return (f"  {system:<8}{lv['concurrency']:>5}{lv['images_per_job']:>8}"
-            f"{_fmt(lv['jobs_per_s']):>10}{_fmt(lv['images_per_s']):>10}"
-            f"{_fmt(lat['p50'], 1):>9}{_fmt(lat['p95'], 1):>9}{_fmt(lat['p99'], 1):>9}"
-            f"{lv['mean_batch_size']:>7.1f}{cpu_text:>20}{per_job:>11.2f}")
+    per_job = sum(
+        v for k, v in lv["cpu_ms_per_job"].items() if k in ("worker", "redis", "producers")
+    )
+    return (
+        f"  {system:<8}{lv['concurrency']:>5}{lv['images_per_job']:>8}"
+        f"{_fmt(lv['jobs_per_s']):>10}{_fmt(lv['images_per_s']):>10}"
+        f"{_fmt(lat['p50'], 1):>9}{_fmt(lat['p95'], 1):>9}{_fmt(lat['p99'], 1):>9}"
+        f"{lv['mean_batch_size']:>7.1f}{cpu_text:>20}{per_job:>11.2f}"
+    )
 
 
 def _broker_lines(model: dict[str, Any]) -> list[str]:
     """Per level, what its jobs cost Redis: commands and CPU per job, and the jobs/s one
     Redis core could carry at that cost."""
-    rows = [(system, lv) for system in ("naive", "aimass")
-            for lv in (model.get(system) or {}).get("levels", []) if lv.get("broker")]
+    rows = [
+        (system, lv)
+        for system in ("naive", "aimass")
+        for lv in (model.get(system) or {}).get("levels", [])
+        if lv.get("broker")
+    ]
     if not rows:
         return []
-    lines = ["  broker (Redis, per job):"
-             f"{'conc':>6}{'img/job':>8}{'commands':>10}{'cpu us':>8}{'jobs/s/core':>12}"
-             "  by command"]
+    lines = [
+        "  broker (Redis, per job):"
+        f"{'conc':>6}{'img/job':>8}{'commands':>10}{'cpu us':>8}{'jobs/s/core':>12}"
+        "  by command"
+    ]
     for system, lv in rows:
         broker = lv["broker"]
-        lines.append(f"    {system:<22}{lv['concurrency']:>6}{lv['images_per_job']:>8}"
-                     f"{broker['commands_per_job']:>10.1f}{_fmt(broker['cpu_us_per_job'], 1):>8}"
-                     f"{_fmt(broker['jobs_per_s_per_core']):>12}"
-                     f"  {format_by_command(broker['by_command'], 6)}")
+        lines.append(
+            f"    {system:<22}{lv['concurrency']:>6}{lv['images_per_job']:>8}"
+            f"{broker['commands_per_job']:>10.1f}{_fmt(broker['cpu_us_per_job'], 1):>8}"
+            f"{_fmt(broker['jobs_per_s_per_core']):>12}"
+            f"  {format_by_command(broker['by_command'], 6)}"
+        )
     return lines
 
 
@@ -287,30 +337,37 @@ def _worker_lines(model: dict[str, Any]) -> list[str]:
     if processes is None:
         return []
     buckets = model["aimass_buckets"]
-    lines = [f"  aimass worker: {processes} process{'es' if processes != 1 else ''} on "
-             f"{', '.join(model['aimass_devices']) or '-'}"
-             + (" (CPU fallback: the CUDA provider did not start)"
-                if model["aimass_cpu_fallback"] else "")
-             + (f"; buckets {','.join(map(str, buckets))}" if buckets
-                else "; exact batch sizes")]
+    lines = [
+        f"  aimass worker: {processes} process{'es' if processes != 1 else ''} on "
+        f"{', '.join(model['aimass_devices']) or '-'}"
+        + (
+            " (CPU fallback: the CUDA provider did not start)"
+            if model["aimass_cpu_fallback"]
+            else ""
+        )
+        + (f"; buckets {','.join(map(str, buckets))}" if buckets else "; exact batch sizes")
+    ]
     for lv in model["aimass"]["levels"]:
         parts = []
         if lv.get("bucket_sizes"):
-            parts.append("ran at " + ", ".join(f"{size} x{count:,}" for size, count
-                                                in lv["bucket_sizes"].items()))
+            parts.append(
+                "ran at "
+                + ", ".join(f"{size} x{count:,}" for size, count in lv["bucket_sizes"].items())
+            )
         if lv.get("gpu"):
             parts.append(_gpu_text(lv["gpu"]))
         if parts:
-            lines.append(f"    c={lv['concurrency']} x{lv['images_per_job']}: "
-                         + "; ".join(parts))
+            lines.append(f"    c={lv['concurrency']} x{lv['images_per_job']}: " + "; ".join(parts))
     return lines
 
 
 def _gpu_text(gpu: dict[str, Any]) -> str:
-    return (f"GPU {gpu['utilization_mean_percent']:.0f} % mean, "
-            f"{gpu['utilization_max_percent']:.0f} % max; memory "
-            f"{gpu['memory_used_mean_bytes'] / 2**30:,.1f} GiB mean, "
-            f"{gpu['memory_used_max_bytes'] / 2**30:,.1f} GiB max")
+    return (
+        f"GPU {gpu['utilization_mean_percent']:.0f} % mean, "
+        f"{gpu['utilization_max_percent']:.0f} % max; memory "
+        f"{gpu['memory_used_mean_bytes'] / 2**30:,.1f} GiB mean, "
+        f"{gpu['memory_used_max_bytes'] / 2**30:,.1f} GiB max"
+    )
 
 
 def _goal_lines(results: dict[str, Any]) -> list[str]:
@@ -320,15 +377,18 @@ def _goal_lines(results: dict[str, Any]) -> list[str]:
         if goal["status"] == "SKIP":
             lines.append(f"  SKIP {goal['model']}: {goal['goal']} (not measured)")
             continue
-        lines.append(f"  {goal['status']} {goal['model']}: {goal['goal']}: "
-                     f"{_fmt_goal_value(goal['value'], goal['unit'])} vs "
-                     f"{_fmt_goal_value(goal['target'], goal['unit'])} "
-                     f"(margin {goal['margin'] * 100:+.1f} %)")
+        lines.append(
+            f"  {goal['status']} {goal['model']}: {goal['goal']}: "
+            f"{_fmt_goal_value(goal['value'], goal['unit'])} vs "
+            f"{_fmt_goal_value(goal['target'], goal['unit'])} "
+            f"(margin {goal['margin'] * 100:+.1f} %)"
+        )
     return lines
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
     """The results, without the raw latency lists (their percentiles and CDF stay)."""
+
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k != "latencies_ms"}
@@ -362,9 +422,11 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     for row, (name, model) in enumerate(models):
         _plot_throughput(axes[row][0], name, model)
         _plot_latency(axes[row][1], name, model)
-    figure.suptitle(f"aimass bench on {results['machine']['cpu_model']}, "
-                    f"{results['machine']['usable_cores']} cores "
-                    f"({results['machine']['provider']})")
+    figure.suptitle(
+        f"aimass bench on {results['machine']['cpu_model']}, "
+        f"{results['machine']['usable_cores']} cores "
+        f"({results['machine']['provider']})"
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
@@ -375,18 +437,30 @@ def _plot_throughput(ax: Any, name: str, model: dict[str, Any]) -> None:
     for system, style in (("aimass", "o-"), ("naive", "s--")):
         levels = _levels(model.get(system))
         if levels:
-            ax.plot([lv["concurrency"] for lv in levels], [lv["images_per_s"] for lv in levels],
-                    style, label=f"{system} (1 image/job)")
-    multi = [lv for lv in (model.get("aimass") or {}).get("levels", [])
-             if lv["images_per_job"] > 1]
+            ax.plot(
+                [lv["concurrency"] for lv in levels],
+                [lv["images_per_s"] for lv in levels],
+                style,
+                label=f"{system} (1 image/job)",
+            )
+    multi = [lv for lv in (model.get("aimass") or {}).get("levels", []) if lv["images_per_job"] > 1]
     for lv in multi:
-        ax.plot([lv["concurrency"]], [lv["images_per_s"]], "D",
-                label=f"aimass ({lv['images_per_job']} images/job)")
+        ax.plot(
+            [lv["concurrency"]],
+            [lv["images_per_s"]],
+            "D",
+            label=f"aimass ({lv['images_per_job']} images/job)",
+        )
     if model.get("raw_best_images_per_s"):
-        ax.axhline(model["raw_best_images_per_s"], color="grey", linestyle=":",
-                   label=f"raw best (batch {model['raw_best_batch_size']})")
-        ax.axhline(model["raw_batch1_images_per_s"], color="grey", linestyle="-.",
-                   label="raw batch 1")
+        ax.axhline(
+            model["raw_best_images_per_s"],
+            color="grey",
+            linestyle=":",
+            label=f"raw best (batch {model['raw_best_batch_size']})",
+        )
+        ax.axhline(
+            model["raw_batch1_images_per_s"], color="grey", linestyle="-.", label="raw batch 1"
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(matplotlib_formatter())
@@ -412,8 +486,12 @@ def _plot_latency(ax: Any, name: str, model: dict[str, Any]) -> None:
     for system, style in (("aimass", "-"), ("naive", "--")):
         for lv in (model.get(system) or {}).get("levels", []):
             if lv["latency_cdf_ms"]:
-                ax.plot(lv["latency_cdf_ms"], quantiles, style,
-                        label=f"{system} c={lv['concurrency']} x{lv['images_per_job']}")
+                ax.plot(
+                    lv["latency_cdf_ms"],
+                    quantiles,
+                    style,
+                    label=f"{system} c={lv['concurrency']} x{lv['images_per_job']}",
+                )
     ax.set_xscale("log")
     ax.set_xlabel("latency, submit to result read (ms)")
     ax.set_ylabel("fraction of jobs")

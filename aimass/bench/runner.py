@@ -56,7 +56,7 @@ class BenchConfig:
     naive_pool: str = "solo"
     naive_concurrency: int | None = None  # Celery's default
     procs_per_gpu: int | None = None  # aimass worker --procs-per-gpu; None: its default
-    raw_batch_sizes: list[int] = field(default_factory=lambda: [2 ** i for i in range(8)])
+    raw_batch_sizes: list[int] = field(default_factory=lambda: [2**i for i in range(8)])
     raw_seconds: float = 0.5
     skip: tuple[str, ...] = ()  # systems not to run: raw, naive, aimass
     log_dir: Path | None = None
@@ -98,8 +98,9 @@ class Bench:
         started = time.time()
         load_before = os.getloadavg()
         synthetic_root = self.workdir / "synthetic" if self.config.allow_synthetic else None
-        models = [find_model(name, self.config.repository, synthetic_root)
-                  for name in self.config.models]
+        models = [
+            find_model(name, self.config.repository, synthetic_root) for name in self.config.models
+        ]
         results = {model.name: self.bench_model(model) for model in models}
         return {
             "machine": machine_info(self.config.provider, self.redis.url),
@@ -114,8 +115,10 @@ class Bench:
     def bench_model(self, model: BenchModel) -> dict[str, Any]:
         """Every round measures raw, then naive, then aimass, so that a noisy moment on a
         shared machine hits one round of each rather than every round of one."""
-        log(f"== {model.name} ({'synthetic stand-in' if model.synthetic else 'exported'}, "
-            f"{model.model_file.stat().st_size / 1e6:.1f} MB)")
+        log(
+            f"== {model.name} ({'synthetic stand-in' if model.synthetic else 'exported'}, "
+            f"{model.model_file.stat().st_size / 1e6:.1f} MB)"
+        )
         systems: list[System] = []
         raw_rounds: list[dict[str, Any]] = []
         try:
@@ -154,16 +157,22 @@ class Bench:
             "seconds_per_size": self.config.raw_seconds,
             "gpu": 0 if self.config.provider == "cuda" else None,
         }
-        done = subprocess.run([sys.executable, "-m", "aimass.bench.raw", json.dumps(spec)],
-                              capture_output=True, text=True, timeout=600,
-                              env=child_env(self.redis.url))
+        done = subprocess.run(
+            [sys.executable, "-m", "aimass.bench.raw", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=child_env(self.redis.url),
+        )
         if done.returncode != 0:
             raise RuntimeError(f"raw measurement failed:\n{done.stderr[-4000:]}")
         measured: dict[str, Any] = json.loads(done.stdout)
         by_batch = measured["images_per_s_by_batch"]
         best = max(by_batch, key=lambda size: by_batch[size])
-        log(f"   raw    round {index + 1} batch 1 {measured['batch1_latency_ms']:.2f} ms "
-            f"{by_batch['1']:,.1f} img/s; best {by_batch[best]:,.1f} img/s at batch {best}")
+        log(
+            f"   raw    round {index + 1} batch 1 {measured['batch1_latency_ms']:.2f} ms "
+            f"{by_batch['1']:,.1f} img/s; best {by_batch[best]:,.1f} img/s at batch {best}"
+        )
         return measured
 
     # -- naive and aimass --------------------------------------------------------------
@@ -175,14 +184,17 @@ class Bench:
         worker = self._start_worker(name, model)
         system = System(name, worker, plan)
         if name == "naive":
-            system.details = {"pool": self.config.naive_pool,
-                              "pool_concurrency": self.config.naive_concurrency,
-                              "providers": worker.providers}
+            system.details = {
+                "pool": self.config.naive_pool,
+                "pool_concurrency": self.config.naive_concurrency,
+                "providers": worker.providers,
+            }
             log(f"   naive worker: session on {', '.join(worker.providers) or '?'}")
-            if self.config.provider == "cuda" and "CUDAExecutionProvider" not in \
-                    worker.providers:
-                log("   WARNING: the naive worker runs on the CPU, not the GPU: its ratios "
-                    "compare against the wrong baseline")
+            if self.config.provider == "cuda" and "CUDAExecutionProvider" not in worker.providers:
+                log(
+                    "   WARNING: the naive worker runs on the CPU, not the GPU: its ratios "
+                    "compare against the wrong baseline"
+                )
         else:
             system.details = self._aimass_details(worker)
         self.sampler.track(system.track, worker.pid, tree=True)
@@ -199,12 +211,17 @@ class Bench:
     def _aimass_details(self, worker: Service) -> dict[str, Any]:
         """The processes serving, as their heartbeats describe them once all are ready."""
         keep = ("pid", "hostname", "device", "requested_device", "cpu_fallback", "models")
-        workers = [{key: info.get(key) for key in keep}
-                   for info in serving_heartbeats(self.redis.url, worker)]
+        workers = [
+            {key: info.get(key) for key in keep}
+            for info in serving_heartbeats(self.redis.url, worker)
+        ]
         devices = sorted({str(w["device"]) for w in workers})
         log(f"   aimass worker: {len(workers)} process(es) ready on {', '.join(devices)}")
-        return {"procs_per_gpu": self.config.procs_per_gpu,
-                "worker_processes": len(workers), "workers": workers}
+        return {
+            "procs_per_gpu": self.config.procs_per_gpu,
+            "worker_processes": len(workers),
+            "workers": workers,
+        }
 
     def _stop_system(self, system: System) -> None:
         for producer in system.producers:
@@ -218,47 +235,68 @@ class Bench:
             level = self.run_level(system, systems, concurrency, per_job)
             system.windows[(concurrency, per_job)].append(level)
             cpu = level["cpu_cores"]
-            log(f"   {system.name:<6} round {index + 1} c={concurrency:<3} x{per_job:<2} "
+            log(
+                f"   {system.name:<6} round {index + 1} c={concurrency:<3} x{per_job:<2} "
                 f"{level['jobs_per_s']:>9,.1f} jobs/s {level['images_per_s']:>9,.1f} "
                 f"img/s p50 {level['latency_ms']['p50']:.1f} ms "
                 f"batch {level['mean_batch_size']:.1f} cpu worker/redis/producers "
                 f"{cpu['worker']:.2f}/{cpu['redis']:.2f}/{cpu['producers']:.2f} "
-                f"others {cpu['others']:.2f}")
+                f"others {cpu['others']:.2f}"
+            )
 
     def _start_worker(self, system: str, model: BenchModel) -> Service:
         log(f"   starting the {system} worker")
         if system == "aimass":
-            return start_aimass_worker(self.redis.url, model, self.config.provider,
-                                       self.log_dir, self.config.procs_per_gpu)
-        return start_naive_worker(self.redis.url, model, self.config.provider,
-                                  self.config.naive_pool, self.config.naive_concurrency,
-                                  self.log_dir)
+            return start_aimass_worker(
+                self.redis.url, model, self.config.provider, self.log_dir, self.config.procs_per_gpu
+            )
+        return start_naive_worker(
+            self.redis.url,
+            model,
+            self.config.provider,
+            self.config.naive_pool,
+            self.config.naive_concurrency,
+            self.log_dir,
+        )
 
     def _start_producers(self, system: str, model: BenchModel) -> list[Producer]:
         producers = []
         for index in range(self.config.producers):
-            spec = {"redis_url": self.redis.url, "system": system, "model": model.name,
-                    "input_shape": model.input_shape, "producer_index": index}
+            spec = {
+                "redis_url": self.redis.url,
+                "system": system,
+                "model": model.name,
+                "input_shape": model.input_shape,
+                "producer_index": index,
+            }
             producers.append(Producer.start(spec, self.log_dir))
         for producer in producers:
             producer.wait_for("ready", timeout=60)
             self.sampler.track(f"producer-{producer.pid}", producer.pid)
         return producers
 
-    def run_level(self, system: System, systems: list[System], concurrency: int,
-                  images_per_job: int) -> dict[str, Any]:
+    def run_level(
+        self, system: System, systems: list[System], concurrency: int, images_per_job: int
+    ) -> dict[str, Any]:
         """One closed-loop window at one concurrency; the producers' results combined."""
         config, producers = self.config, system.producers
         t0 = time.monotonic() + config.warmup_s
         t_end = t0 + config.duration_s
         cap = -(-config.jobs // len(producers)) if config.jobs else 0
         for producer in producers:
-            producer.send({"cmd": "run", "concurrency": concurrency, "t0": t0, "t_end": t_end,
-                           "cap": cap, "images_per_job": images_per_job})
+            producer.send(
+                {
+                    "cmd": "run",
+                    "concurrency": concurrency,
+                    "t0": t0,
+                    "t_end": t_end,
+                    "cap": cap,
+                    "images_per_job": images_per_job,
+                }
+            )
         time.sleep(max(0.0, t0 - time.monotonic()))
         self.broker.start()  # the broker's cost over the window, from its first instant
-        closed = [p.wait_for("window", timeout=t_end - time.monotonic() + 120)
-                  for p in producers]
+        closed = [p.wait_for("window", timeout=t_end - time.monotonic() + 120) for p in producers]
         broker = self.broker.stop()
         t1 = max(event["t1"] for event in closed)
         time.sleep(self.sampler.interval * 1.5)  # a sample after t1
@@ -267,18 +305,27 @@ class Bench:
         results = [p.wait_for("result", timeout=180) for p in producers]
         system.worker.check()
         gpu = self.gpu.window(t0, t1) if self.gpu is not None else None
-        return combine_windows(results, self._cpu(system, systems, t0, t1), t1 - t0,
-                               self.sampler.max_rss(system.track, t0, t1), gpu, broker)
+        return combine_windows(
+            results,
+            self._cpu(system, systems, t0, t1),
+            t1 - t0,
+            self.sampler.max_rss(system.track, t0, t1),
+            gpu,
+            broker,
+        )
 
-    def _cpu(self, system: System, systems: list[System], t0: float,
-             t1: float) -> dict[str, float]:
+    def _cpu(self, system: System, systems: list[System], t0: float, t1: float) -> dict[str, float]:
         seconds = {
             "worker": self.sampler.cpu_seconds(system.track, t0, t1),
             "redis": self.sampler.cpu_seconds("redis", t0, t1),
-            "producers": sum(self.sampler.cpu_seconds(f"producer-{p.pid}", t0, t1)
-                             for p in system.producers),
-            "idle_workers": sum(self.sampler.cpu_seconds(other.track, t0, t1)
-                                for other in systems if other is not system),
+            "producers": sum(
+                self.sampler.cpu_seconds(f"producer-{p.pid}", t0, t1) for p in system.producers
+            ),
+            "idle_workers": sum(
+                self.sampler.cpu_seconds(other.track, t0, t1)
+                for other in systems
+                if other is not system
+            ),
             "bench": self.sampler.cpu_seconds("bench", t0, t1),
         }
         machine = self.sampler.cpu_seconds("machine", t0, t1)

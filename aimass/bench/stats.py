@@ -40,8 +40,9 @@ def median_by_key(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     keys = dict.fromkeys(k for r in rounds for k in r)
     out: dict[str, Any] = {}
     for key in keys:
-        values = [r[key] for r in rounds if isinstance(r.get(key), int | float)
-                  and not math.isnan(r[key])]
+        values = [
+            r[key] for r in rounds if isinstance(r.get(key), int | float) and not math.isnan(r[key])
+        ]
         out[key] = statistics.median(values) if values else None
     return out
 

@@ -68,8 +68,7 @@ def encode_input(image: ImageLike) -> dict[str, Any]:
     encoded ``image``."""
     if _is_pixel_array(image):
         pixels = np.ascontiguousarray(cast(np.ndarray, image))
-        return {"tensor": {"dtype": "uint8", "shape": list(pixels.shape),
-                           "data": pixels.tobytes()}}
+        return {"tensor": {"dtype": "uint8", "shape": list(pixels.shape), "data": pixels.tobytes()}}
     return {"image": encode_image(image)}
 
 
@@ -79,8 +78,7 @@ def is_image_shape(dims: tuple[int, ...]) -> bool:
 
 
 def _is_pixel_array(image: object) -> bool:
-    return (isinstance(image, np.ndarray) and image.dtype == np.uint8
-            and is_image_shape(image.shape))
+    return isinstance(image, np.ndarray) and image.dtype == np.uint8 and is_image_shape(image.shape)
 
 
 def encode_inputs(images: list[ImageLike]) -> dict[str, Any]:
@@ -92,8 +90,9 @@ def encode_inputs(images: list[ImageLike]) -> dict[str, Any]:
         arrays = cast(list[np.ndarray], images)
         if all(array.shape == arrays[0].shape for array in arrays):
             stacked = np.stack(arrays)
-            return {"batch": {"dtype": "uint8", "shape": list(stacked.shape),
-                              "data": stacked.tobytes()}}
+            return {
+                "batch": {"dtype": "uint8", "shape": list(stacked.shape), "data": stacked.tobytes()}
+            }
     return {"inputs": [encode_input(image) for image in images]}
 
 
@@ -159,8 +158,10 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"image rejected as a decompression bomb: {exc}") from None
     except Image.UnidentifiedImageError:
-        raise InvalidInput("image could not be decoded (its header is damaged, or it is a "
-                           "PNG or JPEG variant that cannot be read)") from None
+        raise InvalidInput(
+            "image could not be decoded (its header is damaged, or it is a "
+            "PNG or JPEG variant that cannot be read)"
+        ) from None
     except Exception as exc:  # PIL raises many types for damaged files
         raise InvalidInput(f"image could not be decoded ({type(exc).__name__}: {exc})") from None
     pixels = np.asarray(image)
@@ -176,9 +177,7 @@ def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise InvalidInput("NPY bytes hold no array")
     if array.size > max_pixels * 4:
-        raise PayloadTooLarge(
-            f"NPY array has {array.size} elements; the limit is {max_pixels * 4}"
-        )
+        raise PayloadTooLarge(f"NPY array has {array.size} elements; the limit is {max_pixels * 4}")
     return array
 
 
@@ -201,10 +200,13 @@ def _check_npy_header(data: bytes, max_elements: int) -> None:
         count *= dim
     if count > max_elements:
         raise PayloadTooLarge(
-            f"NPY array of shape {list(shape)} has {count} elements; the limit is {max_elements}")
+            f"NPY array of shape {list(shape)} has {count} elements; the limit is {max_elements}"
+        )
     if count * dtype.itemsize > len(data) - buffer.tell():
-        raise InvalidInput(f"NPY header claims shape {list(shape)} of {dtype}, but the bytes "
-                           "after it are fewer than that")
+        raise InvalidInput(
+            f"NPY header claims shape {list(shape)} of {dtype}, but the bytes "
+            "after it are fewer than that"
+        )
 
 
 def png_from_base64(text: str) -> Image.Image:

@@ -24,7 +24,8 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 CLUSTER_REFUSED = (
     "Redis Cluster is not supported: the scripts that take and settle jobs touch a queue "
     "and kombu's bookkeeping keys in one step, which a cluster spreads over slots. Use "
-    "one primary (with replicas and Sentinel for failover: redis+sentinel://...)")
+    "one primary (with replicas and Sentinel for failover: redis+sentinel://...)"
+)
 
 
 class UnsupportedRedis(ValueError):
@@ -57,13 +58,20 @@ def sentinel_target(url: str) -> SentinelTarget | None:
         sentinels.append((name.strip("[]"), int(port)))
     path = [part for part in parts.path.split("/") if part]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise UnsupportedRedis(f"{_safe(url)}: expected .../service/db after the sentinels, "
-                               "e.g. redis+sentinel://s1:26379,s2:26379/mymaster/0")
+        raise UnsupportedRedis(
+            f"{_safe(url)}: expected .../service/db after the sentinels, "
+            "e.g. redis+sentinel://s1:26379,s2:26379/mymaster/0"
+        )
     credentials = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
     username, _, password = credentials.partition(":")
-    return SentinelTarget(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0,
-                          unquote(username) or None, unquote(password) or None,
-                          parts.scheme.startswith("rediss"))
+    return SentinelTarget(
+        tuple(sentinels),
+        path[0],
+        int(path[1]) if len(path) == 2 else 0,
+        unquote(username) or None,
+        unquote(password) or None,
+        parts.scheme.startswith("rediss"),
+    )
 
 
 def connect(url: str, **options: Any) -> Any:
@@ -87,8 +95,14 @@ def _connect(url: str, options: dict[str, Any], client_class: Any, sentinel_clas
     if target is None:
         return client_class.from_url(url, **options)
     sentinel = sentinel_class(list(target.sentinels), **_sentinel_options(options))
-    return sentinel.master_for(target.service, db=target.db, username=target.username,
-                               password=target.password, ssl=target.tls, **options)
+    return sentinel.master_for(
+        target.service,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        **options,
+    )
 
 
 def celery_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -98,9 +112,10 @@ def celery_url(url: str) -> tuple[str, dict[str, Any]]:
     target = sentinel_target(url)
     if target is None:
         return url, {}
-    auth = (f"{target.username or ''}:{target.password}@" if target.password else "")
-    urls = ";".join(f"sentinel://{auth}{host}:{port}/{target.db}"
-                    for host, port in target.sentinels)
+    auth = f"{target.username or ''}:{target.password}@" if target.password else ""
+    urls = ";".join(
+        f"sentinel://{auth}{host}:{port}/{target.db}" for host, port in target.sentinels
+    )
     options: dict[str, Any] = {"master_name": target.service}
     if target.tls:
         options["ssl"] = True
@@ -116,8 +131,9 @@ def refuse_cluster(client: Any) -> None:
 
 def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
     """The timeouts of the connections to the sentinels themselves."""
-    return {key: options[key] for key in ("socket_timeout", "socket_connect_timeout")
-            if key in options}
+    return {
+        key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options
+    }
 
 
 def _safe(url: str) -> str:

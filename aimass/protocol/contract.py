@@ -112,12 +112,17 @@ class ClassifyJob(_Model):
     @model_validator(mode="after")
     def _inputs_or_batch(self) -> ClassifyJob:
         if (self.inputs is None) == (self.batch is None):
-            raise ValueError("a classify job needs exactly one of 'inputs' (a list of "
-                             "images) or 'batch' (one tensor of images, N first)")
+            raise ValueError(
+                "a classify job needs exactly one of 'inputs' (a list of "
+                "images) or 'batch' (one tensor of images, N first)"
+            )
         if self.batch is not None and not (
-                self.batch.shape and 1 <= self.batch.shape[0] <= MAX_INPUTS):
-            raise ValueError(f"'batch' must stack 1 to {MAX_INPUTS} images along its first "
-                             f"dimension; its shape is {self.batch.shape}")
+            self.batch.shape and 1 <= self.batch.shape[0] <= MAX_INPUTS
+        ):
+            raise ValueError(
+                f"'batch' must stack 1 to {MAX_INPUTS} images along its first "
+                f"dimension; its shape is {self.batch.shape}"
+            )
         return self
 
 
@@ -182,8 +187,14 @@ class ErrorResult(BaseModel):
     """What ``celery-task-meta-<id>`` holds in ``result`` for a failed job."""
 
     exc_type: Literal[
-        "InvalidJob", "UnknownModel", "InvalidInput", "PayloadTooLarge", "QueueFull",
-        "ModelError", "WorkerLost", "JobExpired",
+        "InvalidJob",
+        "UnknownModel",
+        "InvalidInput",
+        "PayloadTooLarge",
+        "QueueFull",
+        "ModelError",
+        "WorkerLost",
+        "JobExpired",
     ]
     exc_message: list[str]
     exc_module: str

@@ -65,8 +65,16 @@ class JobTimeout(AimassError, TimeoutError):
 # The names a worker may put in a FAILURE result, by name.
 JOB_ERRORS: dict[str, type[AimassError]] = {
     cls.__name__: cls
-    for cls in (InvalidJob, UnknownModel, InvalidInput, PayloadTooLarge, QueueFull, ModelError,
-                WorkerLost, JobExpired)
+    for cls in (
+        InvalidJob,
+        UnknownModel,
+        InvalidInput,
+        PayloadTooLarge,
+        QueueFull,
+        ModelError,
+        WorkerLost,
+        JobExpired,
+    )
 }
 
 

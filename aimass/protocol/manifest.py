@@ -78,17 +78,22 @@ def taken_versions(root: Path, name: str) -> list[int]:
 def published_versions(root: Path, name: str) -> list[int]:
     """The published versions of a model, ascending: numbered folders that hold both
     ``model.onnx`` and ``manifest.json``. The only versions a worker may serve."""
-    return [version for version in taken_versions(root, name)
-            if all((version_folder(root, name, version) / file).is_file()
-                   for file in VERSION_FILES)]
+    return [
+        version
+        for version in taken_versions(root, name)
+        if all((version_folder(root, name, version) / file).is_file() for file in VERSION_FILES)
+    ]
 
 
 def published_models(root: Path) -> list[str]:
     """The models of a repository, sorted: valid names with a published version."""
     if not root.is_dir():
         return []
-    return sorted(entry.name for entry in root.iterdir()
-                  if is_valid_model_name(entry.name) and published_versions(root, entry.name))
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if is_valid_model_name(entry.name) and published_versions(root, entry.name)
+    )
 
 
 class ModelKind(StrEnum):

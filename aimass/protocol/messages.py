@@ -37,8 +37,7 @@ KWARGSREPR_LIMIT = 1024
 
 Serializer = Literal["msgpack", "json"]
 # content-type and content-encoding of each body format, as Celery writes them.
-CONTENT = {"json": ("application/json", "utf-8"),
-           "msgpack": ("application/x-msgpack", "binary")}
+CONTENT = {"json": ("application/json", "utf-8"), "msgpack": ("application/x-msgpack", "binary")}
 # The content types a worker reads (``application/msgpack`` is msgpack's other name).
 JSON_TYPES = ("application/json",)
 MSGPACK_TYPES = ("application/x-msgpack", "application/msgpack")
@@ -104,10 +103,18 @@ class TaskMessage:
         return expires is not None and now >= expires
 
     @classmethod
-    def build(cls, task: str, job_id: str, kwargs: dict[str, Any], *, queue: str,
-              priority: int, expires: datetime | None = None,
-              serializer: Serializer = "json",
-              traceparent: str | None = None) -> TaskMessage:
+    def build(
+        cls,
+        task: str,
+        job_id: str,
+        kwargs: dict[str, Any],
+        *,
+        queue: str,
+        priority: int,
+        expires: datetime | None = None,
+        serializer: Serializer = "json",
+        traceparent: str | None = None,
+    ) -> TaskMessage:
         """A job's message. ``kwargs`` in the form ``serializer`` carries: bytes as
         base64 text for JSON, raw for msgpack. ``queue`` is the Celery queue
         (``aimass.<model>``); ``expires`` an aware datetime after which a worker drops
@@ -149,14 +156,23 @@ class TaskMessage:
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
         }
-        return cls(headers, properties, content_type, content_encoding,
-                   base64.b64encode(body).decode("ascii"))
+        return cls(
+            headers,
+            properties,
+            content_type,
+            content_encoding,
+            base64.b64encode(body).decode("ascii"),
+        )
 
     def envelope(self) -> dict[str, Any]:
         """The kombu envelope, as a JSON object."""
-        return {"body": self.body, "content-encoding": self.content_encoding,
-                "content-type": self.content_type, "headers": self.headers,
-                "properties": self.properties}
+        return {
+            "body": self.body,
+            "content-encoding": self.content_encoding,
+            "content-type": self.content_type,
+            "headers": self.headers,
+            "properties": self.properties,
+        }
 
     def encode(self) -> bytes:
         """The bytes pushed onto the Redis list (UTF-8 JSON; orjson: a 16-image job's
@@ -178,9 +194,13 @@ class TaskMessage:
 
     @classmethod
     def from_envelope(cls, envelope: dict[str, Any]) -> TaskMessage:
-        return cls(_object(envelope.get("headers")), _object(envelope.get("properties")),
-                   str(envelope.get("content-type") or ""),
-                   str(envelope.get("content-encoding") or ""), envelope.get("body"))
+        return cls(
+            _object(envelope.get("headers")),
+            _object(envelope.get("properties")),
+            str(envelope.get("content-type") or ""),
+            str(envelope.get("content-encoding") or ""),
+            envelope.get("body"),
+        )
 
     def payload(self) -> tuple[list[Any], Any, dict[str, Any]]:
         """``(args, kwargs, embed)``, the body deserialized as JSON or msgpack; anything
@@ -198,34 +218,43 @@ class TaskMessage:
                 body = base64.b64decode(body or "", validate=True)
             except (binascii.Error, ValueError, TypeError):
                 raise InvalidJob(
-                    "message body is not valid base64 (body_encoding base64)") from None
+                    "message body is not valid base64 (body_encoding base64)"
+                ) from None
         try:
             if content_type in MSGPACK_TYPES:
                 payload = msgpack.unpackb(_as_bytes(body), raw=False, strict_map_key=False)
             else:
                 payload = json.loads(body) if isinstance(body, bytes | str) else body
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-                msgpack.StackError) as exc:
-            raise InvalidJob(f"message body is not valid {content_type}: "
-                             f"{exc or type(exc).__name__}") from None
+        except (
+            ValueError,
+            TypeError,
+            msgpack.ExtraData,
+            msgpack.FormatError,
+            msgpack.StackError,
+        ) as exc:
+            raise InvalidJob(
+                f"message body is not valid {content_type}: {exc or type(exc).__name__}"
+            ) from None
         except RecursionError:
-            raise InvalidJob(f"message body is nested too deeply to decode as "
-                             f"{content_type}; aimass jobs are a few levels deep") from None
+            raise InvalidJob(
+                f"message body is nested too deeply to decode as "
+                f"{content_type}; aimass jobs are a few levels deep"
+            ) from None
         # Protocol 2 bodies are [args, kwargs, embed]; protocol 1 bodies are a dict.
         if isinstance(payload, list) and len(payload) == 3:
             args, kwargs, embed = payload
             return args, kwargs, embed
         if isinstance(payload, dict) and "kwargs" in payload:
             return payload.get("args") or [], payload.get("kwargs"), {}
-        raise InvalidJob(
-            "message body is not a Celery task body: expected [args, kwargs, embed]")
+        raise InvalidJob("message body is not a Celery task body: expected [args, kwargs, embed]")
 
     def kwargs(self) -> Any:
         """The job's keyword arguments (aimass tasks take no positional ones)."""
         args, kwargs, _embed = self.payload()
         if args:
-            raise InvalidJob(f"aimass tasks take keyword arguments only; got {len(args)} "
-                             "positional arguments")
+            raise InvalidJob(
+                f"aimass tasks take keyword arguments only; got {len(args)} positional arguments"
+            )
         return kwargs
 
 
@@ -245,7 +274,7 @@ def kwargs_repr(kwargs: dict[str, Any]) -> str:
     """A short repr of the kwargs for monitoring: long values (base64 images) elided."""
     shown = {key: _short(value) for key, value in kwargs.items()}
     text = repr(shown)
-    return text if len(text) <= KWARGSREPR_LIMIT else text[:KWARGSREPR_LIMIT - 3] + "..."
+    return text if len(text) <= KWARGSREPR_LIMIT else text[: KWARGSREPR_LIMIT - 3] + "..."
 
 
 def _short(value: Any) -> Any:

@@ -56,30 +56,45 @@ class ResultRecord:
 
     @classmethod
     def failure(cls, task_id: str, error: AimassError) -> ResultRecord:
-        return cls(task_id, ResultState.failed, {
-            "exc_type": type(error).__name__,
-            "exc_message": [error.message],
-            "exc_module": type(error).__module__,
-        }, _now())
+        return cls(
+            task_id,
+            ResultState.failed,
+            {
+                "exc_type": type(error).__name__,
+                "exc_message": [error.message],
+                "exc_module": type(error).__module__,
+            },
+            _now(),
+        )
 
     @classmethod
     def revoked(cls, task_id: str, reason: str) -> ResultRecord:
         """What Celery stores for an expired or revoked task."""
-        return cls(task_id, ResultState.revoked, {
-            "exc_type": "TaskRevokedError",
-            "exc_message": [reason],
-            "exc_module": "celery.exceptions",
-        }, _now())
+        return cls(
+            task_id,
+            ResultState.revoked,
+            {
+                "exc_type": "TaskRevokedError",
+                "exc_message": [reason],
+                "exc_module": "celery.exceptions",
+            },
+            _now(),
+        )
 
     @classmethod
     def cancelled(cls, task_id: str) -> ResultRecord:
         """What a producer stores for a job it cancels: REVOKED, as Celery's revoke, and
         ``JobCancelled`` as the type, so that readers tell it from an expired job."""
-        return cls(task_id, ResultState.revoked, {
-            "exc_type": "JobCancelled",
-            "exc_message": ["cancelled by a producer before it ran"],
-            "exc_module": "aimass.producer.errors",
-        }, _now())
+        return cls(
+            task_id,
+            ResultState.revoked,
+            {
+                "exc_type": "JobCancelled",
+                "exc_message": ["cancelled by a producer before it ran"],
+                "exc_module": "aimass.producer.errors",
+            },
+            _now(),
+        )
 
     @classmethod
     def started(cls, task_id: str, hostname: str) -> ResultRecord:
@@ -95,14 +110,19 @@ class ResultRecord:
         or pending (not ended)."""
         if self.state is ResultState.revoked and self.error_type == "JobCancelled":
             return "cancelled"
-        return {ResultState.succeeded: "succeeded", ResultState.failed: "failed",
-                ResultState.revoked: "expired"}.get(self.state, "pending")
+        return {
+            ResultState.succeeded: "succeeded",
+            ResultState.failed: "failed",
+            ResultState.revoked: "expired",
+        }.get(self.state, "pending")
 
     @property
     def error_type(self) -> str:
         """The error's type name (``InvalidInput``, ...) for a failed or revoked job."""
-        if isinstance(self.result, dict) and self.state in (ResultState.failed,
-                                                            ResultState.revoked):
+        if isinstance(self.result, dict) and self.state in (
+            ResultState.failed,
+            ResultState.revoked,
+        ):
             return str(self.result.get("exc_type", ""))
         return ""
 
@@ -119,10 +139,16 @@ class ResultRecord:
         """The stored bytes, made once (a worker measures them before it stores them).
         orjson: a result of 16 images' top-5 predictions takes 171 us with json, 12 with
         orjson, on the benchmark machine. Same JSON (no NaN ever reaches here)."""
-        return orjson.dumps({
-            "status": self.state.value, "result": self.result, "traceback": None,
-            "children": [], "date_done": self.date_done, "task_id": self.task_id,
-        })
+        return orjson.dumps(
+            {
+                "status": self.state.value,
+                "result": self.result,
+                "traceback": None,
+                "children": [],
+                "date_done": self.date_done,
+                "task_id": self.task_id,
+            }
+        )
 
     @classmethod
     def decode(cls, raw: bytes | str | None, task_id: str = "") -> ResultRecord | None:
@@ -136,14 +162,17 @@ class ResultRecord:
         except orjson.JSONDecodeError as exc:  # not JSON, or bytes that are not UTF-8
             return _unreadable(task_id, f"is not JSON ({exc})")
         if not isinstance(document, dict):
-            return _unreadable(task_id, "is JSON but not an object (a "
-                                        f"{type(document).__name__})")
+            return _unreadable(task_id, f"is JSON but not an object (a {type(document).__name__})")
         try:
             state = ResultState(str(document.get("status")))
         except ValueError:
             state = ResultState.pending
-        return cls(str(document.get("task_id") or task_id), state, document.get("result"),
-                   document.get("date_done"))
+        return cls(
+            str(document.get("task_id") or task_id),
+            state,
+            document.get("result"),
+            document.get("date_done"),
+        )
 
 
 def started_template(hostname: str) -> tuple[bytes, bytes]:
@@ -156,10 +185,18 @@ def started_template(hostname: str) -> tuple[bytes, bytes]:
 
 
 def _unreadable(task_id: str, why: str) -> ResultRecord:
-    return ResultRecord(task_id, ResultState.failed, {
-        "exc_type": "ModelError", "exc_module": "aimass.producer.errors",
-        "exc_message": [f"the job's stored result {why}; a worker stores a Celery result "
-                        "document (a JSON object with status and result)"]})
+    return ResultRecord(
+        task_id,
+        ResultState.failed,
+        {
+            "exc_type": "ModelError",
+            "exc_module": "aimass.producer.errors",
+            "exc_message": [
+                f"the job's stored result {why}; a worker stores a Celery result "
+                "document (a JSON object with status and result)"
+            ],
+        },
+    )
 
 
 def _now() -> str:

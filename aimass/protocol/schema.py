@@ -36,7 +36,8 @@ def schema_documents() -> dict[str, str]:
     documents = {}
     for name, model in SCHEMAS.items():
         mode: Literal["validation", "serialization"] = (
-            "validation" if name.endswith("-job") else "serialization")
+            "validation" if name.endswith("-job") else "serialization"
+        )
         schema: dict[str, Any] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"aimass/contract/v{CONTRACT_VERSION}/{name}.json",

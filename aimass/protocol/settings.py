@@ -36,28 +36,56 @@ PREFIX = "AIMASS_"
 # Every AIMASS_ variable that aimass, its deployment files or its tests read on purpose:
 # one list for both sides, so that a variable set for the workers does not alarm a
 # producer that shares their environment, and anything else is reported as a likely typo.
-KNOWN_VARIABLES = frozenset({
-    # The worker's settings (aimass.worker.settings).
-    "AIMASS_DEVICES", "AIMASS_MODELS", "AIMASS_MAX_BATCH_SIZE", "AIMASS_MAX_QUEUE_DELAY_MS",
-    "AIMASS_BATCH_BUCKETS", "AIMASS_BATCH_SWEEP", "AIMASS_PROCS_PER_GPU",
-    "AIMASS_ALLOW_CPU_FALLBACK",
-    "AIMASS_CONCURRENCY", "AIMASS_CONSUMER", "AIMASS_IDLE_POLL_MS",
-    "AIMASS_VISIBILITY_TIMEOUT_S", "AIMASS_JOB_TIME_LIMIT_S", "AIMASS_MAX_PAYLOAD_BYTES",
-    "AIMASS_MAX_IMAGE_PIXELS", "AIMASS_MAX_MESSAGE_BYTES", "AIMASS_INTRA_OP_THREADS",
-    "AIMASS_TENSORRT", "AIMASS_TENSORRT_CACHE", "AIMASS_METRICS_PORT",
-    "AIMASS_RELOAD_INTERVAL_S", "AIMASS_LOG_LEVEL", "AIMASS_LOG_FORMAT",
-    "AIMASS_MAX_DELIVERIES", "AIMASS_MAX_RESULT_BYTES", "AIMASS_TRACK_STARTED",
-    # Both sides: the producer's settings (ClientSettings) and every command's repository.
-    "AIMASS_RESULT_TTL_S", "AIMASS_MAX_QUEUE_DEPTH", "AIMASS_MODEL_REPOSITORY",
-    # docker-compose.yml's own.
-    "AIMASS_REDIS_PORT", "AIMASS_FLOWER_PORT", "AIMASS_WORKDIR", "AIMASS_REDIS_MAXMEMORY",
-    "AIMASS_REDIS_URL",
-    # The benchmark's one-process baseline (aimass/bench/naive.py).
-    "AIMASS_BENCH_MODEL_FILE", "AIMASS_BENCH_PROVIDER",
-    # The tests' own.
-    "AIMASS_TEST_SHAPE_LOG", "AIMASS_TEST_STICKY_TRIGGER",
-    "AIMASS_FUZZ_EXAMPLES", "AIMASS_SOAK_SECONDS", "AIMASS_SOAK_RATE",
-})
+KNOWN_VARIABLES = frozenset(
+    {
+        # The worker's settings (aimass.worker.settings).
+        "AIMASS_DEVICES",
+        "AIMASS_MODELS",
+        "AIMASS_MAX_BATCH_SIZE",
+        "AIMASS_MAX_QUEUE_DELAY_MS",
+        "AIMASS_BATCH_BUCKETS",
+        "AIMASS_BATCH_SWEEP",
+        "AIMASS_PROCS_PER_GPU",
+        "AIMASS_ALLOW_CPU_FALLBACK",
+        "AIMASS_CONCURRENCY",
+        "AIMASS_CONSUMER",
+        "AIMASS_IDLE_POLL_MS",
+        "AIMASS_VISIBILITY_TIMEOUT_S",
+        "AIMASS_JOB_TIME_LIMIT_S",
+        "AIMASS_MAX_PAYLOAD_BYTES",
+        "AIMASS_MAX_IMAGE_PIXELS",
+        "AIMASS_MAX_MESSAGE_BYTES",
+        "AIMASS_INTRA_OP_THREADS",
+        "AIMASS_TENSORRT",
+        "AIMASS_TENSORRT_CACHE",
+        "AIMASS_METRICS_PORT",
+        "AIMASS_RELOAD_INTERVAL_S",
+        "AIMASS_LOG_LEVEL",
+        "AIMASS_LOG_FORMAT",
+        "AIMASS_MAX_DELIVERIES",
+        "AIMASS_MAX_RESULT_BYTES",
+        "AIMASS_TRACK_STARTED",
+        # Both sides: the producer's settings (ClientSettings) and every command's repository.
+        "AIMASS_RESULT_TTL_S",
+        "AIMASS_MAX_QUEUE_DEPTH",
+        "AIMASS_MODEL_REPOSITORY",
+        # docker-compose.yml's own.
+        "AIMASS_REDIS_PORT",
+        "AIMASS_FLOWER_PORT",
+        "AIMASS_WORKDIR",
+        "AIMASS_REDIS_MAXMEMORY",
+        "AIMASS_REDIS_URL",
+        # The benchmark's one-process baseline (aimass/bench/naive.py).
+        "AIMASS_BENCH_MODEL_FILE",
+        "AIMASS_BENCH_PROVIDER",
+        # The tests' own.
+        "AIMASS_TEST_SHAPE_LOG",
+        "AIMASS_TEST_STICKY_TRIGGER",
+        "AIMASS_FUZZ_EXAMPLES",
+        "AIMASS_SOAK_SECONDS",
+        "AIMASS_SOAK_RATE",
+    }
+)
 
 
 class SettingsError(ValueError):
@@ -94,9 +122,10 @@ class Rule:
             return self.adapter.validate_python(value)
         except ValidationError as exc:
             text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-            raise SettingsError(f"{self.name}={_hide_password(repr(text))} is not "
-                                f"{_complaint(exc, self.noun)}: expected {self.expected}"
-                                ) from None
+            raise SettingsError(
+                f"{self.name}={_hide_password(repr(text))} is not "
+                f"{_complaint(exc, self.noun)}: expected {self.expected}"
+            ) from None
 
 
 def _complaint(exc: ValidationError, noun: str) -> str:
@@ -157,8 +186,9 @@ def check_fields(settings: Any) -> None:
         try:
             normalized = rule.adapter.validate_python(value)
         except ValidationError:
-            raise SettingsError(f"{f.name} must be {rule.expected}, "
-                                f"got {_hide_password(repr(value))}") from None
+            raise SettingsError(
+                f"{f.name} must be {rule.expected}, got {_hide_password(repr(value))}"
+            ) from None
         object.__setattr__(settings, f.name, normalized)  # frozen: the one write, at creation
 
 
@@ -180,6 +210,7 @@ def warn_unknown_variables(environ: Mapping[str, str]) -> None:
 
 
 # Value types shared by both sides' settings.
+
 
 def _redis_url(url: str) -> str:
     parts = urlsplit(url)
@@ -217,12 +248,17 @@ Duration = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # 0: off
 PositiveDuration = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 # The fields that both sides' settings have.
-REDIS_URL = checked("REDIS_URL", RedisUrl, "Redis URL",
-                    "a redis://, rediss:// or unix:// URL such as redis://host:6379/0, or a "
-                    "Sentinel set's: redis+sentinel://host:26379,host:26379/service/0 "
-                    "(Redis Cluster is not supported)")
-RESULT_TTL_S = checked("AIMASS_RESULT_TTL_S", Count, "time to live",
-                       "a whole number of seconds, at least 1")
+REDIS_URL = checked(
+    "REDIS_URL",
+    RedisUrl,
+    "Redis URL",
+    "a redis://, rediss:// or unix:// URL such as redis://host:6379/0, or a "
+    "Sentinel set's: redis+sentinel://host:26379,host:26379/service/0 "
+    "(Redis Cluster is not supported)",
+)
+RESULT_TTL_S = checked(
+    "AIMASS_RESULT_TTL_S", Count, "time to live", "a whole number of seconds, at least 1"
+)
 
 
 @dataclass(frozen=True)
@@ -231,8 +267,12 @@ class ClientSettings:
 
     redis_url: str = field(default=DEFAULT_REDIS_URL, metadata=REDIS_URL)
     # Soft bound on a model's queued jobs (all priorities), checked at submit; 0: none.
-    max_queue_depth: int = field(default=DEFAULT_MAX_QUEUE_DEPTH, metadata=checked(
-        "AIMASS_MAX_QUEUE_DEPTH", CountOrOff, "queue depth", "0 (no bound) or positive"))
+    max_queue_depth: int = field(
+        default=DEFAULT_MAX_QUEUE_DEPTH,
+        metadata=checked(
+            "AIMASS_MAX_QUEUE_DEPTH", CountOrOff, "queue depth", "0 (no bound) or positive"
+        ),
+    )
     # How long submission records live; match the workers' AIMASS_RESULT_TTL_S.
     result_ttl_s: int = field(default=DEFAULT_RESULT_TTL_S, metadata=RESULT_TTL_S)
 
@@ -240,11 +280,18 @@ class ClientSettings:
         check_fields(self)
 
     @classmethod
-    def for_url(cls, url: str, max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
-                result_ttl_s: int | None = None) -> ClientSettings:
+    def for_url(
+        cls,
+        url: str,
+        max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
+        result_ttl_s: int | None = None,
+    ) -> ClientSettings:
         """Settings given as a client's arguments (``None``: the default TTL)."""
-        return cls(redis_url=url, max_queue_depth=max_queue_depth,
-                   result_ttl_s=DEFAULT_RESULT_TTL_S if result_ttl_s is None else result_ttl_s)
+        return cls(
+            redis_url=url,
+            max_queue_depth=max_queue_depth,
+            result_ttl_s=DEFAULT_RESULT_TTL_S if result_ttl_s is None else result_ttl_s,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:

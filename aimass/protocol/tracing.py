@@ -55,8 +55,9 @@ def spans_enabled() -> bool:
     return name not in ("ProxyTracerProvider", "NoOpTracerProvider")
 
 
-def record_span(name: str, traceparent: str | None, start_s: float, end_s: float,
-                attributes: dict[str, Any]) -> None:
+def record_span(
+    name: str, traceparent: str | None, start_s: float, end_s: float, attributes: dict[str, Any]
+) -> None:
     """A finished span under ``traceparent`` (times: seconds since the epoch), where
     OpenTelemetry is installed; nothing otherwise. Never raises: tracing must not fail
     a job."""
@@ -66,9 +67,12 @@ def record_span(name: str, traceparent: str | None, start_s: float, end_s: float
     try:
         context = otel.propagate.extract({TRACEPARENT: traceparent}) if traceparent else None
         tracer = otel.trace.get_tracer("aimass")
-        span = tracer.start_span(name, context=context, start_time=int(start_s * 1e9),
-                                 attributes={k: v for k, v in attributes.items()
-                                             if v is not None})
+        span = tracer.start_span(
+            name,
+            context=context,
+            start_time=int(start_s * 1e9),
+            attributes={k: v for k, v in attributes.items() if v is not None},
+        )
         span.end(end_time=int(end_s * 1e9))
     except Exception:  # best effort, by design
         return

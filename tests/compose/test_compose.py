@@ -99,7 +99,7 @@ def final_stage(dockerfile: Path) -> list[str]:
     lines = logical_lines(dockerfile)
     starts = [i for i, line in enumerate(lines) if line.upper().startswith("FROM ")]
     assert starts, f"{dockerfile} has no FROM"
-    return lines[starts[-1]:]
+    return lines[starts[-1] :]
 
 
 def instruction(stage: list[str], name: str) -> str | None:
@@ -124,7 +124,7 @@ def dockerfile_commands(dockerfile: Path) -> Iterator[tuple[str, list[str]]]:
     yield "CMD", exec_form(instruction(stage, "ENTRYPOINT")) + exec_form(instruction(stage, "CMD"))
     healthcheck = instruction(stage, "HEALTHCHECK")
     if healthcheck and healthcheck.upper() != "NONE":
-        yield "HEALTHCHECK", exec_form(healthcheck[healthcheck.index(" CMD ") + 5:].strip())
+        yield "HEALTHCHECK", exec_form(healthcheck[healthcheck.index(" CMD ") + 5 :].strip())
 
 
 def compose_commands(services: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
@@ -149,7 +149,7 @@ def aimass_invocations(command: list[str]) -> Iterator[list[str]]:
         if Path(token).name != "aimass":
             continue
         arguments: list[str] = []
-        for following in command[index + 1:]:
+        for following in command[index + 1 :]:
             if following in SHELL_OPERATORS:
                 break
             arguments.append(following)
@@ -172,7 +172,8 @@ def all_aimass_invocations() -> list[tuple[str, list[str]]]:
 
 def load_requirements_helper() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "pyproject_requirements", DOCKER_DIR / "pyproject_requirements.py")
+        "pyproject_requirements", DOCKER_DIR / "pyproject_requirements.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -184,7 +185,8 @@ def run_python(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90
+    )
 
 
 # ---------------------------------------------------------------- the file itself
@@ -194,7 +196,8 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any])
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     errors = sorted(Draft7Validator(schema).iter_errors(compose), key=lambda e: list(e.path))
     assert not errors, "\n".join(
-        f"{'.'.join(map(str, error.path)) or '<root>'}: {error.message}" for error in errors)
+        f"{'.'.join(map(str, error.path)) or '<root>'}: {error.message}" for error in errors
+    )
 
 
 def test_compose_file_has_no_obsolete_version_key(compose: dict[str, Any]) -> None:
@@ -223,8 +226,7 @@ def test_redis_fsyncs_every_write_to_its_append_only_file(services: dict[str, An
     assert pairs.get("--maxmemory") == "${AIMASS_REDIS_MAXMEMORY:-2gb}"
 
 
-def test_the_ha_profile_adds_a_replica_and_a_quorum_of_sentinels(
-        services: dict[str, Any]) -> None:
+def test_the_ha_profile_adds_a_replica_and_a_quorum_of_sentinels(services: dict[str, Any]) -> None:
     replica = services["redis-replica"]
     assert replica["profiles"] == ["ha"]
     pairs = dict(itertools.pairwise(argv(replica["command"])))
@@ -242,8 +244,7 @@ def test_the_ha_profile_adds_a_replica_and_a_quorum_of_sentinels(
 
 def test_redis_keeps_its_data_in_a_named_volume(compose: dict[str, Any]) -> None:
     volumes = compose["services"]["redis"]["volumes"]
-    assert any(
-        isinstance(v, str) and v.split(":")[:2] == ["redis-data", "/data"] for v in volumes)
+    assert any(isinstance(v, str) and v.split(":")[:2] == ["redis-data", "/data"] for v in volumes)
     assert "redis-data" in compose["volumes"]
 
 
@@ -276,7 +277,8 @@ def test_cpu_worker_is_a_profile_without_gpus(services: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("name", WORKER_SERVICES)
 def test_worker_is_healthy_only_when_aimass_check_passes(
-        services: dict[str, Any], name: str) -> None:
+    services: dict[str, Any], name: str
+) -> None:
     assert healthcheck_argv(services[name]["healthcheck"]["test"]) == ["aimass", "check"]
 
 
@@ -290,7 +292,8 @@ def test_worker_can_be_scaled(services: dict[str, Any], name: str) -> None:
 
 @pytest.mark.parametrize("name", WORKER_SERVICES)
 def test_worker_waits_for_redis_and_the_published_models(
-        services: dict[str, Any], name: str) -> None:
+    services: dict[str, Any], name: str
+) -> None:
     depends_on = services[name]["depends_on"]
     assert depends_on["redis"]["condition"] == "service_healthy"
     assert depends_on["export"]["condition"] == "service_completed_successfully"
@@ -319,8 +322,14 @@ def test_export_is_a_one_shot_job_writing_the_models_volume(services: dict[str, 
     export = services["export"]
     assert export["restart"] == "no"
     # --skip-existing: restarting the stack does not publish the zoo again.
-    assert argv(export["command"]) == ["aimass", "export", "zoo", "--repository", "/models",
-                                       "--skip-existing"]
+    assert argv(export["command"]) == [
+        "aimass",
+        "export",
+        "zoo",
+        "--repository",
+        "/models",
+        "--skip-existing",
+    ]
     assert "models:/models" in export["volumes"]
 
 
@@ -344,7 +353,8 @@ def test_producer_is_a_tool_profile(services: dict[str, Any]) -> None:
 
 
 def test_every_referenced_dockerfile_exists_and_runs_as_a_non_root_user(
-        services: dict[str, Any]) -> None:
+    services: dict[str, Any],
+) -> None:
     dockerfiles = referenced_dockerfiles(services)
     assert set(dockerfiles) >= {"worker", "worker-cpu", "export", "flower", "producer"}
     for service, path in dockerfiles.items():
@@ -401,7 +411,9 @@ def test_requirements_helper_expands_self_references_with_their_markers() -> Non
     ]
     # Once an extra is in unrestricted, its marked expansions add nothing.
     assert helper.requirements(project, ["all"]) == [
-        "attrs", "numpy>=1.26", "pywin32; sys_platform == 'win32'",
+        "attrs",
+        "numpy>=1.26",
+        "pywin32; sys_platform == 'win32'",
     ]
     with pytest.raises(ValueError, match="no extra 'gpus'"):
         helper.requirements(project, ["gpus"])
@@ -421,8 +433,10 @@ def test_the_deployment_runs_the_commands_it_promises() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    ("source", "arguments"), INVOCATIONS,
-    ids=[f"{source}: aimass {' '.join(arguments)}" for source, arguments in INVOCATIONS])
+    ("source", "arguments"),
+    INVOCATIONS,
+    ids=[f"{source}: aimass {' '.join(arguments)}" for source, arguments in INVOCATIONS],
+)
 def test_aimass_command_exists_with_its_options(source: str, arguments: list[str]) -> None:
     subcommand = []
     for token in arguments:
@@ -432,12 +446,14 @@ def test_aimass_command_exists_with_its_options(source: str, arguments: list[str
     result = run_python("-m", "aimass.cli", *subcommand, "--help")
     assert result.returncode == 0, (
         f"{source} runs `aimass {' '.join(arguments)}`, but "
-        f"`aimass {' '.join(subcommand)} --help` failed:\n{result.stdout}\n{result.stderr}")
+        f"`aimass {' '.join(subcommand)} --help` failed:\n{result.stdout}\n{result.stderr}"
+    )
     for option in (token.split("=")[0] for token in arguments if token.startswith("--")):
         if option != "--help":
             assert option in result.stdout, (
                 f"{source}: `aimass {' '.join(subcommand)}` has no option {option}:\n"
-                f"{result.stdout}")
+                f"{result.stdout}"
+            )
 
 
 @pytest.mark.e2e

@@ -21,8 +21,9 @@ KEDA_CRDS = {
 }
 # The oldest and the newest Kubernetes whose schemas the package bundles (1.25 and 1.37
 # in kubernetes-validate 1.37.0).
-KUBERNETES_VERSIONS = sorted({kubernetes_validate.utils.all_versions()[0],
-                              kubernetes_validate.latest_version()})
+KUBERNETES_VERSIONS = sorted(
+    {kubernetes_validate.utils.all_versions()[0], kubernetes_validate.latest_version()}
+)
 # Kept beside the applied files but not listed in kustomization.yaml.
 ALTERNATIVES = {"worker-scaledobject-prometheus.yaml"}
 WORKER = "aimass-worker"
@@ -46,14 +47,18 @@ def kustomization() -> Document:
 
 
 def manifest_files() -> list[str]:
-    return sorted(path.name for path in MANIFESTS.glob("*.yaml")
-                  if path.name != "kustomization.yaml")
+    return sorted(
+        path.name for path in MANIFESTS.glob("*.yaml") if path.name != "kustomization.yaml"
+    )
 
 
 def labelled(files: list[str]) -> list[tuple[str, Document]]:
     """Each document of ``files`` with a label for messages: ``file: Kind/name``."""
-    return [(f"{name}: {doc['kind']}/{doc['metadata']['name']}", doc)
-            for name in files for doc in load(name)]
+    return [
+        (f"{name}: {doc['kind']}/{doc['metadata']['name']}", doc)
+        for name in files
+        for doc in load(name)
+    ]
 
 
 ALL = labelled(manifest_files())
@@ -103,9 +108,13 @@ def argv(c: Document) -> list[str]:
 
 def aimass_invocations() -> list[tuple[str, list[str]]]:
     """The argument lists every container of the manifests gives to `aimass`."""
-    return [(f"{source} {c['name']}", argv(c)[1:])
-            for source, doc in ALL if (spec := pod_spec(doc))
-            for c in containers(spec) if argv(c)[:1] == ["aimass"]]
+    return [
+        (f"{source} {c['name']}", argv(c)[1:])
+        for source, doc in ALL
+        if (spec := pod_spec(doc))
+        for c in containers(spec)
+        if argv(c)[:1] == ["aimass"]
+    ]
 
 
 def compose() -> Document:

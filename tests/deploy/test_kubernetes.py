@@ -88,17 +88,26 @@ def references(document: Document) -> Iterator[tuple[str, str, str | None]]:
 
 
 def keys(document: Document) -> set[str]:
-    return {*document.get("data", {}), *document.get("stringData", {}),
-            *document.get("binaryData", {})}
+    return {
+        *document.get("data", {}),
+        *document.get("stringData", {}),
+        *document.get("binaryData", {}),
+    }
 
 
-@pytest.mark.parametrize("documents", [APPLIED, APPLIED + ALTERNATIVE],
-                         ids=["applied", "with the alternatives"])
+@pytest.mark.parametrize(
+    "documents", [APPLIED, APPLIED + ALTERNATIVE], ids=["applied", "with the alternatives"]
+)
 def test_every_secret_configmap_claim_and_key_referred_to_is_defined(
-        documents: list[Document]) -> None:
+    documents: list[Document],
+) -> None:
     found = list(itertools.chain.from_iterable(map(references, documents)))
-    assert {kind for kind, _, _ in found} >= {"Secret", "ConfigMap", "PersistentVolumeClaim",
-                                              "TriggerAuthentication"}
+    assert {kind for kind, _, _ in found} >= {
+        "Secret",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "TriggerAuthentication",
+    }
     for kind, name, key in found:
         target = find(documents, kind, name)
         assert key is None or key in keys(target), f"{kind} {name} has no key {key!r}"
@@ -120,15 +129,24 @@ def test_every_volume_mount_names_a_volume_of_its_pod() -> None:
 def test_every_service_selects_pods_and_their_named_port() -> None:
     for service in of_kind(APPLIED, "Service"):
         selector = service["spec"]["selector"]
-        pods = [spec for doc in APPLIED if (spec := pod_spec(doc))
-                and selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items()]
+        pods = [
+            spec
+            for doc in APPLIED
+            if (spec := pod_spec(doc))
+            and selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert pods, f"Service {service['metadata']['name']} selects no pods"
-        named = {port["name"]: port["containerPort"] for spec in pods
-                 for c in spec["containers"] for port in c.get("ports", [])}
+        named = {
+            port["name"]: port["containerPort"]
+            for spec in pods
+            for c in spec["containers"]
+            for port in c.get("ports", [])
+        }
         for port in service["spec"]["ports"]:
             assert named.get(port["targetPort"]) == port["port"], (
                 f"Service {service['metadata']['name']}: no container port "
-                f"{port['targetPort']!r} = {port['port']}")
+                f"{port['targetPort']!r} = {port['port']}"
+            )
 
 
 # ---------------------------------------------------------------- the workers
@@ -172,7 +190,8 @@ def test_worker_asks_for_one_gpu(worker: Document) -> None:
 
 def test_worker_reads_redis_url_from_the_secret(worker: Document) -> None:
     assert env(worker)["REDIS_URL"] == {
-        "secretKeyRef": {"name": "aimass-redis", "key": "REDIS_URL"}}
+        "secretKeyRef": {"name": "aimass-redis", "key": "REDIS_URL"}
+    }
 
 
 def test_worker_reads_the_models_claim_read_only(worker: Document) -> None:
@@ -222,8 +241,9 @@ def test_one_scaled_object_is_applied_per_deployment() -> None:
     assert targets == [WORKER]
 
 
-@pytest.mark.parametrize("scaled", scaled_objects(),
-                         ids=[so["spec"]["triggers"][0]["type"] for so in scaled_objects()])
+@pytest.mark.parametrize(
+    "scaled", scaled_objects(), ids=[so["spec"]["triggers"][0]["type"] for so in scaled_objects()]
+)
 def test_scaled_object_scales_the_worker_deployment(scaled: Document) -> None:
     target = scaled["spec"]["scaleTargetRef"]
     assert target.get("kind", "Deployment") == "Deployment"
@@ -245,10 +265,12 @@ def test_redis_triggers_read_the_redis_and_database_of_redis_url() -> None:
     database = url.path.strip("/") or "0"
     for trigger in triggers("redis"):
         assert trigger["metadata"].get("databaseIndex", "0") == database
-        authentication = find(APPLIED, "TriggerAuthentication",
-                              trigger["authenticationRef"]["name"])
+        authentication = find(
+            APPLIED, "TriggerAuthentication", trigger["authenticationRef"]["name"]
+        )
         assert {"parameter": "address", "name": "aimass-redis", "key": "REDIS_ADDRESS"} in (
-            authentication["spec"]["secretTargetRef"])
+            authentication["spec"]["secretTargetRef"]
+        )
     redis = find(APPLIED, "Service", url.hostname or "")
     assert url.port in [port["port"] for port in redis["spec"]["ports"]]
 
@@ -258,7 +280,8 @@ def test_prometheus_trigger_counts_each_queue_list_once() -> None:
     query = trigger["metadata"]["query"]
     # Every worker reports the same lists: max over workers, then the sum of the lists.
     assert re.fullmatch(
-        rf'sum\(max by \(priority\) \(aimass_queue_depth\{{model="{SCALED_MODEL}"\}}\)\)', query)
+        rf'sum\(max by \(priority\) \(aimass_queue_depth\{{model="{SCALED_MODEL}"\}}\)\)', query
+    )
     assert '"aimass_queue_depth"' in (ROOT / "worker" / "metrics.py").read_text(encoding="utf-8")
 
 
@@ -271,7 +294,8 @@ def test_redis_keeps_every_write_and_never_evicts() -> None:
     # What docker-compose.yml's redis promises, and a memory bound below the pod's limit.
     promised = server_options(compose()["services"]["redis"]["command"][1:])
     assert {name: compose_default(value) for name, value in promised.items()}.items() <= (
-        options.items())
+        options.items()
+    )
     assert options["--appendfsync"] == "always"
     assert options["--maxmemory-policy"] == "noeviction"
     limit = size_bytes(redis["resources"]["limits"]["memory"])
@@ -336,12 +360,17 @@ def test_the_manifests_run_the_commands_they_promise() -> None:
     assert {("worker", "--devices"), ("export", "zoo"), ("classify", "/work/seven.png")} <= found
 
 
-@pytest.mark.parametrize(("source", "arguments"), INVOCATIONS,
-                         ids=[f"{source}: aimass {' '.join(a)}" for source, a in INVOCATIONS])
-def test_aimass_command_parses(source: str, arguments: list[str],
-                               capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("source", "arguments"),
+    INVOCATIONS,
+    ids=[f"{source}: aimass {' '.join(a)}" for source, a in INVOCATIONS],
+)
+def test_aimass_command_parses(
+    source: str, arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     try:
         build_parser().parse_args(arguments)
     except SystemExit:
-        pytest.fail(f"{source}: `aimass {' '.join(arguments)}` does not parse:\n"
-                    f"{capsys.readouterr().err}")
+        pytest.fail(
+            f"{source}: `aimass {' '.join(arguments)}` does not parse:\n{capsys.readouterr().err}"
+        )

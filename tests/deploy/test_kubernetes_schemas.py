@@ -40,8 +40,9 @@ def closed(schema: Any) -> Any:
     result = {key: closed(value) for key, value in schema.items() if key != "properties"}
     if "properties" in schema:  # a map of field names to schemas, not a schema itself
         result["properties"] = {key: closed(value) for key, value in schema["properties"].items()}
-        if ("additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
             result["additionalProperties"] = False
     return result
 
@@ -56,15 +57,18 @@ def keda_validator(kind: str, api_version: str) -> Draft7Validator:
 
 
 KEDA_DOCUMENTS = [(label, doc) for label, doc in ALL if doc["apiVersion"].startswith("keda.sh/")]
-KUBERNETES_DOCUMENTS = [(label, doc) for label, doc in ALL
-                        if not doc["apiVersion"].startswith("keda.sh/")]
+KUBERNETES_DOCUMENTS = [
+    (label, doc) for label, doc in ALL if not doc["apiVersion"].startswith("keda.sh/")
+]
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize(("label", "document"), KUBERNETES_DOCUMENTS,
-                         ids=[label for label, _ in KUBERNETES_DOCUMENTS])
+@pytest.mark.parametrize(
+    ("label", "document"), KUBERNETES_DOCUMENTS, ids=[label for label, _ in KUBERNETES_DOCUMENTS]
+)
 def test_manifest_follows_the_kubernetes_schema(
-        label: str, document: Document, version: str) -> None:
+    label: str, document: Document, version: str
+) -> None:
     # strict: unknown fields are errors. A kind without a schema raises, and fails too.
     try:
         kubernetes_validate.validate(document, version, strict=True)
@@ -73,13 +77,15 @@ def test_manifest_follows_the_kubernetes_schema(
         pytest.fail(f"{label}, Kubernetes {version}: {path}: {error.message}")
 
 
-@pytest.mark.parametrize(("label", "document"), KEDA_DOCUMENTS,
-                         ids=[label for label, _ in KEDA_DOCUMENTS])
+@pytest.mark.parametrize(
+    ("label", "document"), KEDA_DOCUMENTS, ids=[label for label, _ in KEDA_DOCUMENTS]
+)
 def test_keda_resource_follows_its_crd(label: str, document: Document) -> None:
     validator = keda_validator(document["kind"], document["apiVersion"])
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
     assert not errors, "\n".join(
-        f"{label}: {'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors)
+        f"{label}: {'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors
+    )
 
 
 def test_the_keda_schemas_refuse_what_keda_does_not_know() -> None:

@@ -25,9 +25,13 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def doctor(zoo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*aimass_command(), "doctor", "--repository", str(zoo), *args],
-                          env=child_env("redis://127.0.0.1:1/0"), capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [*aimass_command(), "doctor", "--repository", str(zoo), *args],
+        env=child_env("redis://127.0.0.1:1/0"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_doctor_on_the_cpu_checks_every_model_of_the_zoo(zoo: Path) -> None:
@@ -57,10 +61,14 @@ def test_doctor_on_the_cpu_checks_every_model_of_the_zoo(zoo: Path) -> None:
 def test_doctor_table_names_each_check(zoo: Path) -> None:
     run = doctor(zoo, "--models", "tiny-wide")
     assert run.returncode == 0, run.stderr[-3000:]
-    for words in ("tiny-wide v1 (classify) on CPUExecutionProvider",
-                  "batch limit 16 (manifest); buckets [1, 2, 4, 8, 16]",
-                  "shared by every bucket", "settled run time (ms) by batch size: 1:",
-                  "a shape change on a plain session", "3 inputs padded to 4"):
+    for words in (
+        "tiny-wide v1 (classify) on CPUExecutionProvider",
+        "batch limit 16 (manifest); buckets [1, 2, 4, 8, 16]",
+        "shared by every bucket",
+        "settled run time (ms) by batch size: 1:",
+        "a shape change on a plain session",
+        "3 inputs padded to 4",
+    ):
         assert words in run.stdout, run.stdout
 
 

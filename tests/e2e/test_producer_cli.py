@@ -19,8 +19,14 @@ pytestmark = pytest.mark.e2e
 
 
 def aimass(redis_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*aimass_command(), *args], env=child_env(redis_url), cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*aimass_command(), *args],
+        env=child_env(redis_url),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -45,8 +51,21 @@ def test_classify_prints_each_images_label(shared_url: str, pngs: list[Path]) ->
 
 
 def test_generate_writes_a_png_grid_of_the_asked_label(shared_url: str, tmp_path: Path) -> None:
-    done = aimass(shared_url, "generate", "--model", "tiny-gan", "--label", "7", "-n", "16",
-                  "--seed", "9", "-o", "grid.png", cwd=tmp_path)
+    done = aimass(
+        shared_url,
+        "generate",
+        "--model",
+        "tiny-gan",
+        "--label",
+        "7",
+        "-n",
+        "16",
+        "--seed",
+        "9",
+        "-o",
+        "grid.png",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "wrote grid.png: 16 images" in done.stdout
     grid = Image.open(tmp_path / "grid.png")
@@ -55,10 +74,9 @@ def test_generate_writes_a_png_grid_of_the_asked_label(shared_url: str, tmp_path
     pixels = np.asarray(grid.convert("L"), dtype=np.float64)
     for index in range(16):  # each tile: the 8x8 image x16, its row 7 the bright one
         x, y = layout.origin(index)
-        tile = pixels[y:y + 128, x:x + 128]
+        tile = pixels[y : y + 128, x : x + 128]
         assert int(tile.reshape(8, 16, 128).mean(axis=(1, 2)).argmax()) == 7
-    raw = aimass(shared_url, "generate", "--model", "tiny-gan", "--label", "3", "-n", "2",
-                 "--json")
+    raw = aimass(shared_url, "generate", "--model", "tiny-gan", "--label", "3", "-n", "2", "--json")
     assert raw.returncode == 0, raw.stderr
     result = json.loads(raw.stdout)
     assert result["labels"] == [3, 3] and len(result["images"]) == 2
@@ -80,7 +98,8 @@ def test_no_wait_then_status_then_result(shared_url: str, pngs: list[Path]) -> N
 
 
 def test_exit_codes_say_failed_usage_and_not_finished(
-        shared_url: str, redis_url: str, tmp_path: Path, pngs: list[Path]) -> None:
+    shared_url: str, redis_url: str, tmp_path: Path, pngs: list[Path]
+) -> None:
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"GIF89a not a png")
     failed = aimass(shared_url, "classify", str(junk), "--model", "tiny")
@@ -88,7 +107,6 @@ def test_exit_codes_say_failed_usage_and_not_finished(
     assert failed.stderr.startswith("InvalidInput: inputs[0]: image bytes are not PNG")
     usage = aimass(shared_url, "classify", str(pngs[0]), "--model", "tiny", "--top-k", "0")
     assert usage.returncode == 2 and usage.stderr.startswith("InvalidJob: ")
-    no_worker = aimass(redis_url, "classify", str(pngs[0]), "--model", "tiny",
-                       "--timeout", "0.5")
+    no_worker = aimass(redis_url, "classify", str(pngs[0]), "--model", "tiny", "--timeout", "0.5")
     assert no_worker.returncode == 3
     assert "no live worker serves model 'tiny'" in no_worker.stderr

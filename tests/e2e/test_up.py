@@ -25,15 +25,29 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_up_starts_embedded_redis_and_workers_then_stops_cleanly(
-        model_repository: Path, tmp_path: Path, stop_signal: signal.Signals) -> None:
+    model_repository: Path, tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["PYTHONUNBUFFERED"] = "1"
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         up = subprocess.Popen(
-            [*aimass_command(), "up", "--repository", str(model_repository), "--workers", "2",
-             "--devices", "cpu", "--zoo", ""],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                *aimass_command(),
+                "up",
+                "--repository",
+                str(model_repository),
+                "--workers",
+                "2",
+                "--devices",
+                "cpu",
+                "--zoo",
+                "",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 90
         while "Press Ctrl-C" not in log.read_text() and time.monotonic() < deadline:

@@ -52,8 +52,10 @@ def test_model_input_is_the_png_pixels_over_255() -> None:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("aimass.export.cli",
-         ("tensorflow", "numpy", "onnxruntime", "aimass.export.data", "keras")),
+        (
+            "aimass.export.cli",
+            ("tensorflow", "numpy", "onnxruntime", "aimass.export.data", "keras"),
+        ),
         ("aimass.export.data", ("tensorflow", "keras", "onnxruntime")),
         ("aimass.export.repository", ("tensorflow", "keras", "onnxruntime", "numpy")),
         ("aimass.export.recipes", ("tensorflow", "keras", "tf2onnx")),

@@ -14,9 +14,16 @@ from tests.support.processes import aimass_command, child_env
 pytestmark = pytest.mark.integration
 
 HEADLINE_KEYS = (
-    "raw_best_images_per_s", "raw_batch1_latency_ms", "naive_jobs_per_s",
-    "aimass_jobs_per_s", "aimass_images_per_s", "aimass_p50_latency_ms_c1",
-    "aimass_multi_images_per_s", "ratio_vs_raw", "ratio_vs_naive", "worker_rss_bytes",
+    "raw_best_images_per_s",
+    "raw_batch1_latency_ms",
+    "naive_jobs_per_s",
+    "aimass_jobs_per_s",
+    "aimass_images_per_s",
+    "aimass_p50_latency_ms_c1",
+    "aimass_multi_images_per_s",
+    "ratio_vs_raw",
+    "ratio_vs_naive",
+    "worker_rss_bytes",
 )
 
 
@@ -24,13 +31,42 @@ HEADLINE_KEYS = (
 def test_bench_measures_raw_naive_and_aimass_and_writes_json_and_plot(tmp_path: Path) -> None:
     results, plot = tmp_path / "out" / "bench.json", tmp_path / "out" / "bench.png"
     done = subprocess.run(
-        [*aimass_command(), "bench", "--model", "digits", "--allow-synthetic",
-         "--repository", str(tmp_path / "empty"), "--rounds", "1", "--concurrency", "1,4",
-         "--duration", "0.6", "--warmup", "0.3", "--jobs", "300",
-         "--images-per-job", "4", "--multi-concurrency", "2",
-         "--raw-batch-sizes", "1,4,16", "--raw-seconds", "0.1",
-         "--json", str(results), "--plot", str(plot)],
-        env=child_env("redis://127.0.0.1:9/0"), capture_output=True, text=True, timeout=80)
+        [
+            *aimass_command(),
+            "bench",
+            "--model",
+            "digits",
+            "--allow-synthetic",
+            "--repository",
+            str(tmp_path / "empty"),
+            "--rounds",
+            "1",
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "0.6",
+            "--warmup",
+            "0.3",
+            "--jobs",
+            "300",
+            "--images-per-job",
+            "4",
+            "--multi-concurrency",
+            "2",
+            "--raw-batch-sizes",
+            "1,4,16",
+            "--raw-seconds",
+            "0.1",
+            "--json",
+            str(results),
+            "--plot",
+            str(plot),
+        ],
+        env=child_env("redis://127.0.0.1:9/0"),
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
 
     data = json.loads(results.read_text())
@@ -41,7 +77,10 @@ def test_bench_measures_raw_naive_and_aimass_and_writes_json_and_plot(tmp_path: 
     assert digits["raw_best_images_per_s"] >= digits["raw"]["batch1_images_per_s"]
     aimass_levels = digits["aimass"]["levels"]
     assert [(lv["concurrency"], lv["images_per_job"]) for lv in aimass_levels] == [
-        (1, 1), (4, 1), (2, 4)]
+        (1, 1),
+        (4, 1),
+        (2, 4),
+    ]
     for level in aimass_levels + digits["naive"]["levels"]:
         assert level["completed"] > 0 and level["failed"] == 0
         assert level["latency_ms"]["p50"] > 0 and sum(level["batch_sizes"].values()) > 0
@@ -50,7 +89,8 @@ def test_bench_measures_raw_naive_and_aimass_and_writes_json_and_plot(tmp_path: 
     assert {g["status"] for g in data["goals"]} <= {"PASS", "MISS", "SKIP"}
     assert data["goal_set"] == "cpu"
     assert "one image per job: aimass jobs/s >= 5 x naive jobs/s" in [
-        g["goal"] for g in data["goals"]]
+        g["goal"] for g in data["goals"]
+    ]
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "goals:" in done.stdout and "digits" in done.stdout
     _check_cpu_worker_figures(data, done.stdout)
@@ -64,11 +104,16 @@ def _check_broker_figures(data: dict[str, Any], stdout: str) -> None:
         broker = level["broker"]
         assert broker["commands_per_job"] > 0 and broker["cpu_us_per_job"] > 0, broker
         assert sum(broker["by_command"].values()) == pytest.approx(
-            broker["commands_per_job"], rel=0.05)
+            broker["commands_per_job"], rel=0.05
+        )
         assert "info" not in broker["by_command"]  # the meter's own commands are left out
     assert "publish" in digits["aimass"]["levels"][0]["broker"]["by_command"]
-    for key in ("aimass_broker_cpu_us_per_job", "naive_broker_cpu_us_per_job",
-                "aimass_broker_commands_per_job", "naive_broker_commands_per_job"):
+    for key in (
+        "aimass_broker_cpu_us_per_job",
+        "naive_broker_cpu_us_per_job",
+        "aimass_broker_commands_per_job",
+        "naive_broker_commands_per_job",
+    ):
         assert digits[key] > 0, key
     assert "broker (Redis, per job):" in stdout
 
@@ -91,19 +136,47 @@ def _check_cpu_worker_figures(data: dict[str, Any], stdout: str) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_bench_counts_every_worker_process_and_the_buckets_its_jobs_ran_at(
-        tmp_path: Path) -> None:
+def test_bench_counts_every_worker_process_and_the_buckets_its_jobs_ran_at(tmp_path: Path) -> None:
     """Two processes under the worker's supervisor, padding to buckets as on a GPU (the
     environment reaches the worker), so that what a GPU run reports is checked here."""
     results = tmp_path / "bench.json"
     done = subprocess.run(
-        [*aimass_command(), "bench", "--model", "digits", "--allow-synthetic",
-         "--repository", str(tmp_path / "empty"), "--skip", "raw,naive", "--rounds", "1",
-         "--concurrency", "4", "--duration", "0.5", "--warmup", "0.3", "--jobs", "200",
-         "--images-per-job", "4", "--multi-concurrency", "2", "--procs-per-gpu", "2",
-         "--json", str(results), "--plot", str(tmp_path / "bench.png")],
+        [
+            *aimass_command(),
+            "bench",
+            "--model",
+            "digits",
+            "--allow-synthetic",
+            "--repository",
+            str(tmp_path / "empty"),
+            "--skip",
+            "raw,naive",
+            "--rounds",
+            "1",
+            "--concurrency",
+            "4",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.3",
+            "--jobs",
+            "200",
+            "--images-per-job",
+            "4",
+            "--multi-concurrency",
+            "2",
+            "--procs-per-gpu",
+            "2",
+            "--json",
+            str(results),
+            "--plot",
+            str(tmp_path / "bench.png"),
+        ],
         env=child_env("redis://127.0.0.1:9/0", AIMASS_BATCH_BUCKETS="1,4,64"),
-        capture_output=True, text=True, timeout=80)
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
 
     data = json.loads(results.read_text())

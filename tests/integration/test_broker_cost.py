@@ -34,39 +34,43 @@ SHARED_PER_JOB = 0.3
 
 def over_budget(by_command: dict[str, float], budget: dict[str, float]) -> dict[str, str]:
     """The commands a job costs more of than its budget, each with both figures."""
-    return {name: f"{per_job:.2f} per job, budget {budget.get(name, SHARED_PER_JOB):.2f}"
-            for name, per_job in by_command.items()
-            if per_job > budget.get(name, SHARED_PER_JOB) + 0.02}
+    return {
+        name: f"{per_job:.2f} per job, budget {budget.get(name, SHARED_PER_JOB):.2f}"
+        for name, per_job in by_command.items()
+        if per_job > budget.get(name, SHARED_PER_JOB) + 0.02
+    }
 
 
 @pytest.mark.parametrize("track_started", [False, True], ids=["default", "track-started"])
 def test_broker_cost_of_a_job_is_three_commands_of_its_own(
-        tmp_path: Path, model_repository: Path,
-        start_worker: Callable[..., WorkerProcess], track_started: bool) -> None:
+    tmp_path: Path,
+    model_repository: Path,
+    start_worker: Callable[..., WorkerProcess],
+    track_started: bool,
+) -> None:
     budget = dict(PER_JOB)
     if track_started:  # AIMASS_TRACK_STARTED's documented cost: the STARTED record's SET,
         budget["set"] += 1.0  # and the GET that looks at it before the result replaces it
         budget["get"] = 1.0
     with RedisServer(tmp_path / "redis") as server:  # its own: commandstats are per server
-        start_worker(server.url, model_repository,
-                     AIMASS_TRACK_STARTED="1" if track_started else "0")
+        start_worker(
+            server.url, model_repository, AIMASS_TRACK_STARTED="1" if track_started else "0"
+        )
         with Client(server.url) as client:
-            submissions = [Submission.classify(row_image(i % 8), model="tiny")
-                           for i in range(JOBS)]
+            submissions = [Submission.classify(row_image(i % 8), model="tiny") for i in range(JOBS)]
             meter = BrokerMeter(client.redis)
             meter.start()
             results = client.wait(client.submit_many(submissions), timeout=120)
             cost = meter.stop().per_job(JOBS)
-    assert [r["predictions"][0][0]["label"] for r in results] == \
-        [str(i % 8) for i in range(JOBS)]
+    assert [r["predictions"][0][0]["label"] for r in results] == [str(i % 8) for i in range(JOBS)]
     by_command = cost["by_command"]
     assert not over_budget(by_command, budget), (
         f"a job costs Redis more commands than it did: {over_budget(by_command, budget)}; "
         f"all: {format_by_command(by_command, 30)}. Each command a job adds lowers the "
         "jobs/s one Redis carries (docs/performance.md, sizing the broker): make it one "
-        "command for many jobs, or say why the job needs it and raise the budget here")
-    assert cost["commands_per_job"] <= sum(budget.values()) + 1.0, format_by_command(
-        by_command, 30)
+        "command for many jobs, or say why the job needs it and raise the budget here"
+    )
+    assert cost["commands_per_job"] <= sum(budget.values()) + 1.0, format_by_command(by_command, 30)
     # What it must still do per job: write its submission record and result, publish it.
     for name, per_job in budget.items():
         assert by_command.get(name, 0.0) >= per_job - 0.02, (name, by_command)

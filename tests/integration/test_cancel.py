@@ -28,15 +28,21 @@ def jobs_counted(port: int, outcome: str) -> float:
     """aimass_jobs_total of one outcome, summed over models and reasons."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
         text = page.read().decode()
-    return sum(float(value) for value in re.findall(
-        rf'^aimass_jobs_total{{[^}}]*outcome="{outcome}"[^}}]*}} (\S+)$', text, re.MULTILINE))
+    return sum(
+        float(value)
+        for value in re.findall(
+            rf'^aimass_jobs_total{{[^}}]*outcome="{outcome}"[^}}]*}} (\S+)$', text, re.MULTILINE
+        )
+    )
 
 
 def test_cancelled_queued_jobs_never_run_and_the_others_are_answered(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     with Client(redis_url) as client:
         jobs = client.submit_many(
-            Submission.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(1000))
+            Submission.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(1000)
+        )
         chosen = set(random.Random(3).sample(range(1000), 100))
         assert all(jobs[i].cancel() for i in chosen)
         assert {jobs[i].status() for i in chosen} == {JobStatus.cancelled}
@@ -44,8 +50,7 @@ def test_cancelled_queued_jobs_never_run_and_the_others_are_answered(
         start_worker(redis_url, model_repository, "--metrics-port", str(port))
         kept = [i for i in range(1000) if i not in chosen]
         results = client.wait([jobs[i] for i in kept], timeout=120)
-        assert [r["predictions"][0][0]["label"] for r in results] == \
-            [str(i % 8) for i in kept]
+        assert [r["predictions"][0][0]["label"] for r in results] == [str(i % 8) for i in kept]
         for i in chosen:
             with pytest.raises(JobCancelled):
                 jobs[i].result(timeout=5)
@@ -58,14 +63,28 @@ def test_cancelled_queued_jobs_never_run_and_the_others_are_answered(
 
 
 def test_a_job_waiting_in_a_batch_is_dropped_before_the_batch_runs(
-        redis_url: str, tmp_path: Path, start_worker) -> None:
+    redis_url: str, tmp_path: Path, start_worker
+) -> None:
     repository = tmp_path / "models"
-    publish(repository, "tiny-hang", 1, ModelKind.classify, hanging_classifier(),
-            max_batch_size=1000, max_queue_delay_ms=0)
+    publish(
+        repository,
+        "tiny-hang",
+        1,
+        ModelKind.classify,
+        hanging_classifier(),
+        max_batch_size=1000,
+        max_queue_delay_ms=0,
+    )
     port = free_port()
     # Started records say when the worker holds the jobs.
-    start_worker(redis_url, repository, "--metrics-port", str(port),
-                 AIMASS_JOB_TIME_LIMIT_S="4", AIMASS_TRACK_STARTED="1")
+    start_worker(
+        redis_url,
+        repository,
+        "--metrics-port",
+        str(port),
+        AIMASS_JOB_TIME_LIMIT_S="4",
+        AIMASS_TRACK_STARTED="1",
+    )
     black = row_image(0) * 0
     with Client(redis_url) as client:
         hanging = client.classify(row_image(3), model="tiny-hang")  # holds the batch thread
@@ -94,8 +113,13 @@ def test_cancel_from_the_shell_says_what_happened(shared_url: str) -> None:
         done.result(timeout=30)
 
     def cancel(*ids: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*aimass_command(), "cancel", *ids], env=child_env(shared_url),
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [*aimass_command(), "cancel", *ids],
+            env=child_env(shared_url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     finished = cancel(done.id)
     assert finished.returncode == 1 and "had finished (succeeded)" in finished.stderr

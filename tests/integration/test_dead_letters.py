@@ -33,34 +33,53 @@ def metrics(port: int) -> str:
 
 
 def dead(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*aimass_command(), "dead", *args], env=child_env(redis_url),
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [*aimass_command(), "dead", *args],
+        env=child_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.mark.timeout(240)
 def test_a_job_that_kills_its_worker_every_time_is_parked_and_the_rest_are_answered(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     log = tmp_path / "worker.log"
     with log.open("ab") as out:
         # Two processes, each holding one job at a time: the poison kills only itself.
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.poison", "worker", "--repository",
-             str(model_repository), "--devices", "cpu", "--procs-per-gpu", "2",
-             "--concurrency", "1"],
-            env=child_env(redis_url, AIMASS_VISIBILITY_TIMEOUT_S="2",
-                          AIMASS_MAX_DELIVERIES="3"), stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "tests.support.poison",
+                "worker",
+                "--repository",
+                str(model_repository),
+                "--devices",
+                "cpu",
+                "--procs-per-gpu",
+                "2",
+                "--concurrency",
+                "1",
+            ],
+            env=child_env(redis_url, AIMASS_VISIBILITY_TIMEOUT_S="2", AIMASS_MAX_DELIVERIES="3"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         with Client(redis_url) as client:
-            poison = client.classify(np.full((8, 8), POISON_PIXEL, np.uint8), model="tiny",
-                                     priority=Priority.high)
+            poison = client.classify(
+                np.full((8, 8), POISON_PIXEL, np.uint8), model="tiny", priority=Priority.high
+            )
             good = [client.classify(row_image(i % 8), model="tiny") for i in range(40)]
             results = client.wait(good, timeout=150)
             with pytest.raises(WorkerLost, match="started 3 times"):
                 poison.result(timeout=150)
     finally:
         stop_process(supervisor, 30)
-    assert [r["predictions"][0][0]["label"] for r in results] == \
-        [str(i % 8) for i in range(40)]
+    assert [r["predictions"][0][0]["label"] for r in results] == [str(i % 8) for i in range(40)]
     assert log.read_text().count("exited with signal SIGKILL") == 3
     listed = json.loads(dead(redis_url, "list", "--json").stdout)
     assert [(d["model"], d["job_id"]) for d in listed] == [("tiny", poison.id)]
@@ -69,8 +88,9 @@ def test_a_job_that_kills_its_worker_every_time_is_parked_and_the_rest_are_answe
     assert redis.Redis.from_url(redis_url).llen(dead_letter_key("tiny")) == 0
 
 
-def test_a_parked_job_sent_again_runs_once_more(redis_url: str, model_repository: Path,
-                                                 start_worker) -> None:
+def test_a_parked_job_sent_again_runs_once_more(
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     store = redis.Redis.from_url(redis_url)
     job_id = f"parked-{uuid.uuid4()}"
     with Client(redis_url) as client:

@@ -25,22 +25,28 @@ JOBS = 3000
 
 @pytest.mark.timeout(300)
 def test_a_failover_under_load_answers_every_job_once(
-        model_repository: Path, tmp_path: Path) -> None:
+    model_repository: Path, tmp_path: Path
+) -> None:
     cluster = SentinelSet(tmp_path / "redis").start()
     worker = None
     try:
-        worker = WorkerProcess(cluster.url, model_repository, tmp_path / "worker.log",
-                               env={"AIMASS_VISIBILITY_TIMEOUT_S": "5"}).start(90)
+        worker = WorkerProcess(
+            cluster.url,
+            model_repository,
+            tmp_path / "worker.log",
+            env={"AIMASS_VISIBILITY_TIMEOUT_S": "5"},
+        ).start(90)
         first_primary = cluster.primary_port()
         with Client(cluster.url, max_queue_depth=0) as client:
             jobs = client.submit_many(
-                Submission.classify(row_image(i % 8), model="tiny", top_k=1)
-                for i in range(JOBS))
+                Submission.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(JOBS)
+            )
             # While this thread waits for the results, another kills the primary once a
             # quarter of the jobs is answered: the worker and this client's waits must
             # both follow the failover.
-            killer = threading.Thread(target=_kill_when_answered, daemon=True, args=(
-                cluster, jobs[JOBS // 4].id))
+            killer = threading.Thread(
+                target=_kill_when_answered, daemon=True, args=(cluster, jobs[JOBS // 4].id)
+            )
             killer.start()
             results: dict[str, str] = {}
             lost: list[str] = []
@@ -56,8 +62,10 @@ def test_a_failover_under_load_answers_every_job_once(
                 assert results[job.id] == str(index % 8)
             killer.join(60)
         assert cluster.primary_port() != first_primary, "the primary was failed over"
-        print(f"{JOBS} jobs, primary killed after {JOBS // 4}: {len(results)} answered, "
-              f"{len(lost)} lost: {lost[:10]}")
+        print(
+            f"{JOBS} jobs, primary killed after {JOBS // 4}: {len(results)} answered, "
+            f"{len(lost)} lost: {lost[:10]}"
+        )
         assert not lost, f"{len(lost)} jobs lost in the failover: {lost[:10]}"
         assert worker.alive()
         assert redis.Redis(port=cluster.primary_port()).hlen("unacked") == 0

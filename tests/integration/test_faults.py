@@ -38,25 +38,30 @@ def labels_of(results: list[dict]) -> list[str]:
 
 
 def test_workers_killed_every_second_lose_no_job_and_answer_each_once(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     count = 1000
     # Slow batches (each waits out a 200 ms deadline, 20 jobs held per worker) keep jobs
     # in flight, so that every kill leaves some in the dead worker's hands.
-    fleet = Fleet(redis_url, model_repository, tmp_path,
-                  ["--max-batch-size", "1000", "--max-queue-delay-ms", "200",
-                   "--concurrency", "20"], FAST_RESTORE)
+    fleet = Fleet(
+        redis_url,
+        model_repository,
+        tmp_path,
+        ["--max-batch-size", "1000", "--max-queue-delay-ms", "200", "--concurrency", "20"],
+        FAST_RESTORE,
+    )
     store = redis.Redis.from_url(redis_url)
     kills, left_in_flight = 0, 0
     with ResultLog(redis_url) as published, Client(redis_url) as client:
         jobs = client.submit_many(
-            Submission.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(count))
+            Submission.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(count)
+        )
         ids = [job.id for job in jobs]
         try:
             for _ in range(2):
                 fleet.launch()
             deadline = time.monotonic() + 90
-            while kills < 6 and len(published.published) < count and \
-                    time.monotonic() < deadline:
+            while kills < 6 and len(published.published) < count and time.monotonic() < deadline:
                 time.sleep(1.0)
                 ready = [w for w in fleet.running() if w.ready()]
                 if not ready:
@@ -78,8 +83,9 @@ def test_workers_killed_every_second_lose_no_job_and_answer_each_once(
     # Each job was answered once as producers see it: one final record published,
     # and the stored record is that one (a second run never replaces the first answer).
     answers = {job_id: published.published[job_id] for job_id in ids}
-    assert all(len(records) == 1 for records in answers.values()), \
-        [(j, len(r)) for j, r in answers.items() if len(r) != 1][:5]
+    assert all(len(records) == 1 for records in answers.values()), [
+        (j, len(r)) for j, r in answers.items() if len(r) != 1
+    ][:5]
     assert [answers[job.id][0]["result"] for job in jobs] == stored
     assert store.hlen("unacked") == 0 and store.llen("aimass.tiny\x06\x163") == 0
 
@@ -112,12 +118,14 @@ class Producer(threading.Thread):
 
 
 def test_redis_killed_and_restarted_under_load_loses_no_submitted_job(
-        model_repository: Path, tmp_path: Path, start_worker) -> None:
+    model_repository: Path, tmp_path: Path, start_worker
+) -> None:
     folder = tmp_path / "redis"
     server = RedisServer(folder, persistent=True).start()  # AOF, fsync on every write
     try:
-        worker: WorkerProcess = start_worker(server.url, model_repository,
-                                             "--max-queue-delay-ms", "20", **FAST_RESTORE)
+        worker: WorkerProcess = start_worker(
+            server.url, model_repository, "--max-queue-delay-ms", "20", **FAST_RESTORE
+        )
         with Client(server.url) as client:
             producer = Producer(client)
             producer.start()
@@ -127,8 +135,11 @@ def test_redis_killed_and_restarted_under_load_loses_no_submitted_job(
             time.sleep(0.5)
             server = RedisServer(folder, server.port, persistent=True).start()
             before = len(producer.submitted)
-            wait_until(lambda: len(producer.submitted) > before + 100, 30,
-                       "submits to succeed again after the restart")
+            wait_until(
+                lambda: len(producer.submitted) > before + 100,
+                30,
+                "submits to succeed again after the restart",
+            )
             producer.stopping.set()
             producer.join(10)
             jobs = [client.job(job_id) for job_id, _ in producer.submitted]
@@ -136,8 +147,11 @@ def test_redis_killed_and_restarted_under_load_loses_no_submitted_job(
         assert labels_of(results) == [str(row) for _, row in producer.submitted]
         # The same worker process reconnected by itself and is healthy again.
         assert worker.alive()
-        wait_until(lambda: bool((worker.heartbeat() or {}).get("ready")), 15,
-                   "the worker's heartbeat after the restart")
+        wait_until(
+            lambda: bool((worker.heartbeat() or {}).get("ready")),
+            15,
+            "the worker's heartbeat after the restart",
+        )
         assert redis.Redis.from_url(server.url).hlen("unacked") == 0
     finally:
         server.stop()
@@ -146,19 +160,25 @@ def test_redis_killed_and_restarted_under_load_loses_no_submitted_job(
 # -- model files damaged under a running worker ------------------------------------------
 
 
-def stage(tmp_path: Path, repository: Path, name: str, version: int, model: bytes,
-          damage: Callable[[Path], None] | None = None) -> None:
+def stage(
+    tmp_path: Path,
+    repository: Path,
+    name: str,
+    version: int,
+    model: bytes,
+    damage: Callable[[Path], None] | None = None,
+) -> None:
     """Publish a version as the exporter does (written aside, renamed into place),
     damaged on the way if asked."""
-    staged = publish(tmp_path / "staging" / str(version), name, version, ModelKind.classify,
-                     model)
+    staged = publish(tmp_path / "staging" / str(version), name, version, ModelKind.classify, model)
     if damage is not None:
         damage(staged)
     staged.rename(repository / name / str(version))
 
 
 def test_damaged_and_deleted_model_files_give_clear_errors_and_the_rest_serves(
-        redis_url: str, model_repository: Path, tmp_path: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path, start_worker
+) -> None:
     repository = tmp_path / "models"
     shutil.copytree(model_repository, repository)
     worker = start_worker(redis_url, repository, AIMASS_RELOAD_INTERVAL_S="0.3")
@@ -169,9 +189,9 @@ def test_damaged_and_deleted_model_files_give_clear_errors_and_the_rest_serves(
         (folder / "model.onnx").write_bytes(bytes(data))
 
     with Client(redis_url) as client:
+
         def classify(**kwargs: object) -> dict:
-            return client.classify(row_image(6), model="tiny", top_k=1, **kwargs).result(
-                timeout=30)
+            return client.classify(row_image(6), model="tiny", top_k=1, **kwargs).result(timeout=30)
 
         def generator_serves() -> None:
             result = client.generate(model="tiny-gan", count=1, labels=[2]).result(timeout=30)
@@ -215,7 +235,8 @@ def test_damaged_and_deleted_model_files_give_clear_errors_and_the_rest_serves(
 
 
 def test_a_hanging_batch_fails_its_jobs_at_the_time_limit_and_the_worker_goes_on(
-        redis_url: str, model_repository: Path, tmp_path: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path, start_worker
+) -> None:
     repository = tmp_path / "models"
     shutil.copytree(model_repository, repository)
     publish(repository, "tiny-hang", 1, ModelKind.classify, hanging_classifier())
@@ -244,7 +265,8 @@ def test_a_hanging_batch_fails_its_jobs_at_the_time_limit_and_the_worker_goes_on
 
 
 def test_results_and_submission_records_expire_after_the_result_ttl(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     start_worker(redis_url, model_repository, AIMASS_RESULT_TTL_S="2")
     store = redis.Redis.from_url(redis_url)
     with Client(redis_url, result_ttl_s=2) as client:
@@ -257,7 +279,6 @@ def test_results_and_submission_records_expire_after_the_result_ttl(
         ttls = [store.pttl(key) for key in keys]
         # Each has a TTL of at most 2 s (-2: gone already, on a slow machine; -1 would be
         # a key kept for ever).
-        assert all(ttl == -2 or 0 < ttl <= 2000 for ttl in ttls), dict(zip(keys, ttls,
-                                                                           strict=True))
+        assert all(ttl == -2 or 0 < ttl <= 2000 for ttl in ttls), dict(zip(keys, ttls, strict=True))
         wait_until(lambda: store.exists(*keys) == 0, 10, "the records to expire")
         assert client.job(good.id).status() is JobStatus.unknown

@@ -24,23 +24,37 @@ pytestmark = pytest.mark.integration
 
 
 def run_python(code: str, redis_url: str, timeout: float = 60) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=child_env(redis_url),
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=child_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
 def test_enqueue_in_one_process_answer_in_a_worker_read_in_a_third(
-        shared_url: str, tmp_path: Path) -> None:
+    shared_url: str, tmp_path: Path
+) -> None:
     image = tmp_path / "row5.png"
     image.write_bytes(encode_image(row_image(5)))
-    job_id = run_python(f"""
+    job_id = run_python(
+        f"""
         from aimass.producer.client import Client
         job = Client.from_env().classify({str(image)!r}, model="tiny", top_k=3)
         print(job.id)
-    """, shared_url)
-    reader = subprocess.run([*aimass_command(), "result", job_id, "--wait", "30", "--json"],
-                            env=child_env(shared_url), capture_output=True, text=True, timeout=60)
+    """,
+        shared_url,
+    )
+    reader = subprocess.run(
+        [*aimass_command(), "result", job_id, "--wait", "30", "--json"],
+        env=child_env(shared_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert reader.returncode == 0, reader.stderr
     result = ClassifyResult.model_validate_json(reader.stdout)
     assert result.model == "tiny" and result.version == 1
@@ -51,7 +65,8 @@ def test_enqueue_in_one_process_answer_in_a_worker_read_in_a_third(
 
 def test_plain_celery_sender_without_aimass_gets_the_contract_result(shared_url: str) -> None:
     png = base64.b64encode(encode_image(row_image(2))).decode()
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import json, sys
         from celery import Celery
         app = Celery(broker={shared_url!r}, backend={shared_url!r})
@@ -61,7 +76,9 @@ def test_plain_celery_sender_without_aimass_gets_the_contract_result(shared_url:
         print(json.dumps(result.get(timeout=30)))
         assert not any(name.split(".")[0] in ("producer", "worker", "export")
                        for name in sys.modules)
-    """, shared_url)
+    """,
+        shared_url,
+    )
     result = ClassifyResult.model_validate_json(out)
     assert result.predictions[0][0].label == "2"
     assert len(result.predictions[0]) == 5
@@ -100,9 +117,11 @@ def test_unknown_id_reads_unknown_and_submitted_reads_queued(redis_url: str) -> 
 
 
 def test_pickle_message_is_refused_and_the_worker_goes_on(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     worker: WorkerProcess = start_worker(redis_url, model_repository)
-    out = run_python(f"""
+    out = run_python(
+        f"""
         from celery import Celery
         app = Celery(broker={redis_url!r})
         app.conf.task_serializer = "pickle"
@@ -110,7 +129,9 @@ def test_pickle_message_is_refused_and_the_worker_goes_on(
         r = app.send_task("aimass.classify", queue="aimass.tiny", serializer="pickle",
                           kwargs={{"model": "tiny", "inputs": []}})
         print(r.id)
-    """, redis_url)
+    """,
+        redis_url,
+    )
     assert out
     with Client(redis_url) as client:
         good = client.classify(row_image(4), model="tiny")
@@ -125,8 +146,7 @@ def test_pickle_message_is_refused_and_the_worker_goes_on(
 
 
 def test_cli_help_lists_the_commands() -> None:
-    done = subprocess.run([*aimass_command(), "--help"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([*aimass_command(), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     for command in ("worker", "check", "classify", "status", "result"):
         assert command in done.stdout

@@ -19,12 +19,16 @@ pytestmark = pytest.mark.integration
 
 
 def test_json_logs_give_each_job_a_line_with_its_trace(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     with Client(redis_url) as client:
         jobs = [client.classify(row_image(i), model="tiny") for i in range(3)]
         bad = client.classify(b"not an image", model="tiny")
-        queued = [raw for name in priority_queue_names("tiny")
-                  for raw in redis.Redis.from_url(redis_url).lrange(name, 0, -1)]
+        queued = [
+            raw
+            for name in priority_queue_names("tiny")
+            for raw in redis.Redis.from_url(redis_url).lrange(name, 0, -1)
+        ]
         sent = {m.task_id: m.traceparent for m in map(TaskMessage.decode, queued)}
         worker = start_worker(redis_url, model_repository, AIMASS_LOG_FORMAT="json")
         for job in jobs:

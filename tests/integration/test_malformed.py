@@ -55,21 +55,26 @@ class Target:
 
     def healthy(self) -> None:
         assert self.worker.alive(), self.worker.log()
-        done = subprocess.run([*aimass_command(), "check"], env=child_env(self.url),
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [*aimass_command(), "check"],
+            env=child_env(self.url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
     def drained(self) -> None:
         deadline = time.monotonic() + 10
         while self.store.hlen("unacked") or any(
-                self.store.llen(name) for name in self.store.keys("aimass.tiny*")):
+            self.store.llen(name) for name in self.store.keys("aimass.tiny*")
+        ):
             assert time.monotonic() < deadline, "messages left unacknowledged or queued"
             time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory,
-           model_repository: Path) -> Iterator[Target]:
+def target(tmp_path_factory: pytest.TempPathFactory, model_repository: Path) -> Iterator[Target]:
     """One worker on a Redis of its own, shared by this module's tests."""
     folder = tmp_path_factory.mktemp("malformed")
     server = RedisServer(folder / "redis").start()
@@ -97,7 +102,8 @@ def check_outcome(case: Case, meta: dict[str, Any] | None) -> str | None:
 
 
 def test_a_corpus_of_malformed_messages_gets_typed_failures_and_the_good_jobs_succeed(
-        target: Target) -> None:
+    target: Target,
+) -> None:
     if Marker.path.exists():
         Marker.path.rmdir()
     cases = build_corpus()
@@ -112,56 +118,93 @@ def test_a_corpus_of_malformed_messages_gets_typed_failures_and_the_good_jobs_su
     pipe.execute()
     metas = raw.wait_final(target.store, [case.job_id for case in with_id], timeout=60)
     elapsed = time.monotonic() - started
-    problems = {case.name: problem for case in with_id
-                if (problem := check_outcome(case, metas.get(case.job_id))) is not None}
+    problems = {
+        case.name: problem
+        for case in with_id
+        if (problem := check_outcome(case, metas.get(case.job_id))) is not None
+    }
     assert not problems, problems
     target.drained()
     log = target.worker.log_path.read_text(errors="replace")
-    refusals = log.count("dropped a queue entry that is not a kombu message") + \
-        log.count("refused message")
+    refusals = log.count("dropped a queue entry that is not a kombu message") + log.count(
+        "refused message"
+    )
     assert refusals >= len(refused)
     assert "Traceback" not in log
     assert not Marker.path.exists(), "something unpickled a message"
     assert not target.store.exists("celery-task-meta-")  # nothing stored under an empty id
     target.healthy()
-    print(f"{len(cases)} messages ({len(bad)} bad, {len(refused)} without an id) "
-          f"answered in {elapsed:.1f} s")
+    print(
+        f"{len(cases)} messages ({len(bad)} bad, {len(refused)} without an id) "
+        f"answered in {elapsed:.1f} s"
+    )
 
 
 # -- fuzzing ----------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=int(os.environ.get("AIMASS_FUZZ_EXAMPLES", "120")),
-                derandomize="AIMASS_FUZZ_EXAMPLES" not in os.environ, deadline=None,
-                database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("AIMASS_FUZZ_EXAMPLES", "120")),
+    derandomize="AIMASS_FUZZ_EXAMPLES" not in os.environ,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
-    max_leaves=12)
-images = (st.sampled_from([GOOD_IMAGE, b64(png_claiming(9000, 9000)), b64(b"\x93NUMPY")])
-          | st.binary(max_size=80).map(b64) | st.text(max_size=12) | json_values)
-tensors = st.fixed_dictionaries({}, optional={
-    "dtype": st.sampled_from(["float32", "uint8", "float64", "bool", "x"]) | json_values,
-    "shape": st.lists(st.integers(-3, 2**40) | st.sampled_from([8, 1]), max_size=4)
-    | json_values,
-    "data": st.binary(max_size=300).map(b64) | json_values,
-}) | json_values
-inputs = st.lists(st.fixed_dictionaries({}, optional={"image": images, "tensor": tensors})
-                  | json_values, max_size=3) | json_values
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+images = (
+    st.sampled_from([GOOD_IMAGE, b64(png_claiming(9000, 9000)), b64(b"\x93NUMPY")])
+    | st.binary(max_size=80).map(b64)
+    | st.text(max_size=12)
+    | json_values
+)
+tensors = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "dtype": st.sampled_from(["float32", "uint8", "float64", "bool", "x"]) | json_values,
+            "shape": st.lists(st.integers(-3, 2**40) | st.sampled_from([8, 1]), max_size=4)
+            | json_values,
+            "data": st.binary(max_size=300).map(b64) | json_values,
+        },
+    )
+    | json_values
+)
+inputs = (
+    st.lists(
+        st.fixed_dictionaries({}, optional={"image": images, "tensor": tensors}) | json_values,
+        max_size=3,
+    )
+    | json_values
+)
 models = st.sampled_from(["tiny", "tiny-gan", "nope", "../tiny", ""]) | json_values
 small_ints = st.integers(-3, 1100) | json_values
-kwargs_strategy = st.fixed_dictionaries({}, optional={
-    "model": models, "version": st.sampled_from([None, 1, 2]) | json_values,
-    "top_k": small_ints, "inputs": inputs, "count": small_ints,
-    "labels": st.lists(st.integers(-2, 9), max_size=4) | json_values,
-    "seed": st.integers(-2, 2**64) | json_values, "format": st.sampled_from(
-        ["png", "tensor", "gif"]) | json_values,
-}) | json_values
+kwargs_strategy = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model": models,
+            "version": st.sampled_from([None, 1, 2]) | json_values,
+            "top_k": small_ints,
+            "inputs": inputs,
+            "count": small_ints,
+            "labels": st.lists(st.integers(-2, 9), max_size=4) | json_values,
+            "seed": st.integers(-2, 2**64) | json_values,
+            "format": st.sampled_from(["png", "tensor", "gif"]) | json_values,
+        },
+    )
+    | json_values
+)
 
 
-def send_and_wait(target: Target, message: bytes, job_ids: list[str],
-                  queue: str = "aimass.tiny") -> dict[str, dict[str, Any]]:
+def send_and_wait(
+    target: Target, message: bytes, job_ids: list[str], queue: str = "aimass.tiny"
+) -> dict[str, dict[str, Any]]:
     target.store.lpush(queue, message)
     deadline = time.monotonic() + 30
     while True:
@@ -183,38 +226,63 @@ def assert_typed(meta: dict[str, Any]) -> None:
 @FUZZ
 @given(kwargs=kwargs_strategy, task=st.sampled_from([CLASSIFY, GENERATE]))
 def test_fuzzed_job_arguments_get_a_result_or_a_typed_failure(
-        target: Target, kwargs: Any, task: str) -> None:
+    target: Target, kwargs: Any, task: str
+) -> None:
     job_id = raw.new_id()
     message = raw.encode(raw.envelope(body=raw.json_body([], kwargs), task=task, job_id=job_id))
     assert_typed(send_and_wait(target, message, [job_id])[job_id])
 
 
 finite_json = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
-    max_leaves=12)
-envelope_fields = st.fixed_dictionaries({}, optional={
-    "body": st.binary(max_size=60).map(b64) | finite_json,
-    "content-type": st.sampled_from(["application/json", "application/x-msgpack",
-                                     "application/x-python-serialize"]) | finite_json,
-    "content-encoding": finite_json,
-    "headers": st.fixed_dictionaries({}, optional={
-        "task": st.sampled_from([CLASSIFY, GENERATE]) | finite_json,
-        "eta": finite_json, "expires": finite_json, "countdown": finite_json,
-        "lang": finite_json}) | finite_json,
-    "properties": st.fixed_dictionaries({}, optional={
-        "body_encoding": st.sampled_from(["base64"]) | finite_json,
-        "delivery_tag": finite_json, "delivery_info": finite_json,
-        "priority": finite_json}) | finite_json,
-})
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+envelope_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "body": st.binary(max_size=60).map(b64) | finite_json,
+        "content-type": st.sampled_from(
+            ["application/json", "application/x-msgpack", "application/x-python-serialize"]
+        )
+        | finite_json,
+        "content-encoding": finite_json,
+        "headers": st.fixed_dictionaries(
+            {},
+            optional={
+                "task": st.sampled_from([CLASSIFY, GENERATE]) | finite_json,
+                "eta": finite_json,
+                "expires": finite_json,
+                "countdown": finite_json,
+                "lang": finite_json,
+            },
+        )
+        | finite_json,
+        "properties": st.fixed_dictionaries(
+            {},
+            optional={
+                "body_encoding": st.sampled_from(["base64"]) | finite_json,
+                "delivery_tag": finite_json,
+                "delivery_info": finite_json,
+                "priority": finite_json,
+            },
+        )
+        | finite_json,
+    },
+)
 
 
 @FUZZ
 @given(fields=envelope_fields, junk=st.binary(max_size=40))
 def test_fuzzed_envelopes_get_a_typed_answer_and_the_worker_goes_on(
-        target: Target, fields: dict[str, Any], junk: bytes) -> None:
+    target: Target, fields: dict[str, Any], junk: bytes
+) -> None:
     job_id = raw.new_id()
     message = dict(fields)
     headers = message.get("headers")
@@ -234,20 +302,26 @@ def test_fuzzed_envelopes_get_a_typed_answer_and_the_worker_goes_on(
 
 
 def test_a_job_on_another_models_queue_is_served_if_the_worker_has_that_model(
-        target: Target, redis_url: str, model_repository: Path, start_worker) -> None:
+    target: Target, redis_url: str, model_repository: Path, start_worker
+) -> None:
     served_id = raw.new_id()
-    message = raw.encode(raw.envelope(generate(), task=GENERATE, job_id=served_id,
-                                      queue="aimass.tiny"))
+    message = raw.encode(
+        raw.envelope(generate(), task=GENERATE, job_id=served_id, queue="aimass.tiny")
+    )
     assert send_and_wait(target, message, [served_id])[served_id]["status"] == "SUCCESS"
     # A worker that serves only tiny answers UnknownModel, naming what it serves.
     start_worker(redis_url, model_repository, "--models", "tiny")
     store = redis.Redis.from_url(redis_url)
     other_id = raw.new_id()
-    store.lpush("aimass.tiny", raw.encode(raw.envelope(generate(), task=GENERATE,
-                                                       job_id=other_id, queue="aimass.tiny")))
+    store.lpush(
+        "aimass.tiny",
+        raw.encode(raw.envelope(generate(), task=GENERATE, job_id=other_id, queue="aimass.tiny")),
+    )
     meta = raw.wait_final(store, [other_id], timeout=30)[other_id]
-    assert raw.failure(meta) == ("UnknownModel", "model 'tiny-gan' is not served by this "
-                                 "worker (models: tiny)")
+    assert raw.failure(meta) == (
+        "UnknownModel",
+        "model 'tiny-gan' is not served by this worker (models: tiny)",
+    )
 
 
 def test_the_worker_survived_all_of_it(target: Target) -> None:

@@ -63,16 +63,17 @@ def wait_for(condition: Any, timeout: float = 20.0) -> None:
 
 
 def test_map_keeps_at_most_max_in_flight_jobs_and_returns_input_order(
-        redis_url: str, model_repository: Path, start_worker,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    redis_url: str, model_repository: Path, start_worker, capsys: pytest.CaptureFixture[str]
+) -> None:
     images = [row_image(i % 8) for i in range(300)]
     outcome: dict[str, Any] = {}
     client = Client(redis_url)
 
     def bulk() -> None:
         try:
-            outcome["results"] = client.map(images, model="tiny", top_k=1, max_in_flight=8,
-                                            progress=True, timeout=60)
+            outcome["results"] = client.map(
+                images, model="tiny", top_k=1, max_in_flight=8, progress=True, timeout=60
+            )
         except Exception as exc:  # reported by the assertions below
             outcome["error"] = exc
 
@@ -97,17 +98,25 @@ def test_map_keeps_at_most_max_in_flight_jobs_and_returns_input_order(
 
 
 def test_a_bulk_run_waits_at_a_full_queue_and_reports_failures_in_place(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     start_worker(redis_url, model_repository)
     with Client(redis_url, max_queue_depth=5) as client:
         submissions = [Submission.classify(row_image(i % 8), model="tiny") for i in range(60)]
         submissions[17] = Submission.classify(b"junk", model="tiny")
-        run = BulkRun(client.redis, client._enqueuer, max_in_flight=20, progress=False,
-                      timeout=60, return_exceptions=True)
+        run = BulkRun(
+            client.redis,
+            client._enqueuer,
+            max_in_flight=20,
+            progress=False,
+            timeout=60,
+            return_exceptions=True,
+        )
         results = run.run(iter(submissions))
         assert run.peak_in_flight <= 20
         assert isinstance(results[17], InvalidInput)
-        assert [r["predictions"][0][0]["label"] for i, r in enumerate(results)
-                if i != 17] == [str(i % 8) for i in range(60) if i != 17]
+        assert [r["predictions"][0][0]["label"] for i, r in enumerate(results) if i != 17] == [
+            str(i % 8) for i in range(60) if i != 17
+        ]
         with pytest.raises(InvalidInput):
             client.map([row_image(1), b"junk", row_image(2)], model="tiny", timeout=60)

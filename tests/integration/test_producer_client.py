@@ -27,9 +27,13 @@ pytestmark = pytest.mark.integration
 
 
 def run_python(code: str, redis_url: str, timeout: float = 60) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                          env=child_env(redis_url), capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=child_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -46,10 +50,13 @@ def test_unknown_queued_and_forgotten(redis_url: str) -> None:
         assert job.status() is JobStatus.unknown
 
 
-@pytest.mark.parametrize(("stored", "why"), [
-    (b"\xff not json", "is not JSON"), (b"[1, 2]", "is JSON but not an object (a list)")])
+@pytest.mark.parametrize(
+    ("stored", "why"),
+    [(b"\xff not json", "is not JSON"), (b"[1, 2]", "is JSON but not an object (a list)")],
+)
 def test_a_stored_result_that_is_not_a_result_document_is_a_typed_error(
-        redis_url: str, stored: bytes, why: str) -> None:
+    redis_url: str, stored: bytes, why: str
+) -> None:
     with Client(redis_url) as client:  # no worker here: only the stored value answers
         job = client.classify(row_image(1), model="tiny")
         client.redis.set(f"celery-task-meta-{job.id}", stored)
@@ -65,8 +72,14 @@ def test_a_stored_result_that_is_not_a_result_document_is_a_typed_error(
 def test_every_input_kind_classifies(shared_url: str, tmp_path: Path) -> None:
     path = tmp_path / "row2.png"
     path.write_bytes(encode_image(row_image(2)))
-    inputs = [str(path), path, encode_image(row_image(3)), Image.fromarray(row_image(4)),
-              row_image(5), (row_image(6) / 255.0).astype(np.float32)[:, :, None]]
+    inputs = [
+        str(path),
+        path,
+        encode_image(row_image(3)),
+        Image.fromarray(row_image(4)),
+        row_image(5),
+        (row_image(6) / 255.0).astype(np.float32)[:, :, None],
+    ]
     with Client(shared_url) as client:
         result = client.classify(inputs, model="tiny", top_k=2).result(timeout=30)
         single = client.classify(row_image(7), model="tiny").result(timeout=30)
@@ -76,17 +89,22 @@ def test_every_input_kind_classifies(shared_url: str, tmp_path: Path) -> None:
 
 
 def test_a_batch_of_pixel_arrays_travels_as_one_tensor_and_answers_per_image(
-        shared_url: str) -> None:
+    shared_url: str,
+) -> None:
     rows = [row_image(i % 8) for i in range(12)]
     with Client(shared_url) as client:
         stacked = client.classify(rows, model="tiny", top_k=3).result(timeout=30)
         apart = [client.classify(row, model="tiny", top_k=3) for row in rows]
         one_by_one = [job.result(timeout=30)["predictions"][0] for job in apart]
         floats = tensor_payload(np.zeros((2, 9, 8), np.float32))  # not pixels: checked
-        bad = client.submit(Submission.from_kwargs(
-            ModelKind.classify, {"model": "tiny", "batch": floats}))
-        with pytest.raises(InvalidInput, match=r"batch: unexpected batch .* got shape "
-                                               r"\[2, 9, 8\] dtype float32"):
+        bad = client.submit(
+            Submission.from_kwargs(ModelKind.classify, {"model": "tiny", "batch": floats})
+        )
+        with pytest.raises(
+            InvalidInput,
+            match=r"batch: unexpected batch .* got shape "
+            r"\[2, 9, 8\] dtype float32",
+        ):
             bad.result(timeout=30)
     assert [p[0]["label"] for p in stacked["predictions"]] == [str(i % 8) for i in range(12)]
     assert stacked["predictions"] == one_by_one
@@ -96,13 +114,16 @@ def test_a_batch_of_pixel_arrays_travels_as_one_tensor_and_answers_per_image(
 def test_reattach_from_other_processes_both_ways(shared_url: str) -> None:
     with Client(shared_url) as client:
         mine = client.classify(row_image(3), model="tiny")
-        seen = run_python(f"""
+        seen = run_python(
+            f"""
             from aimass.producer.client import Client
             client = Client.from_env()
             result = client.job({mine.id!r}).result(timeout=30)
             print(result["predictions"][0][0]["label"])
             print(client.generate(model="tiny-gan", count=2, labels=[6, 1], seed=3).id)
-        """, shared_url).splitlines()
+        """,
+            shared_url,
+        ).splitlines()
         assert seen[0] == "3"
         theirs = client.job(seen[1])
         images = theirs.result(timeout=30)["images"]
@@ -135,8 +156,7 @@ def test_wait_and_as_completed_many(shared_url: str) -> None:
         finished = list(client.as_completed([*jobs, bad], timeout=30))
         assert sorted(job.id for job in finished) == sorted(job.id for job in [*jobs, bad])
         results = client.wait(jobs, timeout=30)
-        assert [r["predictions"][0][0]["label"] for r in results] == [
-            str(i % 8) for i in range(20)]
+        assert [r["predictions"][0][0]["label"] for r in results] == [str(i % 8) for i in range(20)]
         with pytest.raises(InvalidInput):
             client.wait([jobs[0], bad], timeout=30)
         mixed = client.wait([bad, jobs[1]], timeout=30, return_exceptions=True)
@@ -146,8 +166,7 @@ def test_wait_and_as_completed_many(shared_url: str) -> None:
 def test_generate_as_png_images_or_tensors(shared_url: str) -> None:
     with Client(shared_url) as client:
         pngs = client.generate(model="tiny-gan", count=2, labels=[2, 5], seed=4)
-        tensors = client.generate(model="tiny-gan", count=2, labels=[2, 5], seed=4,
-                                  format="tensor")
+        tensors = client.generate(model="tiny-gan", count=2, labels=[2, 5], seed=4, format="tensor")
         as_png, as_tensor = pngs.result(timeout=30), tensors.result(timeout=30)
     assert all(isinstance(image, Image.Image) for image in as_png["images"])
     arrays = as_tensor["images"]
@@ -161,8 +180,7 @@ def test_async_client_submits_waits_and_reads_typed_errors(shared_url: str) -> N
         async with AsyncClient(shared_url) as client:
             assert await client.job("nobody-sent-this").status() is JobStatus.unknown
             job = await client.classify(row_image(6), model="tiny", top_k=1)
-            assert await job.status() in (JobStatus.queued, JobStatus.started,
-                                          JobStatus.succeeded)
+            assert await job.status() in (JobStatus.queued, JobStatus.started, JobStatus.succeeded)
             result = await job.result(timeout=30)
             assert result["predictions"][0][0]["label"] == "6"
             assert await client.job(job.id).status() is JobStatus.succeeded
@@ -183,6 +201,7 @@ def test_async_client_submits_waits_and_reads_typed_errors(shared_url: str) -> N
 
     asyncio.run(scenario())
     with Client(shared_url) as sync_client:  # the two flavours share jobs
+
         async def submit() -> str:
             async with AsyncClient(shared_url) as client:
                 return (await client.classify(row_image(2), model="tiny")).id

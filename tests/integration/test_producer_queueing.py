@@ -28,41 +28,44 @@ def finished_at(record: ResultRecord | None) -> datetime:
 
 
 def test_a_high_priority_job_overtakes_a_low_priority_backlog(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     with Client(redis_url) as client:
         backlog = client.submit_many(
             Submission.classify(row_image(i % 8), model="tiny", priority=Priority.low)
-            for i in range(120))
+            for i in range(120)
+        )
         normal = client.classify(row_image(2), model="tiny")
         urgent = client.classify(row_image(7), model="tiny", priority=Priority.high)
         assert client.redis.llen("aimass.tiny") == 1
         assert client.redis.llen("aimass.tiny\x06\x163") == 1
         assert client.redis.llen("aimass.tiny\x06\x166") == 120
-        start_worker(redis_url, model_repository, "--concurrency", "2",
-                     "--max-batch-size", "2")
+        start_worker(redis_url, model_repository, "--concurrency", "2", "--max-batch-size", "2")
         client.wait([*backlog, normal, urgent], timeout=60)
         backlog_done = [finished_at(job.record()) for job in backlog]
         for overtaker in (urgent, normal):
             done = finished_at(overtaker.record())
             before = sum(1 for when in backlog_done if when < done)
             assert before < len(backlog) // 2, (
-                f"{before} of {len(backlog)} low-priority jobs finished before {overtaker}")
+                f"{before} of {len(backlog)} low-priority jobs finished before {overtaker}"
+            )
         assert urgent.result()["predictions"][0][0]["label"] == "7"
 
 
 def test_a_job_not_started_by_its_deadline_expires(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     with Client(redis_url) as client:
         short = client.classify(row_image(1), model="tiny", deadline=0.3)
-        past = client.generate(model="tiny-gan", count=1,
-                               deadline=datetime.now(UTC) - timedelta(seconds=1))
+        past = client.generate(
+            model="tiny-gan", count=1, deadline=datetime.now(UTC) - timedelta(seconds=1)
+        )
         relaxed = client.classify(row_image(2), model="tiny", deadline=timedelta(hours=1))
         plain = client.classify(row_image(3), model="tiny")
         time.sleep(0.4)  # past the short deadline before any worker exists
         assert short.status() is JobStatus.queued
         start_worker(redis_url, model_repository)
-        results = client.wait([short, past, relaxed, plain], timeout=30,
-                              return_exceptions=True)
+        results = client.wait([short, past, relaxed, plain], timeout=30, return_exceptions=True)
         assert isinstance(results[0], JobExpired) and isinstance(results[1], JobExpired)
         assert results[2]["predictions"][0][0]["label"] == "2"
         assert results[3]["predictions"][0][0]["label"] == "3"
@@ -73,12 +76,14 @@ def test_a_job_not_started_by_its_deadline_expires(
 
 
 def test_a_job_id_submitted_twice_runs_once(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     with Client(redis_url) as client:
         first = client.classify(row_image(4), model="tiny", job_id="order-42")
         again = client.classify(row_image(5), model="tiny", job_id="order-42")
-        also = client.submit_many([Submission.classify(row_image(6), model="tiny",
-                                                       job_id="order-42")] * 3)
+        also = client.submit_many(
+            [Submission.classify(row_image(6), model="tiny", job_id="order-42")] * 3
+        )
         assert first.id == again.id == also[0].id == "order-42"
         assert client.queue_depth("tiny") == 1  # one message for four submits
         worker = start_worker(redis_url, model_repository)
@@ -94,12 +99,14 @@ def test_a_job_id_submitted_twice_runs_once(
         assert client.queue_depth("tiny") == 1
 
 
-def test_a_full_queue_refuses_new_jobs(redis_url: str,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_queue_refuses_new_jobs(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with Client(redis_url, max_queue_depth=5) as client:  # no worker: nothing drains
-        jobs = [client.classify(row_image(i), model="tiny",
-                                priority=Priority.low if i % 2 else Priority.normal)
-                for i in range(5)]
+        jobs = [
+            client.classify(
+                row_image(i), model="tiny", priority=Priority.low if i % 2 else Priority.normal
+            )
+            for i in range(5)
+        ]
         with pytest.raises(QueueFull, match=r"aimass.tiny holds 5 jobs, at its bound of 5"):
             client.classify(row_image(6), model="tiny", priority=Priority.high)
         assert client.queue_depth("tiny") == 5

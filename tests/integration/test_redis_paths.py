@@ -44,7 +44,8 @@ def test_draining_with_a_zero_timeout_loses_no_large_message(redis_url: str) -> 
 
 @pytest.mark.parametrize("track_started", [True, False])
 def test_the_take_script_reads_the_envelope_with_or_without_its_body(
-        redis_url: str, track_started: bool) -> None:
+    redis_url: str, track_started: bool
+) -> None:
     """The take script skips the body when it can; an envelope where that shortcut
     would mislead (a nested "body" key first, a body that is not a string, spaces after
     colons) is still recorded under its own delivery tag and routing key. A STARTED
@@ -55,16 +56,22 @@ def test_the_take_script_reads_the_envelope_with_or_without_its_body(
     queues = ModelQueues(client, ["take-test"], "tester", 60, track_started=track_started)
 
     def envelope(tag: str, body: object, headers: dict[str, object]) -> dict[str, object]:
-        return {"headers": {"id": f"job-{tag}", "task": "aimass.classify", **headers},
-                "body": body, "content-type": "application/json",
-                "properties": {"delivery_tag": tag, "body_encoding": "base64",
-                               "delivery_info": {"exchange": "", "routing_key":
-                                                 "aimass.take-test"}}}
+        return {
+            "headers": {"id": f"job-{tag}", "task": "aimass.classify", **headers},
+            "body": body,
+            "content-type": "application/json",
+            "properties": {
+                "delivery_tag": tag,
+                "body_encoding": "base64",
+                "delivery_info": {"exchange": "", "routing_key": "aimass.take-test"},
+            },
+        }
 
     messages = {
         "plain": json.dumps(envelope("plain", "QUJD" * 5000, {})),
-        "nested-first": json.dumps(envelope("nested-first", "QUJD",
-                                            {"body": 'x\\", "properties": {}'})),
+        "nested-first": json.dumps(
+            envelope("nested-first", "QUJD", {"body": 'x\\", "properties": {}'})
+        ),
         "object-body": json.dumps(envelope("object-body", {"body": "inner"}, {})),
     }
     client.lpush("aimass.take-test", *messages.values())
@@ -83,7 +90,8 @@ def test_the_take_script_reads_the_envelope_with_or_without_its_body(
 
 
 def test_a_take_and_a_settle_of_thousands_of_jobs_record_and_acknowledge_each_one(
-        redis_url: str) -> None:
+    redis_url: str,
+) -> None:
     """The scripts pass many keys and fields per command, in slices: a take of more jobs
     than a slice holds records every one, with its cancel mark and its run count, and
     their settle stores every result and acknowledges every message."""
@@ -94,9 +102,19 @@ def test_a_take_and_a_settle_of_thousands_of_jobs_record_and_acknowledge_each_on
     client = redis.Redis.from_url(redis_url)
     queues = ModelQueues(client, ["slices"], "tester", 60)
     count = 2500
-    client.lpush("aimass.slices", *(json.dumps({
-        "headers": {"id": f"job-{i}", "task": "aimass.classify"}, "body": "e30=",
-        "properties": {"delivery_tag": f"tag-{i}"}}) for i in range(count)))
+    client.lpush(
+        "aimass.slices",
+        *(
+            json.dumps(
+                {
+                    "headers": {"id": f"job-{i}", "task": "aimass.classify"},
+                    "body": "e30=",
+                    "properties": {"delivery_tag": f"tag-{i}"},
+                }
+            )
+            for i in range(count)
+        ),
+    )
     client.set(cancelled_key("job-7"), 1)
     client.hset(RUNS_HASH, mapping={"job-8": 2, "job-2400": 1})
     taken = queues.take(count + 10)
@@ -107,9 +125,12 @@ def test_a_take_and_a_settle_of_thousands_of_jobs_record_and_acknowledge_each_on
     queues.mark_runs([f"job-{i}" for i in range(10, 20)])
     queues.mark_runs(["job-8"])
     assert client.hget(RUNS_HASH, "job-8") == b"3" and client.hget(RUNS_HASH, "job-15") == b"1"
-    queues.settle([Settlement(t.delivery_tag, f"job-{i}",
-                              ResultRecord.success(f"job-{i}", {"i": i}))
-                   for i, t in enumerate(taken)])
+    queues.settle(
+        [
+            Settlement(t.delivery_tag, f"job-{i}", ResultRecord.success(f"job-{i}", {"i": i}))
+            for i, t in enumerate(taken)
+        ]
+    )
     assert client.hlen("unacked") == client.zcard("unacked_index") == 0
     assert not client.exists(RUNS_HASH)
     stored = client.mget([f"celery-task-meta-job-{i}" for i in range(count)])

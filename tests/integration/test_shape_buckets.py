@@ -29,14 +29,18 @@ BUCKETS = default_buckets(MAX_BATCH)  # 1, 2, 4, 8, 16
 COUNTS = [1, 3, 2, 5, 1, 4, 7, 2, 16, 1, 9, 3, 6, 1, 12, 2] * 2
 
 
-def start_shape_sensitive(redis_url: str, repository: Path, folder: Path, buckets: str,
-                          *args: str) -> tuple[WorkerProcess, Path]:
+def start_shape_sensitive(
+    redis_url: str, repository: Path, folder: Path, buckets: str, *args: str
+) -> tuple[WorkerProcess, Path]:
     shapes = folder / f"shapes-{buckets}.jsonl"
     worker = WorkerProcess(
-        redis_url, repository, folder / f"worker-{buckets}.log",
+        redis_url,
+        repository,
+        folder / f"worker-{buckets}.log",
         args=["--models", "tiny,tiny-gan", *args],
         env={"AIMASS_BATCH_BUCKETS": buckets, LOG_ENV: str(shapes)},
-        command=[sys.executable, "-m", "tests.support.shape_sensitive"])
+        command=[sys.executable, "-m", "tests.support.shape_sensitive"],
+    )
     return worker.start(90), shapes
 
 
@@ -60,13 +64,13 @@ def one_at_a_time(client: Client, counts: list[int]) -> list[float]:
         started = time.perf_counter()
         result = client.classify(images, model="tiny", top_k=1).result(timeout=30)
         latencies.append(time.perf_counter() - started)
-        assert [p[0]["label"] for p in result["predictions"]] == \
-            [str(i % 8) for i in range(count)]
+        assert [p[0]["label"] for p in result["predictions"]] == [str(i % 8) for i in range(count)]
     return latencies
 
 
 def test_shape_buckets_keep_every_session_on_one_shape_at_concurrency_1(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     worker, shapes = start_shape_sensitive(redis_url, model_repository, tmp_path, "on")
     try:
         with Client(redis_url) as client:
@@ -79,8 +83,7 @@ def test_shape_buckets_keep_every_session_on_one_shape_at_concurrency_1(
     assert changes == 0, f"{changes} runs changed a session's shape: {dict(sessions)}"
     assert all(len(seen) == 1 for seen in sessions.values()), dict(sessions)
     # One session per bucket of each model, each built and warmed for its size.
-    tiny = sorted(next(iter(seen))[0] for seen in sessions.values()
-                  if len(next(iter(seen))) == 4)
+    tiny = sorted(next(iter(seen))[0] for seen in sessions.values() if len(next(iter(seen))) == 4)
     assert tiny == list(BUCKETS)
     p50 = statistics.median(latencies)
     assert p50 < PENALTY_S / 2, f"p50 {p50 * 1000:.1f} ms at concurrency 1"
@@ -91,7 +94,8 @@ def test_shape_buckets_keep_every_session_on_one_shape_at_concurrency_1(
 
 
 def test_without_shape_buckets_the_stand_in_makes_nearly_every_job_pay(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     """The control: the same jobs on exact-size batches pay the stand-in's 40 ms."""
     worker, shapes = start_shape_sensitive(redis_url, model_repository, tmp_path, "off")
     try:
@@ -105,48 +109,65 @@ def test_without_shape_buckets_the_stand_in_makes_nearly_every_job_pay(
 
 
 def test_shape_buckets_under_load_pad_batches_and_never_leak_the_padding(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     rng = random.Random(12)
     counts = [rng.randint(1, 6) for _ in range(240)]
     worker = None
     try:
         with Client(redis_url) as client:
             # A backlog waiting before the worker starts: its batches mix jobs of every size.
-            jobs = [client.classify([row_image((i + j) % 8) for j in range(count)],
-                                    model="tiny", top_k=1)
-                    for i, count in enumerate(counts)]
-            generated = [client.generate(model="tiny-gan", count=n, labels=list(range(n)),
-                                         seed=n, format="tensor") for n in (1, 3, 5, 6, 7)]
-            worker, shapes = start_shape_sensitive(redis_url, model_repository, tmp_path, "on",
-                                                   "--max-queue-delay-ms", "20")
+            jobs = [
+                client.classify(
+                    [row_image((i + j) % 8) for j in range(count)], model="tiny", top_k=1
+                )
+                for i, count in enumerate(counts)
+            ]
+            generated = [
+                client.generate(
+                    model="tiny-gan", count=n, labels=list(range(n)), seed=n, format="tensor"
+                )
+                for n in (1, 3, 5, 6, 7)
+            ]
+            worker, shapes = start_shape_sensitive(
+                redis_url, model_repository, tmp_path, "on", "--max-queue-delay-ms", "20"
+            )
             results = [job.result(timeout=60) for job in jobs]
             images = [job.result(timeout=60) for job in generated]
     finally:
         if worker is not None:
             worker.stop()
     for i, (count, result) in enumerate(zip(counts, results, strict=True)):
-        assert [p[0]["label"] for p in result["predictions"]] == \
-            [str((i + j) % 8) for j in range(count)]
+        assert [p[0]["label"] for p in result["predictions"]] == [
+            str((i + j) % 8) for j in range(count)
+        ]
     assert [len(r["images"]) for r in images] == [1, 3, 5, 6, 7]
     assert [r["labels"] for r in images] == [list(range(n)) for n in (1, 3, 5, 6, 7)]
     batch_sizes = {r["timing"]["batch_size"] for r in results}
     assert max(batch_sizes) > 6, "jobs were batched together"
-    assert all(r["timing"]["bucket"] in BUCKETS and
-               r["timing"]["bucket"] >= min(r["timing"]["batch_size"], MAX_BATCH)
-               for r in results)
+    assert all(
+        r["timing"]["bucket"] in BUCKETS
+        and r["timing"]["bucket"] >= min(r["timing"]["batch_size"], MAX_BATCH)
+        for r in results
+    )
     sessions, changes = shapes_by_session(shapes)
     assert changes == 0, f"{changes} runs changed a session's shape"
     assert all(len(seen) == 1 for seen in sessions.values())
 
 
 def test_a_worker_sweeps_batch_sizes_on_its_own_device_and_buckets_follow(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     """AIMASS_BATCH_SWEEP=on (on a GPU, the default where the manifest gives no GPU
     limit): the batch limit is measured at start-up on the worker's device, each bucket
     warmed until its run time settles, and the heartbeat says so."""
-    worker = WorkerProcess(redis_url, model_repository, tmp_path / "worker.log",
-                           args=["--models", "tiny", "--batch-buckets", "on"],
-                           env={"AIMASS_BATCH_SWEEP": "on"}).start(90)
+    worker = WorkerProcess(
+        redis_url,
+        model_repository,
+        tmp_path / "worker.log",
+        args=["--models", "tiny", "--batch-buckets", "on"],
+        env={"AIMASS_BATCH_SWEEP": "on"},
+    ).start(90)
     try:
         beat = worker.heartbeat()
         with Client(redis_url) as client:

@@ -29,8 +29,9 @@ pytestmark = pytest.mark.integration
 
 def ready_children(redis_url: str, supervisor: int) -> dict[int, dict]:
     """Heartbeats of the supervisor's live children that say ready."""
-    children = {p.pid for p in psutil.Process(supervisor).children()
-                if p.status() != psutil.STATUS_ZOMBIE}
+    children = {
+        p.pid for p in psutil.Process(supervisor).children() if p.status() != psutil.STATUS_ZOMBIE
+    }
     client = redis.Redis.from_url(redis_url)
     try:
         beats = live_heartbeats(client)
@@ -39,8 +40,14 @@ def ready_children(redis_url: str, supervisor: int) -> dict[int, dict]:
     return {b["pid"]: b for b in beats if b["pid"] in children and b.get("ready")}
 
 
-def wait_for(redis_url: str, supervisor: subprocess.Popen[bytes], count: int,
-             log: Path, gone: int | None = None, timeout: float = 90) -> dict[int, dict]:
+def wait_for(
+    redis_url: str,
+    supervisor: subprocess.Popen[bytes],
+    count: int,
+    log: Path,
+    gone: int | None = None,
+    timeout: float = 90,
+) -> dict[int, dict]:
     """``count`` ready children, ``gone`` not among them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,53 +56,78 @@ def wait_for(redis_url: str, supervisor: subprocess.Popen[bytes], count: int,
         if len(ready) == count and gone not in ready:
             return ready
         time.sleep(0.2)
-    raise AssertionError(f"not {count} ready children after {timeout} s:\n"
-                         f"{log.read_text()[-4000:]}")
+    raise AssertionError(
+        f"not {count} ready children after {timeout} s:\n{log.read_text()[-4000:]}"
+    )
 
 
 def test_a_killed_worker_process_is_restarted_and_no_job_is_lost(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     log = tmp_path / "worker.log"
     with log.open("ab") as out:
         supervisor = subprocess.Popen(
-            [*aimass_command(), "worker", "--repository", str(model_repository),
-             "--devices", "cpu", "--procs-per-gpu", "2"],
-            env=child_env(redis_url, AIMASS_VISIBILITY_TIMEOUT_S="3"), stdout=out,
-            stderr=subprocess.STDOUT)
+            [
+                *aimass_command(),
+                "worker",
+                "--repository",
+                str(model_repository),
+                "--devices",
+                "cpu",
+                "--procs-per-gpu",
+                "2",
+            ],
+            env=child_env(redis_url, AIMASS_VISIBILITY_TIMEOUT_S="3"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         first = wait_for(redis_url, supervisor, 2, log)
         assert {b["device"] for b in first.values()} == {"cpu"}
         victim = min(first)
         with Client(redis_url) as client:
-            jobs = [client.classify(row_image(i % 8), model="tiny", top_k=1)
-                    for i in range(300)]
+            jobs = [client.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(300)]
             psutil.Process(victim).send_signal(signal.SIGKILL)
             second = wait_for(redis_url, supervisor, 2, log, gone=victim)
             results = [job.result(timeout=60) for job in jobs]
     finally:
         code = stop_process(supervisor, 30)
     assert victim not in second and len(set(second) & set(first)) == 1
-    assert [r["predictions"][0][0]["label"] for r in results] == \
-        [str(i % 8) for i in range(300)]
+    assert [r["predictions"][0][0]["label"] for r in results] == [str(i % 8) for i in range(300)]
     text = log.read_text()
     assert "exited with signal SIGKILL" in text and "restarting it in 1 s" in text
     assert code == 0, text[-3000:]
 
 
 def test_sticky_cuda_error_exits_the_process_which_is_restarted_and_no_job_is_lost(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     """A process whose sessions fail with a sticky CUDA error stops serving: unready at
     once, it exits (code 70) and its supervisor starts it afresh; the jobs of the batch
     that failed are run again by a process that works, and every job is answered."""
     log, trigger, port = tmp_path / "worker.log", tmp_path / "trigger", free_port()
     with log.open("ab") as out:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.sticky_cuda", "worker", "--repository",
-             str(model_repository), "--devices", "cpu", "--procs-per-gpu", "2",
-             "--metrics-port", str(port)],
-            env=child_env(redis_url, AIMASS_VISIBILITY_TIMEOUT_S="3",
-                          **{TRIGGER_ENV: str(trigger)}),
-            stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "tests.support.sticky_cuda",
+                "worker",
+                "--repository",
+                str(model_repository),
+                "--devices",
+                "cpu",
+                "--procs-per-gpu",
+                "2",
+                "--metrics-port",
+                str(port),
+            ],
+            env=child_env(
+                redis_url, AIMASS_VISIBILITY_TIMEOUT_S="3", **{TRIGGER_ENV: str(trigger)}
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     answers: list[bool | str] = []
     stop = threading.Event()
 
@@ -110,23 +142,25 @@ def test_sticky_cuda_error_exits_the_process_which_is_restarted_and_no_job_is_lo
         watcher.start()
         trigger.touch()
         with Client(redis_url) as client:
-            jobs = [client.classify(row_image(i % 8), model="tiny", top_k=1)
-                    for i in range(200)]
+            jobs = [client.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(200)]
             results = [job.result(timeout=90) for job in jobs]
-        wait_until(lambda: "restart 1)" in log.read_text() and
-                   len(ready_children(redis_url, supervisor.pid)) == 2, timeout=90,
-                   what="the broken process started afresh")
+        wait_until(
+            lambda: (
+                "restart 1)" in log.read_text()
+                and len(ready_children(redis_url, supervisor.pid)) == 2
+            ),
+            timeout=90,
+            what="the broken process started afresh",
+        )
         wait_until(lambda: answers[-1] is True, timeout=30, what="the container ready again")
         after = ready_children(redis_url, supervisor.pid)
     finally:
         stop.set()
         code = stop_process(supervisor, 30)
     assert not trigger.exists(), "no process ran a batch after the trigger"
-    assert [r["predictions"][0][0]["label"] for r in results] == \
-        [str(i % 8) for i in range(200)]
+    assert [r["predictions"][0][0]["label"] for r in results] == [str(i % 8) for i in range(200)]
     text = log.read_text()
-    assert "the device's context is broken" in text and "exited with code 70" in text, \
-        text[-4000:]
+    assert "the device's context is broken" in text and "exited with code 70" in text, text[-4000:]
     unready = [a for a in answers if a is not True]
     assert unready, "the container never said it was unready"
     assert len(set(first) & set(after)) == 1  # one process was replaced, one kept

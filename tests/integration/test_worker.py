@@ -23,8 +23,9 @@ def submit_backlog(client: Client, count: int) -> list:
     return [client.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(count)]
 
 
-def test_batches_larger_than_one_form_under_load(redis_url: str, model_repository: Path,
-                                                  start_worker) -> None:
+def test_batches_larger_than_one_form_under_load(
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     with Client(redis_url) as client:
         jobs = submit_backlog(client, 200)  # waiting before any worker runs
         start_worker(redis_url, model_repository)
@@ -36,7 +37,8 @@ def test_batches_larger_than_one_form_under_load(redis_url: str, model_repositor
 
 
 def test_a_bad_input_fails_alone_while_its_batch_mates_succeed(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     with Client(redis_url) as client:
         before = submit_backlog(client, 20)
         bad = client.classify(b"\x89PNG\r\n\x1a\n" + b"\0" * 40, model="tiny")
@@ -46,19 +48,27 @@ def test_a_bad_input_fails_alone_while_its_batch_mates_succeed(
         with pytest.raises(InvalidInput, match="could not be decoded"):
             bad.result(timeout=60)
     assert max(r["timing"]["batch_size"] for r in good) > 1
-    assert all(r["predictions"][0][0]["label"] == str(i % 8) for i, r in
-               enumerate(good[:20]))
+    assert all(r["predictions"][0][0]["label"] == str(i % 8) for i, r in enumerate(good[:20]))
 
 
-def test_a_worker_killed_under_load_loses_no_job(redis_url: str, model_repository: Path,
-                                                 start_worker) -> None:
+def test_a_worker_killed_under_load_loses_no_job(
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     fast_restore = {"AIMASS_VISIBILITY_TIMEOUT_S": "2"}
     with Client(redis_url) as client:
         jobs = submit_backlog(client, 600)
         # Slow batches (each waits out a 300 ms deadline) keep jobs in flight.
-        first = start_worker(redis_url, model_repository, "--max-batch-size", "1000",
-                             "--max-queue-delay-ms", "300", "--concurrency", "50",
-                             **fast_restore)
+        first = start_worker(
+            redis_url,
+            model_repository,
+            "--max-batch-size",
+            "1000",
+            "--max-queue-delay-ms",
+            "300",
+            "--concurrency",
+            "50",
+            **fast_restore,
+        )
         while sum(job.status() is JobStatus.succeeded for job in jobs[:100]) < 20:
             time.sleep(0.01)
         first.kill()  # SIGKILL: no chance to acknowledge or requeue
@@ -72,8 +82,9 @@ def test_a_worker_killed_under_load_loses_no_job(redis_url: str, model_repositor
     assert redis.Redis.from_url(redis_url).hlen("unacked") == 0
 
 
-def test_sigterm_finishes_the_jobs_in_flight(redis_url: str, model_repository: Path,
-                                             start_worker) -> None:
+def test_sigterm_finishes_the_jobs_in_flight(
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     with Client(redis_url) as client:
         jobs = submit_backlog(client, 300)
         worker = start_worker(redis_url, model_repository, "--max-batch-size", "2")
@@ -89,10 +100,12 @@ def test_sigterm_finishes_the_jobs_in_flight(redis_url: str, model_repository: P
 
 
 def test_check_is_zero_with_a_worker_up_and_non_zero_without(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     def check() -> int:
-        return subprocess.run([*aimass_command(), "check"], env=child_env(redis_url),
-                              capture_output=True, timeout=30).returncode
+        return subprocess.run(
+            [*aimass_command(), "check"], env=child_env(redis_url), capture_output=True, timeout=30
+        ).returncode
 
     assert check() != 0
     worker = start_worker(redis_url, model_repository)
@@ -102,21 +115,35 @@ def test_check_is_zero_with_a_worker_up_and_non_zero_without(
 
 
 def test_a_worker_asked_for_a_gpu_that_runs_on_the_cpu_says_so_and_fails_check(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     """GPU 7 is not there (CUDA_VISIBLE_DEVICES=7 leaves no device, and without CUDA
     libraries the provider cannot start at all): ONNX Runtime falls back to the CPU."""
+
     def run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*aimass_command(), *command], env=child_env(redis_url, **env),
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [*aimass_command(), *command],
+            env=child_env(redis_url, **env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     worker = start_worker(redis_url, model_repository, "--devices", "7")
     info = worker.heartbeat()
     assert info is not None
-    assert (info["requested_device"], info["device"], info["cpu_fallback"]) == \
-        ("gpu:7", "cpu", True)
+    assert (info["requested_device"], info["device"], info["cpu_fallback"]) == (
+        "gpu:7",
+        "cpu",
+        True,
+    )
     with Client(redis_url) as client:  # it serves, only slower than planned
-        assert client.classify(row_image(3), model="tiny").result(timeout=30)[
-            "predictions"][0][0]["label"] == "3"
+        assert (
+            client.classify(row_image(3), model="tiny").result(timeout=30)["predictions"][0][0][
+                "label"
+            ]
+            == "3"
+        )
     check = run("check")
     assert check.returncode == 1 and "gpu:7 but runs on the CPU" in check.stderr
     assert run("check", AIMASS_ALLOW_CPU_FALLBACK="1").returncode == 0
@@ -128,19 +155,30 @@ def test_workers_warns_when_redis_is_near_its_memory_limit(redis_url: str) -> No
     used = int(store.info("memory")["used_memory"])
     store.config_set("maxmemory", int(used * 1.05))
     try:
-        near = subprocess.run([*aimass_command(), "workers"], env=child_env(redis_url),
-                              capture_output=True, text=True, timeout=30)
+        near = subprocess.run(
+            [*aimass_command(), "workers"],
+            env=child_env(redis_url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         store.config_set("maxmemory", 0)
     assert "WARNING: Redis uses" in near.stderr and "refuses new jobs" in near.stderr
-    calm = subprocess.run([*aimass_command(), "workers", "--json"], env=child_env(redis_url),
-                          capture_output=True, text=True, timeout=30)
+    calm = subprocess.run(
+        [*aimass_command(), "workers", "--json"],
+        env=child_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "WARNING" not in calm.stderr
     assert json.loads(calm.stdout)["redis_memory"]["max_bytes"] == 0
 
 
 def test_a_result_over_the_size_cap_fails_its_job_and_the_others_are_stored(
-        redis_url: str, model_repository: Path, start_worker) -> None:
+    redis_url: str, model_repository: Path, start_worker
+) -> None:
     start_worker(redis_url, model_repository, AIMASS_MAX_RESULT_BYTES="4000")
     with Client(redis_url) as client:
         small = client.generate(model="tiny-gan", count=1, labels=[3], format="png")

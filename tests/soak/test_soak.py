@@ -76,22 +76,47 @@ def one_round(index: int) -> list[tuple[Submission, Expected, str]]:
     jobs: list[tuple[Submission, Expected, str]] = []
     for i in range(70):
         rows = [(index + i + k) % 8 for k in range(1 + i % 4)]
-        jobs.append((Submission.classify([IMAGES[r] for r in rows], model="tiny", top_k=2),
-                     Expected(labels=[str(r) for r in rows]), "classify"))
+        jobs.append(
+            (
+                Submission.classify([IMAGES[r] for r in rows], model="tiny", top_k=2),
+                Expected(labels=[str(r) for r in rows]),
+                "classify",
+            )
+        )
     for i in range(20):
         labels = [(index + i + k) % 8 for k in range(1 + i % 4)]
-        jobs.append((Submission.generate(model="tiny-gan", count=len(labels), labels=labels,
-                                         format="png" if i % 2 else "tensor"),
-                     Expected(generated=labels), "generate"))
+        jobs.append(
+            (
+                Submission.generate(
+                    model="tiny-gan",
+                    count=len(labels),
+                    labels=labels,
+                    format="png" if i % 2 else "tensor",
+                ),
+                Expected(generated=labels),
+                "generate",
+            )
+        )
     for _ in range(5):
-        jobs.append((Submission.classify(DAMAGED, model="tiny"), Expected(error=InvalidInput),
-                     "bad image"))
+        jobs.append(
+            (Submission.classify(DAMAGED, model="tiny"), Expected(error=InvalidInput), "bad image")
+        )
     for _ in range(3):
-        jobs.append((Submission.classify(IMAGES[1], model="tiny", version=9),
-                     Expected(error=UnknownModel), "unknown version"))
+        jobs.append(
+            (
+                Submission.classify(IMAGES[1], model="tiny", version=9),
+                Expected(error=UnknownModel),
+                "unknown version",
+            )
+        )
     for _ in range(2):
-        jobs.append((Submission.generate(model="tiny-gan", count=1, labels=[9]),
-                     Expected(error=InvalidInput), "bad label"))
+        jobs.append(
+            (
+                Submission.generate(model="tiny-gan", count=1, labels=[9]),
+                Expected(error=InvalidInput),
+                "bad label",
+            )
+        )
     return jobs
 
 
@@ -102,7 +127,8 @@ def check(result: Any, expected: Expected) -> None:
         assert [p[0]["label"] for p in result["predictions"]] == expected.labels, result
     else:
         assert result["labels"] == expected.generated and len(result["images"]) == len(
-            expected.generated), result
+            expected.generated
+        ), result
 
 
 def last_seen(store: redis.Redis, job_id: str) -> str:
@@ -120,8 +146,7 @@ def last_seen(store: redis.Redis, job_id: str) -> str:
     return "popped, never recorded"
 
 
-def results_of(store: redis.Redis, client: Client, jobs: list[Job],
-               tally: Tally) -> list[Any]:
+def results_of(store: redis.Redis, client: Client, jobs: list[Job], tally: Tally) -> list[Any]:
     """Each job's result or typed error; None for a job lost (recorded in the tally)."""
     with contextlib.suppress(JobTimeout):
         client.wait(jobs, timeout=60, return_exceptions=True)
@@ -142,9 +167,12 @@ def raw_garbage(store: redis.Redis, tally: Tally) -> list[str]:
     """A few malformed messages straight onto the queue; returns the ids that must get a
     typed failure."""
     ids = [raw.new_id() for _ in range(2)]
-    store.lpush("aimass.tiny", b"not a message", raw.encode(raw.envelope(
-        {"model": "tiny", "inputs": "x"}, job_id=ids[0])), raw.encode(raw.envelope(
-            body=b"\xc1", content_type="application/x-msgpack", job_id=ids[1])))
+    store.lpush(
+        "aimass.tiny",
+        b"not a message",
+        raw.encode(raw.envelope({"model": "tiny", "inputs": "x"}, job_id=ids[0])),
+        raw.encode(raw.envelope(body=b"\xc1", content_type="application/x-msgpack", job_id=ids[1])),
+    )
     tally.raw_messages += 3
     return ids
 
@@ -206,25 +234,36 @@ def report(tally: Tally, elapsed: float) -> dict[str, float]:
     baseline = median_between(tally.rss, warm, elapsed * 0.3)
     final = median_between(tally.rss, elapsed * 0.9, elapsed + 1)
     peak = max(v for _, v in tally.rss)
-    mib = 2 ** 20
-    print(f"\nsoak: {elapsed:.0f} s, {sum(tally.jobs.values())} jobs "
-          f"({dict(tally.jobs)}), {tally.raw_messages} raw malformed messages, "
-          f"restarts {dict(tally.restarts)}")
-    print(f"steady worker RSS: start {tally.rss[0][1] / mib:.1f} MiB, after warm-up "
-          f"({warm:.0f} s) {baseline / mib:.1f} MiB, end {final / mib:.1f} MiB, peak "
-          f"{peak / mib:.1f} MiB: growth after warm-up {100 * (final / baseline - 1):+.1f} %")
-    print("RSS by minute (MiB): " + ", ".join(
-        f"{v / mib:.1f}" for t, v in tally.rss if int(t) % 60 < SAMPLE_EVERY_S))
-    print("Redis used_memory by minute (MiB): " + ", ".join(
-        f"{v / mib:.1f}" for t, v in tally.redis_memory if int(t) % 60 < SAMPLE_EVERY_S))
+    mib = 2**20
+    print(
+        f"\nsoak: {elapsed:.0f} s, {sum(tally.jobs.values())} jobs "
+        f"({dict(tally.jobs)}), {tally.raw_messages} raw malformed messages, "
+        f"restarts {dict(tally.restarts)}"
+    )
+    print(
+        f"steady worker RSS: start {tally.rss[0][1] / mib:.1f} MiB, after warm-up "
+        f"({warm:.0f} s) {baseline / mib:.1f} MiB, end {final / mib:.1f} MiB, peak "
+        f"{peak / mib:.1f} MiB: growth after warm-up {100 * (final / baseline - 1):+.1f} %"
+    )
+    print(
+        "RSS by minute (MiB): "
+        + ", ".join(f"{v / mib:.1f}" for t, v in tally.rss if int(t) % 60 < SAMPLE_EVERY_S)
+    )
+    print(
+        "Redis used_memory by minute (MiB): "
+        + ", ".join(f"{v / mib:.1f}" for t, v in tally.redis_memory if int(t) % 60 < SAMPLE_EVERY_S)
+    )
     if tally.churn_rss:
-        print(f"restarted worker RSS at each restart (MiB): "
-              f"{', '.join(f'{v / mib:.0f}' for v in tally.churn_rss)}")
+        print(
+            f"restarted worker RSS at each restart (MiB): "
+            f"{', '.join(f'{v / mib:.0f}' for v in tally.churn_rss)}"
+        )
     return {"baseline": baseline, "final": final}
 
 
 def test_soak_mixed_jobs_with_restarts_memory_stays_flat(
-        redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    redis_url: str, model_repository: Path, tmp_path: Path
+) -> None:
     fleet = Fleet(redis_url, model_repository, tmp_path, [], WORKER_ENV)
     tally = Tally()
     store = redis.Redis.from_url(redis_url)
@@ -236,8 +275,10 @@ def test_soak_mixed_jobs_with_restarts_memory_stays_flat(
     try:
         churn.start()
         sampler.start()
-        with ResultLog(redis_url, keep=False) as published, Client(
-                redis_url, result_ttl_s=RESULT_TTL_S) as client:
+        with (
+            ResultLog(redis_url, keep=False) as published,
+            Client(redis_url, result_ttl_s=RESULT_TTL_S) as client,
+        ):
             index = 0
             while time.monotonic() - started < SECONDS:
                 round_started = time.monotonic()
@@ -249,8 +290,7 @@ def test_soak_mixed_jobs_with_restarts_memory_stays_flat(
                     if result is not None:
                         check(result, expected)
                         tally.jobs[kind] += 1
-                for job in results_of(store, client, [client.job(i) for i in typed_ids],
-                                      tally):
+                for job in results_of(store, client, [client.job(i) for i in typed_ids], tally):
                     assert job is None or isinstance(job, InvalidJob), job
                 assert churn.error is None, churn.error
                 assert steady.alive(), steady.log()
@@ -259,8 +299,9 @@ def test_soak_mixed_jobs_with_restarts_memory_stays_flat(
             elapsed = time.monotonic() - started
             time.sleep(1.0)
             # Each job answered once as producers see it: one final record published.
-            repeats = [job_id for job_id, records in published.published.items()
-                       if len(records) != 1]
+            repeats = [
+                job_id for job_id, records in published.published.items() if len(records) != 1
+            ]
             assert not repeats, repeats[:5]
     finally:
         churn.stopping.set()

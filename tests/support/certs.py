@@ -25,8 +25,9 @@ def make_certificates(folder: Path) -> Certificates:
         import cryptography  # noqa: F401
     except ImportError:
         if shutil.which("openssl") is None:
-            raise RuntimeError("TLS tests need the cryptography package or the openssl "
-                               "command") from None
+            raise RuntimeError(
+                "TLS tests need the cryptography package or the openssl command"
+            ) from None
         _with_openssl(folder, certs)
     else:
         _with_cryptography(certs)
@@ -38,15 +39,53 @@ def _with_openssl(folder: Path, certs: Certificates) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
     ca_key = folder / "ca.key"
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key),
-        "-out", str(certs.ca), "-days", "2", "-subj", "/CN=aimass test CA")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(certs.ca),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aimass test CA",
+    )
     request = folder / "server.csr"
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(certs.key), "-out",
-        str(request), "-subj", "/CN=127.0.0.1")
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(certs.key),
+        "-out",
+        str(request),
+        "-subj",
+        "/CN=127.0.0.1",
+    )
     extensions = folder / "server.ext"
     extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("x509", "-req", "-in", str(request), "-CA", str(certs.ca), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-out", str(certs.cert), "-days", "2", "-extfile", str(extensions))
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(request),
+        "-CA",
+        str(certs.ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(certs.cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(extensions),
+    )
 
 
 def _with_cryptography(certs: Certificates) -> None:
@@ -63,25 +102,40 @@ def _with_cryptography(certs: Certificates) -> None:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("aimass test CA"))
-          .issuer_name(name("aimass test CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("aimass test CA"))
+        .issuer_name(name("aimass test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1"))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     certs.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     certs.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    certs.key.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
+    certs.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )

@@ -35,16 +35,21 @@ class LaunchedWorker(WorkerProcess):
 class Fleet:
     """Numbered workers of one configuration, each with its own log."""
 
-    def __init__(self, redis_url: str, repository: Path, logs: Path, args: list[str],
-                 env: dict[str, str]) -> None:
+    def __init__(
+        self, redis_url: str, repository: Path, logs: Path, args: list[str], env: dict[str, str]
+    ) -> None:
         self.redis_url, self.repository, self.logs = redis_url, repository, logs
         self.args, self.env = args, env
         self.started: list[LaunchedWorker] = []
 
     def launch(self) -> LaunchedWorker:
-        worker = LaunchedWorker(self.redis_url, self.repository,
-                                self.logs / f"worker-{len(self.started)}.log", self.args,
-                                self.env)
+        worker = LaunchedWorker(
+            self.redis_url,
+            self.repository,
+            self.logs / f"worker-{len(self.started)}.log",
+            self.args,
+            self.env,
+        )
         self.started.append(worker.launch())
         return worker
 
@@ -90,7 +95,8 @@ class ResultLog:
             meta = json.loads(message["data"])
             if meta.get("status") in FINAL_STATES:
                 self.published[channel.removeprefix(RESULT_KEY_PREFIX)].append(
-                    meta if self.keep else {"status": meta["status"]})
+                    meta if self.keep else {"status": meta["status"]}
+                )
 
     def wait_for(self, job_ids: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -15,14 +15,20 @@ from tests.support.tiny_models import CLASSES, OPSET, SIDE
 def _passthrough_body() -> onnx.GraphProto:
     """Loop body: (iteration, condition, x) -> (condition, x + 0)."""
     return helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["x_in", "zero"], ["x_out"])],
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["x_in", "zero"], ["x_out"]),
+        ],
         "spin",
-        [helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None)],
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None),
+        ],
         initializer=[numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")],
     )
 
@@ -30,14 +36,15 @@ def _passthrough_body() -> onnx.GraphProto:
 def hanging_classifier() -> bytes:
     weights = np.zeros((SIDE * SIDE, CLASSES), dtype=np.float32)
     for row in range(SIDE):
-        weights[row * SIDE:(row + 1) * SIDE, row] = 4.0
+        weights[row * SIDE : (row + 1) * SIDE, row] = 4.0
     graph = helper.make_graph(
         [
             helper.make_node("ReduceMax", ["image"], ["brightest"], keepdims=0),
             helper.make_node("Mul", ["brightest", "huge"], ["trips_float"]),
             helper.make_node("Cast", ["trips_float"], ["trips"], to=TensorProto.INT64),
-            helper.make_node("Loop", ["trips", "keep_going", "image"], ["spun"],
-                             body=_passthrough_body()),
+            helper.make_node(
+                "Loop", ["trips", "keep_going", "image"], ["spun"], body=_passthrough_body()
+            ),
             helper.make_node("Reshape", ["spun", "flat_shape"], ["flat"]),
             helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),

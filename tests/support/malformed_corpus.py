@@ -47,19 +47,29 @@ def jpeg_bytes(image: Image.Image) -> bytes:
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG header that claims a huge image, followed by a few bytes of zlib data: a
     decompression bomb as a worker first sees one."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + chunk(b"IEND", b"")
+    )
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
     """A JPEG whose frame header (SOF0) claims a huge image."""
     real = jpeg_bytes(Image.new("L", (8, 8)))
     at = real.index(b"\xff\xc0")
-    return real[:at + 5] + struct.pack(">HH", height, width) + real[at + 9:]
+    return real[: at + 5] + struct.pack(">HH", height, width) + real[at + 9 :]
 
 
 def npy_claiming(shape: tuple[int, ...]) -> bytes:
@@ -71,8 +81,11 @@ def npy_claiming(shape: tuple[int, ...]) -> bytes:
 
 GOOD_PNG = encode_image(row_image(3))
 GOOD_IMAGE = b64(GOOD_PNG)
-GOOD_TENSOR = {"dtype": "float32", "shape": [8, 8, 1],
-               "data": b64((row_image(3)[:, :, None] / 255.0).astype("<f4").tobytes())}
+GOOD_TENSOR = {
+    "dtype": "float32",
+    "shape": [8, 8, 1],
+    "data": b64((row_image(3)[:, :, None] / 255.0).astype("<f4").tobytes()),
+}
 
 
 class Marker:
@@ -84,13 +97,22 @@ class Marker:
         return (os.mkdir, (str(self.path),))
 
 
-def tensor(dtype: Any = "float32", shape: Any = (8, 8, 1), data: Any = None,
-           values: np.ndarray | None = None, **extra: Any) -> dict[str, Any]:
+def tensor(
+    dtype: Any = "float32",
+    shape: Any = (8, 8, 1),
+    data: Any = None,
+    values: np.ndarray | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     if data is None:
         array = values if values is not None else np.zeros(shape, dtype=dtype)
         data = b64(np.ascontiguousarray(array).tobytes())
-    return {"dtype": dtype, "shape": list(shape) if isinstance(shape, tuple) else shape,
-            "data": data, **extra}
+    return {
+        "dtype": dtype,
+        "shape": list(shape) if isinstance(shape, tuple) else shape,
+        "data": data,
+        **extra,
+    }
 
 
 MISSING = object()  # as a field's value: leave the field out
@@ -127,17 +149,32 @@ class Corpus:
     def __init__(self) -> None:
         self.cases: list[Case] = []
 
-    def job(self, name: str, kwargs: Any = None, expect: str | tuple[str, ...] = "SUCCESS",
-            match: str = "", task: Any = CLASSIFY, job_id: Any = None,
-            queue: str | None = None, **envelope: Any) -> None:
+    def job(
+        self,
+        name: str,
+        kwargs: Any = None,
+        expect: str | tuple[str, ...] = "SUCCESS",
+        match: str = "",
+        task: Any = CLASSIFY,
+        job_id: Any = None,
+        queue: str | None = None,
+        **envelope: Any,
+    ) -> None:
         job_id = raw.new_id() if job_id is None else job_id
         if queue is None:
             queue = "aimass.tiny-gan" if task == GENERATE else "aimass.tiny"
         message = raw.envelope(kwargs, task=task, job_id=job_id, queue=queue, **envelope)
         self.add(name, raw.encode(message), str(job_id), expect, match, queue)
 
-    def add(self, name: str, message: bytes, job_id: str | None,
-            expect: str | tuple[str, ...], match: str = "", queue: str = "aimass.tiny") -> None:
+    def add(
+        self,
+        name: str,
+        message: bytes,
+        job_id: str | None,
+        expect: str | tuple[str, ...],
+        match: str = "",
+        queue: str = "aimass.tiny",
+    ) -> None:
         expect = (expect,) if isinstance(expect, str) else expect
         self.cases.append(Case(name, message, job_id, expect, match, queue))
 
@@ -147,82 +184,177 @@ class Corpus:
 
 def envelope_cases(c: Corpus) -> None:
     for name, message in [
-        ("empty", b""), ("garbage", b"garbage"), ("binary", b"\xff\xfe\x00\x01"),
-        ("open brace", b"{"), ("truncated json", b'{"body": "x", "headers": {"id": "a'),
-        ("null", b"null"), ("number", b"42"), ("string", b'"a string"'), ("array", b"[]"),
-        ("array of numbers", b"[1, 2, 3]"), ("true", b"true"), ("empty object", b"{}"),
+        ("empty", b""),
+        ("garbage", b"garbage"),
+        ("binary", b"\xff\xfe\x00\x01"),
+        ("open brace", b"{"),
+        ("truncated json", b'{"body": "x", "headers": {"id": "a'),
+        ("null", b"null"),
+        ("number", b"42"),
+        ("string", b'"a string"'),
+        ("array", b"[]"),
+        ("array of numbers", b"[1, 2, 3]"),
+        ("true", b"true"),
+        ("empty object", b"{}"),
         ("headers a list", b'{"headers": [], "body": ""}'),
         ("headers a string", b'{"headers": "x", "properties": 5}'),
         ("no id anywhere", b'{"headers": {"task": "aimass.classify"}, "body": ""}'),
-        ("id null", raw.encode(raw.envelope(classify(), job_id="", properties={
-            "correlation_id": None}))),
+        (
+            "id null",
+            raw.encode(raw.envelope(classify(), job_id="", properties={"correlation_id": None})),
+        ),
         ("nested array", b"[" * 50 + b"]" * 50),
         ("utf-16", json.dumps({"headers": {"id": "x"}}).encode("utf-16")),
     ]:
         c.refused(name, message)
-    c.job("no task header", classify(), "InvalidJob", "no 'task' header.*protocol 2",
-          headers={"task": None})
+    c.job(
+        "no task header",
+        classify(),
+        "InvalidJob",
+        "no 'task' header.*protocol 2",
+        headers={"task": None},
+    )
     c.job("empty task", classify(), "InvalidJob", "no 'task' header", task="")
     for task in ("celery.ping", "aimass.train", "aimass.classify ", "AIMASS.CLASSIFY", 123):
-        c.job(f"task {task!r}", classify(), "InvalidJob",
-              "unknown task.*aimass.classify and aimass.generate", task=task)
+        c.job(
+            f"task {task!r}",
+            classify(),
+            "InvalidJob",
+            "unknown task.*aimass.classify and aimass.generate",
+            task=task,
+        )
     pickled = pickle.dumps([[], classify(), {}, Marker()])
     for content_type in ("application/x-python-serialize", "application/x-pickle"):
-        c.job(f"pickle as {content_type}", body=pickled, content_type=content_type,
-              expect="InvalidJob", match="refused.*pickle is never accepted")
-    for content_type in ("application/x-yaml", "text/plain", "application/data", "", None,
-                         5, "application/jsonx"):
-        c.job(f"content type {content_type!r}", classify(), "InvalidJob",
-              "content type .* is refused; send application/json",
-              content_type=content_type)
+        c.job(
+            f"pickle as {content_type}",
+            body=pickled,
+            content_type=content_type,
+            expect="InvalidJob",
+            match="refused.*pickle is never accepted",
+        )
+    for content_type in (
+        "application/x-yaml",
+        "text/plain",
+        "application/data",
+        "",
+        None,
+        5,
+        "application/jsonx",
+    ):
+        c.job(
+            f"content type {content_type!r}",
+            classify(),
+            "InvalidJob",
+            "content type .* is refused; send application/json",
+            content_type=content_type,
+        )
     for content_type in ("application/json; charset=utf-8", "APPLICATION/JSON"):
         c.job(f"content type {content_type!r}", classify(), content_type=content_type)
     message = raw.envelope(job_id=raw.new_id())
     message["body"] = "!!!not base64"
-    c.add("body not base64", raw.encode(message), message["headers"]["id"], "InvalidJob",
-          "not valid base64")
+    c.add(
+        "body not base64",
+        raw.encode(message),
+        message["headers"]["id"],
+        "InvalidJob",
+        "not valid base64",
+    )
     c.job("body missing", body=b"", expect="InvalidJob", match="not valid application/json")
-    c.job("body base64 of garbage", body=b"\x00\x01garbage", expect="InvalidJob",
-          match="not valid application/json")
-    c.job("body base64 of bad utf-8", body=b'[[], {"model": "\xff"}, {}]',
-          expect="InvalidJob", match="not valid application/json")
+    c.job(
+        "body base64 of garbage",
+        body=b"\x00\x01garbage",
+        expect="InvalidJob",
+        match="not valid application/json",
+    )
+    c.job(
+        "body base64 of bad utf-8",
+        body=b'[[], {"model": "\xff"}, {}]',
+        expect="InvalidJob",
+        match="not valid application/json",
+    )
     c.job("body raw json text", body=raw.json_body([], classify()), body_encoding=None)
     body = json.loads(raw.json_body([], classify()))
     message = raw.envelope(job_id=raw.new_id(), body_encoding=None)
     message["body"] = body  # already decoded, as kombu keeps it for some serializers
     c.add("body inline", raw.encode(message), message["headers"]["id"], "SUCCESS")
     for name, body_bytes in [
-        ("body a number", b"5"), ("body an object", b'{"model": "tiny"}'),
+        ("body a number", b"5"),
+        ("body an object", b'{"model": "tiny"}'),
         ("body two elements", json.dumps([[], classify()]).encode()),
         ("body four elements", json.dumps([[], classify(), {}, 1]).encode()),
-        ("body a string", b'"kwargs"'), ("body null", b"null"),
+        ("body a string", b'"kwargs"'),
+        ("body null", b"null"),
     ]:
         c.job(name, body=body_bytes, expect="InvalidJob", match="not a Celery task body")
-    c.job("positional args", body=raw.json_body([GOOD_IMAGE], classify()),
-          expect="InvalidJob", match="keyword arguments only; got 1 positional")
-    c.job("positional args only", body=raw.json_body(["tiny", [GOOD_IMAGE]], {}),
-          expect="InvalidJob", match="keyword arguments only; got 2 positional")
+    c.job(
+        "positional args",
+        body=raw.json_body([GOOD_IMAGE], classify()),
+        expect="InvalidJob",
+        match="keyword arguments only; got 1 positional",
+    )
+    c.job(
+        "positional args only",
+        body=raw.json_body(["tiny", [GOOD_IMAGE]], {}),
+        expect="InvalidJob",
+        match="keyword arguments only; got 2 positional",
+    )
     job_id = raw.new_id()
-    protocol1 = json.dumps({"task": CLASSIFY, "id": job_id, "args": [],
-                            "kwargs": classify()}).encode()
-    c.job("protocol 1", body=protocol1, job_id=job_id, headers={"task": None, "id": None},
-          expect="InvalidJob", match="protocol 1.*not accepted")
+    protocol1 = json.dumps(
+        {"task": CLASSIFY, "id": job_id, "args": [], "kwargs": classify()}
+    ).encode()
+    c.job(
+        "protocol 1",
+        body=protocol1,
+        job_id=job_id,
+        headers={"task": None, "id": None},
+        expect="InvalidJob",
+        match="protocol 1.*not accepted",
+    )
     c.job("protocol 1 body, protocol 2 headers", body=protocol1)
-    c.job("body nested 5000 deep", body=b"[" * 5000 + b"]" * 5000, expect="InvalidJob",
-          match="nested too deeply")
-    c.job("msgpack", body=msgpack.packb([[], classify(inputs=[{"image": GOOD_PNG}]), {}]),
-          content_type="application/x-msgpack")
-    c.job("msgpack other name", body=msgpack.packb([[], classify(), {}]),
-          content_type="application/msgpack")
-    c.job("msgpack garbage", body=b"\xc1\xc1\xc1", content_type="application/x-msgpack",
-          expect="InvalidJob", match="not valid application/x-msgpack")
-    c.job("msgpack truncated", body=msgpack.packb([[], classify(), {}])[:20],
-          content_type="application/x-msgpack", expect="InvalidJob",
-          match="not valid application/x-msgpack")
-    c.job("msgpack nested deep", body=b"\x91" * 5000 + b"\xc0",
-          content_type="application/x-msgpack", expect="InvalidJob", match="not valid")
-    c.job("eta", classify(), "InvalidJob", "cannot be delayed",
-          headers={"eta": "2020-01-01T00:00:00+00:00"})
+    c.job(
+        "body nested 5000 deep",
+        body=b"[" * 5000 + b"]" * 5000,
+        expect="InvalidJob",
+        match="nested too deeply",
+    )
+    c.job(
+        "msgpack",
+        body=msgpack.packb([[], classify(inputs=[{"image": GOOD_PNG}]), {}]),
+        content_type="application/x-msgpack",
+    )
+    c.job(
+        "msgpack other name",
+        body=msgpack.packb([[], classify(), {}]),
+        content_type="application/msgpack",
+    )
+    c.job(
+        "msgpack garbage",
+        body=b"\xc1\xc1\xc1",
+        content_type="application/x-msgpack",
+        expect="InvalidJob",
+        match="not valid application/x-msgpack",
+    )
+    c.job(
+        "msgpack truncated",
+        body=msgpack.packb([[], classify(), {}])[:20],
+        content_type="application/x-msgpack",
+        expect="InvalidJob",
+        match="not valid application/x-msgpack",
+    )
+    c.job(
+        "msgpack nested deep",
+        body=b"\x91" * 5000 + b"\xc0",
+        content_type="application/x-msgpack",
+        expect="InvalidJob",
+        match="not valid",
+    )
+    c.job(
+        "eta",
+        classify(),
+        "InvalidJob",
+        "cannot be delayed",
+        headers={"eta": "2020-01-01T00:00:00+00:00"},
+    )
     c.job("countdown", classify(), "InvalidJob", "cannot be delayed", headers={"countdown": 5})
     c.job("expired", classify(), "REVOKED", headers={"expires": "2000-01-01T00:00:00+00:00"})
     c.job("expires garbage", classify(), headers={"expires": "next tuesday"})
@@ -235,8 +367,13 @@ def envelope_cases(c: Corpus) -> None:
     message = raw.envelope(classify(), job_id=raw.new_id())
     message["properties"] = "not an object"
     # Without properties.body_encoding the base64 body is read as JSON text.
-    c.add("properties a string", raw.encode(message), message["headers"]["id"], "InvalidJob",
-          "not valid application/json")
+    c.add(
+        "properties a string",
+        raw.encode(message),
+        message["headers"]["id"],
+        "InvalidJob",
+        "not valid application/json",
+    )
     c.job("id only in correlation_id", classify(), job_id=raw.new_id(), headers={"id": None})
     c.job("numeric id", classify(), job_id=int(time.time() * 1e6))
     c.job("unicode id", classify(), job_id=f"ключ ✓ {raw.new_id()}")
@@ -245,46 +382,98 @@ def envelope_cases(c: Corpus) -> None:
     c.job("same id, first", classify(), job_id=twice)
     c.job("same id, second", classify(), job_id=twice)
     job_id = raw.new_id()
-    deep = raw.encode(raw.envelope(classify(), job_id=job_id))[:-1] + \
-        b', "deep": ' + b"[" * 995 + b"]" * 995 + b"}"
+    deep = (
+        raw.encode(raw.envelope(classify(), job_id=job_id))[:-1]
+        + b', "deep": '
+        + b"[" * 995
+        + b"]" * 995
+        + b"}"
+    )
     # Deeper than Python's decoder goes in the consumer thread, within Redis's limit (1000).
-    c.add("envelope nested 995 deep", deep, job_id, ("InvalidJob", "SUCCESS"),
-          "nested too deeply")
+    c.add("envelope nested 995 deep", deep, job_id, ("InvalidJob", "SUCCESS"), "nested too deeply")
     job_id = raw.new_id()
     bad_utf8 = raw.encode(raw.envelope(classify(), job_id=job_id)).replace(
-        b'"lang": "py"', b'"lang": "p\xffy"')
+        b'"lang": "py"', b'"lang": "p\xffy"'
+    )
     c.add("envelope with bad utf-8", bad_utf8, job_id, "InvalidJob", "not a kombu JSON")
-    c.job("50 MB message", classify(inputs=[{"image": "A" * 37_000_000}]),
-          "PayloadTooLarge", r"message is \d+ bytes.*AIMASS_MAX_MESSAGE_BYTES")
+    c.job(
+        "50 MB message",
+        classify(inputs=[{"image": "A" * 37_000_000}]),
+        "PayloadTooLarge",
+        r"message is \d+ bytes.*AIMASS_MAX_MESSAGE_BYTES",
+    )
 
 
 def classify_cases(c: Corpus) -> None:
     for kwargs in (None, [], "tiny", 5, [classify()]):
-        c.job(f"kwargs {str(kwargs)[:20]!r}", body=raw.json_body([], kwargs),
-              expect="InvalidJob", match="takes keyword arguments")
+        c.job(
+            f"kwargs {str(kwargs)[:20]!r}",
+            body=raw.json_body([], kwargs),
+            expect="InvalidJob",
+            match="takes keyword arguments",
+        )
     c.job("kwargs empty", {}, "InvalidJob", "model: Field required")
     for model in (MISSING, None, 5, [], {}, "", "x" * 65, True):
         c.job(f"model {model!r}"[:40], classify(model=model), "InvalidJob", "model")
-    for model in ("nope", "../tiny", "..", ".", "/etc/passwd", "tiny/../tiny", "TINY",
-                  "tiny ", " tiny", "tiny\n", "tiny\x00", "ti ny", "tiny-gan/../tiny",
-                  "aimass.tiny", "%2e%2e%2ftiny", "~root", "tiny*", "\u0074iny\u200b",
-                  "C:\\models\\tiny", "tiny/1/model.onnx"):
-        c.job(f"model {model!r}", classify(model=model), "UnknownModel",
-              "is not served by this worker")
+    for model in (
+        "nope",
+        "../tiny",
+        "..",
+        ".",
+        "/etc/passwd",
+        "tiny/../tiny",
+        "TINY",
+        "tiny ",
+        " tiny",
+        "tiny\n",
+        "tiny\x00",
+        "ti ny",
+        "tiny-gan/../tiny",
+        "aimass.tiny",
+        "%2e%2e%2ftiny",
+        "~root",
+        "tiny*",
+        "\u0074iny\u200b",
+        "C:\\models\\tiny",
+        "tiny/1/model.onnx",
+    ):
+        c.job(
+            f"model {model!r}",
+            classify(model=model),
+            "UnknownModel",
+            "is not served by this worker",
+        )
     for version in (0, -1, 1.5, "one", [], {}, float("nan")):
         c.job(f"version {version!r}", classify(version=version), "InvalidJob", "version")
     for version in (2, 99, 10**30):
-        c.job(f"version {version}", classify(version=version), "UnknownModel",
-              f"has no version {version}")
+        c.job(
+            f"version {version}",
+            classify(version=version),
+            "UnknownModel",
+            f"has no version {version}",
+        )
     for version in ("1", 1.0, True):  # lax coercions: taken as 1 (or refused)
         c.job(f"version {version!r}", classify(version=version), ("SUCCESS", "InvalidJob"))
     for top_k in (0, -1, 1001, "x", None, 2.5, [5]):
         c.job(f"top_k {top_k!r}", classify(top_k=top_k), "InvalidJob", "top_k")
     c.job("top_k 1000", classify(top_k=1000))
-    for inputs in (MISSING, None, [], {}, "x", [None], ["str"], [5], [[]], [{}],
-                   [{"image": GOOD_IMAGE, "tensor": GOOD_TENSOR}],
-                   [{"image": GOOD_IMAGE, "extra": 1}], [{"IMAGE": GOOD_IMAGE}],
-                   [{"image": GOOD_IMAGE}] * 1025, [{"image": None}]):
+    for inputs in (
+        MISSING,
+        None,
+        [],
+        {},
+        "x",
+        [None],
+        ["str"],
+        [5],
+        [[]],
+        [{}],
+        [{"image": GOOD_IMAGE, "tensor": GOOD_TENSOR}],
+        [{"image": GOOD_IMAGE, "extra": 1}],
+        [{"IMAGE": GOOD_IMAGE}],
+        [{"image": GOOD_IMAGE}] * 1025,
+        [{"image": None}],
+    ):
         c.job(f"inputs {str(inputs)[:30]!r}", classify(inputs=inputs), "InvalidJob", "inputs")
     c.job("100 inputs", classify(inputs=[{"image": GOOD_IMAGE}] * 100))
     for extra in ({"priority": 1}, {"__class__": "x"}, {"Model": "tiny"}, {"inputs ": []}):
@@ -301,33 +490,53 @@ def image_cases(c: Corpus) -> None:
         c.job(f"image {name}", classify(inputs=[{"image": value}]), expect, match)
 
     real_png, real_jpeg = GOOD_PNG, jpeg_bytes(Image.new("L", (64, 64), 200))
-    for name, data in [("not base64", "!!!"), ("bad padding", "abc"), ("spaces", "iV BO"),
-                       ("a number", 5), ("a list", [1, 2])]:
+    for name, data in [
+        ("not base64", "!!!"),
+        ("bad padding", "abc"),
+        ("spaces", "iV BO"),
+        ("a number", 5),
+        ("a list", [1, 2]),
+    ]:
         c.job(f"image {name}", classify(inputs=[{"image": data}]), "InvalidJob", "image")
-    for name, data in [("empty", b""), ("garbage", b"garbage bytes"),
-                       ("gif", b"GIF89a" + b"\0" * 20), ("bmp", b"BM" + b"\0" * 50),
-                       ("pdf", b"%PDF-1.4"), ("text", b"hello"), ("webp", b"RIFF\0\0\0\0WEBP"),
-                       ("png without the magic's end", real_png[:4])]:
+    for name, data in [
+        ("empty", b""),
+        ("garbage", b"garbage bytes"),
+        ("gif", b"GIF89a" + b"\0" * 20),
+        ("bmp", b"BM" + b"\0" * 50),
+        ("pdf", b"%PDF-1.4"),
+        ("text", b"hello"),
+        ("webp", b"RIFF\0\0\0\0WEBP"),
+        ("png without the magic's end", real_png[:4]),
+    ]:
         image(name, data, "InvalidInput", "not PNG, JPEG or NPY")
     damaged = bytearray(real_png)
-    damaged[len(damaged) // 2:len(damaged) // 2 + 8] = b"\xff" * 8
-    for name, data in [("png magic only", b"\x89PNG\r\n\x1a\n"),
-                       ("png truncated", real_png[:30]), ("png damaged", bytes(damaged)),
-                       ("png without IDAT", real_png[:33] + b"\0\0\0\0IEND\xaeB`\x82"),
-                       ("jpeg magic only", b"\xff\xd8\xff"),
-                       ("jpeg truncated", real_jpeg[:len(real_jpeg) // 2]),
-                       ("jpeg header only", real_jpeg[:20])]:
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 8] = b"\xff" * 8
+    for name, data in [
+        ("png magic only", b"\x89PNG\r\n\x1a\n"),
+        ("png truncated", real_png[:30]),
+        ("png damaged", bytes(damaged)),
+        ("png without IDAT", real_png[:33] + b"\0\0\0\0IEND\xaeB`\x82"),
+        ("jpeg magic only", b"\xff\xd8\xff"),
+        ("jpeg truncated", real_jpeg[: len(real_jpeg) // 2]),
+        ("jpeg header only", real_jpeg[:20]),
+    ]:
         image(name, data, "InvalidInput", "could not be decoded")
-    for name, data in [("png bomb 50000x50000", png_claiming(50000, 50000)),
-                       ("png 4097x4097", png_claiming(4097, 4097)),
-                       ("png 1x100000000", png_claiming(1, 100_000_000)),
-                       ("jpeg bomb 60000x60000", jpeg_claiming(60000, 60000))]:
+    for name, data in [
+        ("png bomb 50000x50000", png_claiming(50000, 50000)),
+        ("png 4097x4097", png_claiming(4097, 4097)),
+        ("png 1x100000000", png_claiming(1, 100_000_000)),
+        ("jpeg bomb 60000x60000", jpeg_claiming(60000, 60000)),
+    ]:
         image(name, data, "PayloadTooLarge", "pixels|decompression bomb")
-    for name, picture in [("1x1", Image.new("L", (1, 1))), ("rgb 100x60", Image.new(
-            "RGB", (100, 60), (9, 99, 199))), ("rgba", Image.new("RGBA", (8, 8))),
-            ("palette", Image.new("P", (8, 8))), ("bilevel", Image.new("1", (8, 8))),
-            ("gray+alpha", Image.new("LA", (8, 8))),
-            ("16-bit", Image.fromarray(np.full((8, 8), 300, np.uint16)))]:
+    for name, picture in [
+        ("1x1", Image.new("L", (1, 1))),
+        ("rgb 100x60", Image.new("RGB", (100, 60), (9, 99, 199))),
+        ("rgba", Image.new("RGBA", (8, 8))),
+        ("palette", Image.new("P", (8, 8))),
+        ("bilevel", Image.new("1", (8, 8))),
+        ("gray+alpha", Image.new("LA", (8, 8))),
+        ("16-bit", Image.fromarray(np.full((8, 8), 300, np.uint16))),
+    ]:
         image(name, png_bytes(picture), "SUCCESS")
     image("jpeg cmyk", jpeg_bytes(Image.new("CMYK", (8, 8))), "SUCCESS")
     image("jpeg", real_jpeg, "SUCCESS")
@@ -342,20 +551,25 @@ def npy_cases(c: Corpus) -> None:
     npy("fortran order", array_to_npy(np.asfortranarray(ok)), "SUCCESS")
     npy("uint8 pixels", array_to_npy(row_image(2)), "SUCCESS")
     npy("uint8 rgb", array_to_npy(np.zeros((8, 8, 3), np.uint8)), "SUCCESS")
-    for name, array in [("float32 8x8", np.zeros((8, 8), np.float32)),
-                        ("float64", ok.astype(np.float64)), ("int64", ok.astype(np.int64)),
-                        ("complex", ok.astype(np.complex64)),
-                        ("big-endian", ok.astype(">f4")), ("0-d", np.float32(1.0)),
-                        ("empty", np.zeros((0, 8, 1), np.float32)),
-                        ("bool", ok.astype(bool))]:
+    for name, array in [
+        ("float32 8x8", np.zeros((8, 8), np.float32)),
+        ("float64", ok.astype(np.float64)),
+        ("int64", ok.astype(np.int64)),
+        ("complex", ok.astype(np.complex64)),
+        ("big-endian", ok.astype(">f4")),
+        ("0-d", np.float32(1.0)),
+        ("empty", np.zeros((0, 8, 1), np.float32)),
+        ("bool", ok.astype(bool)),
+    ]:
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(array), allow_pickle=False)
         npy(name, buffer.getvalue(), "InvalidInput", "unexpected tensor")
     for name, value in [("nan", np.nan), ("inf", np.inf), ("-inf", -np.inf)]:
-        npy(name, array_to_npy(np.full((8, 8, 1), value, np.float32)), "InvalidInput",
-            "NaN or Inf")
-    for name, array in [("uint8 2 channels", np.zeros((8, 8, 2), np.uint8)),
-                        ("uint8 5 channels", np.zeros((8, 8, 5), np.uint8))]:
+        npy(name, array_to_npy(np.full((8, 8, 1), value, np.float32)), "InvalidInput", "NaN or Inf")
+    for name, array in [
+        ("uint8 2 channels", np.zeros((8, 8, 2), np.uint8)),
+        ("uint8 5 channels", np.zeros((8, 8, 5), np.uint8)),
+    ]:
         npy(name, array_to_npy(array), "InvalidInput", "channels")
     buffer = io.BytesIO()
     np.save(buffer, np.array([Marker()], dtype=object), allow_pickle=True)
@@ -367,10 +581,13 @@ def npy_cases(c: Corpus) -> None:
     npy("truncated", array_to_npy(ok)[:-10], "InvalidInput", "bytes after it are fewer")
     # Refused from the header, before numpy allocates what it claims.
     for shape in ((100000, 100000), (2**40,), (10, 10, 10, 10, 10, 10, 10, 10, 10)):
-        npy(f"claims {shape}", npy_claiming(shape), "PayloadTooLarge",
-            "elements; the limit is")
-    npy("claims (4096, 4096) without its data", npy_claiming((4096, 4096)), "InvalidInput",
-        "claims shape \\[4096, 4096\\] of float32, but the bytes after it are fewer")
+        npy(f"claims {shape}", npy_claiming(shape), "PayloadTooLarge", "elements; the limit is")
+    npy(
+        "claims (4096, 4096) without its data",
+        npy_claiming((4096, 4096)),
+        "InvalidInput",
+        "claims shape \\[4096, 4096\\] of float32, but the bytes after it are fewer",
+    )
 
 
 def tensor_cases(c: Corpus) -> None:
@@ -379,38 +596,63 @@ def tensor_cases(c: Corpus) -> None:
 
     one("good", GOOD_TENSOR, "SUCCESS")
     for dtype in ("float128", "complex64", "object", "", None, 5, "FLOAT32", "f4", "<f4"):
-        one(f"dtype {dtype!r}", tensor(dtype=dtype, data=GOOD_TENSOR["data"]), "InvalidJob",
-            "dtype")
+        one(
+            f"dtype {dtype!r}", tensor(dtype=dtype, data=GOOD_TENSOR["data"]), "InvalidJob", "dtype"
+        )
     for shape in ([-8, 8, 1], [8, 8, 1.5], [8] * 9, None, "8,8,1", [[8]], [8, None]):
-        one(f"shape {shape!r}", tensor(shape=shape, data=GOOD_TENSOR["data"]), "InvalidJob",
-            "shape")
-    one("shape as strings", tensor(shape=["8", "8", "1"], data=GOOD_TENSOR["data"]),
-        ("SUCCESS", "InvalidJob"))
+        one(
+            f"shape {shape!r}", tensor(shape=shape, data=GOOD_TENSOR["data"]), "InvalidJob", "shape"
+        )
+    one(
+        "shape as strings",
+        tensor(shape=["8", "8", "1"], data=GOOD_TENSOR["data"]),
+        ("SUCCESS", "InvalidJob"),
+    )
     for shape in ([100000, 100000, 100000], [2**40], [2**63], [10**30], [4096, 4096, 4096]):
-        one(f"shape {shape}", tensor(shape=shape, data=""), "PayloadTooLarge",
-            "needs \\d+ bytes; the limit is")
+        one(
+            f"shape {shape}",
+            tensor(shape=shape, data=""),
+            "PayloadTooLarge",
+            "needs \\d+ bytes; the limit is",
+        )
     for name, data in [("not base64", "!!"), ("null", None), ("a number", 5), ("a list", [])]:
         value = tensor(data="x")
         value["data"] = data
         one(f"data {name}", value, "InvalidJob", "data")
     for name, size in [("short", 255), ("long", 257), ("empty", 0)]:
-        one(f"data {name}", tensor(data=b64(b"\0" * size)), "InvalidInput",
-            "tensor data has \\d+ bytes")
+        one(
+            f"data {name}",
+            tensor(data=b64(b"\0" * size)),
+            "InvalidInput",
+            "tensor data has \\d+ bytes",
+        )
     for dtype in ("float64", "int32", "int64", "bool", "float16", "int8"):
-        one(f"dtype {dtype} for float32 input", tensor(dtype=dtype), "InvalidInput",
-            "unexpected tensor for input 'image' of model 'tiny'")
+        one(
+            f"dtype {dtype} for float32 input",
+            tensor(dtype=dtype),
+            "InvalidInput",
+            "unexpected tensor for input 'image' of model 'tiny'",
+        )
 
     for shape in ((8, 8), (1, 8, 8, 1), (8, 8, 3), (16, 16, 1), (0, 8, 1), ()):
-        one(f"shape {shape} for an 8x8x1 input", tensor(shape=shape), "InvalidInput",
-            "unexpected tensor.*expected shape \\[8, 8, 1\\]")
+        one(
+            f"shape {shape} for an 8x8x1 input",
+            tensor(shape=shape),
+            "InvalidInput",
+            "unexpected tensor.*expected shape \\[8, 8, 1\\]",
+        )
     for name, value in [("nan", np.nan), ("inf", np.inf), ("-inf", -np.inf)]:
         values = np.zeros((8, 8, 1), np.float32)
         values[3, 3, 0] = value
         one(name, tensor(values=values), "InvalidInput", "NaN or Inf")
     one("large finite values", tensor(values=np.full((8, 8, 1), 1e30, np.float32)), "SUCCESS")
     # Finite, but the model overflows: its scores would be NaN, which JSON cannot carry.
-    one("values that overflow the model", tensor(values=np.full((8, 8, 1), 3e38, np.float32)),
-        "ModelError", "'tiny' produced NaN or infinite scores for this input")
+    one(
+        "values that overflow the model",
+        tensor(values=np.full((8, 8, 1), 3e38, np.float32)),
+        "ModelError",
+        "'tiny' produced NaN or infinite scores for this input",
+    )
     one("extra field", tensor(data=GOOD_TENSOR["data"], scale=2), "InvalidJob", "Extra inputs")
     for value in ("x", [], None, 5):
         one(f"a {type(value).__name__}", value, "InvalidJob", "tensor")
@@ -418,21 +660,35 @@ def tensor_cases(c: Corpus) -> None:
 
 def pixel_cases(c: Corpus) -> None:
     """uint8 tensors shaped like images are pixels, preprocessed like a decoded image."""
+
     def one(name: str, value: Any, expect: str, match: str = "") -> None:
         c.job(f"uint8 pixels {name}", classify(inputs=[{"tensor": value}]), expect, match)
 
     for shape in ((8, 8, 1), (8, 8), (30, 20, 3), (8, 8, 4), (1, 1)):
         one(str(shape), tensor(dtype="uint8", shape=shape), "SUCCESS")
     for shape in ((8, 8, 2), (8, 8, 5), (1, 8, 8, 1)):
-        one(str(shape), tensor(dtype="uint8", shape=shape), "InvalidInput",
-            "unexpected tensor|channels")
-    one("5000x4000", tensor(dtype="uint8", shape=(5000, 4000), data=""), "PayloadTooLarge",
-        "needs 20000000 bytes")
+        one(
+            str(shape),
+            tensor(dtype="uint8", shape=shape),
+            "InvalidInput",
+            "unexpected tensor|channels",
+        )
+    one(
+        "5000x4000",
+        tensor(dtype="uint8", shape=(5000, 4000), data=""),
+        "PayloadTooLarge",
+        "needs 20000000 bytes",
+    )
 
 
 def generate_cases(c: Corpus) -> None:
-    def gen(name: str, kwargs: dict[str, Any], expect: str | tuple[str, ...] = "SUCCESS",
-            match: str = "", **envelope: Any) -> None:
+    def gen(
+        name: str,
+        kwargs: dict[str, Any],
+        expect: str | tuple[str, ...] = "SUCCESS",
+        match: str = "",
+        **envelope: Any,
+    ) -> None:
         c.job(f"generate {name}", kwargs, expect, match, task=GENERATE, **envelope)
 
     gen("good", generate())
@@ -451,19 +707,27 @@ def generate_cases(c: Corpus) -> None:
     gen("largest seed", generate(seed=2**63 - 1))
     for fmt in ("jpeg", "", None, 5, "PNG"):
         gen(f"format {fmt!r}", generate(format=fmt), "InvalidJob", "format")
-    gen("classify model", generate(model="tiny"), "InvalidJob",
-        "'tiny' is a classify model; send its jobs as aimass.classify")
+    gen(
+        "classify model",
+        generate(model="tiny"),
+        "InvalidJob",
+        "'tiny' is a classify model; send its jobs as aimass.classify",
+    )
     gen("unknown model", generate(model="nope"), "UnknownModel", "not served")
-    gen("classify fields", generate(inputs=[{"image": GOOD_IMAGE}]), "InvalidJob",
-        "Extra inputs")
-    c.job("classify task, generator", classify(model="tiny-gan"), "InvalidJob",
-          "'tiny-gan' is a generate model; send its jobs as aimass.generate")
+    gen("classify fields", generate(inputs=[{"image": GOOD_IMAGE}]), "InvalidJob", "Extra inputs")
+    c.job(
+        "classify task, generator",
+        classify(model="tiny-gan"),
+        "InvalidJob",
+        "'tiny-gan' is a generate model; send its jobs as aimass.generate",
+    )
 
 
 def good_jobs(c: Corpus, count: int) -> None:
     for i in range(count):
-        c.job(f"good {i}", classify(inputs=[{"image": b64(encode_image(row_image(i % 8)))}],
-                                    top_k=1))
+        c.job(
+            f"good {i}", classify(inputs=[{"image": b64(encode_image(row_image(i % 8)))}], top_k=1)
+        )
 
 
 def build_corpus() -> list[Case]:

@@ -28,11 +28,18 @@ def json_body(args: Any, kwargs: Any, embed: Any = None) -> bytes:
     return json.dumps([args, kwargs, EMBED if embed is None else embed]).encode()
 
 
-def envelope(kwargs: Any = None, *, task: Any = "aimass.classify", job_id: Any = None,
-             queue: str = "aimass.tiny", body: bytes | str | None = None,
-             content_type: Any = "application/json", body_encoding: Any = "base64",
-             headers: Mapping[str, Any] | None = None,
-             properties: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def envelope(
+    kwargs: Any = None,
+    *,
+    task: Any = "aimass.classify",
+    job_id: Any = None,
+    queue: str = "aimass.tiny",
+    body: bytes | str | None = None,
+    content_type: Any = "application/json",
+    body_encoding: Any = "base64",
+    headers: Mapping[str, Any] | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """One message envelope. ``body`` (already serialized) wins over ``kwargs``; it is
     base64-encoded when ``body_encoding`` is "base64", and put in as it is otherwise.
     ``headers``/``properties`` entries replace the defaults (``None`` values included)."""
@@ -48,13 +55,28 @@ def envelope(kwargs: Any = None, *, task: Any = "aimass.classify", job_id: Any =
         "body": wire_body,
         "content-encoding": "utf-8",
         "content-type": content_type,
-        "headers": {"lang": "py", "task": task, "id": job_id, "root_id": job_id,
-                    "parent_id": None, "group": None, "eta": None, "expires": None,
-                    "retries": 0, "timelimit": [None, None], **(headers or {})},
-        "properties": {"correlation_id": job_id, "delivery_mode": 2,
-                       "delivery_info": {"exchange": "", "routing_key": queue},
-                       "priority": 0, "body_encoding": body_encoding,
-                       "delivery_tag": new_id(), **(properties or {})},
+        "headers": {
+            "lang": "py",
+            "task": task,
+            "id": job_id,
+            "root_id": job_id,
+            "parent_id": None,
+            "group": None,
+            "eta": None,
+            "expires": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            **(headers or {}),
+        },
+        "properties": {
+            "correlation_id": job_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": body_encoding,
+            "delivery_tag": new_id(),
+            **(properties or {}),
+        },
     }
 
 
@@ -73,14 +95,13 @@ def push(client: redis.Redis, queue: str, messages: Iterable[bytes], chunk: int 
 
 
 def read_metas(client: redis.Redis, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-    values = client.mget([f"{RESULT_KEY_PREFIX}{job_id}" for job_id in job_ids]) if job_ids \
-        else []
-    return {job_id: json.loads(v) if v else None
-            for job_id, v in zip(job_ids, values, strict=True)}
+    values = client.mget([f"{RESULT_KEY_PREFIX}{job_id}" for job_id in job_ids]) if job_ids else []
+    return {job_id: json.loads(v) if v else None for job_id, v in zip(job_ids, values, strict=True)}
 
 
-def wait_final(client: redis.Redis, job_ids: Iterable[str],
-               timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+def wait_final(
+    client: redis.Redis, job_ids: Iterable[str], timeout: float = 60.0
+) -> dict[str, dict[str, Any]]:
     """The final stored meta of each job; ``AssertionError`` naming the ones missing."""
     pending = list(dict.fromkeys(job_ids))
     done: dict[str, dict[str, Any]] = {}
@@ -94,7 +115,8 @@ def wait_final(client: redis.Redis, job_ids: Iterable[str],
         if pending:
             assert time.monotonic() < deadline, (
                 f"{len(pending)} jobs without a final result after {timeout} s, e.g. "
-                f"{pending[:5]}: {[metas[j] for j in pending[:5]]}")
+                f"{pending[:5]}: {[metas[j] for j in pending[:5]]}"
+            )
             time.sleep(0.05)
     return done
 

@@ -17,8 +17,11 @@ class SentinelSet:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.primary = RedisServer(folder / "primary", persistent=True)
-        self.replica = RedisServer(folder / "replica", persistent=True, extra_args=[
-            "--replicaof", "127.0.0.1", str(self.primary.port)])
+        self.replica = RedisServer(
+            folder / "replica",
+            persistent=True,
+            extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)],
+        )
         self.ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
@@ -38,13 +41,26 @@ class SentinelSet:
                 f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                f"sentinel failover-timeout {SERVICE} 5000\n")
-            self.sentinels.append(subprocess.Popen(
-                [find_redis_server(), str(config), "--sentinel", "--logfile",
-                 str(folder / "sentinel.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self.wait(lambda: self._replicas_known() and self._replica_in_sync(), 30,
-                  "the sentinels to know the replica, in sync")
+                f"sentinel failover-timeout {SERVICE} 5000\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    [
+                        find_redis_server(),
+                        str(config),
+                        "--sentinel",
+                        "--logfile",
+                        str(folder / "sentinel.log"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        self.wait(
+            lambda: self._replicas_known() and self._replica_in_sync(),
+            30,
+            "the sentinels to know the replica, in sync",
+        )
         return self
 
     def primary_port(self) -> int:
@@ -59,7 +75,8 @@ class SentinelSet:
         try:
             return all(
                 redis.Redis(port=port, socket_timeout=2).sentinel_slaves(SERVICE)
-                for port in self.ports)
+                for port in self.ports
+            )
         except redis.RedisError:
             return False
 

@@ -42,8 +42,7 @@ class ShapeSensitiveSession(ort.InferenceSession):
         if changed:
             time.sleep(PENALTY_S)
         if changed or first:
-            _record({"pid": os.getpid(), "session": id(self), "shape": shape,
-                     "changed": changed})
+            _record({"pid": os.getpid(), "session": id(self), "shape": shape, "changed": changed})
         return super().run(output_names, input_feed, run_options)
 
 

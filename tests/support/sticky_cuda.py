@@ -18,8 +18,10 @@ import onnxruntime as ort
 from aimass.cli import main
 
 TRIGGER_ENV = "AIMASS_TEST_STICKY_TRIGGER"
-ERROR = ("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access was "
-         "encountered ; GPU=0 ; expr=cudaStreamSynchronize(stream)")
+ERROR = (
+    "[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access was "
+    "encountered ; GPU=0 ; expr=cudaStreamSynchronize(stream)"
+)
 _broken = False
 
 

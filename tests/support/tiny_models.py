@@ -36,7 +36,7 @@ def classifier_model(gain: float = 4.0, hidden: bool = False) -> bytes:
     weights are large enough for bucket sessions to share (worker/sessions.py)."""
     weights = np.zeros((SIDE * SIDE, CLASSES), dtype=np.float32)
     for row in range(SIDE):
-        weights[row * SIDE:(row + 1) * SIDE, row] = gain
+        weights[row * SIDE : (row + 1) * SIDE, row] = gain
     nodes = [helper.make_node("Reshape", ["image", "flat_shape"], ["flat"])]
     initializers = [
         numpy_helper.from_array(np.array([-1, SIDE * SIDE], dtype=np.int64), "flat_shape"),
@@ -44,14 +44,16 @@ def classifier_model(gain: float = 4.0, hidden: bool = False) -> bytes:
     ]
     if hidden:
         nodes.append(helper.make_node("MatMul", ["flat", "hidden_weights"], ["features"]))
-        initializers.append(numpy_helper.from_array(
-            np.eye(SIDE * SIDE, dtype=np.float32), "hidden_weights"))
+        initializers.append(
+            numpy_helper.from_array(np.eye(SIDE * SIDE, dtype=np.float32), "hidden_weights")
+        )
     nodes += [
         helper.make_node("MatMul", ["features" if hidden else "flat", "weights"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIDE, SIDE, 1])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", CLASSES])],
         initializer=initializers,
@@ -64,7 +66,7 @@ def generator_model() -> bytes:
     latent_weights = (rng.standard_normal((LATENT, SIDE * SIDE)) * 0.1).astype(np.float32)
     label_weights = np.full((CLASSES, SIDE * SIDE), -3.0, dtype=np.float32)
     for label in range(CLASSES):
-        label_weights[label, label * SIDE:(label + 1) * SIDE] = 3.0
+        label_weights[label, label * SIDE : (label + 1) * SIDE] = 3.0
     graph = helper.make_graph(
         [
             helper.make_node("OneHot", ["label", "depth", "onehot_values"], ["onehot"], axis=-1),
@@ -98,18 +100,28 @@ def _serialize(graph: onnx.GraphProto) -> bytes:
     return model.SerializeToString()
 
 
-def publish(repository: Path, name: str, version: int, kind: ModelKind, model: bytes,
-            max_batch_size: int = 16, max_queue_delay_ms: float = 5.0) -> Path:
+def publish(
+    repository: Path,
+    name: str,
+    version: int,
+    kind: ModelKind,
+    model: bytes,
+    max_batch_size: int = 16,
+    max_queue_delay_ms: float = 5.0,
+) -> Path:
     folder = repository / name / str(version)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MODEL_FILE).write_bytes(model)
     labels = [str(i) for i in range(CLASSES)]
     common = dict(
-        name=name, version=version, kind=kind, labels=labels,
+        name=name,
+        version=version,
+        kind=kind,
+        labels=labels,
         sha256=hashlib.sha256(model).hexdigest(),
-        batching=BatchingSpec(max_batch_size=max_batch_size,
-                              max_queue_delay_ms=max_queue_delay_ms),
-        trained=False, quality={},
+        batching=BatchingSpec(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms),
+        trained=False,
+        quality={},
     )
     if kind is ModelKind.classify:
         manifest = Manifest(
@@ -120,8 +132,10 @@ def publish(repository: Path, name: str, version: int, kind: ModelKind, model: b
         )
     else:
         manifest = Manifest(
-            inputs=[TensorSpec(name="latent", dtype="float32", shape=[-1, LATENT]),
-                    TensorSpec(name="label", dtype="int64", shape=[-1])],
+            inputs=[
+                TensorSpec(name="latent", dtype="float32", shape=[-1, LATENT]),
+                TensorSpec(name="label", dtype="int64", shape=[-1]),
+            ],
             outputs=[TensorSpec(name="image", dtype="float32", shape=[-1, SIDE, SIDE, 1])],
             postprocessing=Postprocessing(),
             generator=GeneratorSpec(latent_size=LATENT, class_count=CLASSES),
@@ -141,5 +155,5 @@ def build_repository(root: Path) -> Path:
 def row_image(row: int, side: int = SIDE) -> np.ndarray:
     """A uint8 image whose row ``row`` is white: ``tiny`` labels it ``str(row)``."""
     pixels = np.zeros((side, side), dtype=np.uint8)
-    pixels[row * side // SIDE:(row + 1) * side // SIDE, :] = 255
+    pixels[row * side // SIDE : (row + 1) * side // SIDE, :] = 255
     return pixels

@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str,
-               poll_s: float = 0.05) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, poll_s: float = 0.05
+) -> None:
     """Return once ``condition()`` holds; fail the test, naming ``what``, after
     ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

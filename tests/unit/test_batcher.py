@@ -24,8 +24,12 @@ pytestmark = pytest.mark.unit
 
 
 def job(size: int = 1, enqueued: float = 0.0, value: float = 0.0) -> Pending:
-    return Pending(feeds={"x": np.full((size, 2), value, np.float32)}, size=size, arrived=0.0,
-                   enqueued=enqueued)
+    return Pending(
+        feeds={"x": np.full((size, 2), value, np.float32)},
+        size=size,
+        arrived=0.0,
+        enqueued=enqueued,
+    )
 
 
 class ScriptedInbox(Inbox):
@@ -75,8 +79,9 @@ def test_an_idle_feeder_lets_a_partial_batch_run_at_once() -> None:
     jobs = ScriptedInbox(clock)
     jobs.put(job())
     jobs.put(job())
-    batch = collect_batch(jobs, max_batch_size=8, max_delay_s=5.0, clock=lambda: clock[0],
-                          idle=lambda: True)
+    batch = collect_batch(
+        jobs, max_batch_size=8, max_delay_s=5.0, clock=lambda: clock[0], idle=lambda: True
+    )
     assert batch is not None and len(batch) == 2
     assert clock[0] == 0.0  # no waiting: nothing more is on its way
 
@@ -85,8 +90,13 @@ def test_waiting_stops_when_the_feeder_goes_idle_and_pokes() -> None:
     clock = [0.0]
     jobs = ScriptedInbox(clock, poke_at=0.002)
     jobs.put(job())
-    batch = collect_batch(jobs, max_batch_size=8, max_delay_s=5.0, clock=lambda: clock[0],
-                          idle=lambda: clock[0] >= 0.002)
+    batch = collect_batch(
+        jobs,
+        max_batch_size=8,
+        max_delay_s=5.0,
+        clock=lambda: clock[0],
+        idle=lambda: clock[0] >= 0.002,
+    )
     assert batch is not None and len(batch) == 1
     assert clock[0] == pytest.approx(0.002)  # at the poke, not at the 5 s deadline
 
@@ -100,6 +110,7 @@ def test_the_inbox_wakes_its_batch_thread_for_a_full_batch_a_stop_or_a_poke() ->
             started = time.monotonic()
             inbox.wait(inputs, timeout=5.0)
             woke.append(time.monotonic() - started)
+
         thread = threading.Thread(target=run)
         thread.start()
         time.sleep(0.05)
@@ -173,8 +184,9 @@ def test_batcher_splits_outputs_back_per_job() -> None:
         return [feeds["x"].sum(axis=1)]
 
     batcher = Batcher("test", runner, max_batch_size=8, max_delay_ms=50)
-    futures = [batcher.submit({"x": np.full((n, 2), n, np.float32)}, n, arrived=0.0)
-               for n in (1, 2, 3)]
+    futures = [
+        batcher.submit({"x": np.full((n, 2), n, np.float32)}, n, arrived=0.0) for n in (1, 2, 3)
+    ]
     results = [f.result(timeout=5) for f in futures]
     batcher.stop(timeout=5)
     assert ran.is_set()
@@ -219,8 +231,7 @@ def test_the_start_of_each_batch_is_told_before_it_runs() -> None:
         ran.append(len(told))
         return [feeds["x"]]
 
-    batcher = Batcher("test", runner, max_batch_size=8, max_delay_ms=0,
-                      on_start=told.append)
+    batcher = Batcher("test", runner, max_batch_size=8, max_delay_ms=0, on_start=told.append)
     batcher.submit({"x": np.zeros((1, 1), np.float32)}, 1, 0.0, job_id="a").result(timeout=5)
     batcher.stop(timeout=5)
     assert told == [["a"]] and ran == [1]  # told first, then run
@@ -236,8 +247,14 @@ def test_a_sticky_cuda_error_fails_no_job_and_no_batch_runs_after_it() -> None:
         calls.append(1)
         raise RuntimeError("CUDA failure 700: an illegal memory access was encountered")
 
-    batcher = Batcher("test", runner, max_batch_size=1, max_delay_ms=0,
-                      device=DeviceHealth(), on_device_lost=told.append)
+    batcher = Batcher(
+        "test",
+        runner,
+        max_batch_size=1,
+        max_delay_ms=0,
+        device=DeviceHealth(),
+        on_device_lost=told.append,
+    )
     first = batcher.submit({"x": np.zeros((1, 1), np.float32)}, 1, arrived=0.0)
     with pytest.raises(DeviceLost, match="illegal memory access"):
         first.result(timeout=5)

@@ -34,8 +34,7 @@ def test_the_max_batch_is_always_a_bucket_and_larger_ones_are_dropped() -> None:
         normalize_buckets([0, 4], 8)
 
 
-@pytest.mark.parametrize(("size", "bucket"), [(1, 1), (2, 2), (3, 4), (5, 8), (33, 64),
-                                              (64, 64)])
+@pytest.mark.parametrize(("size", "bucket"), [(1, 1), (2, 2), (3, 4), (5, 8), (33, 64), (64, 64)])
 def test_a_batch_goes_to_the_smallest_bucket_that_holds_it(size: int, bucket: int) -> None:
     assert bucket_for(size, default_buckets(64)) == bucket
 
@@ -46,8 +45,9 @@ def test_a_batch_larger_than_every_bucket_is_refused() -> None:
 
 
 def test_gather_copies_a_span_across_jobs_and_zeros_the_rest() -> None:
-    feeds = [{"x": np.full((n, 2), n, np.float32), "k": np.full((n,), n, np.int64)}
-             for n in (2, 3, 4)]
+    feeds = [
+        {"x": np.full((n, 2), n, np.float32), "k": np.full((n,), n, np.int64)} for n in (2, 3, 4)
+    ]
     out = gather(feeds, start=1, count=5, size=8)
     assert out["x"][:, 0].tolist() == [2, 3, 3, 3, 4, 0, 0, 0]
     assert out["k"].tolist() == [2, 3, 3, 3, 4, 0, 0, 0]
@@ -66,8 +66,7 @@ def test_run_in_chunks_pads_each_run_to_a_bucket_and_drops_the_padding() -> None
         seen.append(len(feeds["x"]))
         return [feeds["x"] * 2]
 
-    feeds = [{"x": np.arange(i * 3, i * 3 + 3, dtype=np.float32)[:, None] + 1}
-             for i in range(3)]
+    feeds = [{"x": np.arange(i * 3, i * 3 + 3, dtype=np.float32)[:, None] + 1} for i in range(3)]
     out, ran = run_in_chunks(runner, feeds, max_batch_size=4, buckets=(1, 2, 4))
     assert seen == [4, 4, 1]
     assert out[0][:, 0].tolist() == [2.0 * (i + 1) for i in range(9)]
@@ -97,30 +96,37 @@ def test_a_bucketed_batcher_runs_each_size_on_its_own_session_only() -> None:
     run = BucketRunner(runners)
     batcher = Batcher("test", run, max_batch_size=8, max_delay_ms=0, buckets=run.buckets)
     for n in (1, 3, 2, 7, 5, 8, 1):
-        result = batcher.submit({"x": np.full((n, 2), n, np.float32)}, n,
-                                arrived=0.0).result(timeout=5)
+        result = batcher.submit({"x": np.full((n, 2), n, np.float32)}, n, arrived=0.0).result(
+            timeout=5
+        )
         assert result.outputs[0].tolist() == [2.0 * n] * n
         assert result.batch_size == n and result.run_size == bucket_for(n, run.buckets)
     batcher.stop(timeout=5)
-    assert {size: set(r.sizes) for size, r in runners.items()} == {
-        1: {1}, 2: {2}, 4: {4}, 8: {8}}
+    assert {size: set(r.sizes) for size, r in runners.items()} == {1: {1}, 2: {2}, 4: {4}, 8: {8}}
     with pytest.raises(ValueError, match="no session for a batch of 3"):
         run({"x": np.zeros((3, 2), np.float32)})
     run.interrupt(threading.current_thread())
     assert all(r.interrupted for r in runners.values())
 
 
-@pytest.mark.parametrize(("setting", "gpu", "manifest_buckets", "expected"), [
-    ("auto", None, None, ()),  # the CPU: exact sizes
-    ("auto", 0, None, (1, 2, 4, 8, 16)),  # a GPU: powers of two up to the max batch
-    ("auto", 0, [4, 16], (4, 16)),  # the manifest's own
-    ("on", None, [2, 5, 64], (2, 5, 16)),  # larger than the max batch: dropped
-    ("off", 0, [4, 16], ()),
-    ("1,8", 0, [4, 16], (1, 8, 16)),  # the worker's list wins over the manifest's
-])
-def test_which_buckets_a_model_runs(tmp_path, setting: str, gpu: int | None,
-                                    manifest_buckets: list[int] | None,
-                                    expected: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(
+    ("setting", "gpu", "manifest_buckets", "expected"),
+    [
+        ("auto", None, None, ()),  # the CPU: exact sizes
+        ("auto", 0, None, (1, 2, 4, 8, 16)),  # a GPU: powers of two up to the max batch
+        ("auto", 0, [4, 16], (4, 16)),  # the manifest's own
+        ("on", None, [2, 5, 64], (2, 5, 16)),  # larger than the max batch: dropped
+        ("off", 0, [4, 16], ()),
+        ("1,8", 0, [4, 16], (1, 8, 16)),  # the worker's list wins over the manifest's
+    ],
+)
+def test_which_buckets_a_model_runs(
+    tmp_path,
+    setting: str,
+    gpu: int | None,
+    manifest_buckets: list[int] | None,
+    expected: tuple[int, ...],
+) -> None:
     from aimass.protocol.manifest import BatchingSpec, Manifest
     from aimass.worker.served import ServedModels
     from aimass.worker.sessions import DevicePlan
@@ -128,10 +134,13 @@ def test_which_buckets_a_model_runs(tmp_path, setting: str, gpu: int | None,
     from tests.support.tiny_models import build_repository
 
     folder = build_repository(tmp_path) / "tiny" / "1"
-    manifest = Manifest.read(folder).model_copy(update={"batching": BatchingSpec(
-        max_batch_size=16, buckets=manifest_buckets)})
-    runtime = ServedModels(WorkerSettings(model_repository=tmp_path, batch_buckets=setting),
-                      DevicePlan(gpu=gpu, intra_op_threads=1))
+    manifest = Manifest.read(folder).model_copy(
+        update={"batching": BatchingSpec(max_batch_size=16, buckets=manifest_buckets)}
+    )
+    runtime = ServedModels(
+        WorkerSettings(model_repository=tmp_path, batch_buckets=setting),
+        DevicePlan(gpu=gpu, intra_op_threads=1),
+    )
     assert runtime.buckets_for(manifest, 16) == expected
 
 

@@ -56,8 +56,11 @@ def test_tensor_bytes_must_match_shape_and_dtype() -> None:
 
 def test_check_tensor_names_expected_and_received() -> None:
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 32, 32, 1])
-    with pytest.raises(InvalidInput, match=r"expected shape \[32, 32, 1\] dtype float32, "
-                                           r"got shape \[28, 28\] dtype float32"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"expected shape \[32, 32, 1\] dtype float32, "
+        r"got shape \[28, 28\] dtype float32",
+    ):
         check_tensor(np.zeros((28, 28), np.float32), spec, "digits")
     with pytest.raises(InvalidInput, match="NaN or Inf"):
         check_tensor(np.full((32, 32, 1), np.nan, np.float32), spec, "digits")
@@ -69,8 +72,9 @@ def test_preprocessing_resizes_converts_and_scales() -> None:
     out = pixels_to_input(rgb, prep)
     assert out.shape == (4, 4, 1) and out.dtype == np.float32
     assert np.allclose(out, 1.0)
-    nchw = pixels_to_input(np.zeros((4, 4, 1), np.uint8),
-                           Preprocessing(height=4, width=4, channels=3, layout="NCHW"))
+    nchw = pixels_to_input(
+        np.zeros((4, 4, 1), np.uint8), Preprocessing(height=4, width=4, channels=3, layout="NCHW")
+    )
     assert nchw.shape == (3, 4, 4)
 
 
@@ -82,10 +86,17 @@ def test_uint8_pixel_tensors_are_preprocessed_like_decoded_images() -> None:
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 4, 4, 1])
     prep = Preprocessing(height=4, width=4, channels=1, scale=1 / 255)
     pixels = np.arange(16, dtype=np.uint8).reshape(4, 4)
-    as_tensor = decode_input(InputItem.model_validate({"tensor": tensor_payload(pixels)}),
-                             spec, prep, "m", max_bytes=1000, max_pixels=1000)
-    as_png = decode_input(InputItem(image=encode_image(pixels)), spec, prep, "m",
-                          max_bytes=1000, max_pixels=1000)
+    as_tensor = decode_input(
+        InputItem.model_validate({"tensor": tensor_payload(pixels)}),
+        spec,
+        prep,
+        "m",
+        max_bytes=1000,
+        max_pixels=1000,
+    )
+    as_png = decode_input(
+        InputItem(image=encode_image(pixels)), spec, prep, "m", max_bytes=1000, max_pixels=1000
+    )
     assert as_tensor.dtype == np.float32 and as_tensor.shape == (4, 4, 1)
     assert np.array_equal(as_tensor, as_png)
 
@@ -96,16 +107,21 @@ def test_a_batch_tensor_is_preprocessed_like_its_images_one_by_one() -> None:
     from aimass.worker.preprocess import decode_batch
 
     spec = TensorSpec(name="image", dtype="float32", shape=[-1, 3, 4, 4])
-    prep = Preprocessing(height=4, width=4, channels=3, scale=1 / 127.5, offset=[-1.0] * 3,
-                         layout="NCHW")
+    prep = Preprocessing(
+        height=4, width=4, channels=3, scale=1 / 127.5, offset=[-1.0] * 3, layout="NCHW"
+    )
     rng = np.random.default_rng(0)
     same_size = rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
     other_size = rng.integers(0, 256, (2, 6, 5), dtype=np.uint8)  # resized, gray -> RGB
     for pixels in (same_size, other_size):
         payload = TensorPayload.model_validate(tensor_payload(pixels))
         batch = decode_batch(payload, spec, prep, "m", max_bytes=10_000, max_pixels=100)
-        one_by_one = np.stack([pixels_to_input(image if image.ndim == 3 else image[:, :, None],
-                                               prep) for image in pixels])
+        one_by_one = np.stack(
+            [
+                pixels_to_input(image if image.ndim == 3 else image[:, :, None], prep)
+                for image in pixels
+            ]
+        )
         assert batch.dtype == np.float32 and batch.shape == (len(pixels), 3, 4, 4)
         assert np.array_equal(batch, one_by_one)
 
@@ -124,9 +140,12 @@ def test_a_batch_tensor_is_checked_whole() -> None:
 
     ready = np.zeros((3, 4, 4, 1), np.float32)
     assert decode(ready) is not None and decode(ready).shape == (3, 4, 4, 1)
-    with pytest.raises(InvalidInput, match=r"unexpected batch .* expected shape "
-                                           r"\[-1, 4, 4, 1\] dtype float32, got shape "
-                                           r"\[3, 4, 4\]"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"unexpected batch .* expected shape "
+        r"\[-1, 4, 4, 1\] dtype float32, got shape "
+        r"\[3, 4, 4\]",
+    ):
         decode(np.zeros((3, 4, 4), np.float32))
     ready[1, 0, 0, 0] = np.inf
     with pytest.raises(InvalidInput, match="NaN or Inf"):

@@ -22,10 +22,12 @@ def test_a_plain_url_is_one_server() -> None:
 
 def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
     target = sentinel_target("redis+sentinel://me:s%40cret@s1:26379,[::1]:26380/aimass/3")
-    assert target == SentinelTarget((("s1", 26379), ("::1", 26380)), "aimass", 3, "me",
-                                    "s@cret", False)
+    assert target == SentinelTarget(
+        (("s1", 26379), ("::1", 26380)), "aimass", 3, "me", "s@cret", False
+    )
     assert sentinel_target("rediss+sentinel://s1:26379/svc") == SentinelTarget(
-        (("s1", 26379),), "svc", 0, None, None, True)
+        (("s1", 26379),), "svc", 0, None, None, True
+    )
 
 
 def test_celery_gets_the_sentinels_in_kombus_form_and_the_service_as_master_name() -> None:
@@ -34,12 +36,15 @@ def test_celery_gets_the_sentinels_in_kombus_form_and_the_service_as_master_name
     assert options == {"master_name": "aimass"}
 
 
-@pytest.mark.parametrize(("url", "why"), [
-    ("redis+sentinel://s1/aimass/0", "host:port"),
-    ("redis+sentinel://s1:26379", "service/db"),
-    ("redis+sentinel://s1:26379/aimass/x", "service/db"),
-    ("redis+cluster://h:7000", "Redis Cluster is not supported"),
-])
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+sentinel://s1/aimass/0", "host:port"),
+        ("redis+sentinel://s1:26379", "service/db"),
+        ("redis+sentinel://s1:26379/aimass/x", "service/db"),
+        ("redis+cluster://h:7000", "Redis Cluster is not supported"),
+    ],
+)
 def test_a_url_that_cannot_be_served_says_what_to_write(url: str, why: str) -> None:
     with pytest.raises(UnsupportedRedis, match=why):
         sentinel_target(url)

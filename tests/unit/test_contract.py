@@ -31,8 +31,11 @@ def test_queue_names_are_the_wire_names() -> None:
     assert priority_queue_name("digits", 0) == "aimass.digits"
     assert priority_queue_name("digits", 6) == "aimass.digits\x06\x166"
     assert priority_queue_names("digits") == [
-        "aimass.digits", "aimass.digits\x06\x163", "aimass.digits\x06\x166",
-        "aimass.digits\x06\x169"]
+        "aimass.digits",
+        "aimass.digits\x06\x163",
+        "aimass.digits\x06\x166",
+        "aimass.digits\x06\x169",
+    ]
     assert (CELERY_QUEUE, DEFAULT_QUEUE) == ("aimass.celery", "aimass.default")
 
 
@@ -48,9 +51,14 @@ def test_json_job_decodes_base64_bytes() -> None:
 
 
 def test_msgpack_job_carries_raw_bytes() -> None:
-    kwargs = msgpack.unpackb(msgpack.packb(
-        {"model": "digits", "inputs": [{"tensor": {"dtype": "float32", "shape": [2],
-                                                    "data": b"\0" * 8}}]}))
+    kwargs = msgpack.unpackb(
+        msgpack.packb(
+            {
+                "model": "digits",
+                "inputs": [{"tensor": {"dtype": "float32", "shape": [2], "data": b"\0" * 8}}],
+            }
+        )
+    )
     job = parse_job(ModelKind.classify, kwargs)
     assert isinstance(job, ClassifyJob)
     assert job.inputs[0].tensor is not None and job.inputs[0].tensor.data == b"\0" * 8
@@ -66,27 +74,49 @@ def test_tensor_payload_round_trip_in_json() -> None:
     assert np.frombuffer(tensor.data, np.float32).tolist() == array.ravel().tolist()
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"inputs": [{"image": PNG}]}, "model: Field required"),
-    ({"model": "m", "inputs": []}, "inputs: List should have at least 1 item"),
-    ({"model": "m", "inputs": [{}]}, "exactly one of 'image' or 'tensor'"),
-    ({"model": "m", "inputs": [{"image": "not base64!"}]}, "invalid base64"),
-    ({"model": "m", "inputs": [{"image": PNG}], "top_k": 0}, "top_k"),
-    ({"model": "m", "inputs": [{"image": PNG}], "topk": 3}, "topk: Extra inputs"),
-    ({"model": "m", "inputs": [{"tensor": {"dtype": "complex64", "shape": [1],
-                                           "data": ""}}]}, "dtype"),
-    ({"model": "m", "inputs": [{"tensor": {"dtype": "float32", "shape": [-1],
-                                           "data": ""}}]}, "greater than or equal to 0"),
-    ({"model": "m"}, "exactly one of 'inputs' (a list of images) or 'batch'"),
-    ({"model": "m", "inputs": [{"image": PNG}],
-      "batch": {"dtype": "uint8", "shape": [1, 1], "data": "AA=="}}, "exactly one of"),
-    ({"model": "m", "batch": {"dtype": "uint8", "shape": [], "data": "AA=="}},
-     "'batch' must stack 1 to 1024 images along its first dimension; its shape is []"),
-    ({"model": "m", "batch": {"dtype": "uint8", "shape": [0, 8, 8], "data": ""}},
-     "its shape is [0, 8, 8]"),
-    ({"model": "m", "batch": {"dtype": "uint8", "shape": [1025, 1], "data": ""}},
-     "must stack 1 to 1024 images"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"inputs": [{"image": PNG}]}, "model: Field required"),
+        ({"model": "m", "inputs": []}, "inputs: List should have at least 1 item"),
+        ({"model": "m", "inputs": [{}]}, "exactly one of 'image' or 'tensor'"),
+        ({"model": "m", "inputs": [{"image": "not base64!"}]}, "invalid base64"),
+        ({"model": "m", "inputs": [{"image": PNG}], "top_k": 0}, "top_k"),
+        ({"model": "m", "inputs": [{"image": PNG}], "topk": 3}, "topk: Extra inputs"),
+        (
+            {
+                "model": "m",
+                "inputs": [{"tensor": {"dtype": "complex64", "shape": [1], "data": ""}}],
+            },
+            "dtype",
+        ),
+        (
+            {"model": "m", "inputs": [{"tensor": {"dtype": "float32", "shape": [-1], "data": ""}}]},
+            "greater than or equal to 0",
+        ),
+        ({"model": "m"}, "exactly one of 'inputs' (a list of images) or 'batch'"),
+        (
+            {
+                "model": "m",
+                "inputs": [{"image": PNG}],
+                "batch": {"dtype": "uint8", "shape": [1, 1], "data": "AA=="},
+            },
+            "exactly one of",
+        ),
+        (
+            {"model": "m", "batch": {"dtype": "uint8", "shape": [], "data": "AA=="}},
+            "'batch' must stack 1 to 1024 images along its first dimension; its shape is []",
+        ),
+        (
+            {"model": "m", "batch": {"dtype": "uint8", "shape": [0, 8, 8], "data": ""}},
+            "its shape is [0, 8, 8]",
+        ),
+        (
+            {"model": "m", "batch": {"dtype": "uint8", "shape": [1025, 1], "data": ""}},
+            "must stack 1 to 1024 images",
+        ),
+    ],
+)
 def test_invalid_classify_jobs_say_what_is_wrong(kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidJob, match=re.escape(message)):
         parse_job(ModelKind.classify, kwargs)
@@ -126,7 +156,8 @@ def test_committed_json_schemas_are_current() -> None:
         path = folder / name
         assert path.exists(), f"{path} missing: run python -m aimass.protocol.schema docs/schemas"
         assert path.read_text() == text, (
-            f"{path} is stale: run python -m aimass.protocol.schema docs/schemas")
+            f"{path} is stale: run python -m aimass.protocol.schema docs/schemas"
+        )
 
 
 def test_workers_take_each_field_only_in_its_own_type() -> None:

@@ -24,15 +24,15 @@ def exposed(registry: CollectorRegistry) -> set[str]:
     names = set()
     for family in registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(
-            family.type, [""])
+            family.type, [""]
+        )
         names.update(family.name + suffix for suffix in suffixes)
     return names
 
 
 def queries(dashboard: dict) -> list[str]:
     found = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    found += [item["query"] for item in dashboard["templating"]["list"]
-              if item["type"] == "query"]
+    found += [item["query"] for item in dashboard["templating"]["list"] if item["type"] == "query"]
     return found
 
 
@@ -46,8 +46,11 @@ def test_every_metric_the_dashboard_queries_exists() -> None:
 
 def test_every_metric_a_worker_exposes_is_documented() -> None:
     documented = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
-    families = {family.name for registry in (Metrics().registry, Supervisor([]).registry)
-                for family in registry.collect()}
+    families = {
+        family.name
+        for registry in (Metrics().registry, Supervisor([]).registry)
+        for family in registry.collect()
+    }
     missing = sorted(name for name in families if f"`{name}" not in documented)
     assert not missing, f"not in docs/metrics.md: {missing}"
 

@@ -27,7 +27,8 @@ def test_visible_devices_map_an_index_through_the_list_already_set() -> None:
 
 
 def test_visible_devices_pinning_narrows_the_list_and_orders_by_pci_bus(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-a,GPU-b")
     monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
     pin_process(1)
@@ -46,8 +47,12 @@ def test_each_child_of_a_named_worker_gets_a_node_name_of_its_own() -> None:
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux pins cores")
 def test_a_child_is_pinned_after_it_starts_without_a_preexec_hook() -> None:
     cores = sorted(os.sched_getaffinity(0))
-    child = Child("cpu.0", [sys.executable, "-c", "import time; time.sleep(5)"],
-                  dict(os.environ), cpus={cores[0]})
+    child = Child(
+        "cpu.0",
+        [sys.executable, "-c", "import time; time.sleep(5)"],
+        dict(os.environ),
+        cpus={cores[0]},
+    )
     process = _launch(child)
     try:
         assert os.sched_getaffinity(process.pid) == {cores[0]}

@@ -35,18 +35,26 @@ class Store:
 
 
 def beat(hostname: str, age_s: float, *models: str) -> bytes:
-    return json.dumps({"hostname": hostname, "pid": 1, "updated_at": NOW - age_s,
-                       "models": [{"name": name} for name in models]}).encode()
+    return json.dumps(
+        {
+            "hostname": hostname,
+            "pid": 1,
+            "updated_at": NOW - age_s,
+            "models": [{"name": name} for name in models],
+        }
+    ).encode()
 
 
 def test_only_fresh_heartbeats_count_and_come_sorted_by_hostname() -> None:
-    store = Store({
-        worker_key("b@host"): beat("b@host", 1, "digits"),
-        worker_key("a@host"): beat("a@host", 0, "digits", "alexnet"),
-        worker_key("old@host"): beat("old@host", WORKER_HEARTBEAT_TTL_S + 1, "stale"),
-        worker_key("gone@host"): beat("gone@host", 0, "gone"),
-        "aimass:job:1": b"not a heartbeat",
-    })
+    store = Store(
+        {
+            worker_key("b@host"): beat("b@host", 1, "digits"),
+            worker_key("a@host"): beat("a@host", 0, "digits", "alexnet"),
+            worker_key("old@host"): beat("old@host", WORKER_HEARTBEAT_TTL_S + 1, "stale"),
+            worker_key("gone@host"): beat("gone@host", 0, "gone"),
+            "aimass:job:1": b"not a heartbeat",
+        }
+    )
     store.expiring.add(worker_key("gone@host"))
     beats = live_heartbeats(store, now=NOW)  # type: ignore[arg-type]
     assert [b["hostname"] for b in beats] == ["a@host", "b@host"]

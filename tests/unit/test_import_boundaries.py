@@ -34,15 +34,27 @@ print(json.dumps({{"modules": names, "loaded": sorted(sys.modules)}}))
 """
 
 # What no wing may import: the other wings, and the whole-system layer above them.
-ABOVE = {"aimass.bench", "aimass.cli", "aimass.demo", "aimass.local", "aimass.stack",
-         "aimass.launcher", "aimass.embedded_redis"}
+ABOVE = {
+    "aimass.bench",
+    "aimass.cli",
+    "aimass.demo",
+    "aimass.local",
+    "aimass.stack",
+    "aimass.launcher",
+    "aimass.embedded_redis",
+}
 
 
 def _import_all(wing: str) -> tuple[list[str], set[str]]:
     """Import every module of ``wing`` in a fresh interpreter: (its modules, every module
     then loaded)."""
-    done = subprocess.run([sys.executable, "-c", WALK.format(wing=wing)],
-                          capture_output=True, text=True, check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", WALK.format(wing=wing)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     report = json.loads(done.stdout)
     return report["modules"], set(report["loaded"])
 
@@ -50,21 +62,55 @@ def _import_all(wing: str) -> tuple[list[str], set[str]]:
 @pytest.mark.parametrize(
     ("wing", "forbidden"),
     [
-        ("aimass.protocol", {"onnxruntime", "tensorflow", "keras", "tf2onnx", "celery",
-                             "aimass.producer", "aimass.worker", "aimass.export", *ABOVE}),
-        ("aimass.producer", {"onnxruntime", "tensorflow", "keras", "tf2onnx", "aimass.worker",
-                             "aimass.export", *ABOVE}),
-        ("aimass.worker", {"tensorflow", "keras", "tf2onnx", "sklearn", "aimass.producer",
-                           "aimass.export", *ABOVE}),
+        (
+            "aimass.protocol",
+            {
+                "onnxruntime",
+                "tensorflow",
+                "keras",
+                "tf2onnx",
+                "celery",
+                "aimass.producer",
+                "aimass.worker",
+                "aimass.export",
+                *ABOVE,
+            },
+        ),
+        (
+            "aimass.producer",
+            {
+                "onnxruntime",
+                "tensorflow",
+                "keras",
+                "tf2onnx",
+                "aimass.worker",
+                "aimass.export",
+                *ABOVE,
+            },
+        ),
+        (
+            "aimass.worker",
+            {
+                "tensorflow",
+                "keras",
+                "tf2onnx",
+                "sklearn",
+                "aimass.producer",
+                "aimass.export",
+                *ABOVE,
+            },
+        ),
     ],
 )
 def test_a_wing_imports_only_what_it_may(wing: str, forbidden: set[str]) -> None:
     modules, loaded = _import_all(wing)
     assert len(modules) > 5, f"{wing}: found only {modules}"
     packages = {name.split(".")[0] for name in loaded} | {
-        ".".join(name.split(".")[:2]) for name in loaded}
+        ".".join(name.split(".")[:2]) for name in loaded
+    }
     assert not packages & forbidden, (
-        f"importing every module of {wing} loaded {sorted(packages & forbidden)}")
+        f"importing every module of {wing} loaded {sorted(packages & forbidden)}"
+    )
 
 
 def _modules() -> dict[str, Path]:
@@ -91,8 +137,10 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> Iterator[str]:
             if node.level:
                 parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{parent}.{base}" if base else parent
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                       for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                for alias in node.names
+            ]
         else:
             continue
         yield from (target for target in targets if target in modules and target != name)
@@ -108,7 +156,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                return [*path[path.index(target):], target]
+                return [*path[path.index(target) :], target]
             if target not in state and (found := visit(target)):
                 return found
         state[node] = 2
@@ -137,13 +185,17 @@ def test_no_import_cycle_in_aimass() -> None:
     ],
 )
 def test_the_server_and_the_exporter_never_import_the_client(
-        wing: str, may_not: tuple[str, ...]) -> None:
+    wing: str, may_not: tuple[str, ...]
+) -> None:
     """Read, not run (the exporter imports TensorFlow): every import of every module."""
     modules = _modules()
-    wrong = sorted(f"{name} imports {target}" for name, path in modules.items()
-                   if name == wing or name.startswith(wing + ".")
-                   for target in _imports(name, path, modules)
-                   if any(target == bad or target.startswith(bad + ".") for bad in may_not))
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name, path in modules.items()
+        if name == wing or name.startswith(wing + ".")
+        for target in _imports(name, path, modules)
+        if any(target == bad or target.startswith(bad + ".") for bad in may_not)
+    )
     assert not wrong, wrong
 
 
@@ -155,9 +207,21 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 def test_only_aimass_is_importable_at_the_top(tmp_path: Path) -> None:
     """Run from an empty folder, so that the checkout itself is not on the path: what the
     install provides is ``aimass`` and none of the wings' folder names."""
-    code = ("import importlib.util as u, json; print(json.dumps({n: u.find_spec(n) is not None "
-            "for n in ('aimass', 'producer', 'worker', 'export')}))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, check=True, timeout=60)
-    assert json.loads(done.stdout) == {"aimass": True, "producer": False, "worker": False,
-                                       "export": False}
+    code = (
+        "import importlib.util as u, json; print(json.dumps({n: u.find_spec(n) is not None "
+        "for n in ('aimass', 'producer', 'worker', 'export')}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(done.stdout) == {
+        "aimass": True,
+        "producer": False,
+        "worker": False,
+        "export": False,
+    }

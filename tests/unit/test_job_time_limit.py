@@ -45,8 +45,9 @@ class Hangs:
 
 def test_a_batch_past_the_limit_fails_and_its_run_is_interrupted() -> None:
     runner = Hangs(obeys=True)
-    batcher = Batcher("m", runner, max_batch_size=1, max_delay_ms=0, time_limit_s=0.2,
-                      interrupt=runner.interrupt)
+    batcher = Batcher(
+        "m", runner, max_batch_size=1, max_delay_ms=0, time_limit_s=0.2, interrupt=runner.interrupt
+    )
     try:
         started = time.monotonic()
         stuck = batcher.submit(feeds(-1), 1, arrived=started)
@@ -55,8 +56,7 @@ def test_a_batch_past_the_limit_fails_and_its_run_is_interrupted() -> None:
         assert 0.2 <= time.monotonic() - started < 2
         assert runner.interrupted == [batcher._thread]
         # The interrupted run returned: the same thread serves the next job.
-        assert batcher.submit(feeds(3), 1, time.monotonic()).result(timeout=5).outputs[0][0][0] \
-            == 6
+        assert batcher.submit(feeds(3), 1, time.monotonic()).result(timeout=5).outputs[0][0][0] == 6
         assert batcher.abandoned_threads == 0
     finally:
         batcher.stop(timeout=5)
@@ -64,8 +64,9 @@ def test_a_batch_past_the_limit_fails_and_its_run_is_interrupted() -> None:
 
 def test_a_run_that_ignores_the_interrupt_is_abandoned_and_a_new_thread_serves() -> None:
     runner = Hangs(obeys=False)
-    batcher = Batcher("m", runner, max_batch_size=1, max_delay_ms=0, time_limit_s=0.2,
-                      interrupt=runner.interrupt)
+    batcher = Batcher(
+        "m", runner, max_batch_size=1, max_delay_ms=0, time_limit_s=0.2, interrupt=runner.interrupt
+    )
     try:
         first_thread = batcher._thread
         stuck = batcher.submit(feeds(-1), 1, time.monotonic())
@@ -79,8 +80,7 @@ def test_a_run_that_ignores_the_interrupt_is_abandoned_and_a_new_thread_serves()
         runner.release()  # the stuck run ends at last: its thread ends, nothing is resolved
         first_thread.join(5)
         assert not first_thread.is_alive()
-        assert batcher.submit(feeds(1), 1, time.monotonic()).result(timeout=5).outputs[0][0][0] \
-            == 2
+        assert batcher.submit(feeds(1), 1, time.monotonic()).result(timeout=5).outputs[0][0][0] == 2
     finally:
         runner.release()
         batcher.stop(timeout=5)
@@ -93,7 +93,6 @@ def test_without_a_limit_nothing_watches() -> None:
         # The batch thread only (counting all threads is racy: other tests' end late).
         names = [t.name for t in threading.enumerate() if "unwatched" in t.name]
         assert names == ["batcher-unwatched"]
-        assert batcher.submit(feeds(1), 1, time.monotonic()).result(timeout=5).outputs[0][0][0] \
-            == 2
+        assert batcher.submit(feeds(1), 1, time.monotonic()).result(timeout=5).outputs[0][0][0] == 2
     finally:
         batcher.stop(timeout=5)

@@ -40,20 +40,34 @@ def test_each_kind_gets_its_logic(manifests: dict[str, Manifest]) -> None:
     assert isinstance(logic_for(manifests["tiny-gan"]), Generator)
 
 
-def test_images_and_pixel_tensors_become_one_scaled_batch(
-        manifests: dict[str, Manifest]) -> None:
+def test_images_and_pixel_tensors_become_one_scaled_batch(manifests: dict[str, Manifest]) -> None:
     logic = Classifier(manifests["tiny"])
     png = base64.b64encode(encode_image(row_image(2))).decode()
     pixels = row_image(5)
-    job = classify(inputs=[{"image": png}, {"tensor": {
-        "dtype": "uint8", "shape": [8, 8], "data": base64.b64encode(pixels.tobytes()).decode()}}])
+    job = classify(
+        inputs=[
+            {"image": png},
+            {
+                "tensor": {
+                    "dtype": "uint8",
+                    "shape": [8, 8],
+                    "data": base64.b64encode(pixels.tobytes()).decode(),
+                }
+            },
+        ]
+    )
     feeds, size, _ = logic.prepare(job, LIMITS)
     image = feeds["image"]
     assert size == 2 and image.shape == (2, 8, 8, 1) and image.dtype == np.float32
     np.testing.assert_allclose(image[0, :, :, 0], row_image(2) / 255.0)
     np.testing.assert_allclose(image[1, :, :, 0], pixels / 255.0)
-    batch = classify(batch={"dtype": "uint8", "shape": [3, 8, 8], "data": base64.b64encode(
-        np.stack([row_image(i) for i in range(3)]).tobytes()).decode()})
+    batch = classify(
+        batch={
+            "dtype": "uint8",
+            "shape": [3, 8, 8],
+            "data": base64.b64encode(np.stack([row_image(i) for i in range(3)]).tobytes()).decode(),
+        }
+    )
     feeds, size, _ = logic.prepare(batch, LIMITS)
     assert size == 3 and feeds["image"].shape == (3, 8, 8, 1)
 
@@ -71,15 +85,21 @@ def test_scores_become_the_top_k_labels_in_order(manifests: dict[str, Manifest])
     scores = np.array([[0.1, 0.5, 0.0, 0.3, 0.0, 0.0, 0.1, 0.0]], np.float32)
     one = [{"image": base64.b64encode(encode_image(row_image(1))).decode()}]
     fields = logic.finish(classify(inputs=one, top_k=2), None, output(scores))
-    assert fields == {"predictions": [[
-        {"label": "1", "index": 1, "score": pytest.approx(0.5)},
-        {"label": "3", "index": 3, "score": pytest.approx(0.3)}]]}
+    assert fields == {
+        "predictions": [
+            [
+                {"label": "1", "index": 1, "score": pytest.approx(0.5)},
+                {"label": "3", "index": 3, "score": pytest.approx(0.3)},
+            ]
+        ]
+    }
     with pytest.raises(ModelError, match="NaN or infinite"):
         logic.finish(classify(inputs=one), None, output(np.full((1, 8), np.nan, np.float32)))
 
 
 def test_a_generate_job_without_a_seed_is_the_same_each_time_it_runs(
-        manifests: dict[str, Manifest]) -> None:
+    manifests: dict[str, Manifest],
+) -> None:
     logic = Generator(manifests["tiny-gan"])
     job = parse_job(ModelKind.generate, {"model": "tiny-gan", "count": 3})
     first, size, (labels, seed) = logic.prepare(job, LIMITS, "job-1")

@@ -13,8 +13,11 @@ pytestmark = pytest.mark.unit
 def test_classification_table_lines_up_best_label_and_runners_up() -> None:
     table = classification_table(
         ["a.png", "longer-name.png"],
-        [[{"label": "7", "score": 0.98}, {"label": "1", "score": 0.01}],
-         [{"label": "3", "score": 0.5}]])
+        [
+            [{"label": "7", "score": 0.98}, {"label": "1", "score": 0.01}],
+            [{"label": "3", "score": 0.5}],
+        ],
+    )
     assert table.splitlines() == [
         "image            label  score  next",
         "a.png            7      0.980  1 0.010",
@@ -23,7 +26,8 @@ def test_classification_table_lines_up_best_label_and_runners_up() -> None:
 
 
 def test_generate_without_a_destination_is_a_usage_error(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["generate", "--model", "tiny-gan"]) == 2
     assert "-o grid.png writes a PNG grid" in capsys.readouterr().err
 

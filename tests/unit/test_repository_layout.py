@@ -29,13 +29,27 @@ def folder(root: Path, path: str, *files: str) -> Path:
     return made
 
 
-@pytest.mark.parametrize(("entry", "expected"), [
-    ("1", 1), ("12", 12), ("0", None), ("01", None), ("-1", None), ("+1", None),
-    ("1.0", None), (" 1", None), ("²", None), ("٣", None), (".incoming-x1", None),
-    ("latest", None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("1", 1),
+        ("12", 12),
+        ("0", None),
+        ("01", None),
+        ("-1", None),
+        ("+1", None),
+        ("1.0", None),
+        (" 1", None),
+        ("²", None),
+        ("٣", None),
+        (".incoming-x1", None),
+        ("latest", None),
+        ("", None),
+    ],
+)
 def test_only_plainly_written_positive_numbers_name_a_version(
-        entry: str, expected: int | None) -> None:
+    entry: str, expected: int | None
+) -> None:
     assert version_number(entry) == expected
 
 

@@ -36,10 +36,12 @@ def matmul_model(path: Path) -> Path:
     """y = x @ W, with W all ones and a symbolic batch dimension N."""
     weight = numpy_helper.from_array(np.ones((WIDTH, WIDTH), np.float32), "W")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"])], "matmul",
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "matmul",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", WIDTH])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", WIDTH])],
-        [weight])
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -50,10 +52,8 @@ def first_output(session: ort.InferenceSession, size: int) -> float:
     return float(session.run(None, {"x": np.ones((size, WIDTH), np.float32)})[0][0, 0])
 
 
-def test_sharing_bucket_sessions_run_on_the_very_memory_of_the_one_copy(
-        tmp_path: Path) -> None:
-    by_size, shared = create_bucket_sessions(matmul_model(tmp_path / "m.onnx"), CPU_PLAN,
-                                             (1, 2, 4))
+def test_sharing_bucket_sessions_run_on_the_very_memory_of_the_one_copy(tmp_path: Path) -> None:
+    by_size, shared = create_bucket_sessions(matmul_model(tmp_path / "m.onnx"), CPU_PLAN, (1, 2, 4))
     assert shared.shared and shared.refused is None
     assert shared.nbytes == WIDTH * WIDTH * 4 and shared.batch_dims == ("N",)
     assert [first_output(by_size[size], size) for size in (1, 2, 4)] == [WIDTH] * 3
@@ -74,15 +74,14 @@ def test_sharing_needs_a_buffer_the_user_owns_and_a_device_copy_is_not_one() -> 
 
 
 def test_sharing_refused_leaves_each_session_its_own_copy_with_its_batch_size_fixed(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """An ONNX Runtime that refuses the shared weights (as one before DLPack views
     would): each bucket session loads its own, still built for its one batch size, and
     the log says why, once at WARNING."""
 
     def refused_value(array: np.ndarray, plan: DevicePlan) -> ort.OrtValue:
-        value = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), array.dtype,
-                                                          "cpu", 0)
+        value = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), array.dtype, "cpu", 0)
         value.update_inplace(array)
         return value  # ORT-owned: add_initializer refuses it
 
@@ -102,7 +101,8 @@ def test_sharing_refused_leaves_each_session_its_own_copy_with_its_batch_size_fi
 
 
 def test_preload_of_cuda_comes_before_the_first_allocation_and_batch_dims_survive(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On a GPU plan, CUDA's libraries are loaded before the weights are copied to the
     device. Here there is no GPU, so the copy fails, as a CUDA provider that cannot load
     would make it: the sessions still get their batch sizes fixed."""
@@ -117,8 +117,7 @@ def test_preload_of_cuda_comes_before_the_first_allocation_and_batch_dims_surviv
 
     monkeypatch.setattr(sessions, "device_view", view)
     gpu_plan = DevicePlan(gpu=0, intra_op_threads=1)
-    by_size, shared = create_bucket_sessions(matmul_model(tmp_path / "m.onnx"), gpu_plan,
-                                             (1, 4))
+    by_size, shared = create_bucket_sessions(matmul_model(tmp_path / "m.onnx"), gpu_plan, (1, 4))
     assert events[:2] == ["preload", "preload"] and "allocate" in events
     assert events.index("allocate") > events.index("preload")
     assert shared.batch_dims == ("N",) and not shared.shared
@@ -134,20 +133,23 @@ def test_cuda_options_search_kernels_once_per_bucket_and_grow_arenas_as_asked() 
     assert providers_for(plan)[0][0] == CUDA
     assert bucketed["cudnn_conv_algo_search"] == "EXHAUSTIVE"
     assert dynamic["cudnn_conv_algo_search"] == "HEURISTIC"
-    assert bucketed["arena_extend_strategy"] == dynamic["arena_extend_strategy"] == \
-        "kSameAsRequested"
+    assert (
+        bucketed["arena_extend_strategy"] == dynamic["arena_extend_strategy"] == "kSameAsRequested"
+    )
     assert providers_for(CPU_PLAN) == ["CPUExecutionProvider"]  # the CPU: as before
 
 
-@pytest.mark.parametrize(("message", "kind"), [
-    ("CUDA failure 700: an illegal memory access was encountered ; GPU=0", "sticky"),
-    ("CUDA failure 719: unspecified launch failure", "sticky"),
-    ("CUDA failure 2: out of memory", "device"),
-    ("CUDNN failure 5000: CUDNN_STATUS_EXECUTION_FAILED", "device"),
-    ("Got invalid dimensions for input: x", None),
-])
-def test_sticky_cuda_errors_are_told_from_other_failures(message: str,
-                                                          kind: str | None) -> None:
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("CUDA failure 700: an illegal memory access was encountered ; GPU=0", "sticky"),
+        ("CUDA failure 719: unspecified launch failure", "sticky"),
+        ("CUDA failure 2: out of memory", "device"),
+        ("CUDNN failure 5000: CUDNN_STATUS_EXECUTION_FAILED", "device"),
+        ("Got invalid dimensions for input: x", None),
+    ],
+)
+def test_sticky_cuda_errors_are_told_from_other_failures(message: str, kind: str | None) -> None:
     assert device_failure(RuntimeError(message)) == kind
 
 

@@ -82,10 +82,14 @@ def test_every_field_has_a_bad_value_below(settings_class: type) -> None:
     assert tried == {f.name for f in dataclasses.fields(settings_class)}
 
 
-@pytest.mark.parametrize(("settings_class", "field", "name", "bad"), BAD_VALUES,
-                         ids=[f"{case[2]}={case[3]!r}" for case in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("settings_class", "field", "name", "bad"),
+    BAD_VALUES,
+    ids=[f"{case[2]}={case[3]!r}" for case in BAD_VALUES],
+)
 def test_a_bad_value_is_refused_in_one_line_naming_its_variable(
-        settings_class: Any, field: str, name: str, bad: str) -> None:
+    settings_class: Any, field: str, name: str, bad: str
+) -> None:
     def read() -> object:
         if name.startswith("--"):  # a flag: only the command line sets it
             return settings_class().override(**{field: bad})
@@ -106,27 +110,34 @@ def test_a_bad_value_is_refused_in_one_line_naming_its_variable(
 def test_the_message_says_what_is_expected() -> None:
     with pytest.raises(SettingsError) as caught:
         WorkerSettings.from_env({"AIMASS_CONCURRENCY": "-3"})
-    assert str(caught.value) == ("AIMASS_CONCURRENCY='-3' is not a valid count: expected a "
-                                 "whole number of at least 1")
+    assert str(caught.value) == (
+        "AIMASS_CONCURRENCY='-3' is not a valid count: expected a whole number of at least 1"
+    )
     with pytest.raises(SettingsError) as caught:
         WorkerSettings.from_env({"AIMASS_CONCURRENCY": "many"})
     assert str(caught.value).startswith("AIMASS_CONCURRENCY='many' is not a whole number")
-    with pytest.raises(SettingsError, match="'blk' is not a valid consumer: expected bulk or "
-                                            "celery"):
+    with pytest.raises(
+        SettingsError, match="'blk' is not a valid consumer: expected bulk or celery"
+    ):
         WorkerSettings.from_env({"AIMASS_CONSUMER": "blk"})
 
 
 def test_a_bad_model_name_is_named() -> None:
-    with pytest.raises(SettingsError, match=r"^AIMASS_MODELS='tiny,\.\./etc' is not a valid "
-                                            r"model list \('\.\./etc' is not a valid model name\)"):
+    with pytest.raises(
+        SettingsError,
+        match=r"^AIMASS_MODELS='tiny,\.\./etc' is not a valid "
+        r"model list \('\.\./etc' is not a valid model name\)",
+    ):
         WorkerSettings.from_env({"AIMASS_MODELS": "tiny,../etc"})
 
 
 def test_a_redis_password_is_never_shown() -> None:
     url = "redis://:hunter2@h:99999/0"
-    for read in (lambda: WorkerSettings.from_env({"REDIS_URL": url}),
-                 lambda: WorkerSettings().override(redis_url=url),
-                 lambda: ClientSettings.for_url(url)):
+    for read in (
+        lambda: WorkerSettings.from_env({"REDIS_URL": url}),
+        lambda: WorkerSettings().override(redis_url=url),
+        lambda: ClientSettings.for_url(url),
+    ):
         with pytest.raises(SettingsError) as caught:
             read()
         assert "hunter2" not in str(caught.value) and ":***@h:99999" in str(caught.value)
@@ -135,17 +146,27 @@ def test_a_redis_password_is_never_shown() -> None:
 def test_unset_and_empty_variables_keep_the_defaults() -> None:
     assert WorkerSettings.from_env({}) == WorkerSettings()
     assert WorkerSettings.from_env({"AIMASS_CONCURRENCY": "", "AIMASS_DEVICES": " "}) == (
-        WorkerSettings())
+        WorkerSettings()
+    )
     assert ClientSettings.from_env({"REDIS_URL": ""}) == ClientSettings()
 
 
 def test_values_are_read_as_people_write_them() -> None:
-    settings = WorkerSettings.from_env({
-        "AIMASS_CONSUMER": "Celery", "AIMASS_LOG_LEVEL": "debug", "AIMASS_DEVICES": " 1, 0,1",
-        "AIMASS_MODELS": "tiny, tiny-gan,", "AIMASS_MAX_BATCH_SIZE": "None",
-        "AIMASS_MAX_QUEUE_DELAY_MS": "0", "AIMASS_JOB_TIME_LIMIT_S": "0",
-        "AIMASS_METRICS_PORT": "9100", "AIMASS_IDLE_POLL_MS": "2.5",
-        "AIMASS_BATCH_BUCKETS": " ON ", "AIMASS_CONCURRENCY": " 8 "})
+    settings = WorkerSettings.from_env(
+        {
+            "AIMASS_CONSUMER": "Celery",
+            "AIMASS_LOG_LEVEL": "debug",
+            "AIMASS_DEVICES": " 1, 0,1",
+            "AIMASS_MODELS": "tiny, tiny-gan,",
+            "AIMASS_MAX_BATCH_SIZE": "None",
+            "AIMASS_MAX_QUEUE_DELAY_MS": "0",
+            "AIMASS_JOB_TIME_LIMIT_S": "0",
+            "AIMASS_METRICS_PORT": "9100",
+            "AIMASS_IDLE_POLL_MS": "2.5",
+            "AIMASS_BATCH_BUCKETS": " ON ",
+            "AIMASS_CONCURRENCY": " 8 ",
+        }
+    )
     assert (settings.consumer, settings.log_level, settings.devices) == ("celery", "DEBUG", "1,0")
     assert settings.models == ("tiny", "tiny-gan")
     assert settings.max_batch_size is None and settings.max_queue_delay_ms == 0.0
@@ -155,23 +176,31 @@ def test_values_are_read_as_people_write_them() -> None:
     assert WorkerSettings.from_env({"AIMASS_DEVICES": "CPU"}).devices == "cpu"
 
 
-@pytest.mark.parametrize("url", [
-    "redis://h:1/2", "redis://user:secret@h", "redis://h:6379/",
-    "rediss://:secret@127.0.0.1:6380/0?ssl_cert_reqs=required", "unix:///run/redis.sock?db=1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:1/2",
+        "redis://user:secret@h",
+        "redis://h:6379/",
+        "rediss://:secret@127.0.0.1:6380/0?ssl_cert_reqs=required",
+        "unix:///run/redis.sock?db=1",
+    ],
+)
 def test_redis_urls_of_every_kind_are_accepted(url: str) -> None:
     assert WorkerSettings.from_env({"REDIS_URL": url}).redis_url == url
     assert ClientSettings.from_env({"REDIS_URL": url}).redis_url == url
     assert ClientSettings.for_url(url).redis_url == url
 
 
-@pytest.mark.parametrize(("word", "meaning"), [
-    *[(word, True) for word in ("1", "true", "True", "TRUE", "yes", "Yes", "on", "ON", " on ")],
-    *[(word, False) for word in ("0", "false", "False", "no", "NO", "off", "Off")],
-])
+@pytest.mark.parametrize(
+    ("word", "meaning"),
+    [
+        *[(word, True) for word in ("1", "true", "True", "TRUE", "yes", "Yes", "on", "ON", " on ")],
+        *[(word, False) for word in ("0", "false", "False", "no", "NO", "off", "Off")],
+    ],
+)
 def test_booleans_accept_what_people_write(word: str, meaning: bool) -> None:
-    settings = WorkerSettings.from_env({"AIMASS_TENSORRT": word,
-                                        "AIMASS_ALLOW_CPU_FALLBACK": word})
+    settings = WorkerSettings.from_env({"AIMASS_TENSORRT": word, "AIMASS_ALLOW_CPU_FALLBACK": word})
     assert settings.tensorrt is meaning and settings.allow_cpu_fallback is meaning
 
 
@@ -186,22 +215,29 @@ def test_overrides_apply_only_what_was_given_and_stay_frozen() -> None:
         base.override(concurency=2)
 
 
-@pytest.mark.parametrize(("flag", "value", "name"), [
-    ("--concurrency", "0", "AIMASS_CONCURRENCY"),
-    ("--metrics-port", "70000", "AIMASS_METRICS_PORT"),
-    ("--devices", "gpu", "AIMASS_DEVICES"),
-    ("--models", "../etc", "AIMASS_MODELS"),
-    ("--loglevel", "loud", "AIMASS_LOG_LEVEL"),
-    ("--procs-per-gpu", "-1", "AIMASS_PROCS_PER_GPU"),
-    ("--batch-buckets", "0", "AIMASS_BATCH_BUCKETS"),
-    ("--max-batch-size", "0", "AIMASS_MAX_BATCH_SIZE"),
-    ("--max-queue-delay-ms", "-1", "AIMASS_MAX_QUEUE_DELAY_MS"),
-    ("--repository", A_FILE, "AIMASS_MODEL_REPOSITORY"),
-    ("--hostname", "two words", "--hostname"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "name"),
+    [
+        ("--concurrency", "0", "AIMASS_CONCURRENCY"),
+        ("--metrics-port", "70000", "AIMASS_METRICS_PORT"),
+        ("--devices", "gpu", "AIMASS_DEVICES"),
+        ("--models", "../etc", "AIMASS_MODELS"),
+        ("--loglevel", "loud", "AIMASS_LOG_LEVEL"),
+        ("--procs-per-gpu", "-1", "AIMASS_PROCS_PER_GPU"),
+        ("--batch-buckets", "0", "AIMASS_BATCH_BUCKETS"),
+        ("--max-batch-size", "0", "AIMASS_MAX_BATCH_SIZE"),
+        ("--max-queue-delay-ms", "-1", "AIMASS_MAX_QUEUE_DELAY_MS"),
+        ("--repository", A_FILE, "AIMASS_MODEL_REPOSITORY"),
+        ("--hostname", "two words", "--hostname"),
+    ],
+)
 def test_command_line_flags_are_checked_like_their_variables(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        flag: str, value: str, name: str) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    name: str,
+) -> None:
     import aimass.worker.devices
     from aimass.cli import main
 
@@ -217,25 +253,31 @@ def test_command_line_flags_are_checked_like_their_variables(
 
 
 def test_a_misspelt_variable_is_reported_with_the_nearest_known_one(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.WARNING):
         settings = WorkerSettings.from_env({"AIMASS_CONCURENCY": "8"})
         WorkerSettings.from_env({"AIMASS_CONCURENCY": "8"})  # once is enough
     assert settings.concurrency == 64  # ignored, as the warning says
     [record] = caplog.records
     assert record.levelno == logging.WARNING
-    assert record.getMessage() == ("AIMASS_CONCURENCY is not a variable aimass reads, so it "
-                                   "is ignored; did you mean AIMASS_CONCURRENCY?")
+    assert record.getMessage() == (
+        "AIMASS_CONCURENCY is not a variable aimass reads, so it "
+        "is ignored; did you mean AIMASS_CONCURRENCY?"
+    )
 
 
-@pytest.mark.parametrize(("settings_class", "name", "suggestion"), [
-    (ClientSettings, "AIMASS_MAX_QUEUE_DEPT", "AIMASS_MAX_QUEUE_DEPTH"),
-    (WorkerSettings, "aimass_log_level", "AIMASS_LOG_LEVEL"),
-    (WorkerSettings, "AIMASS_TENSORTR", "AIMASS_TENSORRT"),
-])
-def test_typos_are_reported_on_either_side(caplog: pytest.LogCaptureFixture,
-                                           settings_class: Any, name: str,
-                                           suggestion: str) -> None:
+@pytest.mark.parametrize(
+    ("settings_class", "name", "suggestion"),
+    [
+        (ClientSettings, "AIMASS_MAX_QUEUE_DEPT", "AIMASS_MAX_QUEUE_DEPTH"),
+        (WorkerSettings, "aimass_log_level", "AIMASS_LOG_LEVEL"),
+        (WorkerSettings, "AIMASS_TENSORTR", "AIMASS_TENSORRT"),
+    ],
+)
+def test_typos_are_reported_on_either_side(
+    caplog: pytest.LogCaptureFixture, settings_class: Any, name: str, suggestion: str
+) -> None:
     with caplog.at_level(logging.WARNING):
         settings_class.from_env({name: "1"})
     [record] = caplog.records
@@ -244,35 +286,65 @@ def test_typos_are_reported_on_either_side(caplog: pytest.LogCaptureFixture,
 
 
 def test_a_name_like_nothing_known_is_reported_without_a_guess(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.WARNING):
         ClientSettings.from_env({"AIMASS_XYZZY": "1"})
     assert [r.getMessage() for r in caplog.records] == [
-        "AIMASS_XYZZY is not a variable aimass reads, so it is ignored"]
+        "AIMASS_XYZZY is not a variable aimass reads, so it is ignored"
+    ]
 
 
 def test_a_variable_for_one_side_or_the_tests_does_not_alarm_the_other(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.WARNING):
-        ClientSettings.from_env({"AIMASS_CONCURRENCY": "8", "AIMASS_MODEL_REPOSITORY": "/m",
-                                 "AIMASS_TEST_SHAPE_LOG": "/tmp/shapes", "REDIS_PORT": "1"})
-        WorkerSettings.from_env({"AIMASS_MAX_QUEUE_DEPTH": "5", "AIMASS_SOAK_RATE": "9",
-                                 "AIMASS_BENCH_PROVIDER": "cuda"})
+        ClientSettings.from_env(
+            {
+                "AIMASS_CONCURRENCY": "8",
+                "AIMASS_MODEL_REPOSITORY": "/m",
+                "AIMASS_TEST_SHAPE_LOG": "/tmp/shapes",
+                "REDIS_PORT": "1",
+            }
+        )
+        WorkerSettings.from_env(
+            {
+                "AIMASS_MAX_QUEUE_DEPTH": "5",
+                "AIMASS_SOAK_RATE": "9",
+                "AIMASS_BENCH_PROVIDER": "cuda",
+            }
+        )
     assert caplog.records == []
 
 
 def test_every_settings_variable_is_known() -> None:
-    names = {rule.name for cls in (WorkerSettings, ClientSettings)
-             for rule in rules(cls).values() if rule.name.startswith("AIMASS_")}
+    names = {
+        rule.name
+        for cls in (WorkerSettings, ClientSettings)
+        for rule in rules(cls).values()
+        if rule.name.startswith("AIMASS_")
+    }
     assert names <= KNOWN_VARIABLES
 
 
 def test_every_variable_the_tree_reads_is_known() -> None:
     """Code, deployment files, docs and tests: a new variable joins KNOWN_VARIABLES, or
     setting it would be reported as a typo."""
-    places = [ROOT / name for name in ("producer", "worker", "export", "aimass/bench",
-                                       "docker", "docs", "deploy", "tests",
-                                       "docker-compose.yml", "README.md")]
+    places = [
+        ROOT / name
+        for name in (
+            "producer",
+            "worker",
+            "export",
+            "aimass/bench",
+            "docker",
+            "docs",
+            "deploy",
+            "tests",
+            "docker-compose.yml",
+            "README.md",
+        )
+    ]
     files = [*ROOT.glob("aimass/*.py")]
     for place in places:
         files += [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]
@@ -283,8 +355,11 @@ def test_every_variable_the_tree_reads_is_known() -> None:
         for match in re.findall(rb"AIMASS_[A-Z0-9_]*[A-Z0-9]", path.read_bytes()):
             found.setdefault(match.decode(), path)
     assert found, "no AIMASS_ variable found: is ROOT right?"
-    unknown = {name: str(path.relative_to(ROOT)) for name, path in found.items()
-               if name not in KNOWN_VARIABLES}
+    unknown = {
+        name: str(path.relative_to(ROOT))
+        for name, path in found.items()
+        if name not in KNOWN_VARIABLES
+    }
     assert unknown == {}
 
 
@@ -301,8 +376,9 @@ def test_batch_limits_are_one_for_every_model_or_one_per_model() -> None:
 
 
 def test_client_settings_from_env_say_what_is_wrong() -> None:
-    settings = ClientSettings.from_env({"REDIS_URL": "redis://h:1/2",
-                                        "AIMASS_MAX_QUEUE_DEPTH": "5"})
+    settings = ClientSettings.from_env(
+        {"REDIS_URL": "redis://h:1/2", "AIMASS_MAX_QUEUE_DEPTH": "5"}
+    )
     assert (settings.redis_url, settings.max_queue_depth) == ("redis://h:1/2", 5)
     assert ClientSettings.from_env({}).max_queue_depth == 10_000
     with pytest.raises(ValueError, match="AIMASS_MAX_QUEUE_DEPTH='lots' is not a whole"):
@@ -312,10 +388,15 @@ def test_client_settings_from_env_say_what_is_wrong() -> None:
 
 
 def test_settings_come_from_the_given_environment_only() -> None:
-    settings = WorkerSettings.from_env({
-        "REDIS_URL": "redis://h:1/2", "AIMASS_MODEL_REPOSITORY": "/m",
-        "AIMASS_MAX_BATCH_SIZE": "32", "AIMASS_RESULT_TTL_S": "60", "AIMASS_MODELS": "a,b",
-    })
+    settings = WorkerSettings.from_env(
+        {
+            "REDIS_URL": "redis://h:1/2",
+            "AIMASS_MODEL_REPOSITORY": "/m",
+            "AIMASS_MAX_BATCH_SIZE": "32",
+            "AIMASS_RESULT_TTL_S": "60",
+            "AIMASS_MODELS": "a,b",
+        }
+    )
     assert settings.redis_url == "redis://h:1/2"
     assert settings.model_repository == Path("/m")
     assert settings.max_batch_size == 32 and settings.result_ttl_s == 60
@@ -328,23 +409,32 @@ def test_bad_setting_names_the_variable() -> None:
         WorkerSettings.from_env({"AIMASS_CONCURRENCY": "many"})
 
 
-@pytest.mark.parametrize(("name", "value", "expected"), [
-    ("AIMASS_BATCH_BUCKETS", "sometimes", "auto, on, off, or sizes like 1,8,32"),
-    ("AIMASS_BATCH_BUCKETS", "4,0", "auto, on, off, or sizes like 1,8,32"),
-    ("AIMASS_PROCS_PER_GPU", "-2", "count"),
-    ("AIMASS_ALLOW_CPU_FALLBACK", "maybe", "boolean"),
-    ("AIMASS_TENSORRT", "True-ish", "boolean"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("AIMASS_BATCH_BUCKETS", "sometimes", "auto, on, off, or sizes like 1,8,32"),
+        ("AIMASS_BATCH_BUCKETS", "4,0", "auto, on, off, or sizes like 1,8,32"),
+        ("AIMASS_PROCS_PER_GPU", "-2", "count"),
+        ("AIMASS_ALLOW_CPU_FALLBACK", "maybe", "boolean"),
+        ("AIMASS_TENSORRT", "True-ish", "boolean"),
+    ],
+)
 def test_gpu_settings_refuse_bad_values_and_say_what_is_expected(
-        name: str, value: str, expected: str) -> None:
+    name: str, value: str, expected: str
+) -> None:
     with pytest.raises(ValueError, match=f"{name}={value!r} is not a valid .*{expected}"):
         WorkerSettings.from_env({name: value})
 
 
 def test_gpu_settings_accept_what_people_write() -> None:
-    settings = WorkerSettings.from_env({
-        "AIMASS_BATCH_BUCKETS": "32, 1,8", "AIMASS_PROCS_PER_GPU": "4",
-        "AIMASS_ALLOW_CPU_FALLBACK": "Yes", "AIMASS_TENSORRT": "True"})
+    settings = WorkerSettings.from_env(
+        {
+            "AIMASS_BATCH_BUCKETS": "32, 1,8",
+            "AIMASS_PROCS_PER_GPU": "4",
+            "AIMASS_ALLOW_CPU_FALLBACK": "Yes",
+            "AIMASS_TENSORRT": "True",
+        }
+    )
     assert settings.bucket_setting() == (1, 8, 32)
     assert settings.procs_per_gpu == 4
     assert settings.allow_cpu_fallback is True and settings.tensorrt is True

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.unit
 
 
 def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
-    submission = Submission.classify([row_image(3), row_image(4)], model="tiny", top_k=2,
-                                     priority=Priority.low)
+    submission = Submission.classify(
+        [row_image(3), row_image(4)], model="tiny", top_k=2, priority=Priority.low
+    )
     assert submission.kind is ModelKind.classify
     assert submission.list_name == "aimass.tiny\x06\x166"
     # uint8 pixel arrays of one shape go stacked as one raw uint8 batch tensor...
@@ -46,9 +47,11 @@ def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
     assert message["content-type"] == "application/x-msgpack"
     _, kwargs, _ = TaskMessage.from_envelope(message).payload()
     assert kwargs == submission.raw_kwargs and kwargs["batch"]["data"] == (
-        row_image(3).tobytes() + row_image(4).tobytes())
-    as_json = Submission.classify([row_image(3), row_image(4)], model="tiny", top_k=2,
-                                  serializer="json")
+        row_image(3).tobytes() + row_image(4).tobytes()
+    )
+    as_json = Submission.classify(
+        [row_image(3), row_image(4)], model="tiny", top_k=2, serializer="json"
+    )
     _, kwargs, _ = TaskMessage.decode(as_json.message()).payload()
     assert kwargs == submission.kwargs == as_json.kwargs
     with pytest.raises(ValueError, match="serializer must be 'msgpack' or 'json'"):
@@ -63,11 +66,20 @@ def test_generate_submission_refuses_labels_that_do_not_match_count() -> None:
     with pytest.raises(InvalidJob, match="'labels' has 2 entries but 'count' is 3"):
         Submission.generate(model="tiny-gan", count=3, labels=[1, 2])
     ok = Submission.generate(model="tiny-gan", count=2, labels=[1, 2], seed=5)
-    assert ok.kwargs == {"model": "tiny-gan", "count": 2, "labels": [1, 2], "seed": 5,
-                         "format": "png"}
+    assert ok.kwargs == {
+        "model": "tiny-gan",
+        "count": 2,
+        "labels": [1, 2],
+        "seed": 5,
+        "format": "png",
+    }
     pinned = Submission.classify(b"\x89PNG", model="tiny", version=2)
-    assert pinned.kwargs == {"model": "tiny", "version": 2, "top_k": 5,
-                             "inputs": [{"image": "iVBORw=="}]}
+    assert pinned.kwargs == {
+        "model": "tiny",
+        "version": 2,
+        "top_k": 5,
+        "inputs": [{"image": "iVBORw=="}],
+    }
 
 
 def test_job_ids_must_be_usable() -> None:

@@ -57,27 +57,42 @@ def test_inside_a_span_the_client_sends_that_spans_trace(spans: InMemorySpanExpo
     assert trace_id(sent) == format(span.get_span_context().trace_id, "032x")
 
 
-def test_a_job_is_recorded_as_a_span_under_the_producers_trace(
-        spans: InMemorySpanExporter) -> None:
+def test_a_job_is_recorded_as_a_span_under_the_producers_trace(spans: InMemorySpanExporter) -> None:
     parent = new_traceparent()
-    record_span("aimass.classify", parent, 100.0, 100.25,
-                {"aimass.model": "tiny", "aimass.version": 1, "aimass.outcome": "succeeded",
-                 "aimass.bucket": None})
+    record_span(
+        "aimass.classify",
+        parent,
+        100.0,
+        100.25,
+        {
+            "aimass.model": "tiny",
+            "aimass.version": 1,
+            "aimass.outcome": "succeeded",
+            "aimass.bucket": None,
+        },
+    )
     (span,) = [s for s in spans.get_finished_spans() if s.name == "aimass.classify"]
     assert format(span.context.trace_id, "032x") == trace_id(parent)
-    assert span.parent is not None and format(span.parent.span_id, "016x") == \
-        parent.split("-")[2]
+    assert span.parent is not None and format(span.parent.span_id, "016x") == parent.split("-")[2]
     assert (span.end_time - span.start_time) == 250_000_000
-    assert span.attributes == {"aimass.model": "tiny", "aimass.version": 1,
-                               "aimass.outcome": "succeeded"}
+    assert span.attributes == {
+        "aimass.model": "tiny",
+        "aimass.version": 1,
+        "aimass.outcome": "succeeded",
+    }
 
 
 def test_a_json_log_line_holds_the_message_and_the_job_fields() -> None:
-    record = logging.LogRecord("aimass.jobs", logging.INFO, __file__, 1, "job %s done",
-                               ("j-1",), None)
+    record = logging.LogRecord(
+        "aimass.jobs", logging.INFO, __file__, 1, "job %s done", ("j-1",), None
+    )
     record.job_id, record.model, record.version, record.outcome = "j-1", "tiny", 1, "succeeded"
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "job j-1 done" and line["level"] == "INFO"
     assert {k: line[k] for k in ("job_id", "model", "version", "outcome")} == {
-        "job_id": "j-1", "model": "tiny", "version": 1, "outcome": "succeeded"}
+        "job_id": "j-1",
+        "model": "tiny",
+        "version": 1,
+        "outcome": "succeeded",
+    }
     assert "batch_size" not in line  # fields not given are left out

@@ -1,5 +1,6 @@
 """The worker's model repository (aimass.worker.repository): newest and pinned versions,
 names that stay inside it, damaged files detected."""
+
 from __future__ import annotations
 
 from pathlib import Path
