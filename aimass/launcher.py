@@ -19,11 +19,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from aimass.embedded_redis import stop_process
 from aimass.protocol.connections import connect
-from aimass.protocol.heartbeats import live_heartbeats
+from aimass.protocol.heartbeats import Heartbeat, live_heartbeats
 
 
 def aimass_command() -> list[str]:
@@ -106,15 +105,15 @@ class WorkerProcess:
             return ""
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def heartbeat(self) -> dict[str, Any] | None:
+    def heartbeat(self) -> Heartbeat | None:
         """This process's own live heartbeat, if any (a supervisor has none)."""
-        return next((beat for beat in self._heartbeats() if beat.get("pid") == self.pid), None)
+        return next((beat for beat in self._heartbeats() if beat.pid == self.pid), None)
 
-    def serving(self) -> list[dict[str, Any]]:
+    def serving(self) -> list[Heartbeat]:
         """The heartbeats that say ready of this process and of its children, by pid."""
         pids = {self.pid, *_descendants(self.pid)}
-        ready = [b for b in self._heartbeats() if b.get("pid") in pids and b.get("ready")]
-        return sorted(ready, key=lambda beat: int(beat["pid"]))
+        ready = [b for b in self._heartbeats() if b.pid in pids and b.ready]
+        return sorted(ready, key=lambda beat: beat.pid)
 
     def wait_ready(self, timeout: float, stragglers_s: float | None = None) -> None:
         """Wait until every serving process says ready in its heartbeat: this one, or each
@@ -169,7 +168,7 @@ class WorkerProcess:
             return 1
         return max(1, len(_descendants(self.pid, recursive=False)))
 
-    def _heartbeats(self) -> list[dict[str, Any]]:
+    def _heartbeats(self) -> list[Heartbeat]:
         client = connect(self.redis_url)
         try:
             return live_heartbeats(client)

@@ -248,25 +248,23 @@ def _check_heartbeats(settings: Any, any_host: bool) -> int:
         print(f"unhealthy: Redis unreachable ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
     host = socket.gethostname()
-    mine = [i for i in infos if any_host or i.get("host") == host]
+    mine = [i for i in infos if any_host or i.host == host]
     allowed = settings.allow_cpu_fallback  # here, or in the worker's own settings
-    fallen = [
-        i for i in mine if i.get("cpu_fallback") and not (allowed or i.get("cpu_fallback_allowed"))
-    ]
+    fallen = [i for i in mine if i.cpu_fallback and not (allowed or i.cpu_fallback_allowed)]
     for info in fallen:
         print(
-            f"unhealthy: {info['hostname']} was asked for {info.get('requested_device')} "
+            f"unhealthy: {info.hostname} was asked for {info.requested_device} "
             "but runs on the CPU (the CUDA provider could not start; see its log). Set "
             "AIMASS_ALLOW_CPU_FALLBACK=1 to accept that.",
             file=sys.stderr,
         )
     if fallen:
         return 1
-    unready = [i for i in mine if not (i.get("ready") and i.get("models"))]
+    unready = [i for i in mine if not (i.ready and i.models)]
     if mine and not unready:
         for info in mine:
-            models = ", ".join(f"{m['name']} v{m['version']}" for m in info["models"])
-            print(f"healthy: {info['hostname']} serving {models}")
+            models = ", ".join(f"{m.name} v{m.version}" for m in info.models)
+            print(f"healthy: {info.hostname} serving {models}")
         return 0
     if mine:
         print(
@@ -298,7 +296,7 @@ def run_workers(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "workers": infos,
+                    "workers": [info.as_json() for info in infos],
                     "queue_depths": depths,
                     "redis_memory": {"used_bytes": used, "max_bytes": limit},
                 },
@@ -319,21 +317,18 @@ def run_workers(args: argparse.Namespace) -> int:
         return 1
     for info in infos:
         fallback = (
-            f"  CPU FALLBACK: {info.get('requested_device')} was asked for"
-            if info.get("cpu_fallback")
-            else ""
+            f"  CPU FALLBACK: {info.requested_device} was asked for" if info.cpu_fallback else ""
         )
         print(
-            f"{info['hostname']}  pid {info['pid']}  {info['device']}  "
-            f"{'ready' if info['ready'] else 'starting'}{fallback}"
+            f"{info.hostname}  pid {info.pid}  {info.device}  "
+            f"{'ready' if info.ready else 'starting'}{fallback}"
         )
-        for m in info.get("models", []):
-            buckets = m.get("buckets") or []
-            sizes = f"buckets {','.join(map(str, buckets))}" if buckets else "exact sizes"
+        for m in info.models:
+            sizes = f"buckets {','.join(map(str, m.buckets))}" if m.buckets else "exact sizes"
             print(
-                f"  {m['name']:<16} v{m['version']:<3} {m['kind']:<9} "
-                f"batch<={m['max_batch_size']:<4} {sizes}  "
-                f"delay {m['max_queue_delay_ms']:.1f} ms  "
-                f"{','.join(m['providers'])}  queued {depths.get(m['name'], 0)}"
+                f"  {m.name:<16} v{m.version:<3} {m.kind:<9} "
+                f"batch<={m.max_batch_size:<4} {sizes}  "
+                f"delay {m.max_queue_delay_ms:.1f} ms  "
+                f"{','.join(m.providers)}  queued {depths.get(m.name, 0)}"
             )
     return 0

@@ -5,7 +5,6 @@ metrics, and pick up newly published versions."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -21,6 +20,7 @@ from celery.worker.control import inspect_command
 from kombu import Queue
 
 from aimass.protocol.connections import connect, refuse_cluster
+from aimass.protocol.heartbeats import Heartbeat, ServedModelInfo
 from aimass.protocol.keys import (
     CELERY_QUEUE,
     WORKER_HEARTBEAT_INTERVAL_S,
@@ -192,25 +192,25 @@ class WorkerService:
     def queues(self) -> list[str]:
         return [queue_name(name) for name in self.runtime.model_names()]
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "hostname": self.hostname,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "ready": self.consuming.is_set(),
-            "started_at": self.started_at,
-            "updated_at": time.time(),
-            "consumer": self.settings.consumer,
-            "queues": self.queues(),
-            "models": [m.describe() for m in self.runtime.models()],
-            "in_flight": self.consumer.capacity.used if self.consumer else None,
-            "device": self._device(),
-            "requested_device": "cpu"
-            if self.app.aimass_plan.gpu is None
-            else f"gpu:{self.app.aimass_plan.gpu}",
-            "cpu_fallback": self.runtime.cpu_fallback(),
-            "cpu_fallback_allowed": self.settings.allow_cpu_fallback,
-        }
+    def heartbeat(self) -> Heartbeat:
+        """What this process says of itself under its heartbeat key."""
+        gpu = self.app.aimass_plan.gpu
+        return Heartbeat(
+            hostname=self.hostname,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            ready=self.consuming.is_set(),
+            started_at=self.started_at,
+            updated_at=time.time(),
+            consumer=self.settings.consumer,
+            queues=self.queues(),
+            models=[ServedModelInfo(**m.describe()) for m in self.runtime.models()],
+            in_flight=self.consumer.capacity.used if self.consumer else None,
+            device=self._device(),
+            requested_device="cpu" if gpu is None else f"gpu:{gpu}",
+            cpu_fallback=self.runtime.cpu_fallback(),
+            cpu_fallback_allowed=self.settings.allow_cpu_fallback,
+        )
 
     def _device(self) -> str:
         """Where the models run: the GPU asked for, or the CPU when nothing was asked or
@@ -292,7 +292,7 @@ class WorkerService:
     def _beat(self) -> None:
         try:
             self._redis.set(
-                worker_key(self.hostname), json.dumps(self.describe()), ex=WORKER_HEARTBEAT_TTL_S
+                worker_key(self.hostname), self.heartbeat().encode(), ex=WORKER_HEARTBEAT_TTL_S
             )
         except redis.RedisError as exc:  # Redis may be restarting; the next beat retries
             log.warning("heartbeat failed: %s", exc)
@@ -343,7 +343,7 @@ class ServiceStep(bootsteps.StartStopStep):
 def aimass(state: Any) -> dict[str, Any]:
     """``celery inspect aimass``: the worker's models, queues and jobs in flight."""
     service: WorkerService | None = getattr(state.consumer.app, "aimass_service", None)
-    return service.describe() if service else {}
+    return service.heartbeat().as_json() if service else {}
 
 
 @inspect_command()

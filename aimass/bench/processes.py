@@ -101,8 +101,8 @@ def start_aimass_worker(
 
 
 def serving_heartbeats(redis_url: str, service: Service) -> list[dict[str, Any]]:
-    """The heartbeats of the service's processes that say ready, by pid."""
-    return service.worker.serving() if service.worker is not None else []
+    """The heartbeats of the service's processes that say ready, by pid, as JSON."""
+    return [beat.as_json() for beat in service.worker.serving()] if service.worker else []
 
 
 def _children(pid: int) -> list[psutil.Process]:

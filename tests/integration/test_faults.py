@@ -148,7 +148,7 @@ def test_redis_killed_and_restarted_under_load_loses_no_submitted_job(
         # The same worker process reconnected by itself and is healthy again.
         assert worker.alive()
         wait_until(
-            lambda: bool((worker.heartbeat() or {}).get("ready")),
+            lambda: bool((beat := worker.heartbeat()) and beat.ready),
             15,
             "the worker's heartbeat after the restart",
         )

@@ -175,10 +175,10 @@ def test_a_worker_sweeps_batch_sizes_on_its_own_device_and_buckets_follow(
     finally:
         worker.stop()
     assert beat is not None
-    (tiny,) = beat["models"]
-    limit = tiny["max_batch_size"]
-    assert tiny["batch_limit_source"] == "sweep" and limit in default_buckets(256)
-    assert tiny["buckets"] == list(default_buckets(limit))
-    assert sorted(map(int, tiny["settled_ms"])) == tiny["buckets"]
+    (tiny,) = beat.models
+    limit = tiny.max_batch_size
+    assert tiny.batch_limit_source == "sweep" and limit in default_buckets(256)
+    assert tiny.buckets == list(default_buckets(limit))
+    assert sorted(map(int, tiny.settled_ms)) == tiny.buckets
     assert [p[0]["label"] for p in result["predictions"]] == ["3"] * 5
     assert f"max batch {limit} from the sweep" in worker.log_path.read_text()

@@ -17,7 +17,7 @@ import redis
 
 from aimass.embedded_redis import free_port, stop_process
 from aimass.producer.client import Client
-from aimass.protocol.heartbeats import live_heartbeats
+from aimass.protocol.heartbeats import Heartbeat, live_heartbeats
 from aimass.worker.endpoints import probe
 from tests.support.processes import aimass_command, child_env
 from tests.support.sticky_cuda import TRIGGER_ENV
@@ -27,7 +27,7 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 
-def ready_children(redis_url: str, supervisor: int) -> dict[int, dict]:
+def ready_children(redis_url: str, supervisor: int) -> dict[int, Heartbeat]:
     """Heartbeats of the supervisor's live children that say ready."""
     children = {
         p.pid for p in psutil.Process(supervisor).children() if p.status() != psutil.STATUS_ZOMBIE
@@ -37,7 +37,7 @@ def ready_children(redis_url: str, supervisor: int) -> dict[int, dict]:
         beats = live_heartbeats(client)
     finally:
         client.close()
-    return {b["pid"]: b for b in beats if b["pid"] in children and b.get("ready")}
+    return {b.pid: b for b in beats if b.pid in children and b.ready}
 
 
 def wait_for(
@@ -47,7 +47,7 @@ def wait_for(
     log: Path,
     gone: int | None = None,
     timeout: float = 90,
-) -> dict[int, dict]:
+) -> dict[int, Heartbeat]:
     """``count`` ready children, ``gone`` not among them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,7 +83,7 @@ def test_a_killed_worker_process_is_restarted_and_no_job_is_lost(
         )
     try:
         first = wait_for(redis_url, supervisor, 2, log)
-        assert {b["device"] for b in first.values()} == {"cpu"}
+        assert {b.device for b in first.values()} == {"cpu"}
         victim = min(first)
         with Client(redis_url) as client:
             jobs = [client.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(300)]

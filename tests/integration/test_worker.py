@@ -132,7 +132,7 @@ def test_a_worker_asked_for_a_gpu_that_runs_on_the_cpu_says_so_and_fails_check(
     worker = start_worker(redis_url, model_repository, "--devices", "7")
     info = worker.heartbeat()
     assert info is not None
-    assert (info["requested_device"], info["device"], info["cpu_fallback"]) == (
+    assert (info.requested_device, info.device, info.cpu_fallback) == (
         "gpu:7",
         "cpu",
         True,

@@ -29,7 +29,7 @@ class LaunchedWorker(WorkerProcess):
 
     def ready(self) -> bool:
         info = self.heartbeat() if self.alive() else None
-        return bool(info and info.get("ready"))
+        return bool(info and info.ready)
 
 
 class Fleet:

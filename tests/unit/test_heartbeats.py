@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aimass.protocol.heartbeats import live_heartbeats, served_models
+from aimass.protocol.heartbeats import Heartbeat, ServedModelInfo, live_heartbeats, served_models
 from aimass.protocol.keys import WORKER_HEARTBEAT_TTL_S, worker_key
 
 pytestmark = pytest.mark.unit
@@ -57,7 +57,7 @@ def test_only_fresh_heartbeats_count_and_come_sorted_by_hostname() -> None:
     )
     store.expiring.add(worker_key("gone@host"))
     beats = live_heartbeats(store, now=NOW)  # type: ignore[arg-type]
-    assert [b["hostname"] for b in beats] == ["a@host", "b@host"]
+    assert [b.hostname for b in beats] == ["a@host", "b@host"]
     assert served_models(beats) == ["alexnet", "digits"]
 
 
@@ -70,3 +70,22 @@ def test_a_heartbeat_without_a_time_is_not_live() -> None:
     raw: dict[str, Any] = {"hostname": "w@h", "models": []}
     store = Store({worker_key("w@h"): json.dumps(raw).encode()})
     assert live_heartbeats(store, now=NOW) == []  # type: ignore[arg-type]
+
+
+def test_a_heartbeat_is_typed_at_both_ends_and_keeps_fields_it_does_not_know() -> None:
+    written = Heartbeat(
+        hostname="w@h",
+        pid=7,
+        ready=True,
+        updated_at=NOW,
+        device="gpu:0",
+        models=[ServedModelInfo(name="digits", version=3, buckets=[1, 2, 4])],
+    )
+    read = Heartbeat.decode(written.encode())
+    assert read == written and read is not None
+    assert read.models[0].buckets == [1, 2, 4] and read.models[0].weights_shared is None
+    newer = json.loads(written.encode()) | {"future_field": {"a": 1}}
+    kept = Heartbeat.decode(json.dumps(newer))
+    assert kept is not None and kept.as_json()["future_field"] == {"a": 1}
+    assert Heartbeat.decode(b"not json") is None
+    assert Heartbeat.decode(json.dumps({"pid": 1})) is None  # no hostname: not a heartbeat
