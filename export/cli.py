@@ -137,7 +137,7 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--tolerance",
         type=float,
         help="allowed max abs error between TensorFlow and ONNX Runtime "
-        "(default 1e-4 for classify, 1e-3 for generate)",
+        "(default 1e-4 for classify and tensor, 1e-3 for generate)",
     )
     keras.add_argument("--seed", type=int, default=0, help="seed of the parity samples (default 0)")
     classify = keras.add_argument_group("classify")
@@ -169,6 +169,31 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     generate.add_argument(
         "--class-count", type=int, help="number of classes the label input accepts (required)"
     )
+    tensor = keras.add_argument_group("tensor (every input and output as it is)")
+    tensor.add_argument(
+        "--int-range",
+        action="append",
+        type=_int_range,
+        default=[],
+        metavar="NAME=LOW:HIGH",
+        help="draw an integer input's parity samples from LOW..HIGH-1, e.g. an embedding's "
+        "vocabulary (default 0:2; repeat per input)",
+    )
+    tensor.add_argument(
+        "--sample",
+        type=Path,
+        metavar="FILE.npz",
+        help="your own parity sample: one array per input, by input name",
+    )
+    tensor.add_argument(
+        "--output-tolerance",
+        action="append",
+        type=_output_tolerance,
+        default=[],
+        metavar="NAME=TOL",
+        help="one output's parity tolerance (default --tolerance, else 1e-4 for floats, "
+        "0 for integers; repeat per output)",
+    )
     batching = keras.add_argument_group("batching")
     batching.add_argument(
         "--max-batch-size", type=int, default=64, help="dynamic batching limit (default 64)"
@@ -177,6 +202,29 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-queue-delay-ms", type=float, default=2.0, help="dynamic batching delay (default 2)"
     )
     keras.set_defaults(handler=run_keras)
+
+
+def _int_range(text: str) -> tuple[str, tuple[int, int]]:
+    name, _, bounds = text.partition("=")
+    low, _, high = bounds.partition(":")
+    try:
+        parsed = (int(low), int(high))
+    except ValueError:
+        parsed = (0, 0)
+    if not name or parsed[0] >= parsed[1]:
+        raise argparse.ArgumentTypeError(f"expected NAME=LOW:HIGH with LOW < HIGH, got {text!r}")
+    return name, parsed
+
+
+def _output_tolerance(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        tolerance = float(value)
+    except ValueError:
+        tolerance = -1.0
+    if not name or not tolerance >= 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=TOLERANCE (a number >= 0), got {text!r}")
+    return name, tolerance
 
 
 def _floats(text: str) -> list[float]:
@@ -269,6 +317,9 @@ def run_keras(args: argparse.Namespace) -> int:
         softmax=args.softmax,
         latent_size=args.latent_size,
         class_count=args.class_count,
+        int_ranges=dict(args.int_range),
+        sample=args.sample,
+        output_tolerances=dict(args.output_tolerance),
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         seed=args.seed,
