@@ -338,7 +338,7 @@ def run_models(args: argparse.Namespace) -> int:
     repository = resolve_repository(args.repository)
     rows = _model_rows(repository)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([model_metadata(row) for row in rows], indent=2))
     elif not rows:
         print(f"no models in {repository}", file=sys.stderr)
     else:
@@ -374,15 +374,14 @@ def _model_rows(repository: Path) -> list[dict[str, Any]]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    header = ("NAME", "VERSION", "KIND", "INPUTS", "SIZE", "QUALITY", "PARITY")
+    header = ("NAME", "VERSION", "KIND", "INPUTS", "OUTPUTS", "SIZE", "QUALITY", "PARITY")
     lines = [header] + [
         (
             row["name"],
             str(row["version"]),
             row.get("kind", "?"),
-            ", ".join(
-                f"{spec['name']} {spec['dtype']}{spec['shape']}" for spec in row.get("inputs", [])
-            ),
+            _tensors(row.get("inputs", [])),
+            _tensors(row.get("outputs", [])),
             _size(row["size_bytes"]),
             _quality(row.get("quality", {}), row.get("trained", True))
             if "error" not in row
@@ -398,10 +397,46 @@ def _table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _tensors(specs: list[dict[str, Any]]) -> str:
+    from aimass.protocol.tensors import DATATYPES, describe_shape
+
+    return ", ".join(
+        f"{spec['name']} {DATATYPES.get(spec['dtype'], spec['dtype'])}"
+        f"{describe_shape(spec['shape'])}"
+        for spec in specs
+    )
+
+
+def model_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """A model version as the Open Inference Protocol's model metadata describes one
+    (``name``, ``versions``, ``platform``, ``inputs``/``outputs`` of ``name``,
+    ``datatype``, ``shape``), with aimass's own fields beside it."""
+    from aimass.protocol.tensors import DATATYPES
+
+    def tensors(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": spec["name"],
+                "datatype": DATATYPES.get(spec["dtype"], spec["dtype"]),
+                "shape": spec["shape"],
+            }
+            for spec in specs
+        ]
+
+    return {
+        "name": row["name"],
+        "versions": [str(row["version"])],
+        "platform": "onnxruntime_onnx",
+        "inputs": tensors(row.get("inputs", [])),
+        "outputs": tensors(row.get("outputs", [])),
+        **{key: value for key, value in row.items() if key not in ("inputs", "outputs", "name")},
+    }
+
+
 def _quality(quality: dict[str, Any], trained: bool = True) -> str:
     if not trained:
         return "untrained"
-    for key in ("test_accuracy", "class_agreement"):
+    for key in ("test_accuracy", "class_agreement", "r2", "mae"):
         if key in quality:
             return f"{key}={_number(quality[key])}"
     return "-"

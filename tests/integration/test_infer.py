@@ -7,7 +7,10 @@ alive, and the good jobs sent alongside answered."""
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ from aimass.embedded_redis import RedisServer
 from aimass.producer.client import Client
 from aimass.protocol.errors import InvalidJob
 from tests.support import raw_messages as raw
-from tests.support.processes import WorkerProcess
+from tests.support.processes import WorkerProcess, aimass_command, child_env
 from tests.support.tensor_models import add_tensor_models, expected_tensor
 from tests.support.tiny_models import build_repository, row_image
 
@@ -233,3 +236,41 @@ def test_malformed_infer_jobs_fail_alone_with_typed_errors(infer_url: str) -> No
     for job_id in good_ids:
         assert metas[job_id]["status"] == "SUCCESS", metas[job_id]
         assert metas[job_id]["result"]["outputs"][0]["data"] == [15.0]
+
+
+def test_the_infer_command_reads_npy_files_and_json_lists(infer_url: str, tmp_path: Path) -> None:
+    features = np.array([[1, 0, 2]], dtype=np.float32)
+    np.save(tmp_path / "features.npy", features)
+    command = [
+        *aimass_command(), "infer", "--model", "tiny-tensor",
+        "--input", f"features={tmp_path / 'features.npy'}", "--input", "category=[4]",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, env=child_env(infer_url), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "tiny-tensor v1",
+        "score FP32[1, 1]: 11",
+        "scaled FP32[1, 3]: 2 0 4",
+    ]
+    as_json = subprocess.run(
+        [*command, "--output", "score", "--json"],
+        env=child_env(infer_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["outputs"] == [
+        {"name": "score", "shape": [1, 1], "datatype": "FP32", "data": [11.0]}
+    ]
+    wrong = subprocess.run(
+        [*command[:-2], "--input", "category=[1.5]"],
+        env=child_env(infer_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 2  # a job the contract refuses: a usage error
+    assert "InvalidJob: input 'category': expected datatype INT64, got FP32" in wrong.stderr
