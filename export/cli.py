@@ -137,7 +137,7 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--tolerance",
         type=float,
         help="allowed max abs error between TensorFlow and ONNX Runtime "
-        "(default 1e-4 for classify, 1e-3 for generate)",
+        "(default 1e-4 for classify and tensor, 1e-3 for generate)",
     )
     keras.add_argument("--seed", type=int, default=0, help="seed of the parity samples (default 0)")
     classify = keras.add_argument_group("classify")
@@ -169,6 +169,31 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     generate.add_argument(
         "--class-count", type=int, help="number of classes the label input accepts (required)"
     )
+    tensor = keras.add_argument_group("tensor (every input and output as it is)")
+    tensor.add_argument(
+        "--int-range",
+        action="append",
+        type=_int_range,
+        default=[],
+        metavar="NAME=LOW:HIGH",
+        help="draw an integer input's parity samples from LOW..HIGH-1, e.g. an embedding's "
+        "vocabulary (default 0:2; repeat per input)",
+    )
+    tensor.add_argument(
+        "--sample",
+        type=Path,
+        metavar="FILE.npz",
+        help="your own parity sample: one array per input, by input name",
+    )
+    tensor.add_argument(
+        "--output-tolerance",
+        action="append",
+        type=_output_tolerance,
+        default=[],
+        metavar="NAME=TOL",
+        help="one output's parity tolerance (default --tolerance, else 1e-4 for floats, "
+        "0 for integers; repeat per output)",
+    )
     batching = keras.add_argument_group("batching")
     batching.add_argument(
         "--max-batch-size", type=int, default=64, help="dynamic batching limit (default 64)"
@@ -177,6 +202,29 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-queue-delay-ms", type=float, default=2.0, help="dynamic batching delay (default 2)"
     )
     keras.set_defaults(handler=run_keras)
+
+
+def _int_range(text: str) -> tuple[str, tuple[int, int]]:
+    name, _, bounds = text.partition("=")
+    low, _, high = bounds.partition(":")
+    try:
+        parsed = (int(low), int(high))
+    except ValueError:
+        parsed = (0, 0)
+    if not name or parsed[0] >= parsed[1]:
+        raise argparse.ArgumentTypeError(f"expected NAME=LOW:HIGH with LOW < HIGH, got {text!r}")
+    return name, parsed
+
+
+def _output_tolerance(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        tolerance = float(value)
+    except ValueError:
+        tolerance = -1.0
+    if not name or not tolerance >= 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=TOLERANCE (a number >= 0), got {text!r}")
+    return name, tolerance
 
 
 def _floats(text: str) -> list[float]:
@@ -269,6 +317,9 @@ def run_keras(args: argparse.Namespace) -> int:
         softmax=args.softmax,
         latent_size=args.latent_size,
         class_count=args.class_count,
+        int_ranges=dict(args.int_range),
+        sample=args.sample,
+        output_tolerances=dict(args.output_tolerance),
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         seed=args.seed,
@@ -287,7 +338,7 @@ def run_models(args: argparse.Namespace) -> int:
     repository = resolve_repository(args.repository)
     rows = _model_rows(repository)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([model_metadata(row) for row in rows], indent=2))
     elif not rows:
         print(f"no models in {repository}", file=sys.stderr)
     else:
@@ -323,15 +374,14 @@ def _model_rows(repository: Path) -> list[dict[str, Any]]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    header = ("NAME", "VERSION", "KIND", "INPUTS", "SIZE", "QUALITY", "PARITY")
+    header = ("NAME", "VERSION", "KIND", "INPUTS", "OUTPUTS", "SIZE", "QUALITY", "PARITY")
     lines = [header] + [
         (
             row["name"],
             str(row["version"]),
             row.get("kind", "?"),
-            ", ".join(
-                f"{spec['name']} {spec['dtype']}{spec['shape']}" for spec in row.get("inputs", [])
-            ),
+            _tensors(row.get("inputs", [])),
+            _tensors(row.get("outputs", [])),
             _size(row["size_bytes"]),
             _quality(row.get("quality", {}), row.get("trained", True))
             if "error" not in row
@@ -347,10 +397,46 @@ def _table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _tensors(specs: list[dict[str, Any]]) -> str:
+    from aimass.protocol.tensors import DATATYPES, describe_shape
+
+    return ", ".join(
+        f"{spec['name']} {DATATYPES.get(spec['dtype'], spec['dtype'])}"
+        f"{describe_shape(spec['shape'])}"
+        for spec in specs
+    )
+
+
+def model_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """A model version as the Open Inference Protocol's model metadata describes one
+    (``name``, ``versions``, ``platform``, ``inputs``/``outputs`` of ``name``,
+    ``datatype``, ``shape``), with aimass's own fields beside it."""
+    from aimass.protocol.tensors import DATATYPES
+
+    def tensors(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": spec["name"],
+                "datatype": DATATYPES.get(spec["dtype"], spec["dtype"]),
+                "shape": spec["shape"],
+            }
+            for spec in specs
+        ]
+
+    return {
+        "name": row["name"],
+        "versions": [str(row["version"])],
+        "platform": "onnxruntime_onnx",
+        "inputs": tensors(row.get("inputs", [])),
+        "outputs": tensors(row.get("outputs", [])),
+        **{key: value for key, value in row.items() if key not in ("inputs", "outputs", "name")},
+    }
+
+
 def _quality(quality: dict[str, Any], trained: bool = True) -> str:
     if not trained:
         return "untrained"
-    for key in ("test_accuracy", "class_agreement"):
+    for key in ("test_accuracy", "class_agreement", "r2", "mae"):
         if key in quality:
             return f"{key}={_number(quality[key])}"
     return "-"

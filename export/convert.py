@@ -79,7 +79,8 @@ def generator_function(
 
 def run_function(function: ServableFunction, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """TensorFlow's outputs for ``feeds``: the reference that ONNX Runtime must match."""
-    outputs = function(**{name: tf.constant(value) for name, value in feeds.items()})
+    # By position, in the signature's order: a signature's names need not be Python names.
+    outputs = function(*[tf.constant(feeds[spec.name]) for spec in function.input_signature])
     return {name: tensor.numpy() for name, tensor in outputs.items()}
 
 

@@ -11,8 +11,8 @@ the manifest says; labels are cast and reshaped to what the model wants.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,20 @@ from aimass.export.convert import (
 from aimass.export.errors import UnsupportedModelError
 from aimass.export.labels import default_labels, read_labels
 from aimass.export.opsets import DEFAULT_OPSET
-from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE
+from aimass.export.parity import CLASSIFIER_TOLERANCE, GENERATOR_TOLERANCE, check_parity
 from aimass.export.publish import Progress, convert_checked, publish
 from aimass.export.quality import sample_latents
 from aimass.export.repository import PublishedModel, check_model_name
+from aimass.export.tensor_kind import (
+    OPEN_SIZES,
+    int_range,
+    is_batched,
+    output_tolerances,
+    random_feeds,
+    sample_feeds,
+    tensor_function,
+    tensors_of,
+)
 from aimass.protocol.manifest import (
     BatchingSpec,
     GeneratorSpec,
@@ -62,13 +72,19 @@ class KerasImportOptions:
     softmax: bool = False  # append a softmax to a classifier that outputs logits
     latent_size: int | None = None
     class_count: int | None = None
+    # tensor: the values each integer input's parity samples are drawn from (low
+    # inclusive, high exclusive; an embedding's vocabulary), the user's own samples
+    # (an .npz of one array per input), and a tolerance per output.
+    int_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    sample: Path | None = None
+    output_tolerances: Mapping[str, float] = field(default_factory=dict)
     max_batch_size: int = 64
     max_queue_delay_ms: float = 2.0
     seed: int = 0
 
 
 @dataclass(frozen=True)
-class ModelInput:
+class ModelTensor:
     name: str
     dtype: tf.DType
     shape: tuple[int | None, ...]
@@ -82,17 +98,37 @@ class ModelInput:
 
 @dataclass(frozen=True)
 class ImportedModel:
-    """A model of either format, called with its inputs in ``inputs`` order."""
+    """A model of either format, called with its inputs in ``inputs`` order; ``call_all``
+    returns its outputs in ``outputs`` order."""
 
     path: Path
     format: str  # "keras" or "saved_model"
-    inputs: list[ModelInput]
-    output_shape: tuple[int | None, ...]
-    call: Callable[[list[tf.Tensor]], tf.Tensor]
+    inputs: list[ModelTensor]
+    outputs: list[ModelTensor]
+    call_all: Callable[[list[tf.Tensor]], list[tf.Tensor]]
     keep_alive: Any = None  # a SavedModel's signature only holds weak references to its variables
 
     def describe_inputs(self) -> str:
         return ", ".join(str(item) for item in self.inputs) or "none"
+
+    def describe_outputs(self) -> str:
+        return ", ".join(str(item) for item in self.outputs) or "none"
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """The one output's shape, for the kinds that take one output."""
+        return self.outputs[0].shape
+
+    def call(self, tensors: list[tf.Tensor]) -> tf.Tensor:
+        return self.call_all(tensors)[0]
+
+    def check_one_output(self, kind: ModelKind) -> None:
+        if len(self.outputs) != 1:
+            raise UnsupportedModelError(
+                f"--kind {kind} expects a model with one output; {self.path} has "
+                f"{len(self.outputs)}: {self.describe_outputs()}. Publish it with --kind "
+                "tensor to serve every output (aimass.infer jobs)"
+            )
 
 
 def publish_user_model(options: KerasImportOptions, progress: Progress) -> PublishedModel:
@@ -101,6 +137,9 @@ def publish_user_model(options: KerasImportOptions, progress: Progress) -> Publi
     progress(
         f"{options.name}: loaded {options.path} ({model.format}), inputs {model.describe_inputs()}"
     )
+    if options.kind == ModelKind.tensor:
+        return publish_tensor_model(model, options, progress)
+    model.check_one_output(options.kind)
     if options.kind == ModelKind.classify:
         function, feeds, fields = _as_classifier(model, options)
         default_tolerance = CLASSIFIER_TOLERANCE
@@ -117,6 +156,74 @@ def publish_user_model(options: KerasImportOptions, progress: Progress) -> Publi
         ),
         "origin": {"path": str(options.path), "format": model.format},
     }
+    return publish(options.repository, candidate, fields)
+
+
+def publish_tensor_model(
+    model: ImportedModel, options: KerasImportOptions, progress: Progress
+) -> PublishedModel:
+    """Every input and output as it is: served through ``aimass.infer``."""
+    inputs = tensors_of([(t.name, t.dtype, t.shape) for t in model.inputs], "input", model.path)
+    outputs = tensors_of([(t.name, t.dtype, t.shape) for t in model.outputs], "output", model.path)
+    batched = is_batched(inputs, outputs)
+    function = tensor_function(inputs, outputs, model.call_all)
+    tolerances = output_tolerances(outputs, options.output_tolerances, options.tolerance)
+    if options.sample is not None:
+        samples = [sample_feeds(options.sample, inputs)]
+    else:
+        samples = [
+            random_feeds(inputs, batched, options.int_ranges, size, options.seed + step)
+            for step, size in enumerate(OPEN_SIZES)
+        ]
+    try:
+        candidate = convert_checked(
+            options.name,
+            ModelKind.tensor,
+            function,
+            samples[0],
+            tolerances,
+            options.opset,
+            progress,
+        )
+        for feeds in samples[1:]:  # open dimensions at a second size
+            reference = run_function(function, feeds)
+            check_parity(options.name, candidate.model_bytes, feeds, reference, tolerances)
+    except tf.errors.InvalidArgumentError as error:
+        raise UnsupportedModelError(
+            f"TensorFlow refused the parity inputs ({error.message.splitlines()[0]}); "
+            "integer inputs are drawn from 0..1 unless --int-range NAME=LOW:HIGH says "
+            "otherwise, or pass your own --sample FILE.npz"
+        ) from error
+    ranges = {
+        t.name: int_range(t, options.int_ranges, np.dtype(t.dtype.as_numpy_dtype))
+        for t in inputs
+        if t.dtype.is_integer
+    }
+    specs = [
+        spec.model_copy(update={"value_range": list(ranges[spec.name])})
+        if spec.name in ranges and options.sample is None
+        else spec
+        for spec in candidate.inputs
+    ]
+    fields: dict[str, Any] = {
+        "inputs": specs,
+        "batched": batched,
+        "output_tolerances": tolerances,
+        "quality": {},  # no labelled data comes with a user's model
+        "batching": BatchingSpec(
+            max_batch_size=options.max_batch_size if batched else 1,
+            max_queue_delay_ms=options.max_queue_delay_ms,
+        ),
+        "origin": {
+            "path": str(options.path),
+            "format": model.format,
+            "names": {t.name: t.source for t in [*inputs, *outputs] if t.name != t.source},
+        },
+    }
+    progress(
+        f"{options.name}: inputs {model.describe_inputs()}; outputs "
+        f"{model.describe_outputs()}; {'batched' if batched else 'no batch dimension'}"
+    )
     return publish(options.repository, candidate, fields)
 
 
@@ -160,19 +267,25 @@ def _load_keras(path: Path) -> ImportedModel:
             f"{path} holds a model whose inputs are unknown ({error}); expected a functional or "
             "Sequential model built with keras.Input, or a subclassed one called once before saving"
         ) from error
-    if len(keras_outputs) != 1:
-        raise UnsupportedModelError(
-            f"{path} has {len(keras_outputs)} outputs; expected exactly one"
-        )
     inputs = [
-        ModelInput(str(item.name), tf.as_dtype(item.dtype), tuple(item.shape))
+        ModelTensor(str(item.name), tf.as_dtype(item.dtype), tuple(item.shape))
         for item in keras_inputs
     ]
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(keras_outputs):
+        names = [f"output_{index}" for index in range(len(keras_outputs))]
+    outputs = [
+        ModelTensor(str(name), tf.as_dtype(item.dtype), tuple(item.shape))
+        for name, item in zip(names, keras_outputs, strict=True)
+    ]
 
-    def call(tensors: list[tf.Tensor]) -> tf.Tensor:
-        return model(tensors[0] if len(tensors) == 1 else tensors, training=False)
+    def call_all(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+        result = model(tensors[0] if len(tensors) == 1 else tensors, training=False)
+        if isinstance(result, dict):
+            return [result[name] for name in names]
+        return list(result) if isinstance(result, list | tuple) else [result]
 
-    return ImportedModel(path, "keras", inputs, tuple(keras_outputs[0].shape), call)
+    return ImportedModel(path, "keras", inputs, outputs, call_all)
 
 
 def _load_saved_model(path: Path) -> ImportedModel:
@@ -187,24 +300,22 @@ def _load_saved_model(path: Path) -> ImportedModel:
     except Exception as error:  # TensorFlow raises many types for an unreadable folder
         raise UnsupportedModelError(f"could not read {path} as a SavedModel: {error}") from error
     specs: dict[str, tf.TensorSpec] = signature.structured_input_signature[1]
-    outputs: dict[str, tf.TensorSpec] = signature.structured_outputs
-    if len(outputs) != 1:
-        raise UnsupportedModelError(
-            f"{path}'s serving signature has {len(outputs)} outputs ({', '.join(outputs)}); "
-            "expected exactly one"
-        )
+    output_specs: dict[str, tf.TensorSpec] = signature.structured_outputs
     names = sorted(specs)
     inputs = [
-        ModelInput(name, specs[name].dtype, tuple(specs[name].shape.as_list())) for name in names
+        ModelTensor(name, specs[name].dtype, tuple(specs[name].shape.as_list())) for name in names
     ]
-    ((output_name, output_spec),) = outputs.items()
+    output_names = sorted(output_specs)
+    outputs = [
+        ModelTensor(name, output_specs[name].dtype, tuple(output_specs[name].shape.as_list()))
+        for name in output_names
+    ]
 
-    def call(tensors: list[tf.Tensor]) -> tf.Tensor:
-        return signature(**dict(zip(names, tensors, strict=True)))[output_name]
+    def call_all(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+        result = signature(**dict(zip(names, tensors, strict=True)))
+        return [result[name] for name in output_names]
 
-    return ImportedModel(
-        path, "saved_model", inputs, tuple(output_spec.shape.as_list()), call, keep_alive=loaded
-    )
+    return ImportedModel(path, "saved_model", inputs, outputs, call_all, keep_alive=loaded)
 
 
 def _as_classifier(

@@ -30,25 +30,31 @@ def check_parity(
     model: bytes | Path,
     feeds: Mapping[str, NDArray[np.generic]],
     reference: Mapping[str, NDArray[np.generic]],
-    tolerance: float,
+    tolerance: float | Mapping[str, float],
 ) -> float:
     """Run ``model`` on ``feeds`` and compare with TensorFlow's ``reference`` outputs.
 
     Returns the max abs error over all outputs; raises ParityError above ``tolerance``
-    (a NaN anywhere counts as an infinite error).
+    (one for every output, or one per output name; a NaN anywhere counts as an infinite
+    error).
     """
-    if not tolerance >= 0:
-        raise ValueError(f"the parity tolerance must be a number >= 0, got {tolerance}")
+    tolerances = (
+        dict(tolerance) if isinstance(tolerance, Mapping) else dict.fromkeys(reference, tolerance)
+    )
+    for value in tolerances.values():
+        if not value >= 0:
+            raise ValueError(f"the parity tolerance must be a number >= 0, got {value}")
     session = cpu_session(model)
     names = [output.name for output in session.get_outputs()]
     produced = dict(zip(names, session.run(names, dict(feeds)), strict=True))
     worst = 0.0
     for name, expected in reference.items():
+        allowed = tolerances[name]
         if name not in produced:
-            raise ParityError(model_name, name, float("inf"), tolerance)
+            raise ParityError(model_name, name, float("inf"), allowed)
         error = _max_abs_error(np.asarray(produced[name]), np.asarray(expected))
-        if not error <= tolerance:
-            raise ParityError(model_name, name, error, tolerance)
+        if not error <= allowed:
+            raise ParityError(model_name, name, error, allowed)
         worst = max(worst, error)
     return worst
 

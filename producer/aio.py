@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,6 +36,7 @@ from aimass.protocol.errors import AimassError, JobTimeout
 from aimass.protocol.keys import result_key, submitted_key
 from aimass.protocol.records import ResultRecord
 from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
+from aimass.protocol.tensors import TensorInputs
 
 
 class AsyncClient:
@@ -116,6 +117,36 @@ class AsyncClient:
                 labels=labels,
                 seed=seed,
                 format=format,
+                version=version,
+                job_id=job_id,
+                priority=priority,
+                deadline=deadline,
+            )
+        )
+
+    async def infer(
+        self,
+        model: str,
+        inputs: TensorInputs,
+        *,
+        outputs: Sequence[str] | None = None,
+        binary: bool = True,
+        parameters: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        version: int | None = None,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+    ) -> AsyncJob:
+        """Run a model on named tensors (see ``Client.infer``)."""
+        return await self.submit(
+            Submission.infer(
+                inputs,
+                model=model,
+                outputs=outputs,
+                binary=binary,
+                parameters=parameters,
+                request_id=request_id,
                 version=version,
                 job_id=job_id,
                 priority=priority,

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 from aimass.producer.bulk import BulkRun, submit_in_chunks
@@ -22,6 +22,7 @@ from aimass.protocol.contract import Priority
 from aimass.protocol.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS
 from aimass.protocol.queues import queue_depth
 from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
+from aimass.protocol.tensors import TensorInputs
 
 __all__ = ["Client", "Job", "JobStatus", "as_completed", "producer_config", "wait"]
 
@@ -124,6 +125,40 @@ class Client:
                 labels=labels,
                 seed=seed,
                 format=format,
+                version=version,
+                job_id=job_id,
+                priority=priority,
+                deadline=deadline,
+            )
+        )
+
+    def infer(
+        self,
+        model: str,
+        inputs: TensorInputs,
+        *,
+        outputs: Sequence[str] | None = None,
+        binary: bool = True,
+        parameters: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        version: int | None = None,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+    ) -> Job:
+        """Run a model on named tensors: ``{name: array}`` (numpy arrays, or lists), or
+        the Open Inference Protocol's input dicts. Any model answers, whatever its kind.
+        ``outputs`` picks some outputs (default: all). The result's ``outputs`` are in
+        the protocol's form (raw bytes unless ``binary=False``: JSON lists), and its
+        ``arrays`` the same as numpy arrays, by name."""
+        return self.submit(
+            Submission.infer(
+                inputs,
+                model=model,
+                outputs=outputs,
+                binary=binary,
+                parameters=parameters,
+                request_id=request_id,
                 version=version,
                 job_id=job_id,
                 priority=priority,

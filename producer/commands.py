@@ -1,5 +1,5 @@
-"""Producer commands: ``aimass classify``, ``generate``, ``status``, ``result`` and
-``cancel`` (and ``dead``, producer/dead_letters.py).
+"""Producer commands: ``aimass classify``, ``generate``, ``infer``, ``status``, ``result``
+and ``cancel`` (and ``dead``, producer/dead_letters.py).
 
 Human-readable output by default, ``--json`` for scripts. Exit codes: 0 done, 1 the
 job failed, expired or is unknown (the typed error is printed, ``InvalidInput: ...``),
@@ -66,6 +66,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     generate.add_argument("--scale", type=int, help="upscale factor (default: tiles ~128 px)")
     _add_submit_options(generate)
     generate.set_defaults(handler=_guarded(run_generate))
+
+    infer = subparsers.add_parser(
+        "infer",
+        help="run a model on named tensors",
+        epilog=EPILOG,
+        description="Send a model its named input tensors (an aimass.infer job; any model "
+        "answers) and print its output tensors.",
+    )
+    infer.add_argument("--model", required=True, help="model name, e.g. diabetes")
+    infer.add_argument("--version", type=int, help="pin a model version (default: newest)")
+    infer.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        required=True,
+        metavar="NAME=FILE.npy|JSON",
+        help="one input tensor: a .npy file, or a JSON list such as [[1.5,2]] (float32 "
+        "for decimals, int64 for integers); repeat for each input",
+    )
+    infer.add_argument(
+        "--output",
+        dest="outputs",
+        action="append",
+        metavar="NAME",
+        help="an output to return (repeat; default: all)",
+    )
+    infer.add_argument("--save", type=Path, metavar="DIR", help="write each output as DIR/NAME.npy")
+    _add_submit_options(infer)
+    infer.set_defaults(handler=_guarded(run_infer))
 
     status = subparsers.add_parser(
         "status",
@@ -304,6 +333,69 @@ def _write_grid(
         )
 
 
+def read_tensor_inputs(specs: Sequence[str]) -> dict[str, Any]:
+    """``NAME=FILE.npy`` or ``NAME=JSON`` arguments as ``{name: array or list}``."""
+    import numpy as np
+
+    inputs: dict[str, Any] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--input {spec!r}: expected NAME=FILE.npy or NAME=[values]")
+        if value.lstrip().startswith("["):
+            try:
+                inputs[name] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--input {name}: not a JSON list ({exc})") from None
+        else:
+            inputs[name] = np.load(value, allow_pickle=False)
+    return inputs
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    inputs = read_tensor_inputs(args.inputs)
+    with _client() as client, _explained_timeout(client, args.model):
+        job = client.infer(
+            args.model,
+            inputs,
+            outputs=args.outputs,
+            binary=not args.json,  # JSON lists when a script reads the result
+            version=args.version,
+            **_submit_options(args),
+        )
+        if args.no_wait:
+            print(job.id)
+            return EXIT_OK
+        result = job.result(timeout=args.timeout)
+    arrays = result.pop("arrays")
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            _save_npy(args.save / f"{name}.npy", array)
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK
+    print(f"{result['model_name']} v{result['model_version']}")
+    for output in result["outputs"]:
+        array = arrays[output["name"]]
+        print(f"{output['name']} {output['datatype']}{list(array.shape)}: {_preview(array)}")
+    return EXIT_OK
+
+
+def _save_npy(path: Path, array: Any) -> None:
+    import numpy as np
+
+    np.save(path, array, allow_pickle=False)
+
+
+def _preview(array: Any, limit: int = 12) -> str:
+    flat = array.reshape(-1)
+    shown = " ".join(
+        f"{value:.6g}" if array.dtype.kind == "f" else str(value) for value in flat[:limit]
+    )
+    return shown + (f" ... ({flat.size} values)" if flat.size > limit else "")
+
+
 def run_status(args: argparse.Namespace) -> int:
     with _client() as client:
         status = client.job(args.job_id).status()
@@ -352,6 +444,12 @@ def run_result(args: argparse.Namespace) -> int:
     elif "predictions" in stored:
         names = [f"#{i}" for i in range(len(stored["predictions"]))]
         print(classification_table(names, stored["predictions"]))
+    elif "outputs" in stored:
+        from aimass.protocol.tensors import array_from_document
+
+        for output in stored["outputs"]:
+            array = array_from_document(output)
+            print(f"{output['name']} {output['datatype']}{list(array.shape)}: {_preview(array)}")
     elif not args.output:
         print(
             f"{len(stored['images'])} images from {stored['model']} v{stored['version']}, "

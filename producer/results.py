@@ -13,6 +13,7 @@ from typing import Any
 from aimass.protocol.codecs import png_from_base64, tensor_from_bytes
 from aimass.protocol.errors import AimassError, JobCancelled, JobExpired, error_from_result
 from aimass.protocol.records import ResultRecord, ResultState
+from aimass.protocol.tensors import array_from_document
 
 
 class JobStatus(StrEnum):
@@ -54,12 +55,16 @@ def decode_result(job_id: str, record: ResultRecord, decode: bool = True) -> dic
     """The result of a finished job; raises its typed error if it failed or expired.
 
     With ``decode``, generated images become PIL images (``format="png"``) or numpy
-    arrays (``format="tensor"``); without it, the stored JSON is returned as it is.
+    arrays (``format="tensor"``), and an infer result gains ``arrays``: its output
+    tensors as numpy arrays, by name; without it, the stored JSON is returned as it is.
     """
     result = record.result
     if record.state is ResultState.succeeded and isinstance(result, dict):
         if decode and isinstance(result.get("images"), list):
             return {**result, "images": [decode_image(image) for image in result["images"]]}
+        if decode and isinstance(result.get("outputs"), list):
+            arrays = {str(out["name"]): array_from_document(out) for out in result["outputs"]}
+            return {**result, "arrays": arrays}
         return dict(result)
     raise error_of(job_id, record)
 

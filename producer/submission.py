@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -28,6 +28,7 @@ from aimass.protocol.messages import (
     message_list,
     priority_step,
 )
+from aimass.protocol.tensors import TensorInputs, encode_tensors
 from aimass.protocol.tracing import current_traceparent
 
 # A deadline: seconds from now, a duration, or a point in time (naive means local time).
@@ -64,7 +65,7 @@ def check_job_id(job_id: str) -> str:
 
 @dataclass(frozen=True)
 class Submission:
-    """A job as it will be enqueued; build with ``classify`` or ``generate``."""
+    """A job as it will be enqueued; build with ``classify``, ``generate`` or ``infer``."""
 
     kind: ModelKind
     kwargs: dict[str, Any]  # contract kwargs in their JSON form (bytes as base64)
@@ -130,6 +131,38 @@ class Submission:
             "format": format,
         }
         return cls.from_kwargs(ModelKind.generate, kwargs, job_id, priority, deadline, serializer)
+
+    @classmethod
+    def infer(
+        cls,
+        inputs: TensorInputs,
+        *,
+        model: str,
+        outputs: Sequence[str] | None = None,
+        binary: bool = True,
+        parameters: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        version: int | None = None,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+        serializer: Serializer = "msgpack",
+    ) -> Submission:
+        """An infer job: the model's named input tensors, as ``{name: array}`` (numpy
+        arrays, or lists) or as the Open Inference Protocol's input dicts (``name``,
+        ``shape``, ``datatype``, ``data``) that a Triton or KServe request holds.
+        ``outputs`` picks some outputs (default: all); ``binary`` returns them as raw
+        bytes (numpy arrays either way once decoded), else as JSON lists."""
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "version": version,
+            "id": request_id,
+            "inputs": encode_tensors(inputs, raw=serializer == "msgpack"),
+            "parameters": {**(parameters or {}), "binary_data_output": binary},
+        }
+        if outputs is not None:
+            kwargs["outputs"] = [{"name": name} for name in outputs]
+        return cls.from_kwargs(ModelKind.tensor, kwargs, job_id, priority, deadline, serializer)
 
     @classmethod
     def from_kwargs(

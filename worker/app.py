@@ -1,4 +1,4 @@
-"""The Celery app of the workers: settings, queues, and the two tasks.
+"""The Celery app of the workers: settings, queues, and the tasks (one per kind of job).
 
 ``create_app(settings)`` is called once at start-up; nothing here reads the
 environment at import. ``aimass.worker.main`` builds the app from the environment for
@@ -16,7 +16,7 @@ from celery.exceptions import Reject
 from kombu import Queue
 
 from aimass.protocol.connections import celery_url
-from aimass.protocol.contract import CLASSIFY_TASK, GENERATE_TASK
+from aimass.protocol.contract import TASKS
 from aimass.protocol.errors import AimassError
 from aimass.protocol.keys import (
     CELERY_QUEUE,
@@ -130,5 +130,5 @@ def _register_tasks(app: Celery) -> None:
             except DeviceLost:  # not the job's fault: back to the queue for another worker
                 raise Reject("the worker's device is broken", requeue=True) from None
 
-    make(ModelKind.classify, CLASSIFY_TASK)
-    make(ModelKind.generate, GENERATE_TASK)
+    for kind, name in TASKS.items():
+        make(kind, name)

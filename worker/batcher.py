@@ -313,7 +313,7 @@ class Batcher:
         started = time.monotonic()
         running = self._running = _Running(batch, started, threading.current_thread())
         try:
-            outputs, run_size = run_in_chunks(
+            parts, run_size = run_by_shape(
                 self.runner, [job.feeds for job in batch], self.max_batch_size, self.buckets
             )
         except Exception as exc:
@@ -348,10 +348,7 @@ class Batcher:
         size = sum(job.size for job in batch)
         if self.on_batch:
             self.on_batch(size, run_size, inference_ms)
-        offset = 0
-        for job in batch:
-            part = [out[offset : offset + job.size] for out in outputs]
-            offset += job.size
+        for job, part in zip(batch, parts, strict=True):
             _resolve(
                 job.future,
                 BatchOutput(
@@ -470,6 +467,40 @@ def _resolve(
             future.set_result(result)  # type: ignore[arg-type]
     except InvalidStateError:
         pass
+
+
+def shape_key(feeds: Feeds) -> tuple[tuple[str, tuple[int, ...], str], ...]:
+    """What jobs must share to run together: each input's name, shape past the batch
+    dimension, and dtype."""
+    return tuple(sorted((name, array.shape[1:], array.dtype.str) for name, array in feeds.items()))
+
+
+def run_by_shape(
+    runner: Runner, feeds: list[Feeds], max_batch_size: int, buckets: Sequence[int] = ()
+) -> tuple[list[list[np.ndarray]], int]:
+    """Run a batch's jobs and return each job's slice of every output, in job order,
+    with the largest batch size a run had.
+
+    Jobs whose inputs have the same non-batch shapes and dtypes run together; a batch
+    that holds several shapes (a model with an open dimension, such as a sequence
+    length) runs once per shape. Open dimensions are never padded: padding is only
+    along the batch dimension, where the buckets ask for it."""
+    groups: dict[tuple[tuple[str, tuple[int, ...], str], ...], list[int]] = {}
+    for index, job in enumerate(feeds):
+        groups.setdefault(shape_key(job), []).append(index)
+    parts: list[list[np.ndarray]] = [[] for _ in feeds]
+    ran = 0
+    for members in groups.values():
+        outputs, run_size = run_in_chunks(
+            runner, [feeds[i] for i in members], max_batch_size, buckets
+        )
+        ran = max(ran, run_size)
+        offset = 0
+        for i in members:
+            size = len(next(iter(feeds[i].values())))
+            parts[i] = [out[offset : offset + size] for out in outputs]
+            offset += size
+    return parts, ran
 
 
 def run_in_chunks(

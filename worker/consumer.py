@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from aimass.protocol.contract import CLASSIFY_TASK, GENERATE_TASK
+from aimass.protocol.contract import TASK_KINDS
 from aimass.protocol.errors import (
     AimassError,
     InvalidJob,
@@ -28,7 +28,6 @@ from aimass.protocol.errors import (
     WorkerLost,
 )
 from aimass.protocol.keys import QUEUE_PREFIX, dead_letter_key
-from aimass.protocol.manifest import ModelKind
 from aimass.protocol.messages import InvalidMessage
 from aimass.protocol.records import ResultRecord
 from aimass.worker.batcher import DeviceLost
@@ -37,8 +36,6 @@ from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
 from aimass.worker.served import ServedModels, StartedJob
 
 log = logging.getLogger(__name__)
-
-TASK_KINDS = {CLASSIFY_TASK: ModelKind.classify, GENERATE_TASK: ModelKind.generate}
 
 
 @dataclass(eq=False)
@@ -315,8 +312,7 @@ class BulkConsumer:
         kind = TASK_KINDS.get(envelope.task)
         if kind is None:
             raise InvalidJob(
-                f"unknown task {envelope.task!r}; this queue serves "
-                f"{CLASSIFY_TASK} and {GENERATE_TASK}"
+                f"unknown task {envelope.task!r}; this queue serves {', '.join(TASK_KINDS)}"
             )
         if message.headers.get("eta") or message.headers.get("countdown"):
             raise InvalidJob("aimass jobs cannot be delayed (eta/countdown); send them when due")

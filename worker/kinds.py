@@ -187,6 +187,10 @@ def seed_for(job_id: str | None) -> int:
 
 
 def logic_for(manifest: Manifest) -> ModelLogic:
+    """What a classifier or a generator does with its jobs (a tensor model's infer jobs
+    are worker/infer.py's)."""
     if manifest.kind is ModelKind.classify:
         return Classifier(manifest)
-    return Generator(manifest)
+    if manifest.kind is ModelKind.generate:
+        return Generator(manifest)
+    raise InvalidJob(f"model {manifest.name!r} is a {manifest.kind} model: it has no kind logic")

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from aimass.protocol.contract import parse_job, task_name
 from aimass.protocol.errors import AimassError, InvalidJob, ModelError, UnknownModel
 from aimass.protocol.manifest import Manifest, ModelKind, near_best_batch
@@ -26,6 +28,7 @@ from aimass.worker.buckets import (
     settle,
     sweep,
 )
+from aimass.worker.infer import TensorModel
 from aimass.worker.kinds import Limits, ModelLogic, logic_for
 from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
 from aimass.worker.sessions import (
@@ -48,13 +51,24 @@ class ServedModel:
     """One model version with its session and its batcher, warmed up and ready."""
 
     version: ModelVersion
-    logic: ModelLogic
+    logic: ModelLogic  # what the model's kind does with its jobs
     sessions: list[Any]  # one, or one per bucket
     batcher: Batcher
     providers: list[str]
     shared: SharedWeights | None = None  # the bucket sessions' one copy of the weights
     limit_source: str = "manifest"  # where the batch limit came from (BatchLimit.source)
     settled_ms: dict[int, float] = field(default_factory=dict)  # a run's time, by size
+    # Infer jobs, which every model answers whatever its kind.
+    tensors: TensorModel | None = None
+
+    def logic_of(self, kind: ModelKind) -> ModelLogic:
+        """What runs a job of this kind on this model: its kind's logic, or for an infer
+        job, its tensors as they are."""
+        if kind is ModelKind.tensor:
+            if self.tensors is None:
+                self.tensors = TensorModel(self.version.manifest)
+            return self.tensors
+        return self.logic
 
     def describe(self) -> dict[str, Any]:
         shared = self.shared
@@ -62,6 +76,7 @@ class ServedModel:
             "name": self.version.name,
             "version": self.version.version,
             "kind": str(self.logic.kind),
+            "batched": self.version.manifest.batched,
             "providers": self.providers,
             "max_batch_size": self.batcher.max_batch_size,
             "batch_limit_source": self.limit_source,
@@ -87,6 +102,7 @@ class StartedJob:
     job: Any
     context: Any
     future: Future[BatchOutput]
+    task: ModelKind | None = None  # the kind of job it is (an infer job on any model)
 
     @property
     def name(self) -> str:
@@ -98,6 +114,10 @@ class StartedJob:
 
     @property
     def kind(self) -> str:
+        """The kind of job, as metrics and logs name it: the model's kind, or
+        ``tensor`` for an infer job."""
+        if self.task is ModelKind.tensor:
+            return str(ModelKind.tensor)
         return str(self.model.logic.kind) if self.model else "-"
 
 
@@ -167,7 +187,7 @@ class ServedModels:
         job = parse_job(kind, kwargs, strict=True)
         model = self.model_for(job.model, job.version)
         if isinstance(model, Future):  # its version is loading: start it once loaded
-            started = StartedJob(None, job, None, Future())
+            started = StartedJob(None, job, None, Future(), kind)
             model.add_done_callback(
                 lambda loading: self._begin_loaded(started, loading, kind, arrived, job_id, alone)
             )
@@ -183,14 +203,14 @@ class ServedModels:
         job_id: str | None,
         alone: bool = False,
     ) -> StartedJob:
-        if model.logic.kind != kind:
+        if kind is not ModelKind.tensor and model.logic.kind != kind:
             raise InvalidJob(
                 f"model {job.model!r} is a {model.logic.kind} model; send its jobs as "
-                f"{task_name(model.logic.kind)}"
+                f"{task_name(model.logic.kind)} (or its tensors as {task_name(ModelKind.tensor)})"
             )
-        feeds, size, context = model.logic.prepare(job, self.limits, job_id)
+        feeds, size, context = model.logic_of(kind).prepare(job, self.limits, job_id)
         future = model.batcher.submit(feeds, size, arrived, job_id, alone)
-        return StartedJob(model, job, context, future)
+        return StartedJob(model, job, context, future, kind)
 
     def _begin_loaded(
         self,
@@ -218,7 +238,9 @@ class ServedModels:
         output = started.future.result()
         model = started.model
         assert model is not None  # set before its batch could run
-        fields = model.logic.finish(started.job, started.context, output)
+        fields = model.logic_of(started.task or model.logic.kind).finish(
+            started.job, started.context, output
+        )
         timing: dict[str, Any] = {
             "queue_ms": round(output.queue_ms, 3),
             "inference_ms": round(output.inference_ms, 3),
@@ -364,6 +386,8 @@ class ServedModels:
 
     def buckets_for(self, manifest: Manifest, max_batch: int) -> tuple[int, ...]:
         """The batch sizes this model's sessions are built for; empty: exact sizes."""
+        if not manifest.batched:
+            return ()  # one job a run: nothing to pad
         setting = self.settings.bucket_setting()
         if setting == "off" or (setting == "auto" and self.plan.gpu is None):
             return ()
@@ -375,6 +399,8 @@ class ServedModels:
         """A model's batch limit on this process's device, and where it comes from: the
         operator's setting, else the manifest's limit for this kind of device, else (on a
         GPU, or wherever AIMASS_BATCH_SWEEP=on) a sweep at start-up."""
+        if not manifest.batched:
+            return BatchLimit(1, "unbatched model")
         given = self.settings.batch_limit(manifest.name)
         if given is not None:
             return BatchLimit(given, "setting")
@@ -394,15 +420,17 @@ class ServedModels:
         ``aimass doctor`` inspects)."""
         started = time.monotonic()
         model_file = verify_checksum(version)
-        logic = logic_for(version.manifest)
-        limit = self.batch_limit(version.manifest)
+        manifest = version.manifest
+        tensors = TensorModel(manifest)
+        logic = tensors if manifest.kind is ModelKind.tensor else logic_for(manifest)
+        limit = self.batch_limit(manifest)
         delay_ms = self.settings.max_queue_delay_ms
         if delay_ms is None:
             delay_ms = version.manifest.batching.max_queue_delay_ms
         # A sweep builds a session for every size it may try, and keeps those it needs.
         buckets = self.buckets_for(version.manifest, limit.size or SWEEP_MAX_BATCH)
         try:
-            built = _Sessions.build(model_file, self.plan, buckets)
+            built = _Sessions.build(model_file, self.plan, buckets, manifest.batched)
             settled: dict[int, float] = {}
             if limit.size is None:
                 settled = built.sweep(logic, buckets or default_buckets(SWEEP_MAX_BATCH))
@@ -452,6 +480,7 @@ class ServedModels:
             built.shared,
             limit.source,
             {size: settled[size] for size in kept},
+            tensors,
         )
         release_free_memory()  # the parsed model ONNX Runtime has let go of
         log.info(
@@ -496,18 +525,23 @@ class _Sessions:
         self.by_size = by_size
         self.shared = shared
         self.plain = plain
-        self.runner: BucketRunner | SessionRunner = (
+        self.runner: BucketRunner | SessionRunner | UnbatchedRunner = (
             SessionRunner(plain)
             if plain is not None
             else BucketRunner({size: SessionRunner(s) for size, s in by_size.items()})
         )
 
     @classmethod
-    def build(cls, model: Path, plan: DevicePlan, buckets: tuple[int, ...]) -> _Sessions:
+    def build(
+        cls, model: Path, plan: DevicePlan, buckets: tuple[int, ...], batched: bool = True
+    ) -> _Sessions:
         if buckets:
             by_size, shared = create_bucket_sessions(model, plan, buckets)
             return cls(by_size, shared)
-        return cls({}, None, create_session(model, plan))
+        sessions = cls({}, None, create_session(model, plan))
+        if not batched:
+            sessions.runner = UnbatchedRunner(SessionRunner(sessions.plain))
+        return sessions
 
     @property
     def sessions(self) -> list[Any]:
@@ -531,6 +565,24 @@ class _Sessions:
             for size in buckets
         }
         self.runner = BucketRunner({size: SessionRunner(s) for size, s in self.by_size.items()})
+
+
+class UnbatchedRunner:
+    """Runs a graph without a batch dimension: its batcher sees each job as one row (a
+    leading axis of 1, worker/infer.py) and runs one job a run; the axis comes off
+    before the run and goes back on its outputs."""
+
+    def __init__(self, runner: SessionRunner) -> None:
+        self.runner = runner
+
+    def __call__(self, feeds: Any) -> list[np.ndarray]:
+        rows = {len(array) for array in feeds.values()}
+        if rows != {1}:
+            raise ValueError(f"a model without a batch dimension runs one job a run, got {rows}")
+        return [output[None] for output in self.runner({n: a[0] for n, a in feeds.items()})]
+
+    def interrupt(self, thread: threading.Thread) -> None:
+        self.runner.interrupt(thread)
 
 
 def _pass_on(done: Future[BatchOutput], to: Future[BatchOutput]) -> None:

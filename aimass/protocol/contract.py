@@ -21,17 +21,28 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
 from aimass.protocol.errors import InvalidJob
 from aimass.protocol.manifest import ModelKind
+from aimass.protocol.tensors import Datatype
 
 CONTRACT_VERSION = 1
 
 CLASSIFY_TASK = "aimass.classify"
 GENERATE_TASK = "aimass.generate"
+INFER_TASK = "aimass.infer"
+TASKS: dict[ModelKind, str] = {
+    ModelKind.classify: CLASSIFY_TASK,
+    ModelKind.generate: GENERATE_TASK,
+    ModelKind.tensor: INFER_TASK,
+}
+# The kind of job each task name carries (a worker reads it from the message's headers).
+TASK_KINDS: dict[str, ModelKind] = {task: kind for kind, task in TASKS.items()}
 
 DTYPES = ("float32", "float16", "float64", "uint8", "int8", "int32", "int64", "bool")
 
@@ -46,7 +57,7 @@ class Priority(IntEnum):
 
 def task_name(kind: ModelKind) -> str:
     """The task that runs jobs for models of this kind."""
-    return CLASSIFY_TASK if kind is ModelKind.classify else GENERATE_TASK
+    return TASKS[kind]
 
 
 def _bytes_from_wire(value: Any) -> Any:
@@ -66,6 +77,29 @@ WireBytes = Annotated[
     BeforeValidator(_bytes_from_wire),
     PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), when_used="json"),
     WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+]
+
+
+def _data_to_json(value: bytes | list[Any]) -> str | list[Any]:
+    return base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+
+
+# A tensor's data: a flat or nested list, or raw little-endian bytes (base64 in JSON).
+TensorData = Annotated[
+    bytes | list[Any],
+    PlainSerializer(_data_to_json, when_used="json"),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "array", "description": "values, flat or nested, row-major"},
+                {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "description": "the little-endian bytes, row-major",
+                },
+            ]
+        }
+    ),
 ]
 
 
@@ -146,6 +180,74 @@ class GenerateJob(_Model):
         return self
 
 
+MAX_TENSORS = 64  # named tensors in one infer job
+
+
+class InferInput(_Model):
+    """One named input tensor, as the Open Inference Protocol sends it: ``data`` a flat or
+    nested list in row-major order, or the raw little-endian bytes (msgpack bytes, base64
+    text in JSON)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=8)
+    datatype: Datatype
+    data: TensorData
+    parameters: dict[str, Any] | None = None
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_from_wire(cls, value: Any, info: ValidationInfo) -> Any:
+        """Base64 text to bytes here, so that an error names the tensor."""
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(
+                    f"tensor {info.data.get('name')!r}: data is text but not base64 ({exc})"
+                ) from None
+        if isinstance(value, bytearray | memoryview):
+            return bytes(value)
+        if not isinstance(value, bytes | list):
+            raise ValueError(
+                f"tensor {info.data.get('name')!r}: data must be a list of values or raw "
+                f"bytes (base64 text in JSON), got {type(value).__name__}"
+            )
+        return value
+
+
+class InferOutputRequest(_Model):
+    """An output the job asks for; ``parameters.binary_data`` (Triton's name) returns its
+    data as base64 little-endian bytes instead of a JSON list."""
+
+    name: str = Field(min_length=1, max_length=256)
+    parameters: dict[str, Any] | None = None
+
+    @property
+    def binary(self) -> bool | None:
+        value = (self.parameters or {}).get("binary_data")
+        return value if isinstance(value, bool) else None
+
+
+class InferJob(_Model):
+    """Keyword arguments of ``aimass.infer``: an Open Inference Protocol request (KServe
+    v2's ``inputs``, ``outputs``, ``parameters`` and ``id``) with the model it is for.
+
+    Every model answers it, whatever its kind. ``outputs`` picks some outputs (default:
+    all); ``parameters.binary_data_output`` (Triton's name) returns every output as raw
+    bytes (base64 text) instead of JSON lists."""
+
+    model: str = Field(min_length=1, max_length=64)
+    version: int | None = Field(default=None, ge=1)
+    id: str | None = Field(default=None, max_length=256)
+    inputs: list[InferInput] = Field(min_length=1, max_length=MAX_TENSORS)
+    outputs: list[InferOutputRequest] | None = Field(default=None, max_length=MAX_TENSORS)
+    parameters: dict[str, Any] | None = None
+
+    @property
+    def binary_output(self) -> bool:
+        return (self.parameters or {}).get("binary_data_output") is True
+
+
 class Timing(BaseModel):
     """Where a job's time went, in milliseconds."""
 
@@ -183,6 +285,29 @@ class GenerateResult(BaseModel):
     timing: Timing
 
 
+class InferOutput(BaseModel):
+    """One output tensor of a result: ``data`` a flat JSON list in row-major order, or
+    base64 text of its little-endian bytes where binary data was asked for."""
+
+    name: str
+    shape: list[int]
+    datatype: Datatype
+    data: list[Any] | str
+
+
+class InferResult(BaseModel):
+    """The stored result of ``aimass.infer``: an Open Inference Protocol response
+    (``model_name``, ``model_version``, ``id``, ``outputs``) and aimass's own fields."""
+
+    model: str
+    version: int
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[InferOutput]
+    timing: Timing
+
+
 class ErrorResult(BaseModel):
     """What ``celery-task-meta-<id>`` holds in ``result`` for a failed job."""
 
@@ -200,13 +325,16 @@ class ErrorResult(BaseModel):
     exc_module: str
 
 
-JOB_MODELS: dict[ModelKind, type[ClassifyJob] | type[GenerateJob]] = {
+Job = ClassifyJob | GenerateJob | InferJob
+
+JOB_MODELS: dict[ModelKind, type[Job]] = {
     ModelKind.classify: ClassifyJob,
     ModelKind.generate: GenerateJob,
+    ModelKind.tensor: InferJob,
 }
 
 
-def parse_job(kind: ModelKind, kwargs: Any, *, strict: bool = False) -> ClassifyJob | GenerateJob:
+def parse_job(kind: ModelKind, kwargs: Any, *, strict: bool = False) -> Job:
     """Validate a job's keyword arguments, raising ``InvalidJob`` that says what is wrong.
 
     ``strict`` (what workers use on the wire) takes each field only in its own JSON or

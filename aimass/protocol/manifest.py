@@ -98,20 +98,29 @@ def published_models(root: Path) -> list[str]:
 
 class ModelKind(StrEnum):
     """What a model does, which also names its jobs: a model of each kind is served by
-    one task (``aimass.classify``, ``aimass.generate``; see ``contract.task_name``)."""
+    one task (``aimass.classify``, ``aimass.generate``, ``aimass.infer``; see
+    ``contract.task_name``). Every model also answers ``aimass.infer``: its tensors as
+    they are, whatever its kind."""
 
-    classify = "classify"  # images in, top-k labels out
-    generate = "generate"  # class labels (and a latent vector) in, images out
+    classify = "classify"  # a tensor (an image, a feature vector, token ids) in, top-k labels out
+    generate = "generate"  # a latent vector (and a class or a condition vector) in, images out
+    tensor = "tensor"  # any named tensors in, named tensors out (aimass.infer)
 
 
 class TensorSpec(BaseModel):
-    """One named input or output of the ONNX graph; -1 marks a dynamic dimension."""
+    """One named input or output of the ONNX graph; -1 marks a dimension left open.
+
+    In a batched model (``Manifest.batched``) the first dimension is the batch one (-1);
+    the others are fixed sizes or open ones (a sequence length)."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
-    dtype: str  # numpy dtype name: "float32", "int32", "int64", "uint8"
+    dtype: str  # numpy dtype name: "float32", "int32", "int64", "uint8", "bool", ...
     shape: list[int]
+    # An integer input's values, where the export was told them (an embedding's
+    # vocabulary): low inclusive, high exclusive. What the parity gate drew from.
+    value_range: list[int] | None = None
 
 
 class Preprocessing(BaseModel):
@@ -216,6 +225,11 @@ class Manifest(BaseModel):
     parity_max_abs_error: float | None = None
     parity_tolerance: float | None = None
     quality: dict[str, Any] = Field(default_factory=dict)
+    # Every input and output has a leading batch dimension, so that jobs run together;
+    # False: the graph takes one job's tensors as they are, and runs one job per run.
+    batched: bool = True
+    # The parity tolerance of each output, where they differ (tensor models).
+    output_tolerances: dict[str, float] = Field(default_factory=dict)
     trained: bool = True
     created_at: str | None = None
 

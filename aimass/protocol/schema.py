@@ -20,6 +20,8 @@ from aimass.protocol.contract import (
     ErrorResult,
     GenerateJob,
     GenerateResult,
+    InferJob,
+    InferResult,
 )
 
 SCHEMAS: dict[str, type[BaseModel]] = {
@@ -27,6 +29,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "classify-result": ClassifyResult,
     "generate-job": GenerateJob,
     "generate-result": GenerateResult,
+    "infer-job": InferJob,
+    "infer-result": InferResult,
     "error-result": ErrorResult,
 }
 

@@ -105,6 +105,13 @@ def test_models_lists_every_version_as_json(
     rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
     by_name = {row["name"]: row for row in rows if row["version"] == 1}
     assert by_name["digits"]["kind"] == "classify"
+    # The Open Inference Protocol's model metadata.
+    assert by_name["digits"]["versions"] == ["1"]
+    assert by_name["digits-gan"]["inputs"][0] == {
+        "name": "latent",
+        "datatype": "FP32",
+        "shape": [-1, 64],
+    }
     assert "test_accuracy" in by_name["digits"]["quality"]
     assert "class_agreement" in by_name["digits-gan"]["quality"]
     for row in by_name.values():
@@ -117,9 +124,16 @@ def test_models_prints_a_table(
 ) -> None:
     assert aimass("models", "--repository", str(repository)) == 0
     header, *lines = capsys.readouterr().out.splitlines()
-    assert header.split() == ["NAME", "VERSION", "KIND", "INPUTS", "SIZE", "QUALITY", "PARITY"]
+    assert header.split() == [
+        "NAME", "VERSION", "KIND", "INPUTS", "OUTPUTS", "SIZE", "QUALITY", "PARITY",
+    ]  # fmt: skip
     assert any(line.startswith("digits ") and "test_accuracy=" in line for line in lines)
-    assert any("class_agreement=" in line and "latent float32[-1, 64]" in line for line in lines)
+    assert any(
+        "class_agreement=" in line
+        and "latent FP32[?, 64]" in line
+        and "image FP32[?, 32, 32, 1]" in line
+        for line in lines
+    )
 
 
 def test_generator_alone_uses_the_latest_digits_and_is_reproducible(

@@ -220,7 +220,7 @@ def envelope_cases(c: Corpus) -> None:
             f"task {task!r}",
             classify(),
             "InvalidJob",
-            "unknown task.*aimass.classify and aimass.generate",
+            "unknown task.*aimass.classify, aimass.generate, aimass.infer",
             task=task,
         )
     pickled = pickle.dumps([[], classify(), {}, Marker()])

@@ -58,7 +58,7 @@ def classifier_model(gain: float = 4.0, hidden: bool = False) -> bytes:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", CLASSES])],
         initializer=initializers,
     )
-    return _serialize(graph)
+    return serialize(graph)
 
 
 def generator_model() -> bytes:
@@ -90,10 +90,10 @@ def generator_model() -> bytes:
             numpy_helper.from_array(np.array([-1, SIDE, SIDE, 1], dtype=np.int64), "image_shape"),
         ],
     )
-    return _serialize(graph)
+    return serialize(graph)
 
 
-def _serialize(graph: onnx.GraphProto) -> bytes:
+def serialize(graph: onnx.GraphProto) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     onnx.checker.check_model(model)

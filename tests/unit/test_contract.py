@@ -40,7 +40,11 @@ def test_queue_names_are_the_wire_names() -> None:
 
 
 def test_each_model_kind_has_its_task() -> None:
-    assert [task_name(kind) for kind in ModelKind] == ["aimass.classify", "aimass.generate"]
+    assert [task_name(kind) for kind in ModelKind] == [
+        "aimass.classify",
+        "aimass.generate",
+        "aimass.infer",
+    ]
 
 
 def test_json_job_decodes_base64_bytes() -> None:
