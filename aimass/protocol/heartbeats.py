@@ -37,6 +37,7 @@ class ServedModelInfo(BaseModel):
     shared_weight_bytes: int | None = None  # bucket sessions' one copy of the weights
     weights_shared: bool | None = None
     sharing_refused: str | None = None  # why each bucket session holds its own copy
+    batched: bool = True  # False: the graph has no batch dimension, one job per run
 
 
 class Heartbeat(BaseModel):
