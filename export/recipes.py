@@ -36,7 +36,6 @@ from aimass.export.data import (
 )
 from aimass.export.errors import ExportError
 from aimass.export.labels import default_labels, read_labels
-from aimass.export.opsets import DEFAULT_OPSET
 from aimass.export.parity import (
     CLASSIFIER_TOLERANCE,
     EMBEDDING_TOLERANCE,
@@ -45,6 +44,7 @@ from aimass.export.parity import (
 from aimass.export.repository import Progress, PublishedModel, latest
 from aimass.export.tabular_recipes import publish_diabetes, publish_wine
 from aimass.export.zoo import ZOO
+from aimass.export.zoo_options import ZooOptions
 from aimass.protocol.manifest import (
     BatchingSpec,
     GeneratorSpec,
@@ -73,17 +73,6 @@ ALEXNET_PARITY_SAMPLES = 4
 _SPLIT_DESCRIPTION = (
     "scikit-learn load_digits, upscaled to 32x32, seeded stratified split (aimass.export.data)"
 )
-
-
-@dataclass(frozen=True)
-class ZooOptions:
-    repository: Path
-    seed: int = 0
-    quick: bool = False
-    opset: int = DEFAULT_OPSET
-    alexnet_weights: Path | None = None  # Keras weights (.weights.h5) for build_alexnet()
-    alexnet_labels: Path | None = None  # one label per line
-    measure_batching: bool = False  # measure AlexNet's best batch size with ONNX Runtime
 
 
 def publish_zoo(

@@ -27,11 +27,11 @@ from aimass.export.tabular import (
     load_diabetes_split,
     load_wine_split,
 )
+from aimass.export.zoo_options import ZooOptions
 from aimass.protocol.manifest import BatchingSpec, ModelKind
 
 if TYPE_CHECKING:
     from aimass.export.publish import Candidate
-    from aimass.export.recipes import ZooOptions
     from aimass.export.training import TrainingReport
 
 MIN_WINE_ACCURACY = 0.9
