@@ -64,7 +64,8 @@ def _add_zoo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="NAMES",
         default=",".join(ZOO_MODELS),
         help=f"comma-separated subset of {','.join(ZOO_MODELS)} (default: all); digits-gan uses "
-        "the digits trained in the same run, else the latest published one",
+        "the digits trained in the same run, else the latest published one; digits-embed "
+        "shares digits' training when both are asked for",
     )
     _add_repository(zoo)
     zoo.add_argument(
@@ -433,19 +434,25 @@ def model_metadata(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The quality figures a table shows, where a manifest has them: a classifier's accuracy
+# (and an embedding's retrieval accuracy), a generator's class agreement, a regression's
+# R² and mean absolute error.
+QUALITY_FIGURES = ("test_accuracy", "retrieval_accuracy", "class_agreement", "r2", "mae")
+
+
 def _quality(quality: dict[str, Any], trained: bool = True) -> str:
     if not trained:
         return "untrained"
-    for key in ("test_accuracy", "class_agreement", "r2", "mae"):
-        if key in quality:
-            return f"{key}={_number(quality[key])}"
-    return "-"
+    shown = [f"{key}={_number(quality[key])}" for key in QUALITY_FIGURES if key in quality]
+    return " ".join(shown) or "-"
 
 
 def _number(value: Any) -> str:
     if value is None:
         return "-"
-    return f"{value:.4f}" if 1e-2 <= abs(value) <= 1 else f"{value:.2g}"
+    if 1e-2 <= abs(value) <= 1:
+        return f"{value:.4f}"
+    return f"{value:.4g}" if abs(value) > 1 else f"{value:.2g}"
 
 
 def _size(size: int | None) -> str:

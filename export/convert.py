@@ -60,6 +60,21 @@ def classifier_function(
     return serve
 
 
+def named_outputs_function(
+    predict: Callable[[tf.Tensor], list[tf.Tensor]],
+    input_spec: tf.TensorSpec,
+    output_names: list[str],
+) -> ServableFunction:
+    """One named input -> the model's outputs under ``output_names``, in order."""
+
+    @tf.function(input_signature=[input_spec], autograph=False)
+    def serve(tensor: tf.Tensor) -> dict[str, tf.Tensor]:
+        results = predict(tensor)
+        return {name: tf.identity(r) for name, r in zip(output_names, results, strict=True)}
+
+    return serve
+
+
 def generator_function(
     generate: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], latent_size: int, label_dtype: tf.DType
 ) -> ServableFunction:

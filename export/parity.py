@@ -8,6 +8,9 @@ Tolerances are on the max absolute difference over every element of every output
 * generator images: 1e-3 on tanh outputs in [-1, 1]. Transposed convolutions and batch
   normalisation accumulate more rounding; 1e-3 is an eighth of one 8-bit grey level
   (2/255), so no published pixel can change by more than one level.
+* an embedding: 1e-3 on ReLU activations of order 1 to 10 (a relative 1e-4 or better).
+* a regression: 1e-2 in the target's own unit, on values of order 100 (diabetes
+  progression): float32 rounds such values at about 1e-5.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from aimass.export.sessions import cpu_session
 
 CLASSIFIER_TOLERANCE = 1e-4
 GENERATOR_TOLERANCE = 1e-3
+EMBEDDING_TOLERANCE = 1e-3
+REGRESSION_TOLERANCE = 1e-2
 
 
 def check_parity(

@@ -13,12 +13,14 @@ and those pixels scaled by 1/255 for the classifier.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from aimass.export.errors import QualityError
 from aimass.export.sessions import cpu_session
 
 POSTPROCESS_SCALE = 127.5
@@ -112,3 +114,57 @@ def generator_quality(
         "samples_per_class": per_class,
         "latent_seed": seed,
     }
+
+
+def run_outputs(model: bytes | Path, feeds: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+    """Every output of the model on ``feeds``, by name, in batches of 256 rows."""
+    session = cpu_session(model)
+    names = [output.name for output in session.get_outputs()]
+    rows = len(next(iter(feeds.values())))
+    batches = [
+        session.run(names, {key: value[start : start + _BATCH] for key, value in feeds.items()})
+        for start in range(0, rows, _BATCH)
+    ]
+    return {name: np.concatenate([batch[i] for batch in batches]) for i, name in enumerate(names)}
+
+
+def regression_quality(
+    predicted: NDArray[np.floating], targets: NDArray[np.floating]
+) -> dict[str, float]:
+    """R² (1 - residual / total sum of squares), mean absolute and root mean squared error."""
+    predicted = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    residual = targets - predicted
+    total = float(np.sum((targets - targets.mean()) ** 2))
+    return {
+        "r2": 1.0 - float(np.sum(residual**2)) / total if total else 0.0,
+        "mae": float(np.mean(np.abs(residual))),
+        "rmse": float(np.sqrt(np.mean(residual**2))),
+    }
+
+
+def retrieval_accuracy(
+    query: NDArray[np.floating],
+    query_labels: NDArray[np.int64],
+    gallery: NDArray[np.floating],
+    gallery_labels: NDArray[np.int64],
+) -> float:
+    """How often a query's nearest gallery item by cosine similarity shares its label:
+    what a similarity search over the embeddings would return first."""
+
+    def unit(vectors: NDArray[np.floating]) -> NDArray[np.float64]:
+        vectors = np.asarray(vectors, dtype=np.float64)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    nearest = (unit(query) @ unit(gallery).T).argmax(axis=1)
+    return float(np.mean(gallery_labels[nearest] == query_labels))
+
+
+def enforce_gate(name: str, figure: str, value: float, minimum: float, quick: bool) -> None:
+    """Refuse to publish a model whose ``figure`` is below ``minimum`` (unless ``quick``)."""
+    if value >= minimum or quick:
+        return
+    raise QualityError(
+        f"{name} missed its quality gate: {figure} {value:.4f}, expected at least {minimum}. "
+        "Nothing was published; check the training schedule and seed"
+    )

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -39,11 +40,20 @@ Handler = Callable[[argparse.Namespace], int]
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     classify = subparsers.add_parser(
         "classify",
-        help="classify images through the queue",
+        help="classify images or feature vectors through the queue",
         epilog=EPILOG,
-        description="Send images to a classifier and print the top labels of each.",
+        description="Send images (or feature vectors) to a classifier and print the top "
+        "labels of each.",
     )
-    classify.add_argument("images", nargs="+", type=Path, help="PNG, JPEG or NPY files")
+    classify.add_argument("images", nargs="*", type=Path, help="PNG, JPEG or NPY files")
+    classify.add_argument(
+        "--features",
+        action="append",
+        type=parse_features,
+        metavar="X,Y,...",
+        help="one feature vector, comma-separated numbers (e.g. --model wine --features "
+        "13.2,1.78,...); repeat for several",
+    )
     classify.add_argument("--model", required=True, help="model name, e.g. digits")
     classify.add_argument("--version", type=int, help="pin a model version (default: newest)")
     classify.add_argument("--top-k", type=int, default=5, help="labels per image (5)")
@@ -234,15 +244,33 @@ def _submit_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"priority": Priority[args.priority], "deadline": args.deadline, "job_id": args.job_id}
 
 
+def parse_features(text: str) -> list[float | int]:
+    """``13.2,1.78,14`` -> [13.2, 1.78, 14]: integers stay integers (token ids), so the
+    worker converts each to the model's datatype as it converts JSON data."""
+    values: list[float | int] = []
+    for part in text.split(","):
+        word = part.strip()
+        try:
+            values.append(int(word) if word.lstrip("+-").isdigit() else float(word))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{word!r} in {text!r} is not a number; expected comma-separated numbers"
+            ) from None
+        if not math.isfinite(values[-1]):
+            raise argparse.ArgumentTypeError(f"{word!r} in {text!r} is not a finite number")
+    return values
+
+
 def run_classify(args: argparse.Namespace) -> int:
     from aimass.producer.submission import Submission
 
-    groups = [
-        args.images[i : i + IMAGES_PER_JOB] for i in range(0, len(args.images), IMAGES_PER_JOB)
-    ]
+    if bool(args.images) == bool(args.features):
+        raise ValueError("give image files or --features vectors (one of them)")
+    inputs: list[Any] = list(args.images) if args.images else list(args.features)
+    groups = [inputs[i : i + IMAGES_PER_JOB] for i in range(0, len(inputs), IMAGES_PER_JOB)]
     if args.job_id and len(groups) > 1:
         raise ValueError(
-            f"--job-id names one job, but {len(args.images)} images make "
+            f"--job-id names one job, but {len(inputs)} inputs make "
             f"{len(groups)} jobs of up to {IMAGES_PER_JOB}; drop --job-id"
         )
     submissions = [
@@ -265,13 +293,19 @@ def run_classify(args: argparse.Namespace) -> int:
             print(json.dumps(result))
     else:
         predictions = [p for result in results for p in result["predictions"]]
-        print(classification_table([str(path) for path in args.images], predictions))
+        if args.images:
+            print(classification_table([str(path) for path in args.images], predictions))
+        else:
+            vectors = [",".join(str(value) for value in vector) for vector in args.features]
+            print(classification_table(vectors, predictions, "features"))
     return EXIT_OK
 
 
-def classification_table(names: Sequence[str], predictions: Sequence[Any]) -> str:
-    """One row per image: its best label and score, then the runners-up."""
-    rows = [("image", "label", "score", "next")]
+def classification_table(
+    names: Sequence[str], predictions: Sequence[Any], what: str = "image"
+) -> str:
+    """One row per image (or feature vector): its best label and score, then the runners-up."""
+    rows = [(what, "label", "score", "next")]
     for name, top in zip(names, predictions, strict=True):
         best = top[0]
         others = "  ".join(f"{p['label']} {p['score']:.3f}" for p in top[1:])

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
 from aimass.protocol.codecs import decode_image, is_image_shape, tensor_from_bytes
 from aimass.protocol.contract import InputItem, TensorPayload
-from aimass.protocol.errors import InvalidInput, PayloadTooLarge
+from aimass.protocol.errors import InvalidInput, InvalidJob, PayloadTooLarge
 from aimass.protocol.manifest import Preprocessing, TensorSpec
+from aimass.protocol.tensors import array_from_data, datatype_of
 
 
 def pixels_to_input(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -106,6 +109,31 @@ def _check_pixels(height: int, width: int, max_pixels: int) -> None:
         )
 
 
+def features_to_input(
+    features: list[Any], spec: TensorSpec, model: str, max_bytes: int
+) -> np.ndarray:
+    """A JSON list of numbers -> one input of the model's datatype: a flat list fills an
+    input of fixed size (row-major), a nested one must be nested as the input is."""
+    item_shape = spec.shape[1:]
+    if all(dim > 0 for dim in item_shape):
+        shape = item_shape
+    else:  # an open dimension (a sequence length): the nesting says its size
+        try:
+            shape = list(np.shape(features))
+        except ValueError:
+            raise InvalidInput(
+                f"features for input {spec.name!r} of model {model!r} are ragged nested "
+                f"lists; expected them nested as {item_shape}"
+            ) from None
+    try:
+        return array_from_data(spec.name, datatype_of(spec.dtype), shape, features, max_bytes)
+    except InvalidJob as exc:
+        raise InvalidInput(
+            f"features for input {spec.name!r} of model {model!r} (shape {item_shape}, "
+            f"dtype {spec.dtype}): {exc.message}"
+        ) from None
+
+
 def decode_input(
     item: InputItem,
     spec: TensorSpec,
@@ -115,6 +143,8 @@ def decode_input(
     max_pixels: int,
 ) -> np.ndarray:
     """One classify input -> one model input (no batch dimension)."""
+    if item.features is not None:
+        return check_tensor(features_to_input(item.features, spec, model, max_bytes), spec, model)
     if item.tensor is not None:
         tensor = item.tensor
         array = tensor_from_bytes(tensor.dtype, tensor.shape, tensor.data, max_bytes)

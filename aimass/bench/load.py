@@ -83,6 +83,16 @@ class Window:
         return data
 
 
+def synthetic_inputs(shape: list[int], count: int, seed: int) -> list[np.ndarray]:
+    """Inputs for a model of ``shape`` (one input, no batch dimension): uint8 images for
+    an image model (HxWxC), float32 feature vectors from a standard normal otherwise (a
+    tabular model standardises its features, so their scale does not change its cost)."""
+    if len(shape) == 3:
+        return synthetic_pixels(shape, count, seed)
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)]
+
+
 def synthetic_pixels(shape: list[int], count: int, seed: int) -> list[np.ndarray]:
     """Smooth uint8 images (low-frequency patterns plus a little noise), so that PNG and
     JPEG sizes resemble real pictures rather than incompressible noise."""
@@ -105,8 +115,9 @@ def synthetic_pixels(shape: list[int], count: int, seed: int) -> list[np.ndarray
 
 def recommended_input(pixels: np.ndarray) -> np.ndarray | bytes:
     """What the docs recommend sending: small images as their uint8 pixels (the client
-    sends them as raw uint8 tensors: nothing to decode), photos as JPEG."""
-    if pixels.shape[2] == 1:
+    sends them as raw uint8 tensors: nothing to decode), photos as JPEG, feature vectors
+    as they are (the client sends them as ``features``)."""
+    if pixels.dtype != np.uint8 or pixels.shape[2] == 1:
         return pixels
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="RGB").save(buffer, format="JPEG", quality=90)
@@ -114,8 +125,10 @@ def recommended_input(pixels: np.ndarray) -> np.ndarray | bytes:
 
 
 def float_tensor_b64(pixels: np.ndarray) -> str:
-    """What a first Celery worker is sent: the preprocessed float32 tensor, base64."""
-    return base64.b64encode((pixels.astype(np.float32) / 255.0).tobytes()).decode("ascii")
+    """What a first Celery worker is sent: the preprocessed float32 tensor, base64
+    (feature vectors need no preprocessing)."""
+    values = pixels if pixels.dtype == np.float32 else pixels.astype(np.float32) / 255.0
+    return base64.b64encode(values.tobytes()).decode("ascii")
 
 
 Submit = Callable[[list[str], int], None]  # job ids, images per job
@@ -128,7 +141,7 @@ def aimass_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
     client = Client(spec.redis_url)
     images = [
         recommended_input(p)
-        for p in synthetic_pixels(spec.input_shape, POOL_SIZE, spec.producer_index)
+        for p in synthetic_inputs(spec.input_shape, POOL_SIZE, spec.producer_index)
     ]
     counter = itertools.count()
 
@@ -165,7 +178,7 @@ def naive_submitter(spec: LoadSpec) -> tuple[Submit, Callable[[], None]]:
 
     tensors = [
         float_tensor_b64(p)
-        for p in synthetic_pixels(spec.input_shape, POOL_SIZE, spec.producer_index)
+        for p in synthetic_inputs(spec.input_shape, POOL_SIZE, spec.producer_index)
     ]
     counter = itertools.count()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import warnings
+from collections.abc import Sequence
+from numbers import Real
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +23,9 @@ NPY_MAGIC = b"\x93NUMPY"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
-ImageLike = str | Path | bytes | Image.Image | np.ndarray
+# A classify input: an image (a file, its bytes, a PIL image, pixels) or, for a model of
+# other tensors, a numpy array or a list of numbers (nested for several dimensions).
+ImageLike = str | Path | bytes | Image.Image | np.ndarray | Sequence[Any]
 
 
 def array_to_png(pixels: np.ndarray) -> bytes:
@@ -58,18 +62,37 @@ def encode_image(image: ImageLike) -> bytes:
         return array_to_npy(image)
     raise TypeError(
         f"cannot send {type(image).__name__} as an image: expected a file path, bytes, "
-        "a PIL image or a numpy array"
+        "a PIL image, a numpy array or a list of numbers"
     )
 
 
 def encode_input(image: ImageLike) -> dict[str, Any]:
     """One classify input: uint8 pixel arrays (HxW or HxWxC) as a raw ``tensor`` (exact,
-    and the cheapest for a worker to take: nothing to decode), everything else as an
-    encoded ``image``."""
+    and the cheapest for a worker to take: nothing to decode); lists of numbers and
+    one-dimensional arrays (a feature vector, token ids) as ``features``, which the
+    worker converts to the model's datatype; everything else as an encoded ``image``."""
     if _is_pixel_array(image):
         pixels = np.ascontiguousarray(cast(np.ndarray, image))
         return {"tensor": {"dtype": "uint8", "shape": list(pixels.shape), "data": pixels.tobytes()}}
+    if isinstance(image, list | tuple) or (isinstance(image, np.ndarray) and image.ndim == 1):
+        return {"features": _features(image)}
     return {"image": encode_image(image)}
+
+
+def _features(values: Sequence[Any] | np.ndarray) -> list[Any]:
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise TypeError(
+            f"cannot send {values!r:.60} as features: the lists are ragged; nest them as "
+            "the model's input is shaped"
+        ) from None
+    if array.dtype.kind not in "biuf" or array.size == 0:
+        raise TypeError(
+            f"cannot send {values!r:.60} as features: expected a non-empty list of numbers "
+            "(nested lists for several dimensions) or a numeric numpy array"
+        )
+    return cast(list[Any], array.tolist())
 
 
 def is_image_shape(dims: tuple[int, ...]) -> bool:
@@ -81,11 +104,17 @@ def _is_pixel_array(image: object) -> bool:
     return isinstance(image, np.ndarray) and image.dtype == np.uint8 and is_image_shape(image.shape)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, Real | np.number) and not isinstance(value, bool | np.bool_)
+
+
 def encode_inputs(images: list[ImageLike]) -> dict[str, Any]:
     """The inputs of a classify job: several uint8 pixel arrays of one shape travel
     stacked as one raw ``batch`` tensor (one field for the worker to check and one
-    conversion for the lot, instead of one per image); anything else as ``inputs``,
-    one item per image."""
+    conversion for the lot, instead of one per image); a flat list of numbers is one
+    feature vector; anything else goes as ``inputs``, one item per image or vector."""
+    if images and all(_is_number(value) for value in images):
+        return {"inputs": [{"features": _features(images)}]}
     if len(images) > 1 and all(_is_pixel_array(image) for image in images):
         arrays = cast(list[np.ndarray], images)
         if all(array.shape == arrays[0].shape for array in arrays):

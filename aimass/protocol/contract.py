@@ -116,15 +116,24 @@ class TensorPayload(_Model):
 
 
 class InputItem(_Model):
-    """One input of a classify job: an encoded image (PNG, JPEG, NPY) or a raw tensor."""
+    """One input of a classify job: an encoded image (PNG, JPEG, NPY), a raw tensor, or
+    ``features``: numbers as a JSON list (nested for an input of several dimensions),
+    which the worker converts to the model input's datatype as the Open Inference
+    Protocol converts JSON data (integers fit any numeric input, other numbers a
+    floating-point one)."""
 
     image: WireBytes | None = None
     tensor: TensorPayload | None = None
+    features: list[Any] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> InputItem:
-        if (self.image is None) == (self.tensor is None):
-            raise ValueError("each input needs exactly one of 'image' or 'tensor'")
+        given = [self.image, self.tensor, self.features]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(
+                "each input needs exactly one of 'image' or 'tensor' (or 'features', a list "
+                "of numbers)"
+            )
         return self
 
 
@@ -132,10 +141,10 @@ MAX_INPUTS = 1024  # images (or tensors) in one job
 
 
 class ClassifyJob(_Model):
-    """Keyword arguments of ``aimass.classify``: the images as ``inputs`` (one item
-    each), or as one ``batch`` tensor that stacks them along its first dimension (uint8
-    pixels N x H x W or N x H x W x C, or model-ready values). A result holds one list of
-    predictions per image, in order, either way."""
+    """Keyword arguments of ``aimass.classify``: the images (or feature vectors) as
+    ``inputs`` (one item each), or as one ``batch`` tensor that stacks them along its
+    first dimension (uint8 pixels N x H x W or N x H x W x C, or model-ready values). A
+    result holds one list of predictions per input, in order, either way."""
 
     model: str = Field(min_length=1, max_length=64)
     version: int | None = Field(default=None, ge=1)

@@ -14,6 +14,8 @@ from keras import layers, regularizers
 from aimass.export.data import CLASS_COUNT, IMAGE_SIZE
 
 L2 = 1e-4
+EMBEDDING = "embedding"  # the penultimate layer: what digits-embed also returns
+EMBEDDING_SIZE = 128
 
 
 def _conv(filters: int, kernel: int, stride: int = 1) -> layers.Conv2D:
@@ -55,7 +57,18 @@ def build_digits_classifier() -> keras.Model:
     x = layers.MaxPooling2D(3, strides=2, padding="same")(x)  # 2x2
     x = layers.Flatten()(x)
     x = layers.Dropout(0.5)(x)
-    x = layers.Dense(128, activation="relu", kernel_regularizer=regularizers.L2(L2))(x)
+    x = layers.Dense(
+        EMBEDDING_SIZE, activation="relu", kernel_regularizer=regularizers.L2(L2), name=EMBEDDING
+    )(x)
     x = layers.Dropout(0.5)(x)
     probabilities = layers.Dense(CLASS_COUNT, activation="softmax", name="probabilities")(x)
     return keras.Model(image, probabilities, name="digits")
+
+
+def with_embedding(classifier: keras.Model) -> keras.Model:
+    """The same trained network with two outputs: the class probabilities and the
+    penultimate layer's activations (batch, 128), an embedding for similarity search."""
+    embedding = classifier.get_layer(EMBEDDING).output
+    return keras.Model(
+        classifier.inputs, [classifier.outputs[0], embedding], name="digits_embedding"
+    )

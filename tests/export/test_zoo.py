@@ -175,9 +175,10 @@ def test_unknown_zoo_model_is_refused(
     aimass: Aimass, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert aimass("export", "zoo", "--only", "digits,resnet", "--repository", str(tmp_path)) == 1
-    assert "unknown model(s) ['resnet']; expected some of digits,digits-gan,alexnet" in (
-        capsys.readouterr().err
-    )
+    assert (
+        "unknown model(s) ['resnet']; expected some of "
+        "digits,digits-embed,digits-gan,wine,diabetes,alexnet"
+    ) in capsys.readouterr().err
 
 
 def test_models_on_an_empty_repository(

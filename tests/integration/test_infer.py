@@ -274,3 +274,80 @@ def test_the_infer_command_reads_npy_files_and_json_lists(infer_url: str, tmp_pa
     )
     assert wrong.returncode == 2  # a job the contract refuses: a usage error
     assert "InvalidJob: input 'category': expected datatype INT64, got FP32" in wrong.stderr
+
+
+# Classify jobs for models whose input is no image: feature vectors and token ids.
+
+
+def test_the_client_classifies_feature_vectors_as_lists_and_arrays(infer_url: str) -> None:
+    with Client(infer_url) as client:
+        one = client.classify([0.5, 3, -1.0], model="tiny-features", top_k=2).result(timeout=30)
+        several = client.classify(
+            [np.array([9.0, 1.0, 2.0]), [0, 0, 7], np.array([1, 5, 2], dtype=np.int32)],
+            model="tiny-features",
+            top_k=1,
+        ).result(timeout=30)
+    best, second = one["predictions"][0]
+    assert (best["label"], best["index"], second["label"]) == ("mid", 1, "low")
+    expected = np.exp([0.5, 3.0, -1.0]) / np.exp([0.5, 3.0, -1.0]).sum()
+    assert best["score"] == pytest.approx(expected[1], rel=1e-6)
+    # float64 and int32 arrays are converted to the model's float32, as JSON numbers are.
+    assert [p[0]["label"] for p in several["predictions"]] == ["low", "high", "mid"]
+
+
+def test_token_ids_of_several_lengths_are_classified(infer_url: str) -> None:
+    with Client(infer_url) as client:
+        jobs = [
+            client.classify([tokens], model="tiny-tokens", top_k=1)
+            for tokens in ([1, 2, 3], [-4, 1], [5] * 6)
+        ]
+        results = [job.result(timeout=30) for job in jobs]
+    assert [r["predictions"][0][0]["label"] for r in results] == [
+        "positive",
+        "negative",
+        "positive",
+    ]
+
+
+def test_features_that_do_not_fit_fail_with_typed_errors(infer_url: str) -> None:
+    from aimass.protocol.errors import InvalidInput
+
+    with Client(infer_url) as client:
+        with pytest.raises(TypeError, match="as features: expected a non-empty list of numbers"):
+            client.classify([["a", "b", "c"]], model="tiny-features")
+        with pytest.raises(TypeError, match="ragged"):
+            client.classify([[[1, 2], [3]]], model="tiny-tokens")
+        cases = [
+            ("tiny-features", [1.0, 2.0], "features for input 'features' of model 'tiny-features'"),
+            ("tiny-features", [[1.0, 2.0, 3.0]], "data is nested as \\[1, 3\\]"),
+            ("tiny-tokens", [1.5, 2.0], "INT64 data must be integers"),
+        ]
+        for model, values, message in cases:
+            with pytest.raises(InvalidInput, match=message):
+                client.classify([values], model=model).result(timeout=30)
+        # The worker lived through them all.
+        ok = client.classify([1.0, 0.0, 0.0], model="tiny-features").result(timeout=30)
+    assert ok["predictions"][0][0]["label"] == "low"
+
+
+def test_the_classify_command_takes_features(infer_url: str) -> None:
+    command = [
+        *aimass_command(), "classify", "--model", "tiny-features", "--top-k", "2",
+        "--features", "0.1,4,2", "--features", "7,1,1",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, env=child_env(infer_url), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    header, first, second = done.stdout.splitlines()
+    assert header.split() == ["features", "label", "score", "next"]
+    assert first.split()[:2] == ["0.1,4,2", "mid"] and "high" in first
+    assert second.split()[:2] == ["7,1,1", "low"]
+    wrong = subprocess.run(
+        [*command[:-4], "--features", "1,x,3"],
+        env=child_env(infer_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 2 and "'x' in '1,x,3' is not a number" in wrong.stderr

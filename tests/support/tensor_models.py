@@ -7,6 +7,12 @@ float32 (N, 1) = features . (1, 2, 3) + category, and ``scaled`` float32 (N, 3) 
 ``tiny-seq``: ``tokens`` int64 (N, S), S left open -> ``total`` int64 (N, 1), each
 row's sum.
 ``tiny-unbatched``: ``x`` float32 (3,), no batch dimension -> ``y`` = 2 x.
+
+Classifiers of tensors that are not images (no preprocessing), for ``aimass.classify``:
+``tiny-features``: ``features`` float32 (N, 3) -> ``probabilities`` = softmax(features),
+labels low, mid, high: the largest feature wins.
+``tiny-tokens``: ``tokens`` int64 (N, S), S left open -> ``probabilities`` =
+softmax(-s, s) with s each row's sum, labels negative, positive.
 """
 
 from __future__ import annotations
@@ -79,6 +85,35 @@ def unbatched_model() -> bytes:
     return serialize(graph)
 
 
+def features_classifier() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["features"], ["probabilities"], axis=1)],
+        "tiny-features",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+    )
+    return serialize(graph)
+
+
+def tokens_classifier() -> bytes:
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["tokens"], ["values"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceSum", ["values", "axis1"], ["total"], keepdims=1),
+            helper.make_node("Mul", ["total", "signs"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "tiny-tokens",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "S"])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        initializer=[
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+            numpy_helper.from_array(np.array([-1.0, 1.0], dtype=np.float32), "signs"),
+        ],
+    )
+    return serialize(graph)
+
+
 def publish(
     repository: Path,
     name: str,
@@ -86,6 +121,8 @@ def publish(
     inputs: list[TensorSpec],
     outputs: list[TensorSpec],
     batched: bool = True,
+    kind: ModelKind = ModelKind.tensor,
+    labels: list[str] | None = None,
 ) -> Path:
     folder = repository / name / "1"
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,7 +130,8 @@ def publish(
     Manifest(
         name=name,
         version=1,
-        kind=ModelKind.tensor,
+        kind=kind,
+        labels=labels or [],
         inputs=inputs,
         outputs=outputs,
         batched=batched,
@@ -133,5 +171,29 @@ def add_tensor_models(repository: Path) -> Path:
         [TensorSpec(name="x", dtype="float32", shape=[3])],
         [TensorSpec(name="y", dtype="float32", shape=[3])],
         batched=False,
+    )
+    add_feature_classifiers(repository)
+    return repository
+
+
+def add_feature_classifiers(repository: Path) -> Path:
+    """``tiny-features`` and ``tiny-tokens`` v1: classify models whose input is no image."""
+    publish(
+        repository,
+        "tiny-features",
+        features_classifier(),
+        [TensorSpec(name="features", dtype="float32", shape=[-1, 3])],
+        [TensorSpec(name="probabilities", dtype="float32", shape=[-1, 3])],
+        kind=ModelKind.classify,
+        labels=["low", "mid", "high"],
+    )
+    publish(
+        repository,
+        "tiny-tokens",
+        tokens_classifier(),
+        [TensorSpec(name="tokens", dtype="int64", shape=[-1, -1])],
+        [TensorSpec(name="probabilities", dtype="float32", shape=[-1, 2])],
+        kind=ModelKind.classify,
+        labels=["negative", "positive"],
     )
     return repository

@@ -152,3 +152,42 @@ def test_a_batch_tensor_is_checked_whole() -> None:
         decode(ready)
     with pytest.raises(PayloadTooLarge, match="image is 5x5 = 25 pixels; the limit is 16"):
         decode(np.zeros((2, 5, 5), np.uint8))
+
+
+def test_feature_vectors_travel_as_lists_of_numbers() -> None:
+    from aimass.protocol.codecs import encode_input, encode_inputs
+
+    # A flat list is one vector; a list of lists or 1-D arrays, one vector each.
+    assert encode_inputs([13.2, 1.78, 14]) == {"inputs": [{"features": [13.2, 1.78, 14]}]}
+    assert encode_inputs([[1, 2], np.array([0.5, 1.5])]) == {
+        "inputs": [{"features": [1, 2]}, {"features": [0.5, 1.5]}]
+    }
+    assert encode_input(np.array([7, 8], dtype=np.int32)) == {"features": [7, 8]}
+    assert encode_input([[1, 2], [3, 4]]) == {"features": [[1, 2], [3, 4]]}
+    # Images keep their encodings.
+    assert "tensor" in encode_input(np.zeros((4, 4), np.uint8))
+    assert encode_input(np.zeros((2, 3), np.float32))["image"][:6] == b"\x93NUMPY"
+    for bad in ([], ["a"], [[1, 2], [3]]):
+        with pytest.raises(TypeError, match="as features"):
+            encode_input(bad)
+
+
+def test_features_become_the_model_input_dtype() -> None:
+    from aimass.worker.preprocess import features_to_input
+
+    spec = TensorSpec(name="features", dtype="float32", shape=[-1, 3])
+    array = features_to_input([1, 2.5, 3], spec, "m", max_bytes=1000)
+    assert array.dtype == np.float32 and array.tolist() == [1.0, 2.5, 3.0]
+    tokens = TensorSpec(name="tokens", dtype="int32", shape=[-1, -1])
+    assert features_to_input([4, 5], tokens, "m", 1000).dtype == np.int32
+    assert features_to_input([[4, 5]], tokens, "m", 1000).shape == (1, 2)
+    with pytest.raises(InvalidInput, match="INT32 data must be integers"):
+        features_to_input([4.5], tokens, "m", 1000)
+    with pytest.raises(InvalidInput, match="do not fit INT32"):
+        features_to_input([2**40], tokens, "m", 1000)
+    with pytest.raises(InvalidInput, match="holds 2 values, but shape \\[3\\] needs 3"):
+        features_to_input([1, 2], spec, "m", 1000)
+    with pytest.raises(InvalidInput, match="ragged"):
+        features_to_input(
+            [[1, 2], [3]], TensorSpec(name="t", dtype="int64", shape=[-1, -1, -1]), "m", 1000
+        )

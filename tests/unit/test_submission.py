@@ -58,8 +58,9 @@ def test_classify_submission_encodes_images_and_checks_the_contract() -> None:
         Submission(ModelKind.classify, submission.kwargs, serializer="pickle")  # type: ignore[arg-type]
     with pytest.raises(InvalidJob, match="top_k"):
         Submission.classify(row_image(1), model="tiny", top_k=0)
+    # (A bare number is a feature vector of one; a set is nothing a job can carry.)
     with pytest.raises(TypeError, match="expected a file path, bytes, a PIL image"):
-        Submission.classify(42, model="tiny")  # type: ignore[arg-type]
+        Submission.classify({4, 2}, model="tiny")  # type: ignore[arg-type]
 
 
 def test_generate_submission_refuses_labels_that_do_not_match_count() -> None:
