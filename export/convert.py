@@ -27,6 +27,7 @@ IMAGE = "image"
 PROBABILITIES = "probabilities"
 LATENT = "latent"
 LABEL = "label"
+CONDITION = "condition"
 
 
 ServableFunction = Any  # a tf.function with an input_signature; TF exports no usable type
@@ -76,18 +77,32 @@ def named_outputs_function(
 
 
 def generator_function(
-    generate: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], latent_size: int, label_dtype: tf.DType
+    generate: Callable[..., tf.Tensor],
+    latent_size: int,
+    label_dtype: tf.DType | None = None,
+    condition_size: int = 0,
 ) -> ServableFunction:
-    """``latent`` float32 (batch, latent_size) and ``label`` (batch,) -> ``image``
-    (batch, height, width, channels)."""
-    signature = [
-        tf.TensorSpec((None, latent_size), tf.float32, name=LATENT),
-        tf.TensorSpec((None,), label_dtype, name=LABEL),
-    ]
+    """``latent`` float32 (batch, latent_size), and with ``label_dtype`` a ``label``
+    (batch,), or with ``condition_size`` a float32 ``condition`` (batch, condition_size),
+    -> ``image`` (batch, height, width, channels). Neither: an unconditional generator."""
+    latent = tf.TensorSpec((None, latent_size), tf.float32, name=LATENT)
+    if label_dtype is not None:
+        second: tf.TensorSpec | None = tf.TensorSpec((None,), label_dtype, name=LABEL)
+    elif condition_size:
+        second = tf.TensorSpec((None, condition_size), tf.float32, name=CONDITION)
+    else:
+        second = None
+    if second is None:
 
-    @tf.function(input_signature=signature, autograph=False)
-    def serve(latent: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {IMAGE: tf.identity(generate(latent, label))}
+        @tf.function(input_signature=[latent], autograph=False)
+        def serve_latent(latent: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {IMAGE: tf.identity(generate(latent))}
+
+        return serve_latent
+
+    @tf.function(input_signature=[latent, second], autograph=False)
+    def serve(latent: tf.Tensor, given: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {IMAGE: tf.identity(generate(latent, given))}
 
     return serve
 

@@ -387,33 +387,83 @@ def _as_classifier(
 def _as_generator(
     model: ImportedModel, options: KerasImportOptions
 ) -> tuple[ServableFunction, dict[str, np.ndarray], dict[str, Any]]:
-    latent = next((i for i in model.inputs if i.dtype.is_floating and len(i.shape) == 2), None)
+    """A generator of one of three forms: a float latent (batch, latent_size) alone
+    (unconditional), with an integer class (batch,) or (batch, 1), or with a float
+    condition vector (batch, condition_size). With two float inputs, the latent is the one
+    whose name says so (latent, noise, z), else the first."""
+    floats = [i for i in model.inputs if i.dtype.is_floating and len(i.shape) == 2]
+    named = [i for i in floats if i.name.split(":")[0].lower() in _LATENT_NAMES]
+    latent = next(iter(named or floats), None)
+    others = [i for i in model.inputs if i is not latent]
     label = next(
-        (
-            i
-            for i in model.inputs
-            if i.dtype.is_integer and (len(i.shape) == 1 or i.shape[1:] == (1,))
-        ),
+        (i for i in others if i.dtype.is_integer and (len(i.shape) == 1 or i.shape[1:] == (1,))),
         None,
     )
-    if len(model.inputs) != 2 or latent is None or label is None:
+    condition = next((i for i in others if i in floats), None)
+    if latent is None or len(others) > 1 or (others and label is None and condition is None):
         hint = "; did you mean --kind classify?" if len(model.inputs) == 1 else ""
         raise UnsupportedModelError(
-            "--kind generate expects two inputs: a float latent (batch, latent_size) and an "
-            f"integer class (batch,) or (batch, 1); {model.path} has "
-            f"{model.describe_inputs()}{hint}"
+            "--kind generate expects a float latent (batch, latent_size), alone or with an "
+            "integer class (batch,) or (batch, 1), or with a float condition vector (batch, "
+            f"size); {model.path} has {model.describe_inputs()}{hint}"
         )
     latent_size = _dimension("latent-size", latent.shape[1], options.latent_size, model.path)
-    if options.class_count is None or options.class_count < 1:
-        raise UnsupportedModelError(
-            "--kind generate needs --class-count N: how many classes the label input accepts "
-            "(0..N-1)"
-        )
     output = model.output_shape
     if len(output) != 4 or None in output[1:] or output[3] not in _CHANNELS:
         raise UnsupportedModelError(
             "--kind generate expects one image output (batch, height, width, channels) with "
             f"static sizes and 1, 3 or 4 channels; {model.path}'s output has shape {output}"
+        )
+    feeds: dict[str, np.ndarray] = {
+        "latent": sample_latents(PARITY_SAMPLES, latent_size, options.seed),
+    }
+    if label is not None:
+        return _class_generator(model, options, latent, label, latent_size, feeds)
+    condition_size = 0
+    if condition is not None:
+        if condition.shape[1] is None:
+            raise UnsupportedModelError(
+                f"{model.path}'s condition input {condition.name} leaves its size open; "
+                "expected a float vector of a fixed size (batch, size)"
+            )
+        condition_size = int(condition.shape[1])
+        rng = np.random.default_rng(options.seed + 1)
+        feeds["condition"] = rng.standard_normal((PARITY_SAMPLES, condition_size)).astype(
+            np.float32
+        )
+
+    def generate(latents: tf.Tensor, given: tf.Tensor | None = None) -> tf.Tensor:
+        values = {id(latent): tf.cast(latents, latent.dtype)}
+        if condition is not None and given is not None:
+            values[id(condition)] = tf.cast(given, condition.dtype)
+        return tf.cast(model.call([values[id(item)] for item in model.inputs]), tf.float32)
+
+    function = generator_function(generate, latent_size, condition_size=condition_size)
+    fields: dict[str, Any] = {
+        "postprocessing": Postprocessing(),
+        "generator": GeneratorSpec(
+            latent_size=latent_size,
+            condition_input="condition" if condition_size else None,
+            condition_size=condition_size,
+        ),
+        "labels": [],
+        "quality": {},
+    }
+    return function, feeds, fields
+
+
+def _class_generator(
+    model: ImportedModel,
+    options: KerasImportOptions,
+    latent: Any,
+    label: Any,
+    latent_size: int,
+    feeds: dict[str, np.ndarray],
+) -> tuple[ServableFunction, dict[str, np.ndarray], dict[str, Any]]:
+    if options.class_count is None or options.class_count < 1:
+        raise UnsupportedModelError(
+            "--kind generate needs --class-count N: how many classes the label input accepts "
+            "(0..N-1)"
         )
     labels = (
         read_labels(options.labels, options.class_count)
@@ -431,11 +481,7 @@ def _as_generator(
         )
 
     function = generator_function(generate, latent_size, tf.int64)
-    class_labels = np.arange(PARITY_SAMPLES, dtype=np.int64) % options.class_count
-    feeds: dict[str, np.ndarray] = {
-        "latent": sample_latents(PARITY_SAMPLES, latent_size, options.seed),
-        "label": class_labels,
-    }
+    feeds["label"] = np.arange(PARITY_SAMPLES, dtype=np.int64) % options.class_count
     fields: dict[str, Any] = {
         "postprocessing": Postprocessing(),
         "generator": GeneratorSpec(latent_size=latent_size, class_count=options.class_count),
@@ -443,6 +489,10 @@ def _as_generator(
         "quality": {"class_agreement": None},  # no classifier comes with a user's generator
     }
     return function, feeds, fields
+
+
+# Names that mark a generator's float input as its latent, when it has two.
+_LATENT_NAMES = frozenset({"latent", "noise", "z", "latents", "latent_vector"})
 
 
 def _dimension(flag: str, from_model: int | None, from_flag: int | None, path: Path) -> int:

@@ -108,6 +108,7 @@ class AsyncClient:
         job_id: str | None = None,
         priority: int = Priority.normal,
         deadline: Deadline | None = None,
+        conditions: Sequence[Sequence[float]] | None = None,
     ) -> AsyncJob:
         """Generate images (see ``Client.generate``)."""
         return await self.submit(
@@ -121,6 +122,7 @@ class AsyncClient:
                 job_id=job_id,
                 priority=priority,
                 deadline=deadline,
+                conditions=conditions,
             )
         )
 

@@ -115,9 +115,12 @@ class Client:
         job_id: str | None = None,
         priority: int = Priority.normal,
         deadline: Deadline | None = None,
+        conditions: Sequence[Sequence[float]] | None = None,
     ) -> Job:
-        """Ask a generator for ``count`` images, of the classes in ``labels`` if given.
-        The result's ``images`` are PIL images (``png``) or numpy arrays (``tensor``)."""
+        """Ask a generator for ``count`` images, of the classes in ``labels`` if given (a
+        class-conditioned generator), or for ``conditions``, one vector per image (a
+        generator conditioned on a vector); an unconditional one takes neither. The
+        result's ``images`` are PIL images (``png``) or numpy arrays (``tensor``)."""
         return self.submit(
             Submission.generate(
                 model=model,
@@ -129,6 +132,7 @@ class Client:
                 job_id=job_id,
                 priority=priority,
                 deadline=deadline,
+                conditions=conditions,
             )
         )
 

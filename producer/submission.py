@@ -120,9 +120,11 @@ class Submission:
         priority: int = Priority.normal,
         deadline: Deadline | None = None,
         serializer: Serializer = "msgpack",
+        conditions: Sequence[Sequence[float]] | None = None,
     ) -> Submission:
-        """A generate job: ``count`` images, of the classes in ``labels`` if given."""
-        kwargs = {
+        """A generate job: ``count`` images, of the classes in ``labels`` if given, and for
+        a generator conditioned on a vector, one of ``conditions`` each."""
+        kwargs: dict[str, Any] = {
             "model": model,
             "version": version,
             "count": count,
@@ -130,6 +132,8 @@ class Submission:
             "seed": seed,
             "format": format,
         }
+        if conditions is not None:  # absent otherwise: workers before it refuse the field
+            kwargs["conditions"] = [[float(x) for x in vector] for vector in conditions]
         return cls.from_kwargs(ModelKind.generate, kwargs, job_id, priority, deadline, serializer)
 
     @classmethod

@@ -125,33 +125,77 @@ class Generator:
         self.manifest = manifest
         self.spec = manifest.generator
         specs = {spec.name: spec for spec in manifest.inputs}
-        self.label_dtype = np.dtype(specs[self.spec.label_input].dtype)
+        label = self.spec.label_input if self.spec.class_conditioned else None
+        self.label_dtype = np.dtype(specs[label].dtype) if label else None
+        condition = self.spec.condition_input
+        self.condition_dtype = np.dtype(specs[condition].dtype) if condition else None
         self.post = manifest.postprocessing
 
     def prepare(
         self, job: GenerateJob, limits: Limits, job_id: str | None = None
-    ) -> tuple[Feeds, int, tuple[list[int], int]]:
+    ) -> tuple[Feeds, int, tuple[list[int] | None, int]]:
         seed = job.seed if job.seed is not None else seed_for(job_id)
         rng = np.random.default_rng(seed)
         latents = rng.standard_normal((job.count, self.spec.latent_size), dtype=np.float32)
-        if job.labels is None:
-            labels = [int(x) for x in rng.integers(0, self.spec.class_count, job.count)]
-        else:
-            labels = list(job.labels)
-            bad = [label for label in labels if label >= self.spec.class_count]
-            if bad:
-                raise InvalidInput(
-                    f"labels {bad} are out of range: model {self.manifest.name!r} has "
-                    f"{self.spec.class_count} classes (0 to {self.spec.class_count - 1})"
-                )
-        feeds = {
-            self.spec.latent_input: latents,
-            self.spec.label_input: np.asarray(labels, dtype=self.label_dtype),
-        }
+        feeds: dict[str, np.ndarray] = {self.spec.latent_input: latents}
+        labels = self._labels(job, rng)
+        if labels is not None and self.spec.label_input and self.label_dtype is not None:
+            feeds[self.spec.label_input] = np.asarray(labels, dtype=self.label_dtype)
+        if self.spec.condition_input and self.condition_dtype is not None:
+            feeds[self.spec.condition_input] = self._conditions(job)
+        elif job.conditions is not None:
+            raise InvalidJob(
+                f"model {self.manifest.name!r} is not conditioned on a vector; send no "
+                f"'conditions'{self._takes()}"
+            )
         return feeds, job.count, (labels, seed)
 
+    def _labels(self, job: GenerateJob, rng: np.random.Generator) -> list[int] | None:
+        """The class of each image: the job's, else drawn; None for a generator of no
+        classes (which refuses labels)."""
+        count = self.spec.class_count
+        if not self.spec.class_conditioned:
+            if job.labels is not None:
+                raise InvalidJob(
+                    f"model {self.manifest.name!r} is not class-conditioned; send no "
+                    f"'labels'{self._takes()}"
+                )
+            return None
+        if job.labels is None:
+            return [int(x) for x in rng.integers(0, count, job.count)]
+        bad = [label for label in job.labels if label >= count]
+        if bad:
+            raise InvalidInput(
+                f"labels {bad} are out of range: model {self.manifest.name!r} has "
+                f"{count} classes (0 to {count - 1})"
+            )
+        return list(job.labels)
+
+    def _conditions(self, job: GenerateJob) -> np.ndarray:
+        size = self.spec.condition_size
+        if job.conditions is None:
+            raise InvalidJob(
+                f"model {self.manifest.name!r} is conditioned on a vector of {size} numbers "
+                f"per image: send 'conditions', one vector per image ({job.count})"
+            )
+        wrong = [i for i, vector in enumerate(job.conditions) if len(vector) != size]
+        if wrong:
+            raise InvalidInput(
+                f"conditions {wrong} have {len(job.conditions[wrong[0]])} numbers; model "
+                f"{self.manifest.name!r} takes vectors of {size}"
+            )
+        return np.asarray(job.conditions, dtype=self.condition_dtype)
+
+    def _takes(self) -> str:
+        what = []
+        if self.spec.class_conditioned:
+            what.append(f"'labels' (0 to {self.spec.class_count - 1})")
+        if self.spec.condition_input:
+            what.append(f"'conditions' ({self.spec.condition_size} numbers each)")
+        return f": it takes {' and '.join(what)}" if what else ": it takes only a seed"
+
     def finish(
-        self, job: GenerateJob, context: tuple[list[int], int], output: BatchOutput
+        self, job: GenerateJob, context: tuple[list[int] | None, int], output: BatchOutput
     ) -> dict[str, Any]:
         labels, seed = context
         images = output.outputs[0]
@@ -172,10 +216,13 @@ class Generator:
         return np.clip(image * scale + offset, 0, 255).round().astype(np.uint8)
 
     def warmup_feeds(self, batch_size: int) -> Feeds:
-        return {
-            self.spec.latent_input: np.zeros((batch_size, self.spec.latent_size), np.float32),
-            self.spec.label_input: np.zeros((batch_size,), dtype=self.label_dtype),
-        }
+        feeds = {self.spec.latent_input: np.zeros((batch_size, self.spec.latent_size), np.float32)}
+        if self.spec.label_input and self.label_dtype is not None:
+            feeds[self.spec.label_input] = np.zeros((batch_size,), dtype=self.label_dtype)
+        if self.spec.condition_input and self.condition_dtype is not None:
+            size = (batch_size, self.spec.condition_size)
+            feeds[self.spec.condition_input] = np.zeros(size, dtype=self.condition_dtype)
+        return feeds
 
 
 def seed_for(job_id: str | None) -> int:

@@ -169,6 +169,9 @@ class ClassifyJob(_Model):
         return self
 
 
+MAX_CONDITION = 4096  # numbers in one condition vector
+
+
 class GenerateJob(_Model):
     """Keyword arguments of ``aimass.generate``."""
 
@@ -176,6 +179,10 @@ class GenerateJob(_Model):
     version: int | None = Field(default=None, ge=1)
     count: int = Field(default=1, ge=1, le=MAX_INPUTS)
     labels: list[Annotated[int, Field(ge=0)]] | None = None
+    # For a generator conditioned on a vector: one vector per image.
+    conditions: (
+        list[Annotated[list[float], Field(min_length=1, max_length=MAX_CONDITION)]] | None
+    ) = None
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     format: Literal["png", "tensor"] = "png"
 
@@ -185,6 +192,11 @@ class GenerateJob(_Model):
             raise ValueError(
                 f"'labels' has {len(self.labels)} entries but 'count' is {self.count}; "
                 "give one label per image, or none"
+            )
+        if self.conditions is not None and len(self.conditions) != self.count:
+            raise ValueError(
+                f"'conditions' has {len(self.conditions)} vectors but 'count' is {self.count}; "
+                "give one condition vector per image"
             )
         return self
 
@@ -289,7 +301,7 @@ class GenerateResult(BaseModel):
     model: str
     version: int
     images: list[str | TensorPayload]
-    labels: list[int]
+    labels: list[int] | None  # the class of each image; null from a generator of no classes
     seed: int
     timing: Timing
 

@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -153,12 +153,37 @@ class Postprocessing(BaseModel):
 
 
 class GeneratorSpec(BaseModel):
+    """What a generator takes besides its latent: a class label (``class_count`` classes,
+    fed to ``label_input``), a condition vector (``condition_size`` numbers per image, fed
+    to ``condition_input``), or nothing (an unconditional generator)."""
+
     model_config = ConfigDict(frozen=True)
 
-    latent_size: int
-    class_count: int
+    latent_size: int = Field(ge=1)
+    class_count: int = Field(default=0, ge=0)  # 0: not class-conditioned
     latent_input: str = "latent"
-    label_input: str = "label"
+    label_input: str | None = "label"
+    condition_input: str | None = None
+    condition_size: int = Field(default=0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_label_without_classes(cls, data: Any) -> Any:
+        """A generator of no classes has no label input (the default name stays for the
+        class-conditioned generators written before the field could be null)."""
+        if isinstance(data, dict) and not data.get("class_count"):
+            data = {**data, "label_input": None}
+        return data
+
+    @model_validator(mode="after")
+    def _condition_has_a_size(self) -> GeneratorSpec:
+        if (self.condition_input is None) != (self.condition_size == 0):
+            raise ValueError("a condition input needs its condition_size, and only it")
+        return self
+
+    @property
+    def class_conditioned(self) -> bool:
+        return self.label_input is not None and self.class_count > 0
 
 
 # A batch limit is the smallest batch size whose throughput is within this share of the

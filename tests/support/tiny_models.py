@@ -93,6 +93,74 @@ def generator_model() -> bytes:
     return serialize(graph)
 
 
+def conditioned_generator_model(condition_size: int = 0) -> bytes:
+    """``latent[4]`` alone (``condition_size`` 0: an unconditional generator), or with a
+    float ``condition`` vector whose value k brightens row k (so that ``tiny`` classifies
+    an image made with a large value at k as k) -> an 8x8 image."""
+    rng = np.random.default_rng(1)
+    latent_weights = (rng.standard_normal((LATENT, SIDE * SIDE)) * 0.5).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["latent", "latent_weights"], ["pre"])]
+    inputs = [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["N", LATENT])]
+    initializers = [
+        numpy_helper.from_array(latent_weights, "latent_weights"),
+        numpy_helper.from_array(np.array([-1, SIDE, SIDE, 1], dtype=np.int64), "image_shape"),
+    ]
+    if condition_size:
+        rows = np.zeros((condition_size, SIDE * SIDE), dtype=np.float32)
+        for k in range(min(condition_size, SIDE)):
+            rows[k, k * SIDE : (k + 1) * SIDE] = 1.0
+        nodes = [
+            helper.make_node("MatMul", ["latent", "latent_weights"], ["from_latent"]),
+            helper.make_node("MatMul", ["condition", "condition_weights"], ["from_condition"]),
+            helper.make_node("Add", ["from_latent", "from_condition"], ["pre"]),
+        ]
+        inputs.append(
+            helper.make_tensor_value_info("condition", TensorProto.FLOAT, ["N", condition_size])
+        )
+        initializers.append(numpy_helper.from_array(rows, "condition_weights"))
+    nodes += [
+        helper.make_node("Tanh", ["pre"], ["flat"]),
+        helper.make_node("Reshape", ["flat", "image_shape"], ["image"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-conditioned-gan",
+        inputs,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIDE, SIDE, 1])],
+        initializer=initializers,
+    )
+    return serialize(graph)
+
+
+def publish_conditioned_generator(repository: Path, name: str, condition_size: int) -> Path:
+    """A generator of no classes, unconditional or conditioned on a vector, published."""
+    model = conditioned_generator_model(condition_size)
+    folder = repository / name / "1"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MODEL_FILE).write_bytes(model)
+    inputs = [TensorSpec(name="latent", dtype="float32", shape=[-1, LATENT])]
+    if condition_size:
+        inputs.append(TensorSpec(name="condition", dtype="float32", shape=[-1, condition_size]))
+    Manifest(
+        name=name,
+        version=1,
+        kind=ModelKind.generate,
+        sha256=hashlib.sha256(model).hexdigest(),
+        inputs=inputs,
+        outputs=[TensorSpec(name="image", dtype="float32", shape=[-1, SIDE, SIDE, 1])],
+        postprocessing=Postprocessing(),
+        generator=GeneratorSpec(
+            latent_size=LATENT,
+            condition_input="condition" if condition_size else None,
+            condition_size=condition_size,
+        ),
+        batching=BatchingSpec(max_batch_size=16, max_queue_delay_ms=5.0),
+        trained=False,
+        quality={},
+    ).write(folder)
+    return folder
+
+
 def serialize(graph: onnx.GraphProto) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8

@@ -126,3 +126,17 @@ def test_generated_images_come_back_as_png_or_tensor(manifests: dict[str, Manife
             assert base64.b64decode(first).startswith(b"\x89PNG")
         else:
             assert first["dtype"] == "float32" and first["shape"] == [8, 8, 1]
+
+
+def test_a_generator_spec_says_what_its_generator_is_conditioned_on() -> None:
+    from aimass.protocol.manifest import GeneratorSpec
+
+    old = GeneratorSpec.model_validate({"latent_size": 4, "class_count": 8})
+    assert old.class_conditioned and old.label_input == "label"  # as written before
+    free = GeneratorSpec.model_validate({"latent_size": 4})
+    assert not free.class_conditioned and free.label_input is None
+    assert free.condition_input is None
+    vector = GeneratorSpec(latent_size=4, condition_input="style", condition_size=3)
+    assert not vector.class_conditioned and vector.condition_size == 3
+    with pytest.raises(ValueError, match="condition input needs its condition_size"):
+        GeneratorSpec(latent_size=4, condition_input="style")
