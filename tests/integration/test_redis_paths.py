@@ -136,3 +136,50 @@ def test_a_take_and_a_settle_of_thousands_of_jobs_record_and_acknowledge_each_on
     stored = client.mget([f"celery-task-meta-job-{i}" for i in range(count)])
     assert [json.loads(raw)["result"] for raw in stored] == [{"i": i} for i in range(count)]
     client.close()
+
+
+def test_the_take_script_reads_the_client_s_messages_without_decoding_them(
+    redis_url: str,
+) -> None:
+    """A message the client pushed carries the encoder's mark: the take script reads its
+    job id and delivery tag by their place, and records it as kombu would (restorable to
+    the queue it came from) with its cancel mark and run count. A marked message laid out
+    otherwise, and a job id that JSON escapes (pushed unmarked), are decoded instead."""
+    from aimass.producer.enqueue import Enqueuer, pushed_message
+    from aimass.producer.submission import Submission
+    from aimass.protocol.keys import RUNS_HASH, cancelled_key
+    from aimass.protocol.messages import TaskMessage
+    from aimass.protocol.queues import ENCODER_MARK
+    from aimass.worker.redis_queue import ModelQueues
+    from tests.support.tiny_models import row_image
+
+    client = redis.Redis.from_url(redis_url)
+    queues = ModelQueues(client, ["tiny"], "tester", 60)
+    ids = ["plain-1", "plain-2", 'with "quotes" \\ and a backslash']
+    submissions = [Submission.classify(row_image(1), model="tiny", job_id=i) for i in ids]
+    assert [pushed_message(s).startswith(ENCODER_MARK) for s in submissions] == [1, 1, 0]
+    Enqueuer(client, 0, 60).push_all(submissions)
+    # Marked, but not laid out as the encoder lays it out (spaces after the colons).
+    odd = json.loads(submissions[0].message())
+    odd["headers"]["id"] = odd["properties"]["correlation_id"] = "odd"
+    odd["properties"]["delivery_tag"] = "odd-tag"
+    client.lpush(submissions[0].list_name, ENCODER_MARK + json.dumps(odd).encode())
+    client.set(cancelled_key("plain-2"), 1)
+    client.hset(RUNS_HASH, mapping={"plain-1": 2, ids[2]: 1, "odd": 1})
+    taken = queues.take(10)
+    messages = {TaskMessage.decode(t.raw).task_id: t for t in taken}
+    assert list(messages) == [*ids, "odd"]
+    assert {i: t.runs for i, t in messages.items()} == {
+        "plain-1": 2,
+        "plain-2": 0,
+        ids[2]: 1,
+        "odd": 1,
+    }
+    assert [i for i, t in messages.items() if t.cancelled] == ["plain-2"]
+    for job_id, item in messages.items():
+        message = TaskMessage.decode(item.raw)
+        assert item.delivery_tag == message.properties["delivery_tag"]
+        assert client.zscore("unacked_index", item.delivery_tag) is not None
+        stored = json.loads(client.hget("unacked", item.delivery_tag))
+        assert stored == [json.loads(item.raw), "", "aimass.tiny"], job_id
+    client.close()
