@@ -14,6 +14,13 @@ from aimass.protocol.pubsub import next_message
 pytestmark = pytest.mark.integration
 
 
+def message_tag(unacked_tag: str) -> str:
+    """The delivery tag of a message from the tag the take script recorded it under
+    (padded past 64 bytes, the padding after a last '#')."""
+    assert len(unacked_tag) > 64, unacked_tag
+    return unacked_tag.rsplit("#", 1)[0]
+
+
 def test_draining_with_a_zero_timeout_loses_no_large_message(redis_url: str) -> None:
     count, payload = 600, b"r" * 300_000  # about what a large result or batch holds
     client = redis.Redis.from_url(redis_url)
@@ -76,12 +83,13 @@ def test_the_take_script_reads_the_envelope_with_or_without_its_body(
     }
     client.lpush("aimass.take-test", *messages.values())
     taken = queues.take(10)
-    assert sorted(t.delivery_tag for t in taken) == sorted(messages)
+    assert sorted(message_tag(t.delivery_tag) for t in taken) == sorted(messages)
     for item in taken:
-        assert item.raw.decode() == messages[item.delivery_tag]
+        tag = message_tag(item.delivery_tag)
+        assert item.raw.decode() == messages[tag]
         stored = json.loads(client.hget("unacked", item.delivery_tag))
-        assert stored == [json.loads(messages[item.delivery_tag]), "", "aimass.take-test"]
-        meta = client.get(f"celery-task-meta-job-{item.delivery_tag}")
+        assert stored == [json.loads(messages[tag]), "", "aimass.take-test"]
+        meta = client.get(f"celery-task-meta-job-{tag}")
         if track_started:
             assert json.loads(meta)["status"] == "STARTED"
         else:
@@ -118,7 +126,7 @@ def test_a_take_and_a_settle_of_thousands_of_jobs_record_and_acknowledge_each_on
     client.set(cancelled_key("job-7"), 1)
     client.hset(RUNS_HASH, mapping={"job-8": 2, "job-2400": 1})
     taken = queues.take(count + 10)
-    assert [t.delivery_tag for t in taken] == [f"tag-{i}" for i in range(count)]  # in order
+    assert [message_tag(t.delivery_tag) for t in taken] == [f"tag-{i}" for i in range(count)]
     assert client.hlen("unacked") == client.zcard("unacked_index") == count
     assert [i for i, t in enumerate(taken) if t.cancelled] == [7]
     assert {i: t.runs for i, t in enumerate(taken) if t.runs} == {8: 2, 2400: 1}
@@ -178,8 +186,34 @@ def test_the_take_script_reads_the_client_s_messages_without_decoding_them(
     assert [i for i, t in messages.items() if t.cancelled] == ["plain-2"]
     for job_id, item in messages.items():
         message = TaskMessage.decode(item.raw)
-        assert item.delivery_tag == message.properties["delivery_tag"]
+        assert message_tag(item.delivery_tag) == message.properties["delivery_tag"]
         assert client.zscore("unacked_index", item.delivery_tag) is not None
         stored = json.loads(client.hget("unacked", item.delivery_tag))
         assert stored == [json.loads(item.raw), "", "aimass.tiny"], job_id
+    client.close()
+
+
+def test_kombu_s_index_of_taken_messages_stays_a_skip_list(redis_url: str) -> None:
+    """Short members would make Redis keep the index as one flat list, where each
+    insertion and removal goes through every job in flight: the take script's tags are
+    longer than that (``zset-max-ziplist-value``, 64 bytes by default)."""
+    from aimass.worker.redis_queue import ModelQueues
+
+    client = redis.Redis.from_url(redis_url)
+    assert int(client.config_get("zset-max-ziplist-value")["zset-max-ziplist-value"]) == 64
+    queues = ModelQueues(client, ["short-tags"], "tester", 60)
+    client.lpush(
+        "aimass.short-tags",
+        *(
+            json.dumps(
+                {"headers": {"id": f"j{i}"}, "body": "e30=", "properties": {"delivery_tag": t}}
+            )
+            for i, t in enumerate(["a", "a#", "a#-", "x" * 64, "y" * 70])
+        ),
+    )
+    client.lpush("aimass.short-tags", json.dumps({"headers": {"id": "untagged"}, "body": ""}))
+    taken = queues.take(10)
+    assert len({t.delivery_tag for t in taken}) == 6  # no two tags pad alike
+    assert client.object("encoding", "unacked_index") == b"skiplist"
+    assert client.zcard("unacked_index") == client.hlen("unacked") == 6
     client.close()
