@@ -19,6 +19,7 @@ import redis
 from aimass.producer.submission import Submission
 from aimass.protocol.errors import QueueFull
 from aimass.protocol.keys import PRIORITY_STEPS, priority_queue_names, submitted_key, wake_channel
+from aimass.protocol.queues import ENCODER_MARK
 
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
 # key per job. ARGV: bound (0: none), record TTL, list count, then per job its record
@@ -66,9 +67,22 @@ class EnqueueCall:
         keys.extend(submitted_key(s.job_id) for s in submissions)
         args: list[str | bytes | int] = [bound, ttl_s, len(PRIORITY_STEPS)]
         for submission in submissions:
-            args.extend((submission.record(), submission.message()))
+            args.extend((submission.record(), pushed_message(submission)))
         args.append(wake_channel(first.model))  # last: idle workers look at once
         return cls(keys, args)
+
+
+def pushed_message(submission: Submission) -> bytes:
+    """The bytes pushed for a job: its message, marked as the aimass encoder's
+    (``ENCODER_MARK``) when its job id is a plain string, so that a worker reads the id
+    without decoding the message; an id that JSON escapes goes unmarked."""
+    message = submission.message()
+    return ENCODER_MARK + message if _is_plain(submission.job_id) else message
+
+
+def _is_plain(text: str) -> bool:
+    """No character that JSON escapes: quotes, backslashes, control characters."""
+    return '"' not in text and "\\" not in text and text.isprintable()
 
 
 @dataclass(frozen=True)

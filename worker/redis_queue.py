@@ -29,6 +29,7 @@ from aimass.protocol.keys import (
     wake_channel,
 )
 from aimass.protocol.pubsub import next_message
+from aimass.protocol.queues import ENCODER_MARK
 from aimass.protocol.records import ResultRecord, ResultState, started_template
 
 # Commands that take many keys or fields, called in slices: unpack() has a bound on how
@@ -57,7 +58,7 @@ end
 # KEYS: unacked hash, unacked index, runs hash, then the lists to serve in order.
 # ARGV: limit, now, result ttl, the started record's bytes before and after its task id
 #       (records.started_template), max message bytes, "1" to write started records,
-#       then each list's base queue name.
+#       the aimass encoder's mark (queues.ENCODER_MARK), then each list's base queue name.
 # Returns (tag, message, runs its job died in so far, base queue name, 1 if its job was
 # cancelled) for each message taken.
 # A message above the size cap is not decoded (the worker fails it unread) but is
@@ -73,11 +74,29 @@ local now, ttl = ARGV[2], tonumber(ARGV[3])
 local started_head, started_tail = ARGV[4], ARGV[5]
 local max_bytes = tonumber(ARGV[6])
 local track_started = ARGV[7] == '1'
+local mark = ARGV[8]
 local out, unacked, index, ids, places = {}, {}, {}, {}, {}
 local taken = 0
--- The envelope as a table, read without its body where it can be: the body (base64
--- text, no quotes) is nearly all of the bytes, and only the headers and properties are
--- needed here. Anything unexpected falls back to decoding the whole message.
+-- A message the aimass client encoded (it starts with the mark): valid JSON by
+-- construction, with its job id and delivery tag plain strings where its encoder puts
+-- them (the headers' id, then the properties' delivery tag): read by their place.
+-- Decoding a message is most of what a take costs Redis. Returns nothing when the
+-- message is not marked, or not laid out as expected: it is then decoded.
+local function marked(raw)
+  if string.sub(raw, 1, #mark) ~= mark then return nil end
+  local _, h = string.find(raw, '"headers":{', 1, true)
+  local _, i = string.find(raw, '"id":"', (h or #raw) + 1, true)
+  local j = i and string.find(raw, '"', i + 1, true)
+  local _, t = string.find(raw, '"delivery_tag":"', (j or #raw) + 1, true)
+  local u = t and string.find(raw, '"', t + 1, true)
+  if not u or j == i + 1 or u == t + 1 then return nil end
+  return string.sub(raw, t + 1, u - 1), string.sub(raw, i + 1, j - 1)
+end
+-- Any other message, as a table, read without its body where it can be: the body
+-- (base64 text, no quotes) is nearly all of the bytes, and only the headers and
+-- properties are needed here. Anything unexpected falls back to decoding the whole
+-- message. Decoding also checks that the message is JSON, which kombu's restore needs
+-- of what the unacked hash holds.
 local function envelope(raw)
   local _, e = string.find(raw, '"body"%s*:%s*"')
   if e then
@@ -89,36 +108,57 @@ local function envelope(raw)
   end
   return pcall(cjson.decode, raw)
 end
+-- (tag, exchange, routing key, job id) of a decoded message; false if it is not a
+-- kombu envelope (then it is not recorded: kombu could not restore it).
+local function decoded(raw, base)
+  local ok, msg = envelope(raw)
+  if not ok or type(msg) ~= 'table' then return false end
+  local tag, ex, rk, id = nil, '', base, nil
+  local p = msg['properties']
+  if type(p) == 'table' then
+    if type(p['delivery_tag']) == 'string' then tag = p['delivery_tag'] end
+    local info = p['delivery_info']
+    if type(info) == 'table' then
+      if type(info['exchange']) == 'string' then ex = info['exchange'] end
+      if type(info['routing_key']) == 'string' and info['routing_key'] ~= '' then
+        rk = info['routing_key']
+      end
+    end
+  end
+  local h = msg['headers']
+  if type(h) == 'table' and type(h['id']) == 'string' and h['id'] ~= '' then
+    id = h['id']
+  end
+  return true, tag, ex, rk, id
+end
+-- kombu's index holds each tag for as long as its message is unacknowledged. Redis keeps
+-- a sorted set whose members are all at most 64 bytes (zset-max-ziplist-value) as one
+-- flat list, where an insertion compares with every member and a removal searches them
+-- all (~7-14 us a job with a worker's 64 jobs in flight); longer tags keep it a skip
+-- list (~1.6 us). The '#' ends the tag, so that two tags never pad alike.
+local function long(tag)
+  return tag .. '#' .. string.rep('-', 64 - #tag)
+end
 local function record(raw, base)
   taken = taken + 1
   local tag, ex, rk, id = nil, '', base, nil
   if #raw <= max_bytes then
-    local ok, msg = envelope(raw)
-    if not ok or type(msg) ~= 'table' then
-      out[#out + 1] = ''
-      out[#out + 1] = raw
-      out[#out + 1] = 0
-      out[#out + 1] = base
-      out[#out + 1] = 0
-      return
-    end
-    local p = msg['properties']
-    if type(p) == 'table' then
-      if type(p['delivery_tag']) == 'string' then tag = p['delivery_tag'] end
-      local info = p['delivery_info']
-      if type(info) == 'table' then
-        if type(info['exchange']) == 'string' then ex = info['exchange'] end
-        if type(info['routing_key']) == 'string' and info['routing_key'] ~= '' then
-          rk = info['routing_key']
-        end
+    tag, id = marked(raw)
+    if not tag then
+      local ok
+      ok, tag, ex, rk, id = decoded(raw, base)
+      if not ok then
+        out[#out + 1] = ''
+        out[#out + 1] = raw
+        out[#out + 1] = 0
+        out[#out + 1] = base
+        out[#out + 1] = 0
+        return
       end
-    end
-    local h = msg['headers']
-    if type(h) == 'table' and type(h['id']) == 'string' and h['id'] ~= '' then
-      id = h['id']
     end
   end
   if not tag then tag = 'aimass-' .. redis.call('INCR', 'aimass:delivery-tags') end
+  tag = long(tag)
   unacked[#unacked + 1] = tag
   unacked[#unacked + 1] = '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
   index[#index + 1] = now
@@ -144,7 +184,7 @@ for i = 4, #KEYS do
   if wanted <= 0 then break end
   local popped = redis.call('RPOP', KEYS[i], wanted)
   if popped then
-    for _, raw in ipairs(popped) do record(raw, ARGV[4 + i]) end
+    for _, raw in ipairs(popped) do record(raw, ARGV[5 + i]) end
   end
 end
 sliced('HSET', KEYS[1], unacked)
@@ -235,8 +275,10 @@ return out
 
 @dataclass(frozen=True)
 class Taken:
-    """A message taken from a queue; ``delivery_tag`` is "" when it was not a kombu
-    envelope (then it is not in the unacked hash and there is nothing to acknowledge)."""
+    """A message taken from a queue. ``delivery_tag`` is the tag it is recorded under in
+    kombu's unacked hash and index (its message's delivery tag, padded past 64 bytes:
+    see ``_TAKE``), or "" when it was not a kombu envelope (then it is not recorded and
+    there is nothing to acknowledge)."""
 
     delivery_tag: str
     raw: bytes
@@ -300,6 +342,7 @@ class ModelQueues:
             self.started_tail,
             self.max_message_bytes,
             int(self.track_started),
+            ENCODER_MARK,
             *self.bases,
         ]
         flat = self._take(keys=keys, args=args)

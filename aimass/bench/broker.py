@@ -142,6 +142,67 @@ def measure_batch(
     return out
 
 
+def replay(
+    jobs: int = 6000, rounds: int = 3, in_flight: int = 64, settle_size: int = 32
+) -> list[dict[str, Any]]:
+    """The bulk run's Redis traffic from this process alone, with no worker process
+    competing with Redis for the cores: ``jobs`` one-image uint8 jobs submitted with
+    ``Client.submit_many`` while a result watcher waits on each, taken by the worker's
+    take script up to ``in_flight`` at a time and settled ``settle_size`` at a time,
+    ``rounds`` times on a Redis of its own. What the scripts cost Redis, apart from
+    what a busy machine adds to it."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from aimass.embedded_redis import RedisServer
+    from aimass.producer.client import Client
+    from aimass.producer.submission import Submission
+    from aimass.producer.watcher import ResultWatcher
+    from aimass.worker.redis_queue import ModelQueues
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 1), dtype=np.uint8)
+    out = []
+    with (
+        tempfile.TemporaryDirectory(prefix="aimass-replay-") as tmp,
+        RedisServer(Path(tmp)) as server,
+        Client(server.url) as client,
+    ):
+        queues = ModelQueues(client.redis, ["digits"], "replay", 3600)
+        meter = BrokerMeter(client.redis)
+        for _ in range(rounds):
+            submissions = [Submission.classify(pixels, model="digits") for _ in range(jobs)]
+            with ResultWatcher(client.redis) as watcher:
+                meter.start()
+                watcher.watch(job.id for job in client.submit_many(submissions))
+                _work_as_a_worker(queues, watcher, in_flight, settle_size)
+                out.append(meter.stop().per_job(jobs))
+    return out
+
+
+def _work_as_a_worker(queues: Any, watcher: Any, in_flight: int, settle_size: int) -> None:
+    """Take and settle every job the watcher waits on, as a worker would, each with a
+    classify result of one image."""
+    from aimass.protocol.messages import TaskMessage
+    from aimass.protocol.records import ResultRecord
+    from aimass.worker.redis_queue import Settlement
+
+    result = {"model": "digits", "version": 1, "predictions": [[{"label": "7", "score": 0.9}]]}
+    held: list[Any] = []
+    while watcher.pending:
+        held += queues.take(in_flight - len(held))
+        settling, held = held[:settle_size], held[settle_size:]
+        settlements = []
+        for taken in settling:
+            job_id = str(TaskMessage.decode(taken.raw).task_id)
+            record = ResultRecord.success(job_id, result)
+            settlements.append(Settlement(taken.delivery_tag, job_id, record))
+        queues.settle(settlements)
+        while watcher.next_finished(0 if held else 5) is not None:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import statistics
@@ -154,8 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=6000)
     parser.add_argument("--encoding", choices=("uint8", "png"), default="uint8")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="no worker: replay a worker's takes and settles from this process (uint8)",
+    )
     args = parser.parse_args(argv)
-    rounds = measure_batch(args.jobs, args.encoding, args.rounds)
+    if args.replay:
+        rounds = replay(args.jobs, args.rounds)
+    else:
+        rounds = measure_batch(args.jobs, args.encoding, args.rounds)
     for index, figures in enumerate(rounds, 1):
         print(
             f"round {index}: {figures['commands_per_job']:.2f} commands/job "

@@ -77,3 +77,18 @@ def test_broker_cost_of_a_job_is_three_commands_of_its_own(
     # What it must still do per job: write its submission record and result, publish it.
     for name, per_job in budget.items():
         assert by_command.get(name, 0.0) >= per_job - 0.02, (name, by_command)
+
+
+def test_broker_cost_of_the_replay_is_the_worker_s_per_job_commands() -> None:
+    """``python -m aimass.bench.broker --replay`` stands in for a worker (the scripts'
+    cost without a worker process on the cores): it must make Redis do what a worker does
+    for each job, a submission record and a result (SET) and the result's PUBLISH, with
+    every other command shared among many jobs."""
+    from aimass.bench.broker import replay
+
+    (cost,) = replay(jobs=300, rounds=1)
+    by_command = cost["by_command"]
+    assert not over_budget(by_command, PER_JOB), format_by_command(by_command, 30)
+    for name, per_job in PER_JOB.items():
+        assert by_command.get(name, 0.0) >= per_job - 0.02, (name, by_command)
+    assert by_command.get("evalsha", 0.0) > 0  # the take and settle scripts ran

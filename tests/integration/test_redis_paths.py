@@ -14,6 +14,13 @@ from aimass.protocol.pubsub import next_message
 pytestmark = pytest.mark.integration
 
 
+def message_tag(unacked_tag: str) -> str:
+    """The delivery tag of a message from the tag the take script recorded it under
+    (padded past 64 bytes, the padding after a last '#')."""
+    assert len(unacked_tag) > 64, unacked_tag
+    return unacked_tag.rsplit("#", 1)[0]
+
+
 def test_draining_with_a_zero_timeout_loses_no_large_message(redis_url: str) -> None:
     count, payload = 600, b"r" * 300_000  # about what a large result or batch holds
     client = redis.Redis.from_url(redis_url)
@@ -76,12 +83,13 @@ def test_the_take_script_reads_the_envelope_with_or_without_its_body(
     }
     client.lpush("aimass.take-test", *messages.values())
     taken = queues.take(10)
-    assert sorted(t.delivery_tag for t in taken) == sorted(messages)
+    assert sorted(message_tag(t.delivery_tag) for t in taken) == sorted(messages)
     for item in taken:
-        assert item.raw.decode() == messages[item.delivery_tag]
+        tag = message_tag(item.delivery_tag)
+        assert item.raw.decode() == messages[tag]
         stored = json.loads(client.hget("unacked", item.delivery_tag))
-        assert stored == [json.loads(messages[item.delivery_tag]), "", "aimass.take-test"]
-        meta = client.get(f"celery-task-meta-job-{item.delivery_tag}")
+        assert stored == [json.loads(messages[tag]), "", "aimass.take-test"]
+        meta = client.get(f"celery-task-meta-job-{tag}")
         if track_started:
             assert json.loads(meta)["status"] == "STARTED"
         else:
@@ -118,7 +126,7 @@ def test_a_take_and_a_settle_of_thousands_of_jobs_record_and_acknowledge_each_on
     client.set(cancelled_key("job-7"), 1)
     client.hset(RUNS_HASH, mapping={"job-8": 2, "job-2400": 1})
     taken = queues.take(count + 10)
-    assert [t.delivery_tag for t in taken] == [f"tag-{i}" for i in range(count)]  # in order
+    assert [message_tag(t.delivery_tag) for t in taken] == [f"tag-{i}" for i in range(count)]
     assert client.hlen("unacked") == client.zcard("unacked_index") == count
     assert [i for i, t in enumerate(taken) if t.cancelled] == [7]
     assert {i: t.runs for i, t in enumerate(taken) if t.runs} == {8: 2, 2400: 1}
@@ -135,4 +143,77 @@ def test_a_take_and_a_settle_of_thousands_of_jobs_record_and_acknowledge_each_on
     assert not client.exists(RUNS_HASH)
     stored = client.mget([f"celery-task-meta-job-{i}" for i in range(count)])
     assert [json.loads(raw)["result"] for raw in stored] == [{"i": i} for i in range(count)]
+    client.close()
+
+
+def test_the_take_script_reads_the_client_s_messages_without_decoding_them(
+    redis_url: str,
+) -> None:
+    """A message the client pushed carries the encoder's mark: the take script reads its
+    job id and delivery tag by their place, and records it as kombu would (restorable to
+    the queue it came from) with its cancel mark and run count. A marked message laid out
+    otherwise, and a job id that JSON escapes (pushed unmarked), are decoded instead."""
+    from aimass.producer.enqueue import Enqueuer, pushed_message
+    from aimass.producer.submission import Submission
+    from aimass.protocol.keys import RUNS_HASH, cancelled_key
+    from aimass.protocol.messages import TaskMessage
+    from aimass.protocol.queues import ENCODER_MARK
+    from aimass.worker.redis_queue import ModelQueues
+    from tests.support.tiny_models import row_image
+
+    client = redis.Redis.from_url(redis_url)
+    queues = ModelQueues(client, ["tiny"], "tester", 60)
+    ids = ["plain-1", "plain-2", 'with "quotes" \\ and a backslash']
+    submissions = [Submission.classify(row_image(1), model="tiny", job_id=i) for i in ids]
+    assert [pushed_message(s).startswith(ENCODER_MARK) for s in submissions] == [1, 1, 0]
+    Enqueuer(client, 0, 60).push_all(submissions)
+    # Marked, but not laid out as the encoder lays it out (spaces after the colons).
+    odd = json.loads(submissions[0].message())
+    odd["headers"]["id"] = odd["properties"]["correlation_id"] = "odd"
+    odd["properties"]["delivery_tag"] = "odd-tag"
+    client.lpush(submissions[0].list_name, ENCODER_MARK + json.dumps(odd).encode())
+    client.set(cancelled_key("plain-2"), 1)
+    client.hset(RUNS_HASH, mapping={"plain-1": 2, ids[2]: 1, "odd": 1})
+    taken = queues.take(10)
+    messages = {TaskMessage.decode(t.raw).task_id: t for t in taken}
+    assert list(messages) == [*ids, "odd"]
+    assert {i: t.runs for i, t in messages.items()} == {
+        "plain-1": 2,
+        "plain-2": 0,
+        ids[2]: 1,
+        "odd": 1,
+    }
+    assert [i for i, t in messages.items() if t.cancelled] == ["plain-2"]
+    for job_id, item in messages.items():
+        message = TaskMessage.decode(item.raw)
+        assert message_tag(item.delivery_tag) == message.properties["delivery_tag"]
+        assert client.zscore("unacked_index", item.delivery_tag) is not None
+        stored = json.loads(client.hget("unacked", item.delivery_tag))
+        assert stored == [json.loads(item.raw), "", "aimass.tiny"], job_id
+    client.close()
+
+
+def test_kombu_s_index_of_taken_messages_stays_a_skip_list(redis_url: str) -> None:
+    """Short members would make Redis keep the index as one flat list, where each
+    insertion and removal goes through every job in flight: the take script's tags are
+    longer than that (``zset-max-ziplist-value``, 64 bytes by default)."""
+    from aimass.worker.redis_queue import ModelQueues
+
+    client = redis.Redis.from_url(redis_url)
+    assert int(client.config_get("zset-max-ziplist-value")["zset-max-ziplist-value"]) == 64
+    queues = ModelQueues(client, ["short-tags"], "tester", 60)
+    client.lpush(
+        "aimass.short-tags",
+        *(
+            json.dumps(
+                {"headers": {"id": f"j{i}"}, "body": "e30=", "properties": {"delivery_tag": t}}
+            )
+            for i, t in enumerate(["a", "a#", "a#-", "x" * 64, "y" * 70])
+        ),
+    )
+    client.lpush("aimass.short-tags", json.dumps({"headers": {"id": "untagged"}, "body": ""}))
+    taken = queues.take(10)
+    assert len({t.delivery_tag for t in taken}) == 6  # no two tags pad alike
+    assert client.object("encoding", "unacked_index") == b"skiplist"
+    assert client.zcard("unacked_index") == client.hlen("unacked") == 6
     client.close()
