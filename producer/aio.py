@@ -29,7 +29,7 @@ from aimass.producer.watcher import (
     in_chunks,
     job_id_of,
 )
-from aimass.protocol.codecs import ImageLike
+from aimass.protocol.codecs import InputLike
 from aimass.protocol.connections import connect_async
 from aimass.protocol.contract import Priority
 from aimass.protocol.errors import AimassError, JobTimeout
@@ -74,7 +74,7 @@ class AsyncClient:
 
     async def classify(
         self,
-        inputs: ImageLike | Sequence[ImageLike],
+        inputs: InputLike | Sequence[InputLike],
         *,
         model: str,
         version: int | None = None,

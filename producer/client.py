@@ -16,7 +16,7 @@ from aimass.producer.enqueue import Enqueuer
 from aimass.producer.job import Job, as_completed, wait
 from aimass.producer.results import JobStatus
 from aimass.producer.submission import Deadline, Submission
-from aimass.protocol.codecs import ImageLike
+from aimass.protocol.codecs import InputLike
 from aimass.protocol.connections import connect
 from aimass.protocol.contract import Priority
 from aimass.protocol.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS
@@ -80,7 +80,7 @@ class Client:
 
     def classify(
         self,
-        inputs: ImageLike | Sequence[ImageLike],
+        inputs: InputLike | Sequence[InputLike],
         *,
         model: str,
         version: int | None = None,
@@ -211,7 +211,7 @@ class Client:
 
     def map(
         self,
-        inputs: Iterable[ImageLike],
+        inputs: Iterable[InputLike],
         *,
         model: str,
         version: int | None = None,

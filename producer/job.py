@@ -76,7 +76,7 @@ class Job:
         return cancelled
 
     def forget(self) -> None:
-        """Delete the job's stored result and submission record; its id then reads
+        """Delete the job's stored result and submission marker; its id then reads
         unknown, and may be submitted again."""
         self.redis.delete(result_key(self.id), submitted_key(self.id))
         self._final = None

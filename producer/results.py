@@ -39,10 +39,10 @@ def is_final(record: ResultRecord | None) -> bool:
 
 
 def status_of(record: ResultRecord | None, submitted: bool) -> JobStatus:
-    """A job's status from its stored record and whether its submission record exists.
+    """A job's status from its stored record and whether its submission marker exists.
 
     Celery alone reads PENDING for both a queued job and an id nobody sent; the
-    submission record tells them apart.
+    submission marker tells them apart.
     """
     if record is not None:
         if record.outcome == "cancelled":

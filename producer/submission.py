@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, cast
 
-from aimass.protocol.codecs import ImageLike, encode_inputs
+from aimass.protocol.codecs import InputLike, encode_inputs
 from aimass.protocol.contract import Priority, parse_job, task_name
 from aimass.protocol.errors import InvalidJob
 from aimass.protocol.keys import queue_name
@@ -87,7 +87,7 @@ class Submission:
     @classmethod
     def classify(
         cls,
-        inputs: ImageLike | Sequence[ImageLike],
+        inputs: InputLike | Sequence[InputLike],
         *,
         model: str,
         version: int | None = None,
@@ -100,8 +100,8 @@ class Submission:
         """A classify job of one or many images: file paths, bytes, PIL images or numpy
         arrays (uint8 pixel arrays go as raw uint8 tensors, several of one shape stacked
         in one ``batch`` tensor; other dtypes as NPY)."""
-        items: list[ImageLike] = (
-            list(inputs) if isinstance(inputs, list | tuple) else [cast(ImageLike, inputs)]
+        items: list[InputLike] = (
+            list(inputs) if isinstance(inputs, list | tuple) else [cast(InputLike, inputs)]
         )
         kwargs = {"model": model, "version": version, "top_k": top_k, **encode_inputs(items)}
         return cls.from_kwargs(ModelKind.classify, kwargs, job_id, priority, deadline, serializer)
@@ -232,7 +232,7 @@ class Submission:
         ).encode()
 
     def record(self) -> str:
-        """The submission record stored under ``aimass:job:<id>``."""
+        """The submission marker stored under ``aimass:job:<id>``."""
         return json.dumps(
             {
                 "kind": str(self.kind),

@@ -1,5 +1,5 @@
-"""The bulk consumer: takes many jobs from Redis at once, feeds the batchers, and stores
-results and acknowledgements of a whole batch in one call.
+"""The bulk consumer: takes many jobs from Redis at once, feeds the batchers, and settles
+the jobs it has at hand (their results stored, their messages acknowledged) in one call.
 
 Threads: one consumer (Redis IO and decoding) and one finisher (results and acks);
 each model's batcher runs ONNX Runtime on its own thread and never touches the network.
@@ -342,8 +342,8 @@ class BulkConsumer:
             first = self._finished.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < 512:
+            finished = [first]  # the jobs at hand: settled together (not a batch)
+            while len(finished) < 512:
                 try:
                     item = self._finished.get_nowait()
                 except queue.Empty:
@@ -351,36 +351,36 @@ class BulkConsumer:
                 if item is None:
                     self._finished.put(None)
                     break
-                batch.append(item)
-            self._settle(batch)
+                finished.append(item)
+            self._settle(finished)
 
-    def _settle(self, batch: list[InFlight]) -> None:
-        left = [flight for flight in batch if _device_lost(flight)]
+    def _settle(self, finished: list[InFlight]) -> None:
+        left = [flight for flight in finished if _device_lost(flight)]
         if left:
             # Neither stored nor acknowledged: Redis hands them to another worker, as
             # it would had this process died (it is about to exit: worker/service.py).
-            batch = [flight for flight in batch if not _device_lost(flight)]
+            finished = [flight for flight in finished if not _device_lost(flight)]
             self.capacity.release(len(left))
             log.warning(
                 "left %d jobs unacknowledged for another worker: this process's device is broken",
                 len(left),
             )
-        if not batch:
+        if not finished:
             return
-        settlements = [self._settlement(flight) for flight in batch]
+        settlements = [self._settlement(flight) for flight in finished]
         backoff = 0.1
         while True:
             try:
                 self.queues.settle(settlements)
                 break
             except redis.RedisError as exc:
-                log.warning("could not store %d results (%s); retrying", len(batch), exc)
+                log.warning("could not store %d results (%s); retrying", len(finished), exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        for flight, settlement in zip(batch, settlements, strict=True):
+        for flight, settlement in zip(finished, settlements, strict=True):
             if self.on_settled:
                 self.on_settled(flight, settlement.record)
-        self.capacity.release(len(batch))
+        self.capacity.release(len(finished))
         if self.on_load:
             self.on_load(self.capacity.used)
 

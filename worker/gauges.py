@@ -98,7 +98,7 @@ class Gauges:
 
 
 def _submitted_at(record: Any) -> float | None:
-    """When a job was submitted, from its submission record (``None`` without one)."""
+    """When a job was submitted, from its submission marker (``None`` without one)."""
     if not record:
         return None
     try:

@@ -76,7 +76,7 @@ class Metrics:
             "aimass_oldest_job_age_seconds",
             "How long the next job to "
             "be taken from a model's queue has waited (jobs submitted "
-            "with a submission record, as the aimass client sends them)",
+            "with a submission marker, as the aimass client sends them)",
             MODEL,
             registry=r,
         )

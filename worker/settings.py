@@ -254,7 +254,7 @@ class WorkerSettings:
             "0 (no limit) or a positive number of seconds",
         ),
     )
-    # How long results (and submission records) are kept.
+    # How long results (and submission markers) are kept.
     result_ttl_s: int = field(default=DEFAULT_RESULT_TTL_S, metadata=RESULT_TTL_S)
     # Caps on what one job may carry.
     max_payload_bytes: int = field(

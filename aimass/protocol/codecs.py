@@ -25,7 +25,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 # A classify input: an image (a file, its bytes, a PIL image, pixels) or, for a model of
 # other tensors, a numpy array or a list of numbers (nested for several dimensions).
-ImageLike = str | Path | bytes | Image.Image | np.ndarray | Sequence[Any]
+InputLike = str | Path | bytes | Image.Image | np.ndarray | Sequence[Any]
 
 
 def array_to_png(pixels: np.ndarray) -> bytes:
@@ -45,7 +45,7 @@ def array_to_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def encode_image(image: ImageLike) -> bytes:
+def encode_image(image: InputLike) -> bytes:
     """Bytes to send as an ``image`` input: files and bytes as they are, PIL images and
     uint8 arrays as PNG, other arrays as NPY (exact values, no rounding)."""
     if isinstance(image, bytes):
@@ -66,7 +66,7 @@ def encode_image(image: ImageLike) -> bytes:
     )
 
 
-def encode_input(image: ImageLike) -> dict[str, Any]:
+def encode_input(image: InputLike) -> dict[str, Any]:
     """One classify input: uint8 pixel arrays (HxW or HxWxC) as a raw ``tensor`` (exact,
     and the cheapest for a worker to take: nothing to decode); lists of numbers and
     one-dimensional arrays (a feature vector, token ids) as ``features``, which the
@@ -108,7 +108,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, Real | np.number) and not isinstance(value, bool | np.bool_)
 
 
-def encode_inputs(images: list[ImageLike]) -> dict[str, Any]:
+def encode_inputs(images: list[InputLike]) -> dict[str, Any]:
     """The inputs of a classify job: several uint8 pixel arrays of one shape travel
     stacked as one raw ``batch`` tensor (one field for the worker to check and one
     conversion for the lot, instead of one per image); a flat list of numbers is one

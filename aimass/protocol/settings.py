@@ -273,7 +273,7 @@ class ClientSettings:
             "AIMASS_MAX_QUEUE_DEPTH", CountOrOff, "queue depth", "0 (no bound) or positive"
         ),
     )
-    # How long submission records live; match the workers' AIMASS_RESULT_TTL_S.
+    # How long submission markers live; match the workers' AIMASS_RESULT_TTL_S.
     result_ttl_s: int = field(default=DEFAULT_RESULT_TTL_S, metadata=RESULT_TTL_S)
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from tests.support.tiny_models import row_image
 pytestmark = pytest.mark.integration
 
 JOBS = 1200
-# The commands each job costs on its own: its submission record and its result (SET),
+# The commands each job costs on its own: its submission marker and its result (SET),
 # and its result's notification (PUBLISH); with started records, one more SET.
 PER_JOB = {"set": 2.0, "publish": 1.0}
 # Every other command serves many jobs at once (a take, a settle, an enqueue call of
@@ -74,7 +74,7 @@ def test_broker_cost_of_a_job_is_three_commands_of_its_own(
         "command for many jobs, or say why the job needs it and raise the budget here"
     )
     assert cost["commands_per_job"] <= sum(budget.values()) + 1.0, format_by_command(by_command, 30)
-    # What it must still do per job: write its submission record and result, publish it.
+    # What it must still do per job: write its submission marker and result, publish it.
     for name, per_job in budget.items():
         assert by_command.get(name, 0.0) >= per_job - 0.02, (name, by_command)
 
@@ -82,7 +82,7 @@ def test_broker_cost_of_a_job_is_three_commands_of_its_own(
 def test_broker_cost_of_the_replay_is_the_worker_s_per_job_commands() -> None:
     """``python -m aimass.bench.broker --replay`` stands in for a worker (the scripts'
     cost without a worker process on the cores): it must make Redis do what a worker does
-    for each job, a submission record and a result (SET) and the result's PUBLISH, with
+    for each job, a submission marker and a result (SET) and the result's PUBLISH, with
     every other command shared among many jobs."""
     from aimass.bench.broker import replay
 

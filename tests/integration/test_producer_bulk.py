@@ -18,7 +18,7 @@ from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration
 
-# Jobs submitted and not finished, counted atomically inside Redis: submission records
+# Jobs submitted and not finished, counted atomically inside Redis: submission markers
 # minus stored final results.
 IN_FLIGHT_SCRIPT = """
 local finished = 0
