@@ -107,6 +107,28 @@ def generator_function(
     return serve
 
 
+# Domains whose ops ONNX Runtime brings itself, beyond ONNX's own.
+_RUNTIME_DOMAINS = frozenset({"com.microsoft"})
+
+
+def unconverted_ops(model: Any) -> list[tuple[str, str]]:
+    """(op type, node name) of each node that is no ONNX op: what tf2onnx left as the
+    TensorFlow op it could not convert (it logs it and goes on), in the graph and in the
+    graphs of its If and Loop nodes."""
+    found = []
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            domain = node.domain or ""
+            if domain not in _RUNTIME_DOMAINS and not onnx.defs.has(node.op_type, domain):
+                found.append((node.op_type, node.name))
+            for attribute in node.attribute:
+                graphs += [attribute.g] if attribute.HasField("g") else []
+                graphs += list(attribute.graphs)
+    return found
+
+
 def run_function(function: ServableFunction, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """TensorFlow's outputs for ``feeds``: the reference that ONNX Runtime must match."""
     # By position, in the signature's order: a signature's names need not be Python names.
@@ -137,6 +159,16 @@ def to_onnx(function: ServableFunction, opset: int) -> bytes:
             f"tf2onnx could not convert the model at opset {opset}: {error}. Expected layers "
             "that tf2onnx supports; a newer --opset sometimes helps"
         ) from error
+    unconverted = unconverted_ops(model)
+    if unconverted:
+        ops = sorted({op for op, _ in unconverted})
+        where = "; ".join(f"{op} at {node}" for op, node in unconverted[:3])
+        raise ConversionError(
+            f"tf2onnx could not convert {len(unconverted)} op(s) to ONNX at opset {opset}: "
+            f"{', '.join(ops)} ({where}). The node names carry the Keras layer's name: "
+            "replace that layer by one built of ops that tf2onnx supports, or try a newer "
+            "--opset. Nothing was published"
+        )
     inputs = [value.name for value in model.graph.input]
     outputs = sorted(value.name for value in model.graph.output)
     if inputs != [spec.name for spec in signature] or outputs != expected_outputs:

@@ -85,6 +85,7 @@ def job_fields(flight: InFlight, record: ResultRecord | None) -> dict[str, Any]:
     message = flight.envelope.message
     fields: dict[str, Any] = {
         "job_id": flight.envelope.task_id,
+        "task": flight.envelope.task,  # aimass.classify, aimass.generate or aimass.infer
         "model": flight.model,
         "version": started.version if started else None,
         "kind": started.kind if started else None,

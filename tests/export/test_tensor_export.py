@@ -162,3 +162,39 @@ def test_the_users_own_sample_is_the_parity_input(
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert Manifest.read(tmp_path / "models" / "mine" / "1").inputs[1].value_range is None
+
+
+def test_an_op_tf2onnx_cannot_convert_is_named_and_nothing_is_published(
+    aimass: Aimass, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tf2onnx leaves an op it cannot convert in the graph as the TensorFlow op and goes
+    on; the export refuses such a graph, naming the op and the layer it sits in."""
+    import tensorflow as tf
+
+    class MatrixExponential(keras.layers.Layer):
+        def call(self, flat: Any) -> Any:
+            square = tf.linalg.expm(tf.reshape(flat, (-1, 2, 2)))  # MatrixSolve inside
+            return tf.reshape(square, (-1, 4))
+
+    keras.utils.set_random_seed(0)
+    features = keras.Input((4,), name="x")
+    model = keras.Model(features, MatrixExponential(name="matrix_exponential")(features))
+    saved = tmp_path / "expm"
+    model.export(str(saved), verbose=False)
+    repository = tmp_path / "repository"
+    code = aimass(
+        "export",
+        "keras",
+        str(saved),
+        "--name",
+        "expm",
+        "--kind",
+        "tensor",
+        "--repository",
+        str(repository),
+    )
+    error = capsys.readouterr().err
+    assert code == 1, error
+    assert "could not convert" in error and "MatrixSolve" in error, error
+    assert "matrix_exponential" in error, error
+    assert not (repository / "expm").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
@@ -24,6 +25,9 @@ def test_json_logs_give_each_job_a_line_with_its_trace(
     with Client(redis_url) as client:
         jobs = [client.classify(row_image(i), model="tiny") for i in range(3)]
         bad = client.classify(b"not an image", model="tiny")
+        tensor = np.zeros((1, 8, 8, 1), np.float32)
+        tensor[0, 5] = 1.0
+        infer = client.infer("tiny", {"image": tensor})
         queued = [
             raw
             for name in priority_queue_names("tiny")
@@ -31,7 +35,7 @@ def test_json_logs_give_each_job_a_line_with_its_trace(
         ]
         sent = {m.task_id: m.traceparent for m in map(TaskMessage.decode, queued)}
         worker = start_worker(redis_url, model_repository, AIMASS_LOG_FORMAT="json")
-        for job in jobs:
+        for job in [*jobs, infer]:
             job.result(timeout=30)
         with pytest.raises(Exception, match="not PNG"):
             bad.result(timeout=30)
@@ -43,6 +47,10 @@ def test_json_logs_give_each_job_a_line_with_its_trace(
         entry = by_job[job.id]
         assert (entry["model"], entry["version"], entry["outcome"]) == ("tiny", 1, "succeeded")
         assert entry["batch_size"] >= 1 and entry["traceparent"] == sent[job.id]
+        assert entry["task"] == "aimass.classify" and entry["kind"] == "classify"
+    tensor_entry = by_job[infer.id]  # a tensor job names its task and kind too
+    assert (tensor_entry["task"], tensor_entry["kind"]) == ("aimass.infer", "tensor")
+    assert tensor_entry["outcome"] == "succeeded"
     failed = by_job[bad.id]
     assert (failed["outcome"], failed["reason"]) == ("failed", "InvalidInput")
     assert failed["traceparent"] == sent[bad.id]
