@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # Fields a log call may attach (``extra=``) that go into the JSON object as they are.
 JOB_FIELDS = (
     "job_id",
+    "task",
     "model",
     "version",
     "kind",
