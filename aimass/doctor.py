@@ -181,7 +181,7 @@ def _prime(runtime: Any, names: list[str]) -> None:
 
 
 def _check_model(runtime: Any, name: str) -> dict[str, Any]:
-    from aimass.worker.sessions import release_free_memory
+    from aimass.worker.sessions import create_session, release_free_memory
 
     version = runtime.repository.resolve(name)
     before = _memory_in_use(runtime.plan)
@@ -205,8 +205,10 @@ def _check_model(runtime: Any, name: str) -> dict[str, Any]:
             "shared_weight_bytes": described["shared_weight_bytes"],
             "settled_ms": described["settled_ms"],
         }
-        model["padded_vs_exact"] = _padding_error(runtime, loaded)
-        model["shape_change_ms"] = _shape_change_cost(runtime, loaded)
+        # One plain session (every size on one session, as without buckets) for both.
+        plain = create_session(loaded.version.model_file, runtime.plan)
+        model["padded_vs_exact"] = _padding_error(plain, loaded)
+        model["shape_change_ms"] = _shape_change_cost(plain, loaded)
     finally:
         loaded.batcher.stop(timeout=0)
         del loaded
@@ -235,11 +237,10 @@ def _sample_feeds(logic: Any, size: int, seed: int = 0) -> dict[str, Any]:
     return feeds
 
 
-def _padding_error(runtime: Any, loaded: Any) -> dict[str, Any] | None:
+def _padding_error(plain: Any, loaded: Any) -> dict[str, Any] | None:
     """Outputs of a batch padded up to its bucket against the same batch run at its exact
     size on a plain session: the largest absolute difference."""
     from aimass.worker.batcher import run_in_chunks
-    from aimass.worker.sessions import create_session
 
     buckets = loaded.batcher.buckets
     if not buckets:
@@ -247,7 +248,6 @@ def _padding_error(runtime: Any, loaded: Any) -> dict[str, Any] | None:
     size = next((s for s in range(1, buckets[-1] + 1) if s not in buckets), buckets[0])
     feeds = _sample_feeds(loaded.logic, size)
     padded, ran = run_in_chunks(loaded.batcher.runner, [feeds], buckets[-1], buckets)
-    plain = create_session(loaded.version.model_file, runtime.plan)
     exact = plain.run(None, feeds)
     error = max(
         float(abs(p.astype("float64") - e.astype("float64")).max())
@@ -256,13 +256,11 @@ def _padding_error(runtime: Any, loaded: Any) -> dict[str, Any] | None:
     return {"size": size, "bucket": ran, "max_abs_diff": error}
 
 
-def _shape_change_cost(runtime: Any, loaded: Any, rounds: int = 3) -> float:
+def _shape_change_cost(session: Any, loaded: Any, rounds: int = 3) -> float:
     """What a plain session (every size on one session) pays for a run whose batch size
     differs from its previous run's, over the settled time of that size, in ms."""
     from aimass.worker.buckets import settle
-    from aimass.worker.sessions import create_session
 
-    session = create_session(loaded.version.model_file, runtime.plan)
     small, large = (
         _sample_feeds(loaded.logic, size) for size in (1, max(2, loaded.batcher.max_batch_size))
     )
@@ -419,8 +417,8 @@ def _print_model(model: dict[str, Any]) -> None:
     memory = model.get("memory_bytes")
     if memory:
         sharing += (
-            f"; {memory['measured']} +{memory['shared'] / 2**20:.1f} MiB shared, "
-            f"+{memory['own_copies'] / 2**20:.1f} MiB own copies"
+            f"; {memory['measured']} {memory['shared'] / 2**20:+.1f} MiB shared, "
+            f"{memory['own_copies'] / 2**20:+.1f} MiB own copies"
         )
     print(f"    weights: {sharing}")
     settled = ", ".join(f"{size}: {ms:.2f}" for size, ms in model["settled_ms"].items())

@@ -359,7 +359,7 @@ class BulkConsumer:
         if left:
             # Neither stored nor acknowledged: Redis hands them to another worker, as
             # it would had this process died (it is about to exit: worker/service.py).
-            finished = [flight for flight in finished if not _device_lost(flight)]
+            finished = [flight for flight in finished if flight not in left]
             self.capacity.release(len(left))
             log.warning(
                 "left %d jobs unacknowledged for another worker: this process's device is broken",

@@ -144,15 +144,9 @@ class SharedWeights:
         return bool(self.values) and self.refused is None
 
 
-def batch_dims(model: Path) -> tuple[str, ...]:
-    """The symbolic batch dimension of each of the model's inputs ("N", "unk__12"): what a
-    bucket session fixes to its size. Read from the graph alone (no weights loaded)."""
-    import onnx
-
-    return _batch_dims(onnx.load(str(model), load_external_data=False).graph)
-
-
 def _batch_dims(graph: Any) -> tuple[str, ...]:
+    """The symbolic batch dimension of each of the graph's inputs ("N", "unk__12"): what a
+    bucket session fixes to its size."""
     initializers = {tensor.name for tensor in graph.initializer}
     return tuple(
         dict.fromkeys(
@@ -186,23 +180,21 @@ def device_view(array: np.ndarray, plan: DevicePlan) -> Any:
     return ort.OrtValue.from_dlpack(owner)
 
 
-def load_shared_weights(model: Path, plan: DevicePlan) -> SharedWeights:
-    """The model's floating-point initializers of ``SHARE_MIN_BYTES`` or more, placed once
+def share_weights(graph: Any, plan: DevicePlan) -> SharedWeights:
+    """The graph's floating-point initializers of ``SHARE_MIN_BYTES`` or more, placed once
     on the plan's device, and its inputs' batch dimension names."""
-    import onnx
     from onnx import numpy_helper
 
     if plan.gpu is not None:
         preload_cuda_libraries()  # before the first allocation on the device
-    proto = onnx.load(str(model))
     values = {}
     nbytes = 0
-    for tensor in proto.graph.initializer:
+    for tensor in graph.initializer:
         array = numpy_helper.to_array(tensor)
         if array.dtype.kind == "f" and array.nbytes >= SHARE_MIN_BYTES:
             values[tensor.name] = device_view(array, plan)
             nbytes += array.nbytes
-    return SharedWeights(values, _batch_dims(proto.graph), nbytes)
+    return SharedWeights(values, _batch_dims(graph), nbytes)
 
 
 _sharing_refused_said = False
@@ -237,14 +229,18 @@ def create_bucket_sessions(
     refuses them, say), each session gets its own copy, with its batch dimension still
     fixed, and the log says so. The shared weights are returned so that the caller keeps
     them alive as long as the sessions."""
+    import onnx
+
     if plan.gpu is not None:
         preload_cuda_libraries()  # before anything touches the device
-    dims = batch_dims(model)
+    # Parsed once: the weights (when shared) and the batch dimensions come from it.
+    graph = onnx.load(str(model), load_external_data=share).graph
+    dims = _batch_dims(graph)
     try:
         if not share:  # for a comparison (aimass doctor)
             shared = SharedWeights(batch_dims=dims, refused="not asked to share")
         else:
-            shared = load_shared_weights(model, plan)
+            shared = share_weights(graph, plan)
     except Exception as exc:
         shared = _own_copies(model, buckets, dims, exc)
     sessions = {}
