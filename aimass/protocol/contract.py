@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -36,10 +36,12 @@ CONTRACT_VERSION = 1
 CLASSIFY_TASK = "aimass.classify"
 GENERATE_TASK = "aimass.generate"
 INFER_TASK = "aimass.infer"
+SEQUENCE_TASK = "aimass.sequence"
 TASKS: dict[ModelKind, str] = {
     ModelKind.classify: CLASSIFY_TASK,
     ModelKind.generate: GENERATE_TASK,
     ModelKind.tensor: INFER_TASK,
+    ModelKind.sequence: SEQUENCE_TASK,
 }
 # The kind of job each task name carries (a worker reads it from the message's headers).
 TASK_KINDS: dict[str, ModelKind] = {task: kind for kind, task in TASKS.items()}
@@ -269,6 +271,36 @@ class InferJob(_Model):
         return (self.parameters or {}).get("binary_data_output") is True
 
 
+MAX_PROMPT = 65536  # characters in one sequence job's prompt
+MAX_STOPS = 16  # stop strings in one sequence job
+
+
+class SequenceJob(_Model):
+    """Keyword arguments of ``aimass.sequence``: text to continue, decoded token by token.
+
+    Sampling: ``temperature`` 0 takes the likeliest token each step (greedy); otherwise
+    the logits are divided by it, cut to the ``top_k`` likeliest tokens (0: all) and to
+    the smallest set whose probability reaches ``top_p``, and sampled with a generator
+    seeded by ``seed`` (the job id's when absent), so that the same seed, prompt and model
+    version give the same text whatever shares its steps. The text ends at the model's end
+    token, at the first of the ``stop`` strings (left out of the text), or after
+    ``max_tokens`` tokens. ``stream``: the worker also appends the text as it is made to
+    the job's stream (``keys.stream_key``)."""
+
+    model: str = Field(min_length=1, max_length=64)
+    version: int | None = Field(default=None, ge=1)
+    prompt: str = Field(max_length=MAX_PROMPT)
+    max_tokens: int = Field(default=64, ge=1, le=65536)
+    temperature: float = Field(default=1.0, ge=0, le=100)
+    top_k: int = Field(default=0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    stop: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=MAX_STOPS
+    )
+    stream: bool = False
+
+
 class Timing(BaseModel):
     """Where a job's time went, in milliseconds."""
 
@@ -329,6 +361,28 @@ class InferResult(BaseModel):
     timing: Timing
 
 
+class FinishReason(StrEnum):
+    """Why a sequence ended."""
+
+    end = "end"  # the model wrote its end token
+    stop = "stop"  # one of the job's stop strings appeared
+    length = "length"  # max_tokens tokens were written (or the model's max_length reached)
+
+
+class SequenceResult(BaseModel):
+    """The stored result of ``aimass.sequence``: the whole text written after the prompt."""
+
+    model: str
+    version: int
+    text: str
+    tokens: int  # tokens written (the stop string's, if any, included)
+    finish_reason: FinishReason
+    seed: int
+    prompt_tokens: int
+    time_to_first_token_ms: float  # from the job's start to its first token
+    timing: Timing
+
+
 class ErrorResult(BaseModel):
     """What ``celery-task-meta-<id>`` holds in ``result`` for a failed job."""
 
@@ -346,12 +400,13 @@ class ErrorResult(BaseModel):
     exc_module: str
 
 
-Job = ClassifyJob | GenerateJob | InferJob
+Job = ClassifyJob | GenerateJob | InferJob | SequenceJob
 
 JOB_MODELS: dict[ModelKind, type[Job]] = {
     ModelKind.classify: ClassifyJob,
     ModelKind.generate: GenerateJob,
     ModelKind.tensor: InferJob,
+    ModelKind.sequence: SequenceJob,
 }
 
 

@@ -64,6 +64,10 @@ CANCEL_CHANNEL = "aimass:cancel"
 # exactly as they were queued, for `aimass dead list|retry|purge`.
 DEAD_PREFIX = "aimass:dead:"
 
+# A sequence job's text as it is made: a Redis stream (XADD) per job, read by the
+# producers that stream it (XREAD from the last entry they saw); TTL: the result TTL.
+STREAM_PREFIX = "aimass:stream:"
+
 # One per live worker process: JSON with host, pid, models, versions, providers,
 # batch settings and queues; expires unless refreshed (WORKER_HEARTBEAT_TTL_S).
 WORKER_PREFIX = "aimass:worker:"
@@ -112,3 +116,7 @@ def dead_letter_key(model: str) -> str:
 
 def cancelled_key(job_id: str) -> str:
     return f"{CANCELLED_PREFIX}{job_id}"
+
+
+def stream_key(job_id: str) -> str:
+    return f"{STREAM_PREFIX}{job_id}"

@@ -105,6 +105,7 @@ class ModelKind(StrEnum):
     classify = "classify"  # a tensor (an image, a feature vector, token ids) in, top-k labels out
     generate = "generate"  # a latent vector (and a class or a condition vector) in, images out
     tensor = "tensor"  # any named tensors in, named tensors out (aimass.infer)
+    sequence = "sequence"  # a prompt in, text out: decoded token by token (SequenceSpec)
 
 
 class TensorSpec(BaseModel):
@@ -186,6 +187,39 @@ class GeneratorSpec(BaseModel):
         return self.label_input is not None and self.class_count > 0
 
 
+class SequenceState(BaseModel):
+    """One tensor of a sequence model's state, carried from each decoding step to the next
+    (a recurrent layer's state, or a transformer's key/value cache). A new sequence starts
+    from zeros."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: str  # the graph input that takes it
+    output: str  # the graph output that gives it for the next step
+    shape: list[int]  # per sequence, without the batch dimension
+    dtype: str = "float32"
+
+
+class SequenceSpec(BaseModel):
+    """How a sequence model decodes. Its graph is one decoding step: each sequence's last
+    token (``token_input``, shape [batch]) and its state in; the next token's logits
+    (``logits_output``, shape [batch, vocabulary]) and the new state out. A prompt is fed
+    one token a step; then each step's sampled token is fed to the next."""
+
+    model_config = ConfigDict(frozen=True)
+
+    vocabulary: list[str]  # token id -> its text (one character each, character-level)
+    token_input: str = "token"
+    logits_output: str = "logits"
+    state: list[SequenceState]
+    start_token: int | None = None  # fed before the prompt; None: the prompt's first token
+    end_token: int | None = None  # ends a sequence when it is sampled
+    unknown_token: int | None = None  # stands for a prompt's text outside the vocabulary
+    max_length: int | None = Field(default=None, ge=1)  # prompt and text, where bounded
+    sample_prompt: str = ""  # what the export's sample was prompted with
+    sample: str = ""  # text the model wrote at export, from sample_prompt
+
+
 # A batch limit is the smallest batch size whose throughput is within this share of the
 # best measured: past it a bigger batch only adds latency.
 NEAR_BEST = 0.9
@@ -243,6 +277,7 @@ class Manifest(BaseModel):
     preprocessing: Preprocessing | None = None  # classifiers
     postprocessing: Postprocessing | None = None  # generators
     generator: GeneratorSpec | None = None  # generators
+    sequence: SequenceSpec | None = None  # sequence models
     labels: list[str] = Field(default_factory=list)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     sha256: str

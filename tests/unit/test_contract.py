@@ -44,6 +44,7 @@ def test_each_model_kind_has_its_task() -> None:
         "aimass.classify",
         "aimass.generate",
         "aimass.infer",
+        "aimass.sequence",
     ]
 
 
