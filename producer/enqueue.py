@@ -29,7 +29,11 @@ from aimass.protocol.queues import ENCODER_MARK
 ENQUEUE_SCRIPT = """
 local steps = tonumber(ARGV[3])
 local depth = 0
-for i = 1, steps do depth = depth + redis.call('LLEN', KEYS[i]) end
+-- An empty list does not exist: one command finds a model's queue empty, as it is
+-- whenever the workers keep up.
+if redis.call('EXISTS', unpack(KEYS, 1, steps)) > 0 then
+  for i = 1, steps do depth = depth + redis.call('LLEN', KEYS[i]) end
+end
 local before, bound, target = depth, tonumber(ARGV[1]), KEYS[steps + 1]
 local accepted, messages = 0, {}
 for j = steps + 2, #KEYS do
@@ -45,7 +49,9 @@ end
 for i = 1, #messages, 1000 do  -- slices: unpack() has a bound on its values
   redis.call('LPUSH', target, unpack(messages, i, math.min(i + 999, #messages)))
 end
-if depth > before then redis.call('PUBLISH', ARGV[#ARGV], depth - before) end
+-- Workers wait for a wake-up only after a take that left the queue empty: a push onto
+-- a queue that holds jobs has a wake-up (or a busy worker) before it.
+if before == 0 and depth > 0 then redis.call('PUBLISH', ARGV[#ARGV], depth) end
 return {before, accepted}
 """
 

@@ -64,8 +64,9 @@ end
 # A message above the size cap is not decoded (the worker fails it unread) but is
 # recorded under a fresh tag like any other, so that its job is not lost either.
 # What a take costs Redis does not grow with the jobs it takes, but for the started
-# records: one RPOP per list, then one HSET and one ZADD for kombu's bookkeeping, one
-# MGET for cancel marks and one HMGET for run counts, for all of them.
+# records: one EXISTS for all the lists and one RPOP per list up to the last that holds
+# jobs (an idle poll costs the EXISTS alone), then one HSET and one ZADD for kombu's
+# bookkeeping, one MGET for cancel marks and one HMGET for run counts, for all of them.
 _TAKE = (
     _SLICED
     + """
@@ -139,6 +140,22 @@ end
 local function long(tag)
   return tag .. '#' .. string.rep('-', 64 - #tag)
 end
+-- What follows a message in kombu's unacked entry, [message, exchange, routing key]:
+-- the same for every message of a list taken by its place, so encoded once a list.
+local tails = {}
+local function tail(ex, rk)
+  local of_ex = tails[ex]
+  if not of_ex then
+    of_ex = {}
+    tails[ex] = of_ex
+  end
+  local known = of_ex[rk]
+  if not known then
+    known = ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+    of_ex[rk] = known
+  end
+  return known
+end
 local function record(raw, base)
   taken = taken + 1
   local tag, ex, rk, id = nil, '', base, nil
@@ -160,7 +177,7 @@ local function record(raw, base)
   if not tag then tag = 'aimass-' .. redis.call('INCR', 'aimass:delivery-tags') end
   tag = long(tag)
   unacked[#unacked + 1] = tag
-  unacked[#unacked + 1] = '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+  unacked[#unacked + 1] = '[' .. raw .. tail(ex, rk)
   index[#index + 1] = now
   index[#index + 1] = tag
   if id then
@@ -179,11 +196,15 @@ local function record(raw, base)
   out[#out + 1] = base
   out[#out + 1] = 0
 end
+-- How many of the lists hold jobs (an empty list does not exist): one command tells an
+-- idle worker's poll there is nothing, and the pops stop at the last list with jobs.
+local holding = redis.call('EXISTS', unpack(KEYS, 4))
 for i = 4, #KEYS do
   local wanted = limit - taken
-  if wanted <= 0 then break end
+  if wanted <= 0 or holding <= 0 then break end
   local popped = redis.call('RPOP', KEYS[i], wanted)
   if popped then
+    holding = holding - 1
     for _, raw in ipairs(popped) do record(raw, ARGV[5 + i]) end
   end
 end
