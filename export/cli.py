@@ -52,8 +52,9 @@ def _add_zoo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     zoo = commands.add_parser(
         "zoo",
         help="train and publish the bundled models",
-        description="Train digits and digits-gan on scikit-learn's digits, build AlexNet, convert, "
-        "check parity and quality, and publish each as a new version.",
+        description="Train digits and digits-gan on scikit-learn's digits, the tabular models on "
+        "scikit-learn's wine and diabetes, charlm on Python's own standard library source, build "
+        "AlexNet, convert, check parity and quality, and publish each as a new version.",
     )
     zoo.add_argument(
         "--only",

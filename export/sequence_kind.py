@@ -35,6 +35,7 @@ from aimass.export.sequence_step import (
     PARITY_STEPS,
     PARITY_STREAMS,
     TOKEN,
+    Step,
     StepSignature,
     convert_step_checked,
     step_function,
@@ -183,13 +184,16 @@ def find_step_graph(model: ImportedModel, options: SequenceOptions, vocabulary: 
         if options.logits_output
         else _logits_output(model, vocabulary, taken_outputs)
     )
+    _check_token_and_logits(token, logits, vocabulary)
     states = named or _pair_states(
         [t for t in model.inputs if t.name != token.name],
         [t for t in model.outputs if t.name != logits.name],
         model,
     )
     graph = StepGraph(token, logits, states)
-    _check_step_graph(graph, model, vocabulary)
+    _check_every_tensor_used(graph, model)
+    for source, target in states:
+        _check_state_pair(source, target)
     return graph
 
 
@@ -259,8 +263,7 @@ def _pair_states(
     return pairs
 
 
-def _check_step_graph(graph: StepGraph, model: ImportedModel, vocabulary: int) -> None:
-    token, logits = graph.token, graph.logits
+def _check_token_and_logits(token: ModelTensor, logits: ModelTensor, vocabulary: int) -> None:
     if not token.dtype.is_integer or token.shape[1:] not in ((), (1,)):
         raise StepGraphError(
             f"the token input {token} is not one integer per sequence: expected (batch,) or "
@@ -276,9 +279,12 @@ def _check_step_graph(graph: StepGraph, model: ImportedModel, vocabulary: int) -
             f"the logits output {logits} has {logits.shape[1]} scores, but the vocabulary "
             f"has {vocabulary} tokens: expected one score per token id"
         )
-    paired = {token.name} | {source.name for source, _ in graph.states}
+
+
+def _check_every_tensor_used(graph: StepGraph, model: ImportedModel) -> None:
+    paired = {graph.token.name} | {source.name for source, _ in graph.states}
     unused = [str(t) for t in model.inputs if t.name not in paired]
-    given = {logits.name} | {target.name for _, target in graph.states}
+    given = {graph.logits.name} | {target.name for _, target in graph.states}
     extra = [str(t) for t in model.outputs if t.name not in given]
     if unused or extra:
         raise StepGraphError(
@@ -290,8 +296,6 @@ def _check_step_graph(graph: StepGraph, model: ImportedModel, vocabulary: int) -
             + ". Expected each state input to have an output of the same shape that feeds it "
             "at the next step (--state INPUT:OUTPUT)"
         )
-    for source, target in graph.states:
-        _check_state_pair(source, target)
 
 
 def _check_state_pair(source: ModelTensor, target: ModelTensor) -> None:
@@ -325,7 +329,7 @@ def _signature(graph: StepGraph) -> StepSignature:
     )
 
 
-def _model_step(model: ImportedModel, graph: StepGraph) -> Any:
+def _model_step(model: ImportedModel, graph: StepGraph) -> Step:
     """The step in the model's own terms: the token cast and shaped as it takes it."""
     token = graph.token
     position = {tensor.name: index for index, tensor in enumerate(model.inputs)}

@@ -53,13 +53,11 @@ def held_out_loss(
 ) -> dict[str, Any]:
     """Mean next-token cross-entropy over ``tokens``, cut into ``streams`` contiguous runs
     (up to ``max_steps`` tokens predicted in each)."""
-    length = (len(tokens) - 1) // streams
-    if max_steps is not None:
-        length = min(length, max_steps)
+    stride = (len(tokens) - 1) // streams  # each stream starts where the one before ends
+    length = stride if max_steps is None else min(stride, max_steps)
     if length < 1:
         raise ValueError(f"{len(tokens)} held-out tokens cannot fill {streams} streams")
-    starts = np.arange(streams) * ((len(tokens) - 1) // streams)
-    positions = starts[:, None] + np.arange(length + 1)
+    positions = (np.arange(streams) * stride)[:, None] + np.arange(length + 1)
     runs = np.asarray(tokens)[positions].astype(np.int64)  # (streams, length + 1)
     runner = StepRunner(model, spec)
     state = runner.zero_state(streams)
