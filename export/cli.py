@@ -230,10 +230,19 @@ def _add_sequence(keras: argparse.ArgumentParser) -> None:
         help="a state input and the output that feeds it at the next step (default: paired "
         "by name, h_in:h_out, h:next_h, ...; repeat per state)",
     )
-    for token in ("start", "end", "unknown"):
-        sequence.add_argument(f"--{token}-token", type=int, metavar="ID", help=f"the {token} token")
+    for token, meaning in (
+        ("start", "fed before each prompt"),
+        ("end", "ends a sequence when sampled"),
+        ("unknown", "stands for prompt text outside the vocabulary"),
+    ):
+        sequence.add_argument(
+            f"--{token}-token", type=int, metavar="ID", help=f"the token id {meaning}"
+        )
     sequence.add_argument(
-        "--max-length", type=int, help="the most tokens a sequence may hold, if bounded"
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="the most tokens a sequence may hold, if bounded",
     )
     sequence.add_argument(
         "--sample-prompt",

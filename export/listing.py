@@ -53,7 +53,7 @@ def _sample(row: dict[str, Any]) -> str | None:
     prompt = sequence.get("sample_prompt", "")
     text = (prompt + sequence["sample"]).expandtabs(4).splitlines()
     heading = f"{row['name']} {row['version']} wrote, from {prompt!r} (at export):"
-    return "\n".join([heading, *(f"    {line}" for line in text)])
+    return "\n".join([heading, *(f"    {line}".rstrip() for line in text)])
 
 
 def _model_rows(repository: Path) -> list[dict[str, Any]]:
