@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from aimass.export.listing import add_models, number, quality_text
 from aimass.export.opsets import DEFAULT_OPSET
 from aimass.export.zoo import ZOO as ZOO_MODELS
-from aimass.protocol.manifest import MODEL_FILE, ModelKind
+from aimass.protocol.manifest import ModelKind
 
 if TYPE_CHECKING:
+    from aimass.export.keras_import import KerasImportOptions
     from aimass.export.repository import PublishedModel
 
 
@@ -36,12 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_zoo(commands)
     _add_keras(commands)
 
-    models = subparsers.add_parser("models", help="list the published models and their quality")
-    _add_repository(models)
-    models.add_argument(
-        "--json", action="store_true", help="print JSON: a list with one object per model version"
-    )
-    models.set_defaults(handler=run_models)
+    add_models(subparsers)
 
 
 def _add_repository(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +52,9 @@ def _add_zoo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     zoo = commands.add_parser(
         "zoo",
         help="train and publish the bundled models",
-        description="Train digits and digits-gan on scikit-learn's digits, build AlexNet, convert, "
-        "check parity and quality, and publish each as a new version.",
+        description="Train digits and digits-gan on scikit-learn's digits, the tabular models on "
+        "scikit-learn's wine and diabetes, charlm on Python's own standard library source, build "
+        "AlexNet, convert, check parity and quality, and publish each as a new version.",
     )
     zoo.add_argument(
         "--only",
@@ -138,7 +135,7 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--tolerance",
         type=float,
         help="allowed max abs error between TensorFlow and ONNX Runtime "
-        "(default 1e-4 for classify and tensor, 1e-3 for generate)",
+        "(default 1e-4 for classify and tensor, 1e-3 for generate and sequence)",
     )
     keras.add_argument("--seed", type=int, default=0, help="seed of the parity samples (default 0)")
     classify = keras.add_argument_group("classify")
@@ -195,6 +192,7 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="one output's parity tolerance (default --tolerance, else 1e-4 for floats, "
         "0 for integers; repeat per output)",
     )
+    _add_sequence(keras)
     batching = keras.add_argument_group("batching")
     batching.add_argument(
         "--max-batch-size", type=int, default=64, help="dynamic batching limit (default 64)"
@@ -203,6 +201,62 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-queue-delay-ms", type=float, default=2.0, help="dynamic batching delay (default 2)"
     )
     keras.set_defaults(handler=run_keras)
+
+
+def _add_sequence(keras: argparse.ArgumentParser) -> None:
+    sequence = keras.add_argument_group(
+        "sequence (one decoding step: token and state in, logits and new state out)"
+    )
+    sequence.add_argument(
+        "--vocabulary",
+        type=Path,
+        metavar="FILE",
+        help="each token id's text: a JSON list of strings, or one token per line (required)",
+    )
+    sequence.add_argument(
+        "--token-input", metavar="NAME", help="the token input (default: the one integer input)"
+    )
+    sequence.add_argument(
+        "--logits-output",
+        metavar="NAME",
+        help="the logits output (default: the one output as wide as the vocabulary)",
+    )
+    sequence.add_argument(
+        "--state",
+        action="append",
+        type=_state_pair,
+        default=[],
+        metavar="INPUT:OUTPUT",
+        help="a state input and the output that feeds it at the next step (default: paired "
+        "by name, h_in:h_out, h:next_h, ...; repeat per state)",
+    )
+    for token, meaning in (
+        ("start", "fed before each prompt"),
+        ("end", "ends a sequence when sampled"),
+        ("unknown", "stands for prompt text outside the vocabulary"),
+    ):
+        sequence.add_argument(
+            f"--{token}-token", type=int, metavar="ID", help=f"the token id {meaning}"
+        )
+    sequence.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="the most tokens a sequence may hold, if bounded",
+    )
+    sequence.add_argument(
+        "--sample-prompt",
+        default="",
+        metavar="TEXT",
+        help="write a sample from this prompt at export, into the manifest",
+    )
+
+
+def _state_pair(text: str) -> tuple[str, str]:
+    source, _, target = text.partition(":")
+    if not source or not target:
+        raise argparse.ArgumentTypeError(f"expected INPUT:OUTPUT, got {text!r}")
+    return source, target
 
 
 def _int_range(text: str) -> tuple[str, tuple[int, int]]:
@@ -326,147 +380,39 @@ def run_keras(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     try:
-        published = publish_user_model(options, _progress)
+        if options.kind == ModelKind.sequence:
+            published = _publish_sequence(args, options)
+        else:
+            published = publish_user_model(options, _progress)
     except ExportError as error:
         return _fail(str(error))
     print(_summary(published))
     return 0
 
 
-def run_models(args: argparse.Namespace) -> int:
-    from aimass.protocol.manifest import resolve_repository
+def _publish_sequence(args: argparse.Namespace, options: KerasImportOptions) -> PublishedModel:
+    from aimass.export.sequence_kind import SequenceOptions, publish_sequence_model
 
-    repository = resolve_repository(args.repository)
-    rows = _model_rows(repository)
-    if args.json:
-        print(json.dumps([model_metadata(row) for row in rows], indent=2))
-    elif not rows:
-        print(f"no models in {repository}", file=sys.stderr)
-    else:
-        print(_table(rows))
-    return 0
-
-
-def _model_rows(repository: Path) -> list[dict[str, Any]]:
-    """One object per model version: its manifest, where it is and how big (or why the
-    manifest is unreadable)."""
-    from pydantic import ValidationError
-
-    from aimass.protocol.manifest import (
-        Manifest,
-        published_models,
-        published_versions,
-        version_folder,
+    sequence = SequenceOptions(
+        vocabulary=args.vocabulary,
+        token_input=args.token_input,
+        logits_output=args.logits_output,
+        states=args.state,
+        start_token=args.start_token,
+        end_token=args.end_token,
+        unknown_token=args.unknown_token,
+        max_length=args.max_length,
+        sample_prompt=args.sample_prompt,
     )
-
-    rows: list[dict[str, Any]] = []
-    for name in published_models(repository):
-        for version in published_versions(repository, name):
-            folder = version_folder(repository, name, version)
-            model_file = folder / MODEL_FILE
-            row: dict[str, Any] = {"name": name, "version": version, "path": str(folder)}
-            row["size_bytes"] = model_file.stat().st_size if model_file.is_file() else None
-            try:
-                row = Manifest.read(folder).model_dump(mode="json") | row
-            except (OSError, ValidationError, ValueError) as error:
-                row["error"] = f"unreadable manifest: {error}".splitlines()[0]
-            rows.append(row)
-    return rows
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    header = ("NAME", "VERSION", "KIND", "INPUTS", "OUTPUTS", "SIZE", "QUALITY", "PARITY")
-    lines = [header] + [
-        (
-            row["name"],
-            str(row["version"]),
-            row.get("kind", "?"),
-            _tensors(row.get("inputs", [])),
-            _tensors(row.get("outputs", [])),
-            _size(row["size_bytes"]),
-            _quality(row.get("quality", {}), row.get("trained", True))
-            if "error" not in row
-            else row["error"],
-            _number(row.get("parity_max_abs_error")),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
-def _tensors(specs: list[dict[str, Any]]) -> str:
-    from aimass.protocol.tensors import DATATYPES, describe_shape
-
-    return ", ".join(
-        f"{spec['name']} {DATATYPES.get(spec['dtype'], spec['dtype'])}"
-        f"{describe_shape(spec['shape'])}"
-        for spec in specs
-    )
-
-
-def model_metadata(row: dict[str, Any]) -> dict[str, Any]:
-    """A model version as the Open Inference Protocol's model metadata describes one
-    (``name``, ``versions``, ``platform``, ``inputs``/``outputs`` of ``name``,
-    ``datatype``, ``shape``), with aimass's own fields beside it."""
-    from aimass.protocol.tensors import DATATYPES
-
-    def tensors(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": spec["name"],
-                "datatype": DATATYPES.get(spec["dtype"], spec["dtype"]),
-                "shape": spec["shape"],
-            }
-            for spec in specs
-        ]
-
-    return {
-        "name": row["name"],
-        "versions": [str(row["version"])],
-        "platform": "onnxruntime_onnx",
-        "inputs": tensors(row.get("inputs", [])),
-        "outputs": tensors(row.get("outputs", [])),
-        **{key: value for key, value in row.items() if key not in ("inputs", "outputs", "name")},
-    }
-
-
-# The quality figures a table shows, where a manifest has them: a classifier's accuracy
-# (and an embedding's retrieval accuracy), a generator's class agreement, a regression's
-# R² and mean absolute error.
-QUALITY_FIGURES = ("test_accuracy", "retrieval_accuracy", "class_agreement", "r2", "mae")
-
-
-def _quality(quality: dict[str, Any], trained: bool = True) -> str:
-    if not trained:
-        return "untrained"
-    shown = [f"{key}={_number(quality[key])}" for key in QUALITY_FIGURES if key in quality]
-    return " ".join(shown) or "-"
-
-
-def _number(value: Any) -> str:
-    if value is None:
-        return "-"
-    if 1e-2 <= abs(value) <= 1:
-        return f"{value:.4f}"
-    return f"{value:.4g}" if abs(value) > 1 else f"{value:.2g}"
-
-
-def _size(size: int | None) -> str:
-    if size is None:
-        return "missing"
-    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+    return publish_sequence_model(options, sequence, _progress)
 
 
 def _summary(model: PublishedModel) -> str:
     manifest = model.manifest
     return (
         f"published {manifest.name} version {manifest.version} in {model.folder}: "
-        f"{_quality(manifest.quality, manifest.trained)}, parity max abs error "
-        f"{_number(manifest.parity_max_abs_error)} (tolerance {_number(manifest.parity_tolerance)})"
+        f"{quality_text(manifest.quality, manifest.trained)}, parity max abs error "
+        f"{number(manifest.parity_max_abs_error)} (tolerance {number(manifest.parity_tolerance)})"
     )
 
 

@@ -23,15 +23,22 @@ class ConversionError(ExportError):
 class ParityError(ExportError):
     """ONNX Runtime's outputs differ from TensorFlow's by more than the tolerance."""
 
-    def __init__(self, model: str, output: str, measured: float, tolerance: float) -> None:
+    def __init__(
+        self, model: str, output: str, measured: float, tolerance: float, where: str = ""
+    ) -> None:
         self.measured = measured
         self.tolerance = tolerance
         super().__init__(
-            f"parity check failed for model '{model}': output '{output}' differs between "
+            f"parity check failed for model '{model}': output '{output}'{where} differs between "
             f"TensorFlow and ONNX Runtime by up to {measured:.3g} (max abs error), more than "
             f"the allowed {tolerance:.3g}. Check the conversion (opset, unsupported ops) or "
             "raise --tolerance if the difference is expected"
         )
+
+
+class StepGraphError(UnsupportedModelError):
+    """A sequence model's graph is not one decoding step: its token input, logits output
+    and state pairs are missing, ambiguous, or of mismatched shapes."""
 
 
 class QualityError(ExportError):

@@ -162,9 +162,18 @@ def retrieval_accuracy(
 
 def enforce_gate(name: str, figure: str, value: float, minimum: float, quick: bool) -> None:
     """Refuse to publish a model whose ``figure`` is below ``minimum`` (unless ``quick``)."""
-    if value >= minimum or quick:
-        return
+    if not (value >= minimum or quick):
+        _refuse(name, figure, value, f"at least {minimum}")
+
+
+def enforce_ceiling(name: str, figure: str, value: float, maximum: float, quick: bool) -> None:
+    """Refuse to publish a model whose ``figure`` (a loss) is above ``maximum``."""
+    if not (value <= maximum or quick):
+        _refuse(name, figure, value, f"at most {maximum}")
+
+
+def _refuse(name: str, figure: str, value: float, expected: str) -> None:
     raise QualityError(
-        f"{name} missed its quality gate: {figure} {value:.4f}, expected at least {minimum}. "
+        f"{name} missed its quality gate: {figure} {value:.4f}, expected {expected}. "
         "Nothing was published; check the training schedule and seed"
     )

@@ -10,6 +10,7 @@
   by embedding (cosine) is of the same digit. Trained once with ``digits`` when both are
   published together.
 * ``wine`` and ``diabetes``: see ``aimass.export.tabular_recipes``.
+* ``charlm``: see ``aimass.export.sequence_recipes``.
 * ``alexnet``: the 2012 network, from weights the user provides or from a seeded
   random initialisation (``trained: false``), for benchmarking.
 
@@ -42,6 +43,7 @@ from aimass.export.parity import (
     GENERATOR_TOLERANCE,
 )
 from aimass.export.repository import Progress, PublishedModel, latest
+from aimass.export.sequence_recipes import publish_charlm
 from aimass.export.tabular_recipes import publish_diabetes, publish_wine
 from aimass.export.zoo import ZOO
 from aimass.export.zoo_options import ZooOptions
@@ -107,6 +109,8 @@ def publish_zoo(
         published.append(publish_wine(options, progress))
     if "diabetes" in names:
         published.append(publish_diabetes(options, progress))
+    if "charlm" in names:
+        published.append(publish_charlm(options, progress))
     if "alexnet" in names:
         published.append(publish_alexnet(options, progress))
     return published

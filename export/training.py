@@ -44,6 +44,23 @@ GAN_QUICK = Schedule(epochs=2, batch_size=64, learning_rate=2e-4)
 TABULAR_SCHEDULE = Schedule(epochs=40, batch_size=32, learning_rate=1e-2)
 TABULAR_QUICK = Schedule(epochs=3, batch_size=32, learning_rate=1e-2)
 _SHIFT_PIXELS = 2  # augmentation: digits shifted by up to 2 pixels each way
+_PROGRESS_LINES = 5  # a language model's training reports this many times
+
+
+@dataclass(frozen=True)
+class TextSchedule:
+    """A language model's training: ``steps`` batches of ``batch_size`` windows of
+    ``window`` tokens, each drawn at a random offset of the text."""
+
+    steps: int
+    batch_size: int
+    window: int
+    learning_rate: float
+
+
+# Measured at seed 0 (2 shared cores): 90 to 160 s, held-out loss 1.66 nats/character.
+CHARLM_SCHEDULE = TextSchedule(steps=500, batch_size=64, window=128, learning_rate=4e-3)
+CHARLM_QUICK = TextSchedule(steps=10, batch_size=32, window=64, learning_rate=4e-3)
 
 
 @dataclass(frozen=True)
@@ -138,6 +155,49 @@ def train_tabular(
     figures = ", ".join(f"{key} {value:.4f}" for key, value in final.items())
     progress(f"{model.name}: {schedule.epochs} epochs, {figures} ({seconds:.1f} s)")
     return TrainingReport(schedule.epochs, schedule.epochs * steps_per_epoch, seconds, final)
+
+
+def train_language_model(
+    model: keras.Model,
+    tokens: NDArray[np.int32],
+    schedule: TextSchedule,
+    seed: int,
+    progress: Progress,
+) -> TrainingReport:
+    """Teach ``model`` (token ids (batch, time) -> logits (batch, time, vocabulary)) each
+    next token of windows drawn at seeded random offsets of ``tokens``; every window
+    starts from a zero state, as a served sequence does."""
+    rng = np.random.default_rng(seed)
+    count = schedule.steps * schedule.batch_size
+    starts = rng.integers(0, len(tokens) - schedule.window - 1, count)
+    windows = tokens[starts[:, None] + np.arange(schedule.window + 1)]
+    learning_rate = keras.optimizers.schedules.CosineDecay(
+        schedule.learning_rate, decay_steps=schedule.steps
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    started = time.perf_counter()
+    final: dict[str, float] = {}
+    done = 0
+    for part in np.array_split(np.arange(schedule.steps), min(_PROGRESS_LINES, schedule.steps)):
+        rows = slice(part[0] * schedule.batch_size, (part[-1] + 1) * schedule.batch_size)
+        history = model.fit(
+            windows[rows, :-1],
+            windows[rows, 1:],
+            batch_size=schedule.batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+        done += len(part)
+        final = {key: float(values[-1]) for key, values in history.history.items()}
+        progress(
+            f"{model.name} step {done}/{schedule.steps}: loss {final['loss']:.4f} nats/token "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+    return TrainingReport(1, schedule.steps, time.perf_counter() - started, final)
 
 
 def shift_randomly(images: NDArray[np.uint8], rng: np.random.Generator) -> NDArray[np.uint8]:

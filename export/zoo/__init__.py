@@ -3,4 +3,4 @@ them imports TensorFlow; this package itself imports nothing, so that the comman
 can name the zoo without it."""
 
 # The zoo, in the order `aimass export zoo` builds it.
-ZOO = ("digits", "digits-embed", "digits-gan", "wine", "diabetes", "alexnet")
+ZOO = ("digits", "digits-embed", "digits-gan", "wine", "diabetes", "charlm", "alexnet")

@@ -177,7 +177,7 @@ def test_unknown_zoo_model_is_refused(
     assert aimass("export", "zoo", "--only", "digits,resnet", "--repository", str(tmp_path)) == 1
     assert (
         "unknown model(s) ['resnet']; expected some of "
-        "digits,digits-embed,digits-gan,wine,diabetes,alexnet"
+        "digits,digits-embed,digits-gan,wine,diabetes,charlm,alexnet"
     ) in capsys.readouterr().err
 
 
