@@ -53,6 +53,10 @@ class RedisCluster:
                     # primaries while their replicas are busy.
                     "--cluster-replica-validity-factor",
                     "0",
+                    # A replica syncs at once, not after kombu-like 5 s of waiting for
+                    # others: a primary killed early must have a replica with its data.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ],
             )
             for i in range(primaries * (1 + replicas))
@@ -88,7 +92,8 @@ class RedisCluster:
 
     def wait_ok(self, timeout: float = 60.0) -> None:
         """Wait until every live node sees the cluster whole (cluster_state:ok) with
-        ``primaries`` primaries serving all slots."""
+        ``primaries`` primaries serving all slots, and every live replica is in sync
+        with its primary."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(self._ok(node) for node in self.live_nodes()):
@@ -100,14 +105,22 @@ class RedisCluster:
         try:
             with redis.Redis(port=node.port, socket_timeout=2) as client:
                 info = client.cluster("info")
+                replication = client.info("replication")
         except redis.RedisError:
             return False
-        text = info.decode() if isinstance(info, bytes) else str(info)
-        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
         if isinstance(info, dict):
             fields = {k: str(v) for k, v in info.items()}
-        return fields.get("cluster_state") == "ok" and fields.get("cluster_size") == str(
-            self.primaries
+        else:
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        in_sync = replication["role"] == "master" or (
+            replication.get("master_link_status") == "up"
+            and not replication.get("master_sync_in_progress")
+        )
+        return (
+            in_sync
+            and fields.get("cluster_state") == "ok"
+            and fields.get("cluster_size") == str(self.primaries)
         )
 
     def primary_ports(self) -> list[int]:

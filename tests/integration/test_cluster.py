@@ -137,7 +137,7 @@ def test_a_cluster_failover_under_load_answers_every_job_once(
             f"{JOBS} jobs, primary {killed[0]} killed after {JOBS // 4}: {len(results)} "
             f"answered, {len(lost)} lost: {lost[:10]}"
         )
-        assert not lost, f"{len(lost)} jobs lost in the failover: {lost[:10]}"
+        assert not lost, f"{len(lost)} jobs lost in the failover: {_where(cluster, lost)}"
         assert len(results) == JOBS
         assert worker.alive()
         space = keyspace(connect(cluster.url))
@@ -152,6 +152,37 @@ def test_a_cluster_failover_under_load_answers_every_job_once(
         if worker is not None:
             worker.stop()
         cluster.stop()
+
+
+def _where(cluster: RedisCluster, job_ids: list[str]) -> list[dict[str, Any]]:
+    """What the cluster holds of these jobs: for a failure message."""
+    client = connect(cluster.url)
+    space = keyspace(client)
+    found = []
+    for job_id in job_ids[:5]:
+        tag = space.tag(job_id)
+        queued = [
+            name
+            for name in space.lists("tiny", tag)
+            if any(job_id.encode() in raw for raw in client.lrange(name, 0, -1))
+        ]
+        unacked = [
+            key
+            for key, raw in client.hgetall(space.bookkeeping(tag)[0]).items()
+            if job_id.encode() in raw
+        ]
+        found.append(
+            {
+                "id": job_id,
+                "tag": tag,
+                "result": client.get(space.result_key(job_id)),
+                "submitted": client.exists(space.submitted_key(job_id)),
+                "queued": queued,
+                "unacked": unacked,
+                "runs": client.hget(space.bookkeeping(tag)[2], job_id),
+            }
+        )
+    return found
 
 
 def _kill_when_answered(cluster: RedisCluster, job_id: str, killed: list[int]) -> None:
