@@ -329,6 +329,11 @@ class AsyncResultWatcher:
             except aioredis.ConnectionError:
                 await asyncio.sleep(min(RECONNECT_S, left))
                 self._list.lost_redis()
+                if self._space.sharded:  # see ResultWatcher._reroute
+                    try:
+                        await self._refresh(list(self._list.pending))
+                    except aioredis.RedisError:
+                        self._list.lost_redis()
         return self._list.next_finished()
 
     async def _step(self, left: float) -> None:

@@ -163,7 +163,17 @@ class ResultWatcher:
             except redis.ConnectionError:
                 time.sleep(min(RECONNECT_S, left))
                 self._list.lost_redis()
+                if self._space.sharded:
+                    self._reroute()
         return self._list.next_finished()
+
+    def _reroute(self) -> None:
+        """On a cluster, after a failover: read the pending results, which also makes
+        redis-py learn the new slot owners, where the subscriptions then go."""
+        try:
+            self._refresh(list(self._list.pending))
+        except redis.RedisError:
+            self._list.lost_redis()
 
     def _step(self, left: float) -> None:
         self._subscribe()
