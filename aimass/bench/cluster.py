@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aimass.bench.broker import BrokerMeter
+from aimass.bench.broker import BrokerMeter, format_by_command
 from aimass.protocol.keys import RESULT_KEY_PREFIX
 
 
@@ -23,6 +23,7 @@ class PrimaryLoad:
     address: str
     jobs: int  # results it stores: the jobs of its shards
     commands: int
+    calls: dict[str, int]
     cpu_s: float
     used_memory: int  # bytes, at the window's end
 
@@ -33,6 +34,10 @@ class PrimaryLoad:
             "jobs": self.jobs,
             "share": share,
             "commands_per_job": self.commands / max(self.jobs, 1),
+            "by_command": {
+                name: calls / max(self.jobs, 1)
+                for name, calls in sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))
+            },
             "cpu_us_per_job": 1e6 * self.cpu_s / max(self.jobs, 1),
             "used_memory": self.used_memory,
         }
@@ -50,6 +55,14 @@ class ClusterMeter:
         }
         self.meters = {address: BrokerMeter(client) for address, client in self.nodes.items()}
 
+    def forget_results(self) -> None:
+        """Delete the stored results (one key a command: they lie in several slots)."""
+        for client in self.nodes.values():
+            pipe = client.pipeline(transaction=False)
+            for key in client.scan_iter(match=f"{RESULT_KEY_PREFIX}*", count=1000):
+                pipe.delete(key)
+            pipe.execute()
+
     def start(self) -> None:
         for meter in self.meters.values():
             meter.start()
@@ -61,7 +74,7 @@ class ClusterMeter:
             client = self.nodes[address]
             jobs = sum(1 for _ in client.scan_iter(match=f"{RESULT_KEY_PREFIX}*", count=1000))
             memory = int(client.info("memory")["used_memory"])
-            loads.append(PrimaryLoad(address, jobs, cost.commands, cost.cpu_s, memory))
+            loads.append(PrimaryLoad(address, jobs, cost.commands, cost.calls, cost.cpu_s, memory))
         return loads
 
 
@@ -98,8 +111,7 @@ def replay_on_cluster(
                 queues = ModelQueues(client.redis, ["digits"], "replay", 3600, space=space)
                 meter = ClusterMeter(client.redis)
                 for _ in range(rounds):
-                    for node in meter.nodes.values():
-                        node.delete(*node.keys(f"{RESULT_KEY_PREFIX}*") or ["-"])
+                    meter.forget_results()
                     batch = [Submission.classify(pixels, model="digits") for _ in range(jobs)]
                     with ResultWatcher(client.redis) as watcher:
                         meter.start()
@@ -146,6 +158,7 @@ def report(rounds: list[list[dict[str, Any]]]) -> list[str]:
             lines.append(
                 f"round {index} primary {load['primary']}: {load['jobs']} jobs "
                 f"({100 * load['share']:.1f} %), {load['commands_per_job']:.2f} commands/job, "
-                f"{load['cpu_us_per_job']:.1f} us Redis CPU/job"
+                f"{load['cpu_us_per_job']:.1f} us Redis CPU/job "
+                f"({format_by_command(load['by_command'])})"
             )
     return lines
