@@ -194,3 +194,32 @@ def _kill_when_answered(cluster: RedisCluster, job_id: str, killed: list[int]) -
     port = cluster.primary_ports()[0]
     cluster.node(port).kill()
     killed.append(port)
+
+
+def test_jobs_held_past_the_visibility_timeout_go_back_on_every_shard(cluster_url: str) -> None:
+    from aimass.worker.redis_queue import ModelQueues
+    from aimass.worker.restore import Restorer
+
+    with Client(cluster_url, max_queue_depth=0) as client:
+        space = keyspace(client.redis)
+        jobs = client.submit_many(
+            Submission.classify(row_image(i % 8), model="tiny", top_k=1, priority=p)
+            for i, p in enumerate([0, 4, 9] * 20)
+        )
+        before = {
+            name: client.redis.lrange(name, 0, -1)
+            for tag in space.tags
+            for name in space.lists("tiny", tag)
+        }
+        # A worker takes them all and dies holding them.
+        queues = ModelQueues(client.redis, ["tiny"], "dead-worker", 60, space=space)
+        taken = queues.take(1000)
+        assert len(taken) == len(jobs) == 60
+        assert {t.queue for t in taken} == {space.queue("tiny", tag) for tag in space.tags}
+        assert sum(client.redis.hlen(space.bookkeeping(t)[0]) for t in space.tags) == 60
+        assert Restorer(client.redis, space, 3600).sweep() == 0  # not yet past the timeout
+        assert Restorer(client.redis, space, 0).sweep() == 60
+        after = {name: client.redis.lrange(name, 0, -1) for name in before}
+        # Each message is back on its shard's list of its priority, byte for byte.
+        assert {n: sorted(v) for n, v in after.items()} == {n: sorted(v) for n, v in before.items()}
+        assert sum(client.redis.hlen(space.bookkeeping(t)[0]) for t in space.tags) == 0
