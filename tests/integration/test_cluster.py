@@ -5,6 +5,10 @@ once; cancel, dead letters and ``aimass workers`` work there."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -90,6 +94,17 @@ def test_cancel_dead_letters_and_workers_on_the_cluster(
         assert purge(client.redis, "tiny") == 1 and dead_letters(client.redis) == []
         beats = live_heartbeats(client.redis)
         assert len(beats) == 1 and [m.name for m in beats[0].models] == ["tiny", "tiny-gan"]
+    listed = subprocess.run(
+        [sys.executable, "-m", "aimass.cli", "workers", "--json"],
+        env={**os.environ, "REDIS_URL": cluster_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    report = json.loads(listed.stdout)
+    assert [w["hostname"] for w in report["workers"]] == [beats[0].hostname]
+    assert report["queue_depths"] == {"tiny": 0, "tiny-gan": 0}
     assert worker.alive()
 
 
