@@ -287,8 +287,10 @@ def _fullest_memory(client: Any) -> dict[str, Any]:
 
     if not is_cluster_client(client):
         return dict(client.info("memory"))
-    infos = [client.info("memory", target_nodes=node) for node in client.get_primaries()]
-    return dict(max(infos, key=lambda info: int(info.get("used_memory", 0))))
+    infos: list[dict[str, Any]] = [
+        dict(client.info("memory", target_nodes=node)) for node in client.get_primaries()
+    ]
+    return max(infos, key=lambda info: int(info.get("used_memory", 0)))
 
 
 def run_workers(args: argparse.Namespace) -> int:
