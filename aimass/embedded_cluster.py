@@ -1,6 +1,6 @@
 """A local Redis Cluster of child processes: ``primaries`` primaries, each with
 ``replicas`` replicas, on free ports, made one cluster by ``redis-cli --cluster create``;
-for the tests and the broker benchmark (``python -m aimass.bench.broker --cluster 3``).
+for the tests and the broker benchmark (``python -m aimass.bench.cluster --primaries 3``).
 """
 
 from __future__ import annotations

@@ -220,19 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no worker: replay a worker's takes and settles from this process (uint8)",
     )
-    parser.add_argument(
-        "--cluster",
-        type=int,
-        metavar="PRIMARIES",
-        help="replay on a local Redis Cluster of this many primaries (1, or 3 and more, "
-        "a replica each) and report each primary's share of the jobs and cost per job",
-    )
     args = parser.parse_args(argv)
-    if args.cluster:
-        from aimass.bench.cluster import replay_on_cluster, report
-
-        print("\n".join(report(replay_on_cluster(args.cluster, args.jobs, args.rounds))))
-        return 0
     if args.replay:
         rounds = replay(args.jobs, args.rounds)
     else:

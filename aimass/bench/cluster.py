@@ -1,5 +1,5 @@
-"""What jobs cost each primary of a Redis Cluster: ``python -m aimass.bench.broker
---cluster 3`` starts a local cluster of that many primaries (and a replica each, as a
+"""What jobs cost each primary of a Redis Cluster: ``python -m aimass.bench.cluster
+--primaries 3`` starts a local cluster of that many primaries (and a replica each, as a
 deployment would run it), replays a worker's takes and settles from this process
 (``broker.replay``'s traffic, sharded), and reports per primary its share of the jobs
 (the results it stores), its commands and its Redis CPU per job. With the same figures
@@ -162,3 +162,29 @@ def report(rounds: list[list[dict[str, Any]]]) -> list[str]:
                 f"({format_by_command(load['by_command'])})"
             )
     return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m aimass.bench.cluster",
+        description="Each primary's share of the jobs, commands and Redis CPU per job, on a "
+        "local Redis Cluster (docs/performance.md, sizing a cluster).",
+    )
+    parser.add_argument("--primaries", type=int, default=3, help="1, or 3 and more")
+    parser.add_argument("--jobs", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--memory", action="store_true", help="also the Redis memory per queued job"
+    )
+    args = parser.parse_args(argv)
+    print("\n".join(report(replay_on_cluster(args.primaries, args.jobs, args.rounds))))
+    if args.memory:
+        per_job = memory_per_queued_job(args.primaries)
+        print(f"memory per queued job: {per_job:,.0f} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
