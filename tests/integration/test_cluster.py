@@ -80,7 +80,13 @@ def test_cancel_dead_letters_and_workers_on_the_cluster(
         space = keyspace(client.redis)
         tag = space.tag(job.id)
         lists = space.lists("tiny", tag)
-        raw = next(r for r in map(client.redis.rpop, lists) if r is not None)
+        name, raw = next(
+            (name, raw)
+            for name in lists
+            for raw in client.redis.lrange(name, 0, -1)
+            if job.id.encode() in raw
+        )
+        assert client.redis.lrem(name, 1, raw) == 1
         client.redis.lpush(f"aimass:dead:tiny{tag}", raw)
         letters = dead_letters(client.redis, "tiny")
         assert [(letter.job_id, letter.shard) for letter in letters] == [(job.id, tag)]
