@@ -18,7 +18,13 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from aimass.producer.cancellation import CANCEL_SCRIPT, cancel_call
-from aimass.producer.enqueue import ENQUEUE_SCRIPT, EnqueueCall, Pushed, check_all_accepted
+from aimass.producer.enqueue import (
+    ENQUEUE_SCRIPT,
+    EnqueueCall,
+    Pushed,
+    check_all_accepted,
+    shard_bound,
+)
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
 from aimass.producer.submission import Deadline, Submission
 from aimass.producer.watcher import (
@@ -33,9 +39,10 @@ from aimass.protocol.codecs import InputLike
 from aimass.protocol.connections import connect_async
 from aimass.protocol.contract import Priority
 from aimass.protocol.errors import AimassError, JobTimeout
-from aimass.protocol.keys import result_key, submitted_key
+from aimass.protocol.keys import PLAIN
 from aimass.protocol.records import ResultRecord
 from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
+from aimass.protocol.shards import keyspace_async, next_published_async
 from aimass.protocol.tensors import TensorInputs
 
 
@@ -48,8 +55,9 @@ class AsyncClient:
         *,
         max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
         result_ttl_s: int | None = None,
+        queue_shards: int = 0,
     ) -> None:
-        self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s)
+        self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s, queue_shards)
         self.redis = connect_async(url)
         self._script = self.redis.register_script(ENQUEUE_SCRIPT)
 
@@ -61,6 +69,7 @@ class AsyncClient:
             settings.redis_url,
             max_queue_depth=settings.max_queue_depth,
             result_ttl_s=settings.result_ttl_s,
+            queue_shards=settings.queue_shards,
         )
 
     async def close(self) -> None:
@@ -158,9 +167,11 @@ class AsyncClient:
 
     async def submit(self, submission: Submission) -> AsyncJob:
         """Enqueue one job: idempotent on its id, ``QueueFull`` at the bound."""
-        call = EnqueueCall.of(
-            [submission], self.settings.max_queue_depth, self.settings.result_ttl_s
-        )
+        space = await keyspace_async(self.redis, self.settings.queue_shards)
+        bound = self.settings.max_queue_depth
+        if space.sharded:
+            bound = shard_bound(bound, len(space.tags))
+        call = EnqueueCall.of([submission], bound, self.settings.result_ttl_s, space)
         pushed = Pushed.of(await self._script(keys=call.keys, args=call.args))
         check_all_accepted(pushed, [submission], self.settings.max_queue_depth)
         return self.job(submission.job_id)
@@ -227,16 +238,20 @@ class AsyncJob:
         """The record the worker stored, if any (see ``Job.record``)."""
         if self._final is not None:
             return self._final
-        record = ResultRecord.decode(await self.redis.get(result_key(self.id)), self.id)
+        record = ResultRecord.decode(await self.redis.get(await self._key(self.id)), self.id)
         if is_final(record):
             self._final = record
         return record
+
+    async def _key(self, job_id: str) -> str:
+        return (await keyspace_async(self.redis)).result_key(job_id)
 
     async def status(self) -> JobStatus:
         record = await self.record()
         if record is not None:
             return status_of(record, submitted=True)
-        submitted = bool(await self.redis.exists(submitted_key(self.id)))
+        space = await keyspace_async(self.redis)
+        submitted = bool(await self.redis.exists(space.submitted_key(self.id)))
         return status_of(None, submitted=submitted)
 
     async def result(self, timeout: float | None = None, *, decode: bool = True) -> dict[str, Any]:
@@ -255,13 +270,14 @@ class AsyncJob:
 
     async def cancel(self) -> bool:
         """Cancel the job (see ``Job.cancel``)."""
-        keys, args = cancel_call(self.id, self.result_ttl_s)
+        keys, args = cancel_call(self.id, self.result_ttl_s, await keyspace_async(self.redis))
         cancelled = bool(await self.redis.eval(CANCEL_SCRIPT, len(keys), *keys, *args))
         self._final = None
         return cancelled
 
     async def forget(self) -> None:
-        await self.redis.delete(result_key(self.id), submitted_key(self.id))
+        space = await keyspace_async(self.redis)
+        await self.redis.delete(space.result_key(self.id), space.submitted_key(self.id))
         self._final = None
 
 
@@ -271,6 +287,7 @@ class AsyncResultWatcher:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._space = PLAIN  # the client's, once known (watch)
         self._list = Watchlist()
 
     async def __aenter__(self) -> AsyncResultWatcher:
@@ -284,6 +301,7 @@ class AsyncResultWatcher:
         return self._list.outstanding
 
     async def watch(self, job_ids: Iterable[str]) -> None:
+        self._space = self._list.space = await keyspace_async(self._redis)
         fresh = self._list.add(job_ids)
         self._list.unsubscribed.extend(fresh)
         try:
@@ -296,7 +314,11 @@ class AsyncResultWatcher:
         waiting = self._list.unsubscribed
         while waiting:
             chunk = waiting[:CHUNK]
-            await self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
+            channels = [self._space.result_key(job_id) for job_id in chunk]
+            if self._space.sharded:
+                await self._pubsub.ssubscribe(*channels)
+            else:
+                await self._pubsub.subscribe(*channels)
             del waiting[: len(chunk)]
 
     async def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
@@ -307,15 +329,23 @@ class AsyncResultWatcher:
             except aioredis.ConnectionError:
                 await asyncio.sleep(min(RECONNECT_S, left))
                 self._list.lost_redis()
+                if self._space.sharded:  # see ResultWatcher._reroute
+                    try:
+                        await self._refresh(list(self._list.pending))
+                    except aioredis.RedisError:
+                        self._list.lost_redis()
         return self._list.next_finished()
 
     async def _step(self, left: float) -> None:
         await self._subscribe()
         if leave := self._list.channels_to_leave():
-            await self._pubsub.unsubscribe(*leave)
-        message = await self._pubsub.get_message(timeout=min(REFRESH_S, left))
+            if self._space.sharded:
+                await self._pubsub.sunsubscribe(*leave)
+            else:
+                await self._pubsub.unsubscribe(*leave)
+        message = await next_published_async(self._pubsub, self._space, min(REFRESH_S, left))
         if message is not None:
-            job_id = job_id_of(message)
+            job_id = job_id_of(message, self._space)
             await self._note(job_id, ResultRecord.decode(message["data"], job_id))
         elif self._list.refresh_due():
             await self._refresh(list(self._list.pending))
@@ -323,7 +353,11 @@ class AsyncResultWatcher:
     async def _refresh(self, job_ids: list[str]) -> None:
         self._list.last_refresh = time.monotonic()
         for chunk in in_chunks(job_ids):
-            values = await self._redis.mget([result_key(job_id) for job_id in chunk])
+            keys = [self._space.result_key(job_id) for job_id in chunk]
+            if self._space.sharded:
+                values = await self._redis.mget_nonatomic(keys)  # type: ignore[attr-defined]
+            else:
+                values = await self._redis.mget(keys)
             for job_id, raw in zip(chunk, values, strict=True):
                 await self._note(job_id, ResultRecord.decode(raw, job_id))
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aimass.protocol.keys import CANCEL_CHANNEL, cancelled_key, result_key
+from aimass.protocol.keys import CANCEL_CHANNEL, PLAIN, KeySpace
 from aimass.protocol.records import ResultRecord, ResultState
+from aimass.protocol.shards import keyspace
 
-# KEYS: result key, cancelled key. ARGV: the cancelled record, ttl, job id.
+# KEYS: result key, cancelled key. ARGV: the cancelled record, ttl, job id, the command
+# that publishes the record to the job's waiters (PUBLISH; SPUBLISH on a cluster).
 # Returns 1 when cancelled, 0 when the job had finished already.
 CANCEL_SCRIPT = (
     """
@@ -30,7 +32,7 @@ end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[2], '1', 'EX', ttl)
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-redis.call('PUBLISH', KEYS[1], ARGV[1])
+redis.call(ARGV[4], KEYS[1], ARGV[1])
 redis.call('PUBLISH', '"""
     + CANCEL_CHANNEL
     + """', ARGV[3])
@@ -39,15 +41,20 @@ return 1
 )
 
 
-def cancel_call(job_id: str, ttl_s: int) -> tuple[list[str], list[Any]]:
+def cancel_call(job_id: str, ttl_s: int, space: KeySpace = PLAIN) -> tuple[list[str], list[Any]]:
     """The script's keys and arguments for one job."""
     return (
-        [result_key(job_id), cancelled_key(job_id)],
-        [ResultRecord.cancelled(job_id).encode(), ttl_s, job_id],
+        [space.result_key(job_id), space.cancelled_key(job_id)],
+        [
+            ResultRecord.cancelled(job_id).encode(),
+            ttl_s,
+            job_id,
+            "SPUBLISH" if space.sharded else "PUBLISH",
+        ],
     )
 
 
 def cancel(client: Any, job_id: str, ttl_s: int) -> bool:
     """Cancel a job unless it has finished; True when it was cancelled."""
-    keys, args = cancel_call(job_id, ttl_s)
+    keys, args = cancel_call(job_id, ttl_s, keyspace(client))
     return bool(client.eval(CANCEL_SCRIPT, len(keys), *keys, *args))

@@ -22,6 +22,7 @@ from aimass.protocol.contract import Priority
 from aimass.protocol.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS
 from aimass.protocol.queues import queue_depth
 from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
+from aimass.protocol.shards import keyspace
 from aimass.protocol.tensors import TensorInputs
 
 __all__ = ["Client", "Job", "JobStatus", "as_completed", "producer_config", "wait"]
@@ -42,11 +43,15 @@ class Client:
         *,
         max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
         result_ttl_s: int | None = None,
+        queue_shards: int = 0,
     ) -> None:
-        self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s)
+        self.settings = ClientSettings.for_url(url, max_queue_depth, result_ttl_s, queue_shards)
         self.redis = connect(url)
         self._enqueuer = Enqueuer(
-            self.redis, self.settings.max_queue_depth, self.settings.result_ttl_s
+            self.redis,
+            self.settings.max_queue_depth,
+            self.settings.result_ttl_s,
+            keyspace(self.redis, queue_shards),  # sharded names on a cluster
         )
 
     @classmethod
@@ -61,6 +66,7 @@ class Client:
             settings.redis_url,
             max_queue_depth=settings.max_queue_depth,
             result_ttl_s=settings.result_ttl_s,
+            queue_shards=settings.queue_shards,
         )
 
     @property

@@ -25,14 +25,16 @@ class DeadLetter:
     task: str | None
     priority: int
     raw: bytes  # the message, exactly as it was queued
+    shard: str = ""  # the hash tag of its shard, on a cluster (keys.KeySpace)
 
 
 def dead_letters(client: Any, model: str | None = None) -> list[DeadLetter]:
     """The parked jobs of one model, or of every model, oldest first."""
-    from aimass.protocol.keys import DEAD_PREFIX, dead_letter_key
+    from aimass.protocol.keys import DEAD_PREFIX
+    from aimass.protocol.shards import keyspace
 
     keys = (
-        [dead_letter_key(model)]
+        keyspace(client).dead_letter_keys(model)
         if model
         else sorted(
             key.decode() if isinstance(key, bytes) else key
@@ -41,45 +43,56 @@ def dead_letters(client: Any, model: str | None = None) -> list[DeadLetter]:
     )
     letters = []
     for key in keys:
-        name = key.removeprefix(DEAD_PREFIX)
+        name, brace, tag = key.removeprefix(DEAD_PREFIX).partition("{")
         for raw in reversed(client.lrange(key, 0, -1)):  # LPUSHed: the oldest is last
-            letters.append(_letter(name, raw))
+            letters.append(_letter(name, raw, brace + tag))
     return letters
 
 
-def _letter(model: str, raw: bytes) -> DeadLetter:
+def _letter(model: str, raw: bytes, shard: str) -> DeadLetter:
     from aimass.protocol.messages import InvalidMessage, TaskMessage
 
     try:
         message = TaskMessage.decode(raw)
     except InvalidMessage:
-        return DeadLetter(model, None, None, 0, raw)
+        return DeadLetter(model, None, None, 0, raw, shard)
     priority = message.properties.get("priority")
     return DeadLetter(
-        model, message.task_id, message.task, priority if isinstance(priority, int) else 0, raw
+        model,
+        message.task_id,
+        message.task,
+        priority if isinstance(priority, int) else 0,
+        raw,
+        shard,
     )
 
 
 def retry(client: Any, letters: list[DeadLetter]) -> int:
-    """Send parked jobs again, each in one transaction: off the dead-letter list, its
-    failure and delivery count forgotten, back on its queue, idle workers woken."""
+    """Send parked jobs again, each in one transaction (on its shard's slot, on a
+    cluster): off the dead-letter list, its failure and delivery count forgotten, back
+    on its queue, idle workers woken."""
     from aimass.protocol.keys import (
+        DEAD_PREFIX,
+        PRIORITY_STEPS,
+        RESULT_KEY_PREFIX,
         RUNS_HASH,
-        dead_letter_key,
-        result_key,
-        wake_channel,
     )
-    from aimass.protocol.messages import message_list
+    from aimass.protocol.messages import priority_step
+    from aimass.protocol.shards import keyspace
 
+    space = keyspace(client)
     sent = 0
     for letter in letters:
+        tag = letter.shard
+        step = PRIORITY_STEPS.index(priority_step(min(max(letter.priority, 0), 9)))
         pipe = client.pipeline(transaction=True)
-        pipe.lrem(dead_letter_key(letter.model), 1, letter.raw)
+        pipe.lrem(f"{DEAD_PREFIX}{letter.model}{tag}", 1, letter.raw)
         if letter.job_id:
-            pipe.delete(result_key(letter.job_id))
-            pipe.hdel(RUNS_HASH, letter.job_id)
-        pipe.lpush(message_list(letter.model, min(max(letter.priority, 0), 9)), letter.raw)
-        pipe.publish(wake_channel(letter.model), b"1")
+            pipe.delete(f"{RESULT_KEY_PREFIX}{tag}{letter.job_id}")
+            pipe.hdel(RUNS_HASH + tag, letter.job_id)
+        pipe.lpush(space.lists(letter.model, tag)[step], letter.raw)
+        wake = space.wake_channel(letter.model, tag)
+        (pipe.spublish if space.sharded else pipe.publish)(wake, b"1")
         removed = pipe.execute()[0]
         sent += int(removed)
     return sent
@@ -87,15 +100,16 @@ def retry(client: Any, letters: list[DeadLetter]) -> int:
 
 def purge(client: Any, model: str | None = None) -> int:
     """Drop parked jobs (their stored failures stay until they expire)."""
-    from aimass.protocol.keys import dead_letter_key
+    from aimass.protocol.shards import keyspace
 
     models = [model] if model else sorted({letter.model for letter in dead_letters(client)})
     dropped = 0
     for name in models:
-        pipe = client.pipeline(transaction=True)
-        pipe.llen(dead_letter_key(name))
-        pipe.delete(dead_letter_key(name))
-        dropped += int(pipe.execute()[0])
+        for key in keyspace(client).dead_letter_keys(name):
+            pipe = client.pipeline(transaction=True)
+            pipe.llen(key)
+            pipe.delete(key)
+            dropped += int(pipe.execute()[0])
     return dropped
 
 

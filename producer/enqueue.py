@@ -18,12 +18,15 @@ import redis
 
 from aimass.producer.submission import Submission
 from aimass.protocol.errors import QueueFull
-from aimass.protocol.keys import PRIORITY_STEPS, priority_queue_names, submitted_key, wake_channel
+from aimass.protocol.keys import PLAIN, PRIORITY_STEPS, KeySpace
+from aimass.protocol.messages import priority_step
 from aimass.protocol.queues import ENCODER_MARK
 
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
-# key per job. ARGV: bound (0: none), record TTL, list count, then per job its record
-# and message. Returns {queue depth before the call, jobs accepted (a prefix)}.
+# key per job (all of one shard on a cluster). ARGV: bound (0: none), record TTL, list
+# count, then per job its record and message, then the command that publishes the
+# wake-up (PUBLISH; SPUBLISH on a cluster) and its channel. Returns {queue depth before
+# the call, jobs accepted (a prefix)}.
 # A job costs Redis one command here (SET NX, which is also the test for a duplicate
 # id); the messages go in one LPUSH at the end, in order, as one LPUSH each would.
 ENQUEUE_SCRIPT = """
@@ -51,7 +54,7 @@ for i = 1, #messages, 1000 do  -- slices: unpack() has a bound on its values
 end
 -- Workers wait for a wake-up only after a take that left the queue empty: a push onto
 -- a queue that holds jobs has a wake-up (or a busy worker) before it.
-if before == 0 and depth > 0 then redis.call('PUBLISH', ARGV[#ARGV], depth) end
+if before == 0 and depth > 0 then redis.call(ARGV[#ARGV - 1], ARGV[#ARGV], depth) end
 return {before, accepted}
 """
 
@@ -64,17 +67,22 @@ class EnqueueCall:
     args: list[str | bytes | int]
 
     @classmethod
-    def of(cls, submissions: Sequence[Submission], bound: int, ttl_s: int) -> EnqueueCall:
+    def of(
+        cls, submissions: Sequence[Submission], bound: int, ttl_s: int, space: KeySpace = PLAIN
+    ) -> EnqueueCall:
         first = submissions[0]
-        if any(s.list_name != first.list_name for s in submissions):
-            raise ValueError("one enqueue call takes jobs of one model and priority")
-        keys = priority_queue_names(first.model)
-        keys.append(first.list_name)
-        keys.extend(submitted_key(s.job_id) for s in submissions)
+        tag = space.tag(first.job_id)
+        if any(s.list_name != first.list_name or space.tag(s.job_id) != tag for s in submissions):
+            raise ValueError("one enqueue call takes jobs of one model, priority and shard")
+        keys = space.lists(first.model, tag)
+        keys.append(keys[PRIORITY_STEPS.index(priority_step(first.priority))])
+        keys.extend(space.submitted_key(s.job_id) for s in submissions)
         args: list[str | bytes | int] = [bound, ttl_s, len(PRIORITY_STEPS)]
         for submission in submissions:
             args.extend((submission.record(), pushed_message(submission)))
-        args.append(wake_channel(first.model))  # last: idle workers look at once
+        # Last: idle workers look at once.
+        args.append("SPUBLISH" if space.sharded else "PUBLISH")
+        args.append(space.wake_channel(first.model, tag))
         return cls(keys, args)
 
 
@@ -104,6 +112,40 @@ class Pushed:
         return cls(accepted=accepted, depth=depth)
 
 
+def shard_bound(bound: int, shards: int) -> int:
+    """The bound on one shard's jobs: an even share of the model's bound (0: none)."""
+    return -(-bound // shards)
+
+
+def by_shard(
+    submissions: Sequence[Submission], bound: int, ttl_s: int, space: KeySpace
+) -> list[EnqueueCall]:
+    """One call per shard for jobs of one model and priority, each in input order."""
+    groups: dict[str, list[Submission]] = {}
+    for submission in submissions:
+        groups.setdefault(space.tag(submission.job_id), []).append(submission)
+    return [EnqueueCall.of(group, bound, ttl_s, space) for group in groups.values()]
+
+
+def merged(submissions: Sequence[Submission], replies: list[Pushed], space: KeySpace) -> Pushed:
+    """What the calls of ``by_shard`` did, as one call would say it: jobs accepted, the
+    longest prefix of the input all taken (a job of another shard taken past it is a
+    duplicate when sent again: it runs once), and the depth of the shards before."""
+    accepted_by_tag = {}
+    tags = list(dict.fromkeys(space.tag(s.job_id) for s in submissions))
+    for tag, reply in zip(tags, replies, strict=True):
+        accepted_by_tag[tag] = reply.accepted
+    seen: dict[str, int] = {}
+    accepted = 0
+    for submission in submissions:
+        tag = space.tag(submission.job_id)
+        seen[tag] = seen.get(tag, 0) + 1
+        if seen[tag] > accepted_by_tag[tag]:
+            break
+        accepted += 1
+    return Pushed(accepted=accepted, depth=sum(reply.depth for reply in replies))
+
+
 def queue_full(queue: str, depth: int, bound: int) -> QueueFull:
     return QueueFull(
         f"queue {queue} holds {depth} jobs, at its bound of {bound}; retry when the workers "
@@ -121,15 +163,27 @@ def check_all_accepted(pushed: Pushed, submissions: Sequence[Submission], bound:
 class Enqueuer:
     """Runs the enqueue script on a synchronous Redis client."""
 
-    def __init__(self, client: redis.Redis, bound: int, ttl_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, bound: int, ttl_s: int, space: KeySpace = PLAIN
+    ) -> None:
         self.bound = bound
         self.ttl_s = ttl_s
+        self.space = space
         self._script = client.register_script(ENQUEUE_SCRIPT)
 
     def push(self, submissions: Sequence[Submission]) -> Pushed:
-        """Enqueue jobs of one model and priority, in order, up to the bound."""
-        call = EnqueueCall.of(submissions, self.bound, self.ttl_s)
-        return Pushed.of(self._script(keys=call.keys, args=call.args))
+        """Enqueue jobs of one model and priority, in order, up to the bound; on a
+        cluster, one call per shard (see ``by_shard``)."""
+        space = self.space
+        if not space.sharded:
+            call = EnqueueCall.of(submissions, self.bound, self.ttl_s)
+            return Pushed.of(self._script(keys=call.keys, args=call.args))
+        bound = shard_bound(self.bound, len(space.tags))
+        replies = [
+            Pushed.of(self._script(keys=call.keys, args=call.args))
+            for call in by_shard(submissions, bound, self.ttl_s, space)
+        ]
+        return merged(submissions, replies, space)
 
     def push_all(self, submissions: Sequence[Submission]) -> None:
         """Enqueue all these jobs, or raise ``QueueFull`` after those that fit."""

@@ -12,8 +12,8 @@ from aimass.producer.cancellation import cancel
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
 from aimass.producer.watcher import ResultWatcher
 from aimass.protocol.errors import AimassError, JobTimeout
-from aimass.protocol.keys import result_key, submitted_key
 from aimass.protocol.records import ResultRecord
+from aimass.protocol.shards import keyspace
 
 
 class Job:
@@ -35,7 +35,9 @@ class Job:
     def record(self) -> ResultRecord | None:
         """The record the worker stored (``celery-task-meta-<id>``), if any."""
         if self._final is None:
-            record = ResultRecord.decode(self.redis.get(result_key(self.id)), self.id)
+            record = ResultRecord.decode(
+                self.redis.get(keyspace(self.redis).result_key(self.id)), self.id
+            )
             if is_final(record):
                 self._final = record
             return record
@@ -47,7 +49,9 @@ class Job:
         record = self.record()
         if record is not None:
             return status_of(record, submitted=True)
-        return status_of(None, submitted=bool(self.redis.exists(submitted_key(self.id))))
+        return status_of(
+            None, submitted=bool(self.redis.exists(keyspace(self.redis).submitted_key(self.id)))
+        )
 
     def done(self) -> bool:
         return is_final(self.record())
@@ -78,7 +82,8 @@ class Job:
     def forget(self) -> None:
         """Delete the job's stored result and submission marker; its id then reads
         unknown, and may be submitted again."""
-        self.redis.delete(result_key(self.id), submitted_key(self.id))
+        space = keyspace(self.redis)
+        self.redis.delete(space.result_key(self.id), space.submitted_key(self.id))
         self._final = None
 
     def _deliver(self, record: ResultRecord) -> None:

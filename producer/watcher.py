@@ -18,9 +18,9 @@ from typing import Any
 import redis
 
 from aimass.producer.results import is_final
-from aimass.protocol.keys import RESULT_KEY_PREFIX, result_key
-from aimass.protocol.pubsub import next_message
+from aimass.protocol.keys import PLAIN, KeySpace
 from aimass.protocol.records import ResultRecord
+from aimass.protocol.shards import keyspace, mget, next_published, subscribe, unsubscribe
 
 # Seconds without a message after which pending results are read again.
 REFRESH_S = 1.0
@@ -33,7 +33,8 @@ CHUNK = 500
 class Watchlist:
     """The bookkeeping of a watcher, without IO: jobs pending and jobs finished."""
 
-    def __init__(self) -> None:
+    def __init__(self, space: KeySpace = PLAIN) -> None:
+        self.space = space
         self.pending: set[str] = set()
         self.unsubscribed: list[str] = []  # watched, channel not subscribed to yet
         self.finished: deque[tuple[str, ResultRecord]] = deque()
@@ -53,7 +54,7 @@ class Watchlist:
         fresh = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in self.pending]
         self.pending.update(fresh)
         for job_id in fresh:  # watched again: its channel must stay
-            self.done_channels.pop(result_key(job_id), None)
+            self.done_channels.pop(self.space.result_key(job_id), None)
         return fresh
 
     def note(self, job_id: str, record: ResultRecord | None) -> bool:
@@ -62,7 +63,7 @@ class Watchlist:
             return False
         self.pending.discard(job_id)
         self.finished.append((job_id, record))
-        self.done_channels[result_key(job_id)] = None
+        self.done_channels[self.space.result_key(job_id)] = None
         return True
 
     def channels_to_leave(self) -> list[str]:
@@ -94,11 +95,11 @@ class Watchlist:
         return self.finished.popleft() if self.finished else None
 
 
-def job_id_of(message: dict[str, Any]) -> str:
+def job_id_of(message: dict[str, Any], space: KeySpace = PLAIN) -> str:
     """The job id of a pub/sub message on a result channel."""
     channel = message["channel"]
     key = channel.decode() if isinstance(channel, bytes) else str(channel)
-    return key.removeprefix(RESULT_KEY_PREFIX)
+    return space.job_id_of(key)
 
 
 def in_chunks(items: list[str]) -> Iterable[list[str]]:
@@ -116,8 +117,9 @@ class ResultWatcher:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._space = keyspace(client)
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-        self._list = Watchlist()
+        self._list = Watchlist(self._space)
 
     def __enter__(self) -> ResultWatcher:
         return self
@@ -148,7 +150,7 @@ class ResultWatcher:
         waiting = self._list.unsubscribed
         while waiting:
             chunk = waiting[:CHUNK]
-            self._pubsub.subscribe(*(result_key(job_id) for job_id in chunk))
+            subscribe(self._pubsub, self._space, [self._space.result_key(i) for i in chunk])
             del waiting[: len(chunk)]
 
     def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
@@ -161,15 +163,25 @@ class ResultWatcher:
             except redis.ConnectionError:
                 time.sleep(min(RECONNECT_S, left))
                 self._list.lost_redis()
+                if self._space.sharded:
+                    self._reroute()
         return self._list.next_finished()
+
+    def _reroute(self) -> None:
+        """On a cluster, after a failover: read the pending results, which also makes
+        redis-py learn the new slot owners, where the subscriptions then go."""
+        try:
+            self._refresh(list(self._list.pending))
+        except redis.RedisError:
+            self._list.lost_redis()
 
     def _step(self, left: float) -> None:
         self._subscribe()
         if leave := self._list.channels_to_leave():
-            self._pubsub.unsubscribe(*leave)
-        message = next_message(self._pubsub, min(REFRESH_S, left))
+            unsubscribe(self._pubsub, self._space, leave)
+        message = next_published(self._pubsub, self._space, min(REFRESH_S, left))
         if message is not None:
-            job_id = job_id_of(message)
+            job_id = job_id_of(message, self._space)
             self._note(job_id, ResultRecord.decode(message["data"], job_id))
         elif self._list.refresh_due():
             self._refresh(list(self._list.pending))
@@ -177,7 +189,7 @@ class ResultWatcher:
     def _refresh(self, job_ids: list[str]) -> None:
         self._list.last_refresh = time.monotonic()
         for chunk in in_chunks(job_ids):
-            values = self._redis.mget([result_key(job_id) for job_id in chunk])
+            values = mget(self._redis, [self._space.result_key(i) for i in chunk])
             for job_id, raw in zip(chunk, values, strict=True):
                 self._note(job_id, ResultRecord.decode(raw, job_id))
 

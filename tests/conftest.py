@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from aimass.embedded_cluster import RedisCluster
 from aimass.embedded_redis import RedisServer
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import build_repository
@@ -83,3 +84,21 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of our own (3 primaries, 3 replicas on free ports), for the whole
+    session; only the tests that ask for it start it."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """The session's cluster, emptied for one test (a cluster has one database)."""
+    for port in redis_cluster.primary_ports():
+        with redis.Redis(port=port) as client:
+            client.flushall()
+    return redis_cluster.url

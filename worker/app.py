@@ -30,7 +30,7 @@ from aimass.worker.batcher import DeviceLost
 from aimass.worker.devices import plan_for
 from aimass.worker.repository import ModelRepository
 from aimass.worker.served import ServedModels
-from aimass.worker.service import ServiceStep
+from aimass.worker.service import ServiceStep, restore_interval
 from aimass.worker.sessions import DevicePlan
 from aimass.worker.settings import WorkerSettings
 
@@ -42,7 +42,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     broker_url, sentinel = celery_url(settings.redis_url)
     return {
         "broker_url": broker_url,
-        "result_backend": broker_url,
+        # A cluster: Celery gets kombu's in-process transport and no result backend (the
+        # bulk consumer stores results itself).
+        "result_backend": None if broker_url == "memory://" else broker_url,
         # A Sentinel set: which of its services is the primary (aimass/protocol/connections.py).
         "result_backend_transport_options": dict(sentinel),
         # JSON by default, msgpack accepted; pickle never.
@@ -65,7 +67,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
             # default): sweep more often, so that a dead worker's jobs come back soon
             # after the visibility timeout; and do not let a killed worker's sweep lock
             # block the others for kombu's default 5 minutes.
-            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 5)),
+            "unacked_restore_interval": restore_interval(settings.visibility_timeout_s),
             "unacked_restore_throttle": 1,
             "unacked_mutex_expire": 30,
             "priority_steps": list(PRIORITY_STEPS),

@@ -281,6 +281,18 @@ def _check_heartbeats(settings: Any, any_host: bool) -> int:
 REDIS_MEMORY_WARNING = 0.9
 
 
+def _fullest_memory(client: Any) -> dict[str, Any]:
+    """``INFO memory`` of the Redis, or of a cluster's primary that uses the most."""
+    from aimass.protocol.shards import is_cluster_client
+
+    if not is_cluster_client(client):
+        return dict(client.info("memory"))
+    infos: list[dict[str, Any]] = [
+        dict(client.info("memory", target_nodes=node)) for node in client.get_primaries()
+    ]
+    return max(infos, key=lambda info: int(info.get("used_memory", 0)))
+
+
 def run_workers(args: argparse.Namespace) -> int:
     from aimass.protocol.heartbeats import live_heartbeats, served_models
     from aimass.protocol.queues import queue_depth
@@ -290,7 +302,7 @@ def run_workers(args: argparse.Namespace) -> int:
     with _redis(settings.redis_url) as client:
         infos = live_heartbeats(client)
         depths = {name: queue_depth(client, name) for name in served_models(infos)}
-        memory = client.info("memory")
+        memory = _fullest_memory(client)
     used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
     if args.json:
         print(

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from aimass.protocol.keys import dead_letter_key, submitted_key
+from aimass.protocol.shards import mget
 from aimass.worker.gpu import Nvml
 from aimass.worker.metrics import Metrics
 from aimass.worker.redis_queue import ModelQueues
@@ -74,11 +74,12 @@ class Gauges:
             {job_id for lists in backlog.values() for _, job_id in lists.values() if job_id}
         )
         models = self._runtime.models()
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.mget([submitted_key(i) for i in ids] or ["-"])
-        for model in models:
-            pipe.llen(dead_letter_key(model.version.name))
-        submitted, *parked = pipe.execute()
+        space = self._queues.space
+        submitted = mget(self._redis, [space.submitted_key(i) for i in ids])
+        parked = [
+            sum(_mget_lengths(self._redis, space.dead_letter_keys(model.version.name)))
+            for model in models
+        ]
         records = dict(zip(ids, submitted, strict=False))
         now = time.time()
         for model, dead in zip(models, parked, strict=True):
@@ -95,6 +96,14 @@ class Gauges:
                 max(ages, default=None),
                 int(dead),
             )
+
+
+def _mget_lengths(client: Any, keys: list[str]) -> list[int]:
+    """The lengths of these lists, in one round trip (per node, on a cluster)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.llen(key)
+    return [int(n) for n in pipe.execute()]
 
 
 def _submitted_at(record: Any) -> float | None:

@@ -19,18 +19,15 @@ import redis
 
 from aimass.protocol.keys import (
     CANCELLED_PREFIX,
+    PLAIN,
     PRIORITY_STEPS,
     RESULT_KEY_PREFIX,
     RUNS_HASH,
-    UNACKED_HASH,
-    UNACKED_INDEX,
-    priority_queue_name,
-    queue_name,
-    wake_channel,
+    KeySpace,
 )
-from aimass.protocol.pubsub import next_message
 from aimass.protocol.queues import ENCODER_MARK
 from aimass.protocol.records import ResultRecord, ResultState, started_template
+from aimass.protocol.shards import next_published, subscribe, unsubscribe
 
 # Commands that take many keys or fields, called in slices: unpack() has a bound on how
 # many values it passes.
@@ -55,10 +52,12 @@ local function sliced_read(command, key, items)
 end
 """
 
-# KEYS: unacked hash, unacked index, runs hash, then the lists to serve in order.
+# KEYS: unacked hash, unacked index, runs hash, delivery-tag counter, then the lists to
+#       serve in order (all of one shard on a cluster: KeySpace.bookkeeping and lists).
 # ARGV: limit, now, result ttl, the started record's bytes before and after its task id
 #       (records.started_template), max message bytes, "1" to write started records,
-#       the aimass encoder's mark (queues.ENCODER_MARK), then each list's base queue name.
+#       the aimass encoder's mark (queues.ENCODER_MARK), the prefixes of result keys and
+#       of cancel marks (the job id follows), then each list's base queue name.
 # Returns (tag, message, runs its job died in so far, base queue name, 1 if its job was
 # cancelled) for each message taken.
 # A message above the size cap is not decoded (the worker fails it unread) but is
@@ -76,6 +75,7 @@ local started_head, started_tail = ARGV[4], ARGV[5]
 local max_bytes = tonumber(ARGV[6])
 local track_started = ARGV[7] == '1'
 local mark = ARGV[8]
+local result_prefix, cancelled_prefix = ARGV[9], ARGV[10]
 local out, unacked, index, ids, places = {}, {}, {}, {}, {}
 local taken = 0
 -- A message the aimass client encoded (it starts with the mark): valid JSON by
@@ -174,7 +174,11 @@ local function record(raw, base)
       end
     end
   end
-  if not tag then tag = 'aimass-' .. redis.call('INCR', 'aimass:delivery-tags') end
+  -- A fresh tag, from the shard's counter: its hash tag (none on one Redis) keeps it apart
+  -- from the same count on another shard.
+  if not tag then
+    tag = 'aimass-' .. redis.call('INCR', KEYS[4]) .. (string.match(KEYS[4], '{.*}$') or '')
+  end
   tag = long(tag)
   unacked[#unacked + 1] = tag
   unacked[#unacked + 1] = '[' .. raw .. tail(ex, rk)
@@ -184,9 +188,7 @@ local function record(raw, base)
     ids[#ids + 1] = id
     places[#places + 1] = #out
     if track_started then
-      redis.call('SET', '"""
-    + RESULT_KEY_PREFIX
-    + """' .. id,
+      redis.call('SET', result_prefix .. id,
         started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
     end
   end
@@ -198,23 +200,21 @@ local function record(raw, base)
 end
 -- How many of the lists hold jobs (an empty list does not exist): one command tells an
 -- idle worker's poll there is nothing, and the pops stop at the last list with jobs.
-local holding = redis.call('EXISTS', unpack(KEYS, 4))
-for i = 4, #KEYS do
+local holding = redis.call('EXISTS', unpack(KEYS, 5))
+for i = 5, #KEYS do
   local wanted = limit - taken
   if wanted <= 0 or holding <= 0 then break end
   local popped = redis.call('RPOP', KEYS[i], wanted)
   if popped then
     holding = holding - 1
-    for _, raw in ipairs(popped) do record(raw, ARGV[5 + i]) end
+    for _, raw in ipairs(popped) do record(raw, ARGV[6 + i]) end
   end
 end
 sliced('HSET', KEYS[1], unacked)
 sliced('ZADD', KEYS[2], index)
 if #ids > 0 then
   local marks = {}
-  for i, id in ipairs(ids) do marks[i] = '"""
-    + CANCELLED_PREFIX
-    + """' .. id end
+  for i, id in ipairs(ids) do marks[i] = cancelled_prefix .. id end
   local cancelled = sliced_read('MGET', nil, marks)
   local runs = sliced_read('HMGET', KEYS[3], ids)
   for i, at in ipairs(places) do
@@ -227,8 +227,9 @@ return out
 )
 
 # KEYS: unacked hash, unacked index, runs hash. ARGV: ttl, "1" when this worker writes
-# started records, then (tag, result key, record, job id, dead-letter list, message) for
-# each job; the list and the message are "" unless the job is parked. A stored final
+# started records, the command that publishes a result (PUBLISH; SPUBLISH on a cluster),
+# then (tag, result key, record, job id, dead-letter list, message) for each job; the
+# list and the message are "" unless the job is parked. A stored final
 # result is never replaced: a job run twice keeps its first answer. Per job: the result's
 # SET and its PUBLISH (and, where started records are written, the GET that reads one);
 # the acknowledgements and the run counts go in one command each for the whole call.
@@ -237,6 +238,7 @@ _SETTLE = (
     + """
 local ttl = tonumber(ARGV[1])
 local read_first = ARGV[2] == '1'
+local publish = ARGV[3]
 local tags, ids = {}, {}
 local function replaceable(key)
   local current = redis.call('GET', key)
@@ -245,7 +247,7 @@ local function replaceable(key)
     + """',
                                        1, true)
 end
-for i = 3, #ARGV, 6 do
+for i = 4, #ARGV, 6 do
   local tag, key, record, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local dead, raw = ARGV[i + 4], ARGV[i + 5]
   if dead ~= '' then redis.call('LPUSH', dead, raw) end
@@ -264,7 +266,7 @@ for i = 3, #ARGV, 6 do
         stored = true
       end
     end
-    if stored then redis.call('PUBLISH', key, record) end
+    if stored then redis.call(publish, key, record) end
   end
   if tag ~= '' then tags[#tags + 1] = tag end
 end
@@ -320,7 +322,8 @@ class Settlement:
 
 
 class ModelQueues:
-    """The Redis side of the bulk consumer for a set of model queues."""
+    """The Redis side of the bulk consumer for a set of model queues: on a cluster, every
+    shard of each (``aimass.protocol.keys.KeySpace``), one script call per shard."""
 
     def __init__(
         self,
@@ -330,8 +333,10 @@ class ModelQueues:
         result_ttl_s: int,
         max_message_bytes: int = 32 * 1024 * 1024,
         track_started: bool = False,
+        space: KeySpace = PLAIN,
     ) -> None:
         self.client = client
+        self.space = space
         self.started_head, self.started_tail = started_template(worker_name)
         self.track_started = track_started  # a STARTED record per job taken (a SET each)
         self.result_ttl_s = result_ttl_s
@@ -341,20 +346,39 @@ class ModelQueues:
         self._backlog = client.register_script(_BACKLOG)
         self._pubsub: Any = None
         self._subscribed: list[str] = []
+        self._first = 0  # the shard a take starts at: each in turn, so that none waits
+        self._shard_of_tag: dict[str, str] = {}  # delivery tag -> its shard, until settled
         self.set_models(models)
 
     def set_models(self, models: Sequence[str]) -> None:
         """Serve these models' queues: every high-priority list before any lower one."""
         self.models = list(models)
+        space = self.space
         # The consumer thread (re)subscribes at its next wait; this may run elsewhere.
-        self.channels = [wake_channel(m) for m in self.models]
-        self.lists = [priority_queue_name(m, step) for step in PRIORITY_STEPS for m in self.models]
-        self.bases = [queue_name(m) for step in PRIORITY_STEPS for m in self.models]
+        self.channels = [space.wake_channel(m, t) for t in space.tags for m in self.models]
+        self.lists = {
+            t: [space.lists(m, t)[i] for i in range(len(PRIORITY_STEPS)) for m in self.models]
+            for t in space.tags
+        }
+        self.bases = {
+            t: [space.queue(m, t) for _ in PRIORITY_STEPS for m in self.models] for t in space.tags
+        }
         self.slots = [(m, step) for step in PRIORITY_STEPS for m in self.models]
 
     def take(self, limit: int) -> list[Taken]:
-        """Up to ``limit`` messages, highest priority first, recorded as unacknowledged."""
-        keys = [UNACKED_HASH, UNACKED_INDEX, RUNS_HASH, *self.lists]
+        """Up to ``limit`` messages, highest priority first, recorded as unacknowledged;
+        on a cluster from each shard in turn, starting at the next one each time."""
+        tags = self.space.tags
+        self._first = (self._first + 1) % len(tags)
+        out: list[Taken] = []
+        for tag in tags[self._first :] + tags[: self._first]:
+            if len(out) >= limit:
+                break
+            out += self._take_from(tag, limit - len(out))
+        return out
+
+    def _take_from(self, tag: str, limit: int) -> list[Taken]:
+        keys = [*self.space.bookkeeping(tag), *self.lists[tag]]
         args: list[Any] = [
             limit,
             repr(time.time()),
@@ -364,10 +388,12 @@ class ModelQueues:
             self.max_message_bytes,
             int(self.track_started),
             ENCODER_MARK,
-            *self.bases,
+            RESULT_KEY_PREFIX + tag,
+            CANCELLED_PREFIX + tag,
+            *self.bases[tag],
         ]
         flat = self._take(keys=keys, args=args)
-        return [
+        taken = [
             Taken(
                 _text(flat[i]),
                 flat[i + 1],
@@ -377,6 +403,9 @@ class ModelQueues:
             )
             for i in range(0, len(flat), 5)
         ]
+        if self.space.sharded:
+            self._shard_of_tag.update((t.delivery_tag, tag) for t in taken if t.delivery_tag)
+        return taken
 
     def wait(self, timeout: float, limit: int) -> list[Taken]:
         """Wait for a producer's wake-up or ``timeout`` (the idle poll), then take.
@@ -388,39 +417,63 @@ class ModelQueues:
             self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         channels = self.channels
         if channels != self._subscribed:
-            if self._subscribed:
-                self._pubsub.unsubscribe(*self._subscribed)
-            self._pubsub.subscribe(*channels)
+            unsubscribe(self._pubsub, self.space, self._subscribed)
+            subscribe(self._pubsub, self.space, channels)
             self._subscribed = channels
-        message = next_message(self._pubsub, timeout)
+        message = next_published(self._pubsub, self.space, timeout)
         while message is not None:  # several wake-ups need one look
-            message = next_message(self._pubsub, 0)
+            message = next_published(self._pubsub, self.space, 0)
         return self.take(limit)
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
-        """Store results (first answer wins) and acknowledge their messages, atomically."""
-        args: list[Any] = [self.result_ttl_s, int(self.track_started)]
+        """Store results (first answer wins) and acknowledge their messages, atomically
+        (per shard, on a cluster: where each message was taken from)."""
+        by_shard: dict[str, list[Settlement]] = {}
         for s in settlements:
-            key = f"{RESULT_KEY_PREFIX}{s.task_id}" if s.task_id and s.record else ""
-            args += [
-                s.delivery_tag,
-                key,
-                s.record.encode() if s.record else b"",
-                s.task_id or "",
-                s.dead_letter,
-                s.raw if s.dead_letter else b"",
-            ]
-        self._settle(keys=[UNACKED_HASH, UNACKED_INDEX, RUNS_HASH], args=args)
+            by_shard.setdefault(self._shard_of(s), []).append(s)
+        publish = "SPUBLISH" if self.space.sharded else "PUBLISH"
+        for tag, group in by_shard.items():
+            args: list[Any] = [self.result_ttl_s, int(self.track_started), publish]
+            for s in group:
+                key = f"{RESULT_KEY_PREFIX}{tag}{s.task_id}" if s.task_id and s.record else ""
+                args += [
+                    s.delivery_tag,
+                    key,
+                    s.record.encode() if s.record else b"",
+                    s.task_id or "",
+                    s.dead_letter,
+                    s.raw if s.dead_letter else b"",
+                ]
+            self._settle(keys=self.space.bookkeeping(tag)[:3], args=args)
+        for s in settlements:
+            self._shard_of_tag.pop(s.delivery_tag, None)
+
+    def _shard_of(self, settlement: Settlement) -> str:
+        """The shard a settled message came from ("" on one Redis)."""
+        if not self.space.sharded:
+            return ""
+        tag = self._shard_of_tag.get(settlement.delivery_tag)
+        if tag is None:  # no delivery tag: nothing to acknowledge, a result at most
+            tag = self.space.tag(settlement.task_id or "")
+        return tag
 
     def backlog(self) -> dict[str, dict[int, tuple[int, str]]]:
-        """Per model and priority step: how many jobs wait, and the id of the oldest."""
+        """Per model and priority step: how many jobs wait, and the id of the oldest (on a
+        cluster: of the longest shard's)."""
         # set_models may run meanwhile, on another thread: pair what was asked for.
         slots = self.slots
-        lists = [priority_queue_name(m, step) for m, step in slots]
-        flat = self._backlog(keys=lists)
+        totals: dict[tuple[str, int], tuple[int, int, str]] = {}  # total, longest, its id
+        for tag in self.space.tags:
+            flat = self._backlog(keys=[self.space.lists(m, tag)[_step(s)] for m, s in slots])
+            for i, slot in enumerate(slots):
+                length, job_id = int(flat[2 * i]), _text(flat[2 * i + 1])
+                total, longest, oldest = totals.get(slot, (0, 0, ""))
+                if length > longest:
+                    longest, oldest = length, job_id
+                totals[slot] = (total + length, longest, oldest)
         out: dict[str, dict[int, tuple[int, str]]] = {}
-        for i, (model, step) in enumerate(slots):
-            out.setdefault(model, {})[step] = (int(flat[2 * i]), _text(flat[2 * i + 1]))
+        for (model, step), (total, _, oldest) in totals.items():
+            out.setdefault(model, {})[step] = (total, oldest)
         return out
 
     def mark_runs(self, job_ids: Sequence[str]) -> None:
@@ -428,10 +481,18 @@ class ModelQueues:
         count stays (the job's result, when stored, takes it away). One command a batch: a
         job with a run behind it runs in a batch of its own (BulkConsumer._start), so in a
         batch of several every job starts its first run."""
-        if len(job_ids) == 1:
-            self.client.hincrby(RUNS_HASH, job_ids[0], 1)
-        elif job_ids:
-            self.client.hset(RUNS_HASH, mapping=dict.fromkeys(job_ids, 1))
+        by_hash: dict[str, list[str]] = {}
+        for job_id in job_ids:
+            by_hash.setdefault(RUNS_HASH + self.space.tag(job_id), []).append(job_id)
+        for runs, ids in by_hash.items():
+            if len(ids) == 1:
+                self.client.hincrby(runs, ids[0], 1)
+            else:
+                self.client.hset(runs, mapping=dict.fromkeys(ids, 1))
+
+
+def _step(step: int) -> int:
+    return PRIORITY_STEPS.index(step)
 
 
 def _text(value: Any) -> str:

@@ -19,7 +19,7 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu import Queue
 
-from aimass.protocol.connections import connect, refuse_cluster
+from aimass.protocol.connections import connect
 from aimass.protocol.heartbeats import Heartbeat, ServedModelInfo
 from aimass.protocol.keys import (
     CELERY_QUEUE,
@@ -29,6 +29,7 @@ from aimass.protocol.keys import (
     worker_key,
 )
 from aimass.protocol.records import ResultRecord
+from aimass.protocol.shards import keyspace
 from aimass.worker.cancels import CancelledJobs
 from aimass.worker.consumer import BulkConsumer, InFlight
 from aimass.worker.endpoints import Checks, Endpoints, passed
@@ -37,6 +38,7 @@ from aimass.worker.gauges import Gauges
 from aimass.worker.logs import report_job
 from aimass.worker.metrics import Metrics
 from aimass.worker.redis_queue import ModelQueues
+from aimass.worker.restore import Restorer
 from aimass.worker.served import ServedModels
 from aimass.worker.settings import WorkerSettings
 
@@ -70,6 +72,8 @@ class WorkerService:
             self.settings.redis_url, health_check_interval=30, socket_keepalive=True
         )
         self.cancelled = CancelledJobs(self._redis)
+        # Today's key names on one Redis; the sharded ones on a cluster.
+        space = keyspace(self._redis, self.settings.queue_shards)
         self.queues_of_models = ModelQueues(
             self._redis,
             [],
@@ -77,6 +81,13 @@ class WorkerService:
             self.settings.result_ttl_s,
             self.settings.max_message_bytes,
             self.settings.track_started,
+            space,
+        )
+        # kombu restores a dead worker's jobs on one Redis; on a cluster, this does.
+        self.restorer = (
+            Restorer(self._redis, space, self.settings.visibility_timeout_s)
+            if space.sharded
+            else None
         )
         # Runs a worker dies in are counted only where the bulk consumer reads the count.
         counts_runs = self.bulk and self.settings.max_deliveries > 0
@@ -144,8 +155,6 @@ class WorkerService:
         if self.settings.log_level != "DEBUG":
             # One INFO line per job costs more than a small model's inference.
             logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
-        with contextlib.suppress(redis.RedisError):  # Redis may be down: it retries later
-            refuse_cluster(self._redis)
         # Probes answer while the models load: live, not ready.
         if self.settings.metrics_port:
             self.endpoints.serve(self.settings.metrics_port)
@@ -233,9 +242,12 @@ class WorkerService:
 
     def _housekeeping(self) -> None:
         next_reload = time.monotonic() + self.settings.reload_interval_s
-        next_beat = 0.0
+        next_beat = next_sweep = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
+            if self.restorer is not None and now >= next_sweep:
+                self._sweep()
+                next_sweep = now + restore_interval(self.settings.visibility_timeout_s)
             if now >= next_beat:
                 self._beat()
                 next_beat = now + (WORKER_HEARTBEAT_INTERVAL_S if self.consuming.is_set() else 1.0)
@@ -297,6 +309,16 @@ class WorkerService:
         except redis.RedisError as exc:  # Redis may be restarting; the next beat retries
             log.warning("heartbeat failed: %s", exc)
 
+    def _sweep(self) -> None:
+        assert self.restorer is not None
+        try:
+            restored = self.restorer.sweep()
+        except redis.RedisError as exc:  # a failover under way: the next sweep retries
+            log.warning("restoring unacknowledged jobs failed: %s", exc)
+            return
+        if restored:
+            log.warning("restored %d jobs held past the visibility timeout", restored)
+
     def _reload(self) -> None:
         try:
             changed = self.runtime.reload()
@@ -310,6 +332,12 @@ class WorkerService:
                 for name in changed:
                     self.app.control.add_consumer(queue_name(name), destination=[self.hostname])
             self._beat()
+
+
+def restore_interval(visibility_timeout_s: int) -> int:
+    """How often dead workers' jobs are looked for: as kombu is told to on one Redis
+    (worker/app.py), a fifth of the visibility timeout, 1 to 10 s."""
+    return max(1, min(10, visibility_timeout_s // 5))
 
 
 class ServiceStep(bootsteps.StartStopStep):

@@ -14,11 +14,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
+from aimass.protocol.connections import CELERY_ON_CLUSTER, is_cluster
 from aimass.protocol.keys import DEFAULT_RESULT_TTL_S
 from aimass.protocol.manifest import DEFAULT_REPOSITORY, REPOSITORY_ENV, is_valid_model_name
 from aimass.protocol.settings import (
     DEFAULT_REDIS_URL,
     FLAG_WORDS,
+    QUEUE_SHARDS,
     REDIS_URL,
     RESULT_TTL_S,
     Count,
@@ -27,6 +29,7 @@ from aimass.protocol.settings import (
     Flag,
     Port,
     PositiveDuration,
+    SettingsError,
     check_changes,
     check_fields,
     checked,
@@ -349,8 +352,13 @@ class WorkerSettings:
         metadata=checked("--hostname", NodeName, "node name", "one word such as worker1@%h"),
     )
 
+    # On a Redis Cluster: shards per model queue (0: one per primary; see keys.KeySpace).
+    queue_shards: int = field(default=0, metadata=QUEUE_SHARDS)
+
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.consumer == "celery" and is_cluster(self.redis_url):
+            raise SettingsError(f"AIMASS_CONSUMER=celery: {CELERY_ON_CLUSTER}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:

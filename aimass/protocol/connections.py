@@ -1,4 +1,4 @@
-"""Connections to Redis: one server, or the primary of a Sentinel set.
+"""Connections to Redis: one server, the primary of a Sentinel set, or a Redis Cluster.
 
 ``REDIS_URL`` (and the URL a client is given) is one of
 
@@ -9,8 +9,10 @@
   as ``service``. After a failover, connections ask the sentinels for the new primary
   by themselves; the credentials are the primary's (sentinels without a password).
 
-Redis Cluster is refused: the scripts that take and settle jobs touch a queue and
-kombu's bookkeeping keys together, which a cluster spreads over slots.
+- ``redis+cluster://[user:password@]host:port,host:port,.../`` (or ``rediss+cluster://``
+  for TLS): a Redis Cluster, through redis-py's cluster client; any reachable nodes will
+  do, the client learns the rest. The model queues are then sharded over its primaries
+  (``aimass.protocol.keys.KeySpace``, ``aimass.protocol.shards``).
 """
 
 from __future__ import annotations
@@ -21,15 +23,15 @@ from urllib.parse import unquote, urlsplit
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-CLUSTER_REFUSED = (
-    "Redis Cluster is not supported: the scripts that take and settle jobs touch a queue "
-    "and kombu's bookkeeping keys in one step, which a cluster spreads over slots. Use "
-    "one primary (with replicas and Sentinel for failover: redis+sentinel://...)"
+CELERY_ON_CLUSTER = (
+    "a Redis Cluster (redis+cluster://) carries aimass's bulk consumer and client only: "
+    "Celery's own consumer, Flower and producers that send through Celery/kombu need one "
+    "primary (redis:// or redis+sentinel://)"
 )
 
 
 class UnsupportedRedis(ValueError):
-    """A Redis aimass cannot work with (a cluster), or a URL it cannot read."""
+    """A Redis aimass cannot work with, or a URL it cannot read."""
 
 
 @dataclass(frozen=True)
@@ -45,49 +47,90 @@ class SentinelTarget:
 def sentinel_target(url: str) -> SentinelTarget | None:
     """What a ``redis+sentinel://`` URL names; ``None`` for any other URL."""
     parts = urlsplit(url)
-    if parts.scheme in CLUSTER_SCHEMES:
-        raise UnsupportedRedis(CLUSTER_REFUSED)
     if parts.scheme not in SENTINEL_SCHEMES:
         return None
-    hosts = parts.netloc.rsplit("@", 1)[-1]
-    sentinels = []
-    for host in hosts.split(","):
-        name, _, port = host.rpartition(":")
-        if not name or not port.isdigit():
-            raise UnsupportedRedis(f"{_safe(url)}: expected sentinels as host:port,host:port")
-        sentinels.append((name.strip("[]"), int(port)))
+    sentinels = _hosts(url, "sentinels")
     path = [part for part in parts.path.split("/") if part]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise UnsupportedRedis(
             f"{_safe(url)}: expected .../service/db after the sentinels, "
             "e.g. redis+sentinel://s1:26379,s2:26379/mymaster/0"
         )
-    credentials = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
-    username, _, password = credentials.partition(":")
+    username, password = _credentials(url)
     return SentinelTarget(
-        tuple(sentinels),
+        sentinels,
         path[0],
         int(path[1]) if len(path) == 2 else 0,
-        unquote(username) or None,
-        unquote(password) or None,
+        username,
+        password,
         parts.scheme.startswith("rediss"),
     )
 
 
+def is_cluster(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``)."""
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def cluster_nodes(url: str) -> tuple[tuple[str, int], ...]:
+    """The nodes a ``redis+cluster://`` URL names (any reachable one will do)."""
+    return _hosts(url, "cluster nodes")
+
+
+def _hosts(url: str, what: str) -> tuple[tuple[str, int], ...]:
+    """The ``host:port,host:port`` list of a Sentinel or cluster URL."""
+    hosts = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    out = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise UnsupportedRedis(f"{_safe(url)}: expected {what} as host:port,host:port")
+        out.append((name.strip("[]"), int(port)))
+    return tuple(out)
+
+
+def _credentials(url: str) -> tuple[str | None, str | None]:
+    netloc = urlsplit(url).netloc
+    credentials = netloc.rsplit("@", 1)[0] if "@" in netloc else ""
+    username, _, password = credentials.partition(":")
+    return unquote(username) or None, unquote(password) or None
+
+
 def connect(url: str, **options: Any) -> Any:
-    """A ``redis.Redis`` for ``url``: one server, or a Sentinel set's current primary."""
+    """A ``redis.Redis`` for ``url``: one server, or a Sentinel set's current primary;
+    a ``redis.cluster.RedisCluster`` for a cluster."""
     import redis
+    from redis.cluster import ClusterNode, RedisCluster
     from redis.sentinel import Sentinel
 
+    if is_cluster(url):
+        return _cluster(url, options, RedisCluster, ClusterNode)
     return _connect(url, options, redis.Redis, Sentinel)
 
 
 def connect_async(url: str, **options: Any) -> Any:
-    """``connect`` for asyncio (``redis.asyncio.Redis``)."""
+    """``connect`` for asyncio (``redis.asyncio.Redis``, ``redis.asyncio.RedisCluster``)."""
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.sentinel import Sentinel
 
+    if is_cluster(url):
+        return _cluster(url, options, RedisCluster, ClusterNode)
     return _connect(url, options, aioredis.Redis, Sentinel)
+
+
+def _cluster(url: str, options: dict[str, Any], client_class: Any, node_class: Any) -> Any:
+    """A cluster client; the keepalive and health-check options of one server's client
+    apply to each node's connections."""
+    username, password = _credentials(url)
+    options = {k: v for k, v in options.items() if k != "health_check_interval"}
+    return client_class(
+        startup_nodes=[node_class(host, port) for host, port in cluster_nodes(url)],
+        username=username,
+        password=password,
+        ssl=urlsplit(url).scheme.startswith("rediss"),
+        **options,
+    )
 
 
 def _connect(url: str, options: dict[str, Any], client_class: Any, sentinel_class: Any) -> Any:
@@ -108,7 +151,11 @@ def _connect(url: str, options: dict[str, Any], client_class: Any, sentinel_clas
 def celery_url(url: str) -> tuple[str, dict[str, Any]]:
     """The broker (and result backend) URL in kombu's and Celery's own form, with the
     transport options it needs: ``sentinel://host:port/db;sentinel://...`` and the
-    service as ``master_name`` for a Sentinel set; ``url`` itself otherwise."""
+    service as ``master_name`` for a Sentinel set; ``url`` itself otherwise. On a
+    cluster, which kombu cannot use, Celery gets its in-process transport: the bulk
+    consumer and the client do all the work with Redis there."""
+    if is_cluster(url):
+        return "memory://", {}
     target = sentinel_target(url)
     if target is None:
         return url, {}
@@ -120,13 +167,6 @@ def celery_url(url: str) -> tuple[str, dict[str, Any]]:
     if target.tls:
         options["ssl"] = True
     return urls, options
-
-
-def refuse_cluster(client: Any) -> None:
-    """Raise ``UnsupportedRedis`` when ``client`` talks to a Redis Cluster node."""
-    info = client.info("cluster")
-    if int(info.get("cluster_enabled", 0)):
-        raise UnsupportedRedis(CLUSTER_REFUSED)
 
 
 def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aimass.protocol.keys import WORKER_HEARTBEAT_TTL_S, WORKER_PREFIX
+from aimass.protocol.shards import mget
 
 
 class ServedModelInfo(BaseModel):
@@ -82,7 +83,7 @@ def live_heartbeats(client: redis.Redis, now: float | None = None) -> list[Heart
     A heartbeat counts when its ``updated_at`` lies within ``WORKER_HEARTBEAT_TTL_S`` of
     ``now``. Its key expires then too; the check does not rely on every writer's TTL."""
     keys = list(client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
-    beats = [Heartbeat.decode(raw) for raw in (client.mget(keys) if keys else []) if raw]
+    beats = [Heartbeat.decode(raw) for raw in mget(client, keys) if raw]
     now = time.time() if now is None else now
     live = [b for b in beats if b is not None and now - b.updated_at < WORKER_HEARTBEAT_TTL_S]
     return sorted(live, key=lambda beat: beat.hostname)

@@ -120,3 +120,104 @@ def cancelled_key(job_id: str) -> str:
 
 def stream_key(job_id: str) -> str:
     return f"{STREAM_PREFIX}{job_id}"
+
+
+# On a Redis Cluster (and only there) each model's queue is split into shards, one hash
+# tag per shard shared by all models: every key a script touches for a job lives on its
+# shard's slot. A job's shard comes from its id alone (CRC-32 of its UTF-8 bytes, modulo
+# the shard count), so that anyone holding the id computes its keys; the shard count is
+# recorded once in the cluster under SHARDS_KEY (SET NX) and read by every party. On one
+# Redis nothing is tagged: every name above stays as it is. See docs/enqueue.md.
+SHARDS_KEY = "aimass:shards"
+SHARD_TAG_PREFIX = "aimass."
+CLUSTER_SLOTS = 16384
+DELIVERY_TAG_COUNTER = "aimass:delivery-tags"
+
+
+def shard_tags(count: int) -> tuple[str, ...]:
+    """The hash tags of ``count`` shards: shard n's tag is ``{aimass.<k>}`` for the
+    smallest k whose slot lies near the middle of the n-th of ``count`` equal slices of
+    the slot space. A cluster whose primaries hold equal slot ranges (``redis-cli
+    --cluster create``) then holds the same number of shards on each primary when
+    ``count`` is a multiple of theirs."""
+    from redis.crc import key_slot
+
+    width = CLUSTER_SLOTS / count
+    tags, k = [], 0
+    for n in range(count):
+        low, high = int(width * (n + 0.25)), int(width * (n + 0.75))
+        k = 0
+        while not low <= key_slot(f"{SHARD_TAG_PREFIX}{k}".encode()) <= high:
+            k += 1
+        tags.append(f"{{{SHARD_TAG_PREFIX}{k}}}")
+    return tuple(tags)
+
+
+def shard_of(job_id: str, count: int) -> int:
+    """The shard of a job: CRC-32 (zlib's) of its id's UTF-8 bytes, modulo the count."""
+    import zlib
+
+    return zlib.crc32(job_id.encode()) % count
+
+
+class KeySpace:
+    """Every key and channel name of a deployment: the names above on one Redis (no
+    shards: ``tags == ("",)``), and their tagged forms on a cluster, where a name ends
+    with (or, for a job's keys, has before the job id) its shard's hash tag."""
+
+    def __init__(self, tags: tuple[str, ...] = ("",)) -> None:
+        self.tags = tags
+        self.sharded = tags != ("",)
+
+    def tag(self, job_id: str) -> str:
+        """The hash tag of a job's shard ("" on one Redis)."""
+        return self.tags[shard_of(job_id, len(self.tags))] if self.sharded else ""
+
+    def result_key(self, job_id: str) -> str:
+        return f"{RESULT_KEY_PREFIX}{self.tag(job_id)}{job_id}"
+
+    def submitted_key(self, job_id: str) -> str:
+        return f"{SUBMITTED_PREFIX}{self.tag(job_id)}{job_id}"
+
+    def cancelled_key(self, job_id: str) -> str:
+        return f"{CANCELLED_PREFIX}{self.tag(job_id)}{job_id}"
+
+    def stream_key(self, job_id: str) -> str:
+        return f"{STREAM_PREFIX}{self.tag(job_id)}{job_id}"
+
+    def job_id_of(self, key: str) -> str:
+        """The job id in a result key (or its channel)."""
+        rest = key.removeprefix(RESULT_KEY_PREFIX)
+        return rest.split("}", 1)[1] if self.sharded and rest.startswith("{") else rest
+
+    def queue(self, model: str, tag: str = "") -> str:
+        """A shard's base queue (step 0): ``aimass.<model><tag>``."""
+        return f"{queue_name(model)}{tag}"
+
+    def lists(self, model: str, tag: str = "") -> list[str]:
+        """A shard's priority lists, in the order they are served."""
+        base = self.queue(model, tag)
+        return [base if s == 0 else f"{base}{PRIORITY_SEPARATOR}{s}" for s in PRIORITY_STEPS]
+
+    def job_lists(self, model: str, job_id: str) -> list[str]:
+        """The priority lists of the shard a job goes to."""
+        return self.lists(model, self.tag(job_id))
+
+    def wake_channel(self, model: str, tag: str = "") -> str:
+        return f"{WAKE_PREFIX}{model}{tag}"
+
+    def dead_letter_keys(self, model: str) -> list[str]:
+        """A model's dead-letter lists, one per shard."""
+        return [f"{DEAD_PREFIX}{model}{tag}" for tag in self.tags]
+
+    def bookkeeping(self, tag: str = "") -> list[str]:
+        """A shard's unacked hash, unacked index, runs hash and delivery-tag counter."""
+        return [
+            UNACKED_HASH + tag,
+            UNACKED_INDEX + tag,
+            RUNS_HASH + tag,
+            DELIVERY_TAG_COUNTER + tag,
+        ]
+
+
+PLAIN = KeySpace()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import redis
 
-from aimass.protocol.keys import priority_queue_names
-
 # JSON whitespace that the aimass client puts before each message it pushes (the
 # message stays the same JSON to every reader). It says: encoded by aimass's own
 # encoder, so valid JSON, its headers and properties in their usual order, and its job
@@ -18,8 +16,12 @@ ENCODER_MARK = b"\t \t"
 
 
 def queue_depth(client: redis.Redis, model: str) -> int:
-    """Jobs waiting in a model's queue, all priorities (one LLEN pipeline)."""
+    """Jobs waiting in a model's queue, all priorities and shards (one LLEN pipeline)."""
+    from aimass.protocol.shards import keyspace
+
+    space = keyspace(client)
     pipe = client.pipeline(transaction=False)
-    for name in priority_queue_names(model):
-        pipe.llen(name)
+    for tag in space.tags:
+        for name in space.lists(model, tag):
+            pipe.llen(name)
     return sum(int(n) for n in pipe.execute())

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
 
-from aimass.protocol.connections import sentinel_target
+from aimass.protocol.connections import cluster_nodes, is_cluster, sentinel_target
 from aimass.protocol.keys import DEFAULT_RESULT_TTL_S
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ KNOWN_VARIABLES = frozenset(
         # Both sides: the producer's settings (ClientSettings) and every command's repository.
         "AIMASS_RESULT_TTL_S",
         "AIMASS_MAX_QUEUE_DEPTH",
+        "AIMASS_QUEUE_SHARDS",
         "AIMASS_MODEL_REPOSITORY",
         # docker-compose.yml's own.
         "AIMASS_REDIS_PORT",
@@ -220,6 +221,9 @@ def _redis_url(url: str) -> str:
             return url
     elif (parts.scheme == "unix" and parts.path.strip("/")) or sentinel_target(url) is not None:
         return url
+    elif is_cluster(url) and parts.path.strip("/") in ("", "0"):
+        cluster_nodes(url)  # raises for a host list it cannot read
+        return url
     raise ValueError("not a Redis URL")
 
 
@@ -253,8 +257,14 @@ REDIS_URL = checked(
     RedisUrl,
     "Redis URL",
     "a redis://, rediss:// or unix:// URL such as redis://host:6379/0, or a "
-    "Sentinel set's: redis+sentinel://host:26379,host:26379/service/0 "
-    "(Redis Cluster is not supported)",
+    "Sentinel set's: redis+sentinel://host:26379,host:26379/service/0, or a Redis "
+    "Cluster's: redis+cluster://host:6379,host:6379/",
+)
+# On a Redis Cluster: how many shards each model's queue has (0: as many as the cluster
+# has primaries). Recorded in the cluster by the first party to use it; a different
+# number given later is refused (aimass.protocol.shards).
+QUEUE_SHARDS = checked(
+    "AIMASS_QUEUE_SHARDS", CountOrOff, "shard count", "0 (one per primary) or positive"
 )
 RESULT_TTL_S = checked(
     "AIMASS_RESULT_TTL_S", Count, "time to live", "a whole number of seconds, at least 1"
@@ -275,6 +285,7 @@ class ClientSettings:
     )
     # How long submission markers live; match the workers' AIMASS_RESULT_TTL_S.
     result_ttl_s: int = field(default=DEFAULT_RESULT_TTL_S, metadata=RESULT_TTL_S)
+    queue_shards: int = field(default=0, metadata=QUEUE_SHARDS)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -285,12 +296,14 @@ class ClientSettings:
         url: str,
         max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH,
         result_ttl_s: int | None = None,
+        queue_shards: int = 0,
     ) -> ClientSettings:
         """Settings given as a client's arguments (``None``: the default TTL)."""
         return cls(
             redis_url=url,
             max_queue_depth=max_queue_depth,
             result_ttl_s=DEFAULT_RESULT_TTL_S if result_ttl_s is None else result_ttl_s,
+            queue_shards=queue_shards,
         )
 
     @classmethod

@@ -242,6 +242,27 @@ def test_the_ha_profile_adds_a_replica_and_a_quorum_of_sentinels(services: dict[
     assert url == "${AIMASS_REDIS_URL:-redis://redis:6379/0}"
 
 
+def test_the_cluster_profile_makes_three_primaries_with_a_replica_each(
+    services: dict[str, Any],
+) -> None:
+    nodes = [name for name in services if name.startswith("redis-cluster-") and name[-1].isdigit()]
+    assert len(nodes) == 6
+    for name in nodes:
+        assert services[name]["profiles"] == ["cluster"]
+        pairs = dict(itertools.pairwise(argv(services[name]["command"])))
+        assert pairs["--cluster-enabled"] == "yes" and pairs["--appendfsync"] == "always"
+        assert pairs["--maxmemory-policy"] == "noeviction"
+    init = services["redis-cluster-init"]
+    script = " ".join(argv(init["command"]))
+    assert "--cluster create" in script and "--cluster-replicas 1 --cluster-yes" in script
+    assert set(init["depends_on"]) == set(nodes) and init["restart"] == "no"
+    worker = services["worker-cluster"]
+    assert worker["profiles"] == ["cluster"]
+    assert worker["environment"]["REDIS_URL"].startswith("redis+cluster://redis-cluster-1:6379,")
+    condition = worker["depends_on"]["redis-cluster-init"]["condition"]
+    assert condition == "service_completed_successfully"
+
+
 def test_redis_keeps_its_data_in_a_named_volume(compose: dict[str, Any]) -> None:
     volumes = compose["services"]["redis"]["volumes"]
     assert any(isinstance(v, str) and v.split(":")[:2] == ["redis-data", "/data"] for v in volumes)

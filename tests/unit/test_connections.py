@@ -1,4 +1,5 @@
-"""Reading REDIS_URL: one server, a Sentinel set, and the Redis Cluster that is refused."""
+"""Reading REDIS_URL: one server, a Sentinel set, a Redis Cluster; and the sharded key
+space of a cluster."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from aimass.protocol.connections import (
     SentinelTarget,
     UnsupportedRedis,
     celery_url,
-    refuse_cluster,
+    cluster_nodes,
+    is_cluster,
     sentinel_target,
 )
+from aimass.protocol.keys import PLAIN, KeySpace, result_key, shard_of, shard_tags
+from aimass.worker.settings import SettingsError, WorkerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +46,6 @@ def test_celery_gets_the_sentinels_in_kombus_form_and_the_service_as_master_name
         ("redis+sentinel://s1/aimass/0", "host:port"),
         ("redis+sentinel://s1:26379", "service/db"),
         ("redis+sentinel://s1:26379/aimass/x", "service/db"),
-        ("redis+cluster://h:7000", "Redis Cluster is not supported"),
     ],
 )
 def test_a_url_that_cannot_be_served_says_what_to_write(url: str, why: str) -> None:
@@ -50,18 +53,61 @@ def test_a_url_that_cannot_be_served_says_what_to_write(url: str, why: str) -> N
         sentinel_target(url)
 
 
-def test_a_cluster_node_is_refused() -> None:
-    class Node:
-        def info(self, section: str) -> dict:
-            return {"cluster_enabled": 1}
+def test_a_cluster_url_names_its_nodes_and_gives_celery_its_in_process_transport() -> None:
+    url = "redis+cluster://u:pw@n1:7000,[::1]:7001/"
+    assert is_cluster(url) and not is_cluster("redis://h:6379/0")
+    assert cluster_nodes(url) == (("n1", 7000), ("::1", 7001))
+    assert sentinel_target(url) is None
+    assert celery_url(url) == ("memory://", {})
+    with pytest.raises(UnsupportedRedis, match="host:port"):
+        cluster_nodes("redis+cluster://n1/")
 
-    class Server:
-        def info(self, section: str) -> dict:
-            return {"cluster_enabled": 0}
 
-    refuse_cluster(Server())
-    with pytest.raises(UnsupportedRedis, match="Sentinel"):
-        refuse_cluster(Node())
+def test_celerys_own_consumer_is_refused_on_a_cluster_in_one_line() -> None:
+    with pytest.raises(SettingsError, match="need one primary") as caught:
+        WorkerSettings(redis_url="redis+cluster://n1:7000/", consumer="celery")
+    assert "\n" not in str(caught.value)
+    assert WorkerSettings(redis_url="redis+cluster://n1:7000/").consumer == "bulk"
+
+
+def test_on_one_redis_every_name_stays_as_it_was() -> None:
+    assert PLAIN.tags == ("",) and not PLAIN.sharded
+    assert PLAIN.result_key("abc") == result_key("abc") == "celery-task-meta-abc"
+    assert PLAIN.lists("digits") == [
+        "aimass.digits",
+        "aimass.digits\x06\x163",
+        "aimass.digits\x06\x166",
+        "aimass.digits\x06\x169",
+    ]
+    assert PLAIN.bookkeeping() == [
+        "unacked",
+        "unacked_index",
+        "aimass:runs",
+        "aimass:delivery-tags",
+    ]
+    assert PLAIN.wake_channel("digits") == "aimass:wake:digits"
+    assert PLAIN.dead_letter_keys("digits") == ["aimass:dead:digits"]
+
+
+def test_a_jobs_shard_and_keys_follow_from_its_id_and_the_shard_count() -> None:
+    from redis.crc import key_slot
+
+    space = KeySpace(shard_tags(3))
+    tag = space.tag("abc")
+    assert tag == shard_tags(3)[shard_of("abc", 3)]
+    keys = [space.result_key("abc"), space.submitted_key("abc"), space.cancelled_key("abc")]
+    assert len({key_slot(key.encode()) for key in keys}) == 1
+    assert key_slot(space.lists("digits", tag)[2].encode()) == key_slot(keys[0].encode())
+    assert space.job_id_of(space.result_key("a}b")) == "a}b"
+
+
+@pytest.mark.parametrize("count", [1, 3, 6, 12])
+def test_shard_tags_spread_evenly_over_equal_slot_ranges(count: int) -> None:
+    from redis.crc import key_slot
+
+    slots = [key_slot(tag.encode()) for tag in shard_tags(count)]
+    width = 16384 / count
+    assert [int(slot // width) for slot in slots] == list(range(count))
 
 
 def test_the_password_stays_out_of_messages() -> None:

@@ -72,6 +72,9 @@ BAD_VALUES: list[tuple[type, str, str, str]] = [
     (ClientSettings, "redis_url", "REDIS_URL", "memory://"),
     (ClientSettings, "max_queue_depth", "AIMASS_MAX_QUEUE_DEPTH", "-1"),
     (ClientSettings, "max_queue_depth", "AIMASS_MAX_QUEUE_DEPTH", "lots"),
+    (ClientSettings, "queue_shards", "AIMASS_QUEUE_SHARDS", "-2"),
+    (WorkerSettings, "queue_shards", "AIMASS_QUEUE_SHARDS", "some"),
+    (WorkerSettings, "redis_url", "REDIS_URL", "redis+cluster://n1/"),
     (ClientSettings, "result_ttl_s", "AIMASS_RESULT_TTL_S", "0"),
 ]
 
@@ -184,6 +187,7 @@ def test_values_are_read_as_people_write_them() -> None:
         "redis://h:6379/",
         "rediss://:secret@127.0.0.1:6380/0?ssl_cert_reqs=required",
         "unix:///run/redis.sock?db=1",
+        "redis+cluster://n1:7000,n2:7001/",
     ],
 )
 def test_redis_urls_of_every_kind_are_accepted(url: str) -> None:

@@ -1,0 +1,190 @@
+"""What jobs cost each primary of a Redis Cluster: ``python -m aimass.bench.cluster
+--primaries 3`` starts a local cluster of that many primaries (and a replica each, as a
+deployment would run it), replays a worker's takes and settles from this process
+(``broker.replay``'s traffic, sharded), and reports per primary its share of the jobs
+(the results it stores), its commands and its Redis CPU per job. With the same figures
+for one primary, it says how a cluster scales: each of 3 primaries carries a third of
+the jobs, at the cost per job of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aimass.bench.broker import BrokerMeter, format_by_command
+from aimass.protocol.keys import RESULT_KEY_PREFIX
+
+
+@dataclass(frozen=True)
+class PrimaryLoad:
+    """One primary's part of one window."""
+
+    address: str
+    jobs: int  # results it stores: the jobs of its shards
+    commands: int
+    calls: dict[str, int]
+    cpu_s: float
+    used_memory: int  # bytes, at the window's end
+
+    def describe(self, total_jobs: int) -> dict[str, Any]:
+        share = self.jobs / max(total_jobs, 1)
+        return {
+            "primary": self.address,
+            "jobs": self.jobs,
+            "share": share,
+            "commands_per_job": self.commands / max(self.jobs, 1),
+            "by_command": {
+                name: calls / max(self.jobs, 1)
+                for name, calls in sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))
+            },
+            "cpu_us_per_job": 1e6 * self.cpu_s / max(self.jobs, 1),
+            "used_memory": self.used_memory,
+        }
+
+
+class ClusterMeter:
+    """A ``BrokerMeter`` on each primary of a cluster."""
+
+    def __init__(self, cluster_client: Any) -> None:
+        import redis
+
+        self.nodes = {
+            f"{node.host}:{node.port}": redis.Redis(host=node.host, port=node.port)
+            for node in cluster_client.get_primaries()
+        }
+        self.meters = {address: BrokerMeter(client) for address, client in self.nodes.items()}
+
+    def forget_results(self) -> None:
+        """Delete the stored results (one key a command: they lie in several slots)."""
+        for client in self.nodes.values():
+            pipe = client.pipeline(transaction=False)
+            for key in client.scan_iter(match=f"{RESULT_KEY_PREFIX}*", count=1000):
+                pipe.delete(key)
+            pipe.execute()
+
+    def start(self) -> None:
+        for meter in self.meters.values():
+            meter.start()
+
+    def stop(self) -> list[PrimaryLoad]:
+        loads = []
+        for address, meter in self.meters.items():
+            cost = meter.stop()
+            client = self.nodes[address]
+            jobs = sum(1 for _ in client.scan_iter(match=f"{RESULT_KEY_PREFIX}*", count=1000))
+            memory = int(client.info("memory")["used_memory"])
+            loads.append(PrimaryLoad(address, jobs, cost.commands, cost.calls, cost.cpu_s, memory))
+        return loads
+
+
+def replay_on_cluster(
+    primaries: int = 3,
+    jobs: int = 6000,
+    rounds: int = 3,
+    in_flight: int = 64,
+    settle_size: int = 32,
+) -> list[list[dict[str, Any]]]:
+    """``broker.replay`` on a local cluster of ``primaries``: per round, each primary's
+    load (``PrimaryLoad.describe``). Each round starts from an empty cluster."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from aimass.bench.broker import _work_as_a_worker
+    from aimass.embedded_cluster import RedisCluster
+    from aimass.producer.client import Client
+    from aimass.producer.submission import Submission
+    from aimass.producer.watcher import ResultWatcher
+    from aimass.protocol.shards import keyspace
+    from aimass.worker.redis_queue import ModelQueues
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 1), dtype=np.uint8)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp:
+        cluster = RedisCluster(Path(tmp), primaries, replicas=1 if primaries >= 3 else 0)
+        cluster.start()
+        try:
+            with Client(cluster.url) as client:
+                space = keyspace(client.redis)
+                queues = ModelQueues(client.redis, ["digits"], "replay", 3600, space=space)
+                meter = ClusterMeter(client.redis)
+                for _ in range(rounds):
+                    meter.forget_results()
+                    batch = [Submission.classify(pixels, model="digits") for _ in range(jobs)]
+                    with ResultWatcher(client.redis) as watcher:
+                        meter.start()
+                        watcher.watch(job.id for job in client.submit_many(batch))
+                        _work_as_a_worker(queues, watcher, in_flight, settle_size)
+                        loads = meter.stop()
+                    out.append([load.describe(jobs) for load in loads])
+        finally:
+            cluster.stop()
+    return out
+
+
+def memory_per_queued_job(primaries: int = 3, jobs: int = 20000) -> float:
+    """Bytes of Redis memory per queued one-image uint8 job (its message and its
+    submission marker), over all primaries: jobs submitted, none taken."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from aimass.embedded_cluster import RedisCluster
+    from aimass.producer.client import Client
+    from aimass.producer.submission import Submission
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 1), dtype=np.uint8)
+    with tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp:
+        cluster = RedisCluster(Path(tmp), primaries, replicas=0).start()
+        try:
+            with Client(cluster.url, max_queue_depth=0) as client:
+                meter = ClusterMeter(client.redis)
+                before = sum(int(n.info("memory")["used_memory"]) for n in meter.nodes.values())
+                client.submit_many(Submission.classify(pixels, model="digits") for _ in range(jobs))
+                after = sum(int(n.info("memory")["used_memory"]) for n in meter.nodes.values())
+        finally:
+            cluster.stop()
+    return (after - before) / jobs
+
+
+def report(rounds: list[list[dict[str, Any]]]) -> list[str]:
+    """Lines: per round, per primary, its share of the jobs and its cost per job."""
+    lines = []
+    for index, loads in enumerate(rounds, 1):
+        for load in loads:
+            lines.append(
+                f"round {index} primary {load['primary']}: {load['jobs']} jobs "
+                f"({100 * load['share']:.1f} %), {load['commands_per_job']:.2f} commands/job, "
+                f"{load['cpu_us_per_job']:.1f} us Redis CPU/job "
+                f"({format_by_command(load['by_command'])})"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m aimass.bench.cluster",
+        description="Each primary's share of the jobs, commands and Redis CPU per job, on a "
+        "local Redis Cluster (docs/performance.md, sizing a cluster).",
+    )
+    parser.add_argument("--primaries", type=int, default=3, help="1, or 3 and more")
+    parser.add_argument("--jobs", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--memory", action="store_true", help="also the Redis memory per queued job"
+    )
+    args = parser.parse_args(argv)
+    print("\n".join(report(replay_on_cluster(args.primaries, args.jobs, args.rounds))))
+    if args.memory:
+        per_job = memory_per_queued_job(args.primaries)
+        print(f"memory per queued job: {per_job:,.0f} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
