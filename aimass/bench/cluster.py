@@ -1,7 +1,8 @@
 """What jobs cost each primary of a Redis Cluster: ``python -m aimass.bench.cluster
 --primaries 3`` starts a local cluster of that many primaries (and a replica each, as a
 deployment would run it), replays a worker's takes and settles from this process
-(``broker.replay``'s traffic, sharded), and reports per primary its share of the jobs
+(``broker.replay``'s traffic, sharded; with ``--worker`` a real ``aimass worker`` answers
+them), and reports per primary its share of the jobs
 (the results it stores), its commands and its Redis CPU per job. With the same figures
 for one primary, it says how a cluster scales: each of 3 primaries carries a third of
 the jobs, at the cost per job of one.
@@ -124,6 +125,51 @@ def replay_on_cluster(
     return out
 
 
+def worker_on_cluster(
+    primaries: int = 3, jobs: int = 6000, rounds: int = 3, log_dir: Any = None
+) -> list[list[dict[str, Any]]]:
+    """The bulk run of ``broker.measure_batch`` on a local cluster of ``primaries``: one
+    real ``aimass worker --devices cpu`` on the digits stand-in, ``jobs`` one-image
+    uint8 jobs through ``Client.submit_many`` and then ``Client.wait``, metered on each
+    primary; per round, each primary's load (``PrimaryLoad.describe``)."""
+    import tempfile
+    from pathlib import Path
+
+    from aimass.bench.load import synthetic_pixels
+    from aimass.bench.models import find_model
+    from aimass.bench.processes import start_aimass_worker
+    from aimass.embedded_cluster import RedisCluster
+    from aimass.producer.client import Client
+    from aimass.producer.submission import Submission
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp:
+        root = Path(tmp)
+        model = find_model("digits", root / "empty", root / "models")
+        pixels = synthetic_pixels(model.input_shape, 32, seed=0)
+        cluster = RedisCluster(root / "cluster", primaries, replicas=1 if primaries >= 3 else 0)
+        cluster.start()
+        try:
+            worker = start_aimass_worker(cluster.url, model, "cpu", Path(log_dir or root))
+            try:
+                with Client(cluster.url) as client:
+                    meter = ClusterMeter(client.redis)
+                    for _ in range(rounds):
+                        meter.forget_results()
+                        batch = [
+                            Submission.classify(pixels[i % len(pixels)], model="digits")
+                            for i in range(jobs)
+                        ]
+                        meter.start()
+                        client.wait(client.submit_many(batch), timeout=600)
+                        out.append([load.describe(jobs) for load in meter.stop()])
+            finally:
+                worker.stop()
+        finally:
+            cluster.stop()
+    return out
+
+
 def memory_per_queued_job(primaries: int = 3, jobs: int = 20000) -> float:
     """Bytes of Redis memory per queued one-image uint8 job (its message and its
     submission marker), over all primaries: jobs submitted, none taken."""
@@ -178,8 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory", action="store_true", help="also the Redis memory per queued job"
     )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="a real aimass worker answers the jobs (default: this process replays a "
+        "worker's takes and settles)",
+    )
     args = parser.parse_args(argv)
-    print("\n".join(report(replay_on_cluster(args.primaries, args.jobs, args.rounds))))
+    run = worker_on_cluster if args.worker else replay_on_cluster
+    print("\n".join(report(run(args.primaries, args.jobs, args.rounds))))
     if args.memory:
         per_job = memory_per_queued_job(args.primaries)
         print(f"memory per queued job: {per_job:,.0f} bytes")
