@@ -49,6 +49,7 @@ class Decoding:
     joined: float = 0.0  # when its first step ran
     first_token_at: float = 0.0
     output: BatchOutput | None = None  # set when it leaves the loop
+    muted: bool = False  # its stream had ended before this run: it writes nothing there
 
     @property
     def done(self) -> bool:

@@ -32,9 +32,17 @@ SPARE_ENTRIES = 16
 
 # KEYS: the stream. ARGV: its cap. When the stream exists (an earlier run wrote to it),
 # adds a restart entry numbering this run (the earlier runs' restart entries, plus two)
-# and returns that number; else 0.
+# and returns that number; else 0. Returns -1, adding nothing, when the stream has ended
+# already: this run is a second delivery of a job answered meanwhile, and writes nothing.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if last then
+  local f = last[2]
+  for i = 1, #f, 2 do
+    if f[i] == 'event' and (f[i + 1] == 'end' or f[i + 1] == 'error') then return -1 end
+  end
+end
 local run = 2
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
   local f = entry[2]
@@ -108,20 +116,44 @@ class StreamWriter:
                 resolve(decoding)
 
     def _pipeline(self, steps: list[_Step]) -> None:
+        """One pipeline for the steps at hand. A stream's text of several steps goes in
+        one entry: when this thread falls behind the loop, it writes fewer, longer
+        entries rather than falling further behind (the text is the same)."""
+        started: set[Decoding] = set()
+        texts: dict[Decoding, list[str]] = {}  # in the order the sequences wrote
+        ended: list[Decoding] = []
+        for step_started, written, step_ended in steps:
+            started.update(step_started)
+            for d in step_started:
+                texts.setdefault(d, [])
+            for d, text in written:
+                texts.setdefault(d, []).append(text)
+            ended.extend(step_ended)
+        if started:
+            self._begin(started)
         pipe: Any = self.client.pipeline(transaction=False)
         touched: set[str] = set()
-        for started, written, ended in steps:
-            for d in started:
-                key = stream_key(str(d.job_id))
-                self._start(keys=[key], args=[_cap(d)], client=pipe)
-                touched.add(key)
-            for d, text in written:
-                self._add(pipe, d, StreamEntry(StreamEvent.text, text=text), touched)
-            for d in ended:
+        for d, pieces in texts.items():
+            if pieces and not d.muted:
+                self._add(pipe, d, StreamEntry(StreamEvent.text, text="".join(pieces)), touched)
+        for d in ended:
+            if not d.muted:
                 self._add(pipe, d, _final_entry(d), touched)
         for key in touched:
             pipe.expire(key, self.ttl_s)
         pipe.execute()
+
+    def _begin(self, started: set[Decoding]) -> None:
+        """Runs' first writes: a restart entry where an earlier run wrote; a run whose
+        job's stream has ended already is muted."""
+        pipe: Any = self.client.pipeline(transaction=False)
+        ordered = list(started)
+        for d in ordered:
+            self._start(keys=[stream_key(str(d.job_id))], args=[_cap(d)], client=pipe)
+        for d, run in zip(ordered, pipe.execute(), strict=True):
+            d.muted = int(run) < 0
+            if int(run) > 0:
+                log.warning("job %s runs again (run %d): its stream starts over", d.job_id, run)
 
     def _add(self, pipe: Any, d: Decoding, entry: StreamEntry, touched: set[str]) -> None:
         key = stream_key(str(d.job_id))
