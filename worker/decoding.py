@@ -35,13 +35,16 @@ import numpy as np
 from aimass.protocol.errors import AimassError, JobCancelled, ModelError
 from aimass.worker.batcher import BatchOutput, DeviceLost, Runner
 from aimass.worker.buckets import bucket_for
-from aimass.worker.sampling import sample_rows
 from aimass.worker.sequences import Decoding, SequenceModel
 from aimass.worker.sessions import DeviceHealth
+from aimass.worker.steps import Prefill, StepRows
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SEQUENCES = 64
+# Steps of new sequences' prompts between two steps of those decoding: enough for most
+# prompts to be fed at once, few enough that a long one does not stall the others.
+PROMPT_STEPS = 32
 
 
 class StreamSink(Protocol):
@@ -106,9 +109,9 @@ class Decoder:
         self._waiting: Decoding | None = None  # taken from the inbox, not yet joined
         self._stopping = False
         self._stopped = False
-        self.active: list[Decoding] = []
-        self._tokens = np.zeros((0,), dtype=model.token_dtype)
-        self._states = model.zero_states(0)
+        self.rows = StepRows(model.zero_states(0), model.token_dtype)
+        self.prefill = Prefill(model.zero_states(0), model.token_dtype)
+        self._cancels_seen = -1  # how many cancels the last look at them found
         self._thread = threading.Thread(target=self._loop, name=f"decoder-{name}", daemon=True)
         self._thread.start()
 
@@ -146,23 +149,30 @@ class Decoder:
     # The loop.
 
     def _loop(self) -> None:
-        while not (self._stopping and not self.active and self._waiting is None):
+        while not (self._stopping and not self.in_flight() and self._waiting is None):
             self._admit()
+            self._drop_stopped()
+            if self.prefill:
+                self._feed_prompts()
             if self.active:
                 self._step()
 
+    def in_flight(self) -> int:
+        """Sequences taken into the loop: feeding their prompts, or in the steps."""
+        return len(self.rows) + len(self.prefill)
+
     def _admit(self) -> None:
         """Let waiting sequences join, up to the limit; wait for one when none is in
-        flight. A sequence to decode alone joins only an empty step, and nothing joins
+        flight. A sequence to decode alone joins only an empty loop, and nothing joins
         it."""
-        if self.active and self.active[0].alone:
+        if any(d.alone for d in self.prefill.feeding[:1] + self.active[:1]):
             return
         joining: list[Decoding] = []
-        while len(self.active) + len(joining) < self.max_sequences:
-            item = self._next(block=not self.active and not joining)
+        while self.in_flight() + len(joining) < self.max_sequences:
+            item = self._next(block=not self.in_flight() and not joining)
             if item is None:
                 break
-            if item.alone and (self.active or joining):
+            if item.alone and (self.in_flight() or joining):
                 self._waiting = item  # after the sequences in flight have left
                 break
             joining.append(item)
@@ -176,6 +186,8 @@ class Decoder:
             item, self._waiting = self._waiting, None
             return item
         while True:
+            if not block and self._inbox.empty():
+                return None  # no call into the queue, which may switch threads
             try:
                 got = self._inbox.get(block=block, timeout=0.5 if block else None)
             except queue.Empty:
@@ -205,39 +217,58 @@ class Decoder:
             except Exception as exc:
                 log.warning("could not record the start of %d sequences: %s", len(ids), exc)
         now = time.monotonic()
-        for d in joining:
-            d.joined = now
-        first = np.array([d.prompt[0] for d in joining], dtype=self._tokens.dtype)
-        self._tokens = np.concatenate([self._tokens, first])
-        zeros = self.model.zero_states(len(joining))
-        self._states = [np.concatenate([s, z]) for s, z in zip(self._states, zeros, strict=True)]
-        self.active.extend(joining)
+        ready = [d for d in joining if len(d.prompt) == 1]
+        if ready:
+            self.rows.join(ready, self.model.zero_states(len(ready)), now)
+        feeding = [d for d in joining if len(d.prompt) > 1]
+        if feeding:
+            self.prefill.add(feeding, self.model.zero_states(len(feeding)), now)
         started = [d for d in joining if d.stream]
         if started:
             self._stream(started, [], [])
 
+    @property
+    def active(self) -> list[Decoding]:
+        """The sequences in flight, one per row of a step."""
+        return self.rows.active
+
+    def _feed_prompts(self) -> None:
+        """Feed the new sequences' prompts, in steps of their own, for up to
+        ``PROMPT_STEPS`` steps (a long prompt must not stall the others' decoding);
+        those done join the rows."""
+        for _ in range(PROMPT_STEPS):
+            try:
+                _, states = self._run(self.prefill.tokens(), self.prefill.states)
+            except Exception as exc:
+                self._failed(exc, self.prefill)
+                return
+            done, their_states = self.prefill.fed_step(states)
+            if done:
+                self.rows.join(done, their_states, time.monotonic())
+            if not self.prefill:
+                return
+
     def _step(self) -> None:
-        self._drop_stopped()
-        if not self.active:
-            return
         started = time.monotonic()
         try:
-            logits, states = self._run()
+            logits, states = self._run(self.rows.tokens, self.rows.states)
         except Exception as exc:
-            self._failed(exc)
+            self._failed(exc, self.rows)
             return
-        self._states = states
-        ended = self._advance(logits)
+        self.rows.states = states
+        ended = self.rows.advance(logits)
         if self.on_step is not None:
             self.on_step(len(self.active), len(logits), (time.monotonic() - started) * 1000.0)
         self._after_step(ended)
 
-    def _run(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One step of every sequence in flight; the logits and states of their rows."""
-        rows = len(self.active)
+    def _run(
+        self, tokens: np.ndarray, states: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One step of these rows (padded up to a bucket); their logits and states."""
+        rows = len(tokens)
         size = bucket_for(rows, self.buckets) if self.buckets else rows
-        feeds: dict[str, np.ndarray] = {self.token_input: _padded(self._tokens, size)}
-        for name, state in zip(self.state_inputs, self._states, strict=True):
+        feeds: dict[str, np.ndarray] = {self.token_input: _padded(tokens, size)}
+        for name, state in zip(self.state_inputs, states, strict=True):
             feeds[name] = _padded(state, size)
         outputs = self.runner(feeds)
         if self.device is not None:
@@ -245,31 +276,9 @@ class Decoder:
         logits = outputs[self.logits_index][:rows]
         return logits, [outputs[i][:rows] for i in self.state_indices]
 
-    def _advance(self, logits: np.ndarray) -> list[int]:
-        """Feed on each sequence's prompt or sample its next token; the rows that ended."""
-        tokens = self._tokens
-        rows: list[int] = []
-        sampling: list[Decoding] = []
-        for i, d in enumerate(self.active):
-            if d.fed < len(d.prompt):
-                d.fed += 1
-                if d.fed < len(d.prompt):
-                    tokens[i] = d.prompt[d.fed]
-                    continue
-            rows.append(i)
-            sampling.append(d)
-        ended: list[int] = []
-        if rows:
-            picked = sample_rows(logits, rows, [d.sampler for d in sampling])
-            for i, d, token in zip(rows, sampling, picked, strict=True):
-                tokens[i] = token
-                if d.accept(token):
-                    ended.append(i)
-        return ended
-
     def _after_step(self, ended: list[int]) -> None:
         written: list[tuple[Decoding, str]] = []
-        if self.streams is not None:
+        if self.streams is not None and self.rows.writes.any():
             for d in self.active:
                 if d.chunk:
                     written.append((d, d.chunk))
@@ -286,14 +295,17 @@ class Decoder:
 
     def _drop_stopped(self) -> None:
         """Sequences cancelled, or past their time limit, leave before the step."""
-        now = time.monotonic()
-        limit = self.time_limit_s
         gone: list[int] = []
-        for i, d in enumerate(self.active):
-            if d.job_id is not None and d.job_id in self.cancelled:
-                d.fail(JobCancelled(f"job {d.job_id} was cancelled"))
-                gone.append(i)
-            elif limit > 0 and now - d.joined > limit:
+        if self._new_cancels():
+            gone = self._cancelled_rows(self.active)
+            feeding = self._cancelled_rows(self.prefill.feeding)
+            if feeding:
+                self._stream([], [], self._leave(self.prefill.remove(feeding)[0]))
+        limit = self.time_limit_s
+        if limit > 0:
+            late = np.flatnonzero(time.monotonic() - self.rows.joined > limit).tolist()
+            for i in late:
+                d = self.active[i]
                 d.fail(
                     ModelError(
                         f"job {d.job_id} decoded {d.tokens} tokens in {limit:g} s and was "
@@ -301,23 +313,38 @@ class Decoder:
                         "ask for fewer max_tokens"
                     )
                 )
-                gone.append(i)
+            gone = sorted(set(gone) | set(late))
         if gone:
             leaving = self._remove(gone)
             if leaving:
                 self._stream([], [], leaving)
 
+    def _cancelled_rows(self, decodings: list[Decoding]) -> list[int]:
+        """The rows of the sequences that producers cancelled, failed with JobCancelled."""
+        gone = []
+        for i, d in enumerate(decodings):
+            if d.job_id is not None and d.job_id in self.cancelled:
+                d.fail(JobCancelled(f"job {d.job_id} was cancelled"))
+                gone.append(i)
+        return gone
+
+    def _new_cancels(self) -> bool:
+        """Whether producers may have cancelled a sequence since the last look: a
+        container that can count its cancels is looked through only when it grows."""
+        try:
+            seen = len(self.cancelled)  # type: ignore[arg-type]
+        except TypeError:
+            return True
+        if seen == self._cancels_seen:
+            return False
+        self._cancels_seen = seen
+        return True
+
     def _remove(self, gone: list[int]) -> list[Decoding]:
         """Take the rows of ended sequences out of the step and settle them; returns
         those the stream writer settles (streaming ones that ran a step)."""
-        leaving = [self.active[i] for i in gone]
         size = len(self.active)
-        out = set(gone)
-        keep = [i for i in range(size) if i not in out]
-        self._tokens = self._tokens[keep]
-        self._states = [state[keep] for state in self._states]
-        self.active = [self.active[i] for i in keep]
-        return self._leave(leaving, size)
+        return self._leave(self.rows.remove(gone), size)
 
     def _leave(self, leaving: list[Decoding], step_size: int = 1) -> list[Decoding]:
         now = time.monotonic()
@@ -336,17 +363,19 @@ class Decoder:
                 resolve(d)
         return streamed
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception, group: StepRows | Prefill) -> None:
         """A step failed: every sequence in it fails (or, on a broken device, is left
         for another worker)."""
-        leaving = list(range(len(self.active)))
+        size = len(group)
+        everyone = list(range(size))
+        failed = (
+            self.rows.remove(everyone) if group is self.rows else self.prefill.remove(everyone)[0]
+        )
         if self.device is not None and self.device.failed(exc):
             log.critical("a step of %s broke the device (%s)", self.name, exc)
             reason = str(self.device.broken)
-            for d in self.active:
+            for d in failed:
                 resolve(d, DeviceLost(reason))
-            self.active, self._tokens = [], self._tokens[:0]
-            self._states = [state[:0] for state in self._states]
             if self.on_device_lost is not None:
                 self.on_device_lost(reason)
             return
@@ -354,14 +383,14 @@ class Decoder:
             exc
             if isinstance(exc, AimassError)
             else ModelError(
-                f"model {self.name!r} failed on a step of {len(self.active)} sequences: "
+                f"model {self.name!r} failed on a step of {size} sequences: "
                 f"{type(exc).__name__}: {exc}"
             )
         )
-        log.error("a step of %d sequences failed on %s: %s", len(self.active), self.name, exc)
-        for d in self.active:
+        log.error("a step of %d sequences failed on %s: %s", size, self.name, exc)
+        for d in failed:
             d.fail(error)
-        self._stream([], [], self._remove(leaving))
+        self._stream([], [], self._leave(failed, size))
 
 
 def _padded(array: np.ndarray, size: int) -> np.ndarray:

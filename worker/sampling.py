@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+GREEDY, PLAIN, CUT = 0, 1, 2  # how a sampler picks: argmax, whole softmax, top-k/top-p
+
 
 @dataclass(eq=False)
 class Sampler:
@@ -26,60 +28,64 @@ class Sampler:
     top_p: float = 1.0
     seed: int = 0
     rng: np.random.Generator = field(init=False, repr=False)
+    mode: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    @property
-    def plain(self) -> bool:
-        """Sampled from the whole softmax: no cut by top-k or top-p."""
-        return not self.greedy and self.top_k == 0 and self.top_p >= 1.0
+        if self.temperature == 0:
+            self.mode = GREEDY
+        elif self.top_k == 0 and self.top_p >= 1.0:
+            self.mode = PLAIN
+        else:
+            self.mode = CUT
 
 
-def sample_rows(logits: np.ndarray, rows: list[int], samplers: list[Sampler]) -> list[int]:
-    """The next token of each of ``rows`` of ``logits`` ([batch, vocabulary]), picked by
-    the sampler of the same position in ``samplers``."""
-    if len(rows) == 1:  # one sequence in the step: no grouping to pay for
-        return [sample_one(logits[rows[0]], samplers[0])]
-    out = [0] * len(rows)
-    greedy = [i for i, s in enumerate(samplers) if s.greedy]
-    plain = [i for i, s in enumerate(samplers) if s.plain]
+def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
+    """The next token of each row of ``logits`` ([rows, vocabulary]), picked by the
+    sampler of the same row."""
+    modes = [s.mode for s in samplers]
+    if len(samplers) == 1:  # one sequence in the step: no grouping to pay for
+        return np.array([sample_one(logits[0], samplers[0])])
+    if modes.count(PLAIN) == len(modes):  # the common case: one draw per row, at once
+        return _draw(logits, [s.temperature for s in samplers], [s.rng.random() for s in samplers])
+    out = np.empty(len(samplers), dtype=np.int64)
+    greedy = [i for i, mode in enumerate(modes) if mode == GREEDY]
+    plain = [i for i, mode in enumerate(modes) if mode == PLAIN]
     if greedy:
-        picked = np.argmax(logits[[rows[i] for i in greedy]], axis=1).tolist()
-        for i, token in zip(greedy, picked, strict=True):
-            out[i] = token
+        out[greedy] = np.argmax(logits[greedy], axis=1)
     if plain:
-        temperatures = np.array([samplers[i].temperature for i in plain], dtype=np.float64)
-        draws = np.array([samplers[i].rng.random() for i in plain], dtype=np.float64)
-        picked = _draw(logits[[rows[i] for i in plain]], temperatures, draws).tolist()
-        for i, token in zip(plain, picked, strict=True):
-            out[i] = token
-    for i, sampler in enumerate(samplers):
-        if not sampler.greedy and not sampler.plain:
-            out[i] = sample_one(logits[rows[i]], sampler)
+        temperatures = [samplers[i].temperature for i in plain]
+        out[plain] = _draw(logits[plain], temperatures, [samplers[i].rng.random() for i in plain])
+    for i, mode in enumerate(modes):
+        if mode == CUT:
+            out[i] = _draw_cut(logits[i], samplers[i], samplers[i].rng.random())
     return out
 
 
 def sample_one(row: np.ndarray, sampler: Sampler) -> int:
     """The next token from one row of logits."""
-    if sampler.greedy:
+    if sampler.mode == GREEDY:
         return int(np.argmax(row))
     draw = sampler.rng.random()
-    if sampler.plain:
-        return int(_draw(row[None], np.array([sampler.temperature]), np.array([draw]))[0])
+    if sampler.mode == PLAIN:
+        scaled = row.astype(np.float64)
+        if sampler.temperature != 1.0:
+            scaled /= sampler.temperature
+        scaled -= scaled.max()
+        cdf = np.cumsum(np.exp(scaled, out=scaled), out=scaled)
+        return min(int(np.searchsorted(cdf, draw * cdf[-1], side="right")), len(cdf) - 1)
     return _draw_cut(row, sampler, draw)
 
 
-def _draw(logits: np.ndarray, temperatures: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """Inverse-CDF draws, one per row, from softmax(logits / temperature) in float64."""
-    scaled = logits.astype(np.float64) / temperatures[:, None]
+def _draw(logits: np.ndarray, temperatures: list[float], draws: list[float]) -> np.ndarray:
+    """Inverse-CDF draws, one per row, from softmax(logits / temperature) in float64:
+    the same sums, in the same order, as ``sample_one`` makes for one row."""
+    scaled = logits.astype(np.float64)
+    if any(t != 1.0 for t in temperatures):
+        scaled /= np.array(temperatures)[:, None]
     scaled -= scaled.max(axis=1, keepdims=True)
-    cdf = np.cumsum(np.exp(scaled), axis=1)
-    targets = draws * cdf[:, -1]
+    cdf = np.cumsum(np.exp(scaled, out=scaled), axis=1, out=scaled)
+    targets = np.array(draws) * cdf[:, -1]
     picked = (cdf <= targets[:, None]).sum(axis=1)
     return np.minimum(picked, logits.shape[1] - 1)  # a draw of exactly the total
 

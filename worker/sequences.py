@@ -3,7 +3,7 @@ writes out. The decoding loop itself is ``worker/decoding.py``; no queue here.
 
 A job becomes a ``Decoding``: its prompt's token ids, its sampler, its stop strings and
 limits, and (as the loop goes) the text written. The loop feeds the prompt one token a
-step, then each sampled token; ``accept`` takes each sampled token and says whether the
+step, then each sampled token, and ends it at its end token, a stop string or its
 sequence has ended.
 """
 
@@ -27,7 +27,12 @@ from aimass.worker.stops import StopText
 
 @dataclass(eq=False)
 class Decoding:
-    """One job's sequence as the decoding loop carries it from step to step."""
+    """One job's sequence as the decoding loop carries it from step to step.
+
+    The loop keeps the sampled token ids (``ids``) and decides the common endings (end
+    token, ``max_tokens``) for all its sequences at once; only a sequence that streams
+    or has stop strings turns each token into text as it goes (``write``). The others'
+    text is made once, at the end."""
 
     job_id: str | None
     prompt: list[int]  # token ids fed one a step before any is sampled
@@ -40,9 +45,8 @@ class Decoding:
     arrived: float = 0.0  # time.monotonic() when the job reached the worker
     alone: bool = False  # decodes with no batch mates (a worker died decoding it before)
     future: Future[BatchOutput] = field(default_factory=Future)
-    fed: int = 0  # prompt tokens fed so far
-    tokens: int = 0  # tokens written (sampled), the end token's and stop string's included
-    pieces: list[str] = field(default_factory=list)  # the text let out so far
+    ids: list[int] = field(default_factory=list)  # sampled, the end token's included
+    pieces: list[str] = field(default_factory=list)  # the text let out (``write``)
     chunk: str = ""  # text let out in this step, for the stream
     finish_reason: FinishReason | None = None
     error: AimassError | None = None
@@ -52,21 +56,29 @@ class Decoding:
     muted: bool = False  # its stream had ended before this run: it writes nothing there
 
     @property
+    def tokens(self) -> int:
+        """Tokens written (sampled), the end token's and the stop string's included."""
+        return len(self.ids)
+
+    @property
+    def writes(self) -> bool:
+        """Its text is made token by token (it streams, or has stop strings)."""
+        return self.stream or bool(self.stop.stops)
+
+    @property
     def done(self) -> bool:
         return self.finish_reason is not None or self.error is not None
 
     @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        if self.writes:
+            return "".join(self.pieces)
+        vocabulary, end = self.vocabulary, self.end_token
+        return "".join(vocabulary[token] for token in self.ids if token != end)
 
-    def accept(self, token: int) -> bool:
-        """Take the token sampled for this sequence; True when the sequence has ended."""
-        self.tokens += 1
-        if self.tokens == 1:
-            self.first_token_at = time.monotonic()
-        if token == self.end_token:
-            self._finish(FinishReason.end)
-            return True
+    def write(self, token: int) -> None:
+        """Let out the text of a sampled token (not the end token), holding back what
+        may start a stop string; a stop string ends the sequence."""
         out = self.stop.add(self.vocabulary[token])
         if out:
             self.pieces.append(out)
@@ -74,11 +86,12 @@ class Decoding:
                 self.chunk += out
         if self.stop.stopped:
             self.finish_reason = FinishReason.stop
-        elif self.tokens >= self.max_tokens:
-            self._finish(FinishReason.length)
-        return self.finish_reason is not None
 
-    def _finish(self, reason: FinishReason) -> None:
+    def finish(self, reason: FinishReason) -> None:
+        """End the sequence (unless a stop string ended it already), letting out the
+        text held back for stop strings."""
+        if self.finish_reason is not None:
+            return
         held = self.stop.flush()
         if held:
             self.pieces.append(held)

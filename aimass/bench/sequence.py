@@ -71,6 +71,7 @@ class Options:
     jobs_per_slot: int
     devices: str
     max_sequences: int
+    intra_op_threads: int  # 0: the worker's own choice (the cores of its process)
 
 
 def job_options(index: int, max_tokens: int) -> dict[str, Any]:
@@ -95,6 +96,7 @@ def measure_worker(options: Options, redis_url: str, batching: bool, logs: Path)
         "AIMASS_MAX_SEQUENCES": str(options.max_sequences),
         "AIMASS_CONCURRENCY": str(max(most, options.max_sequences)),
         "AIMASS_MODELS": options.model,
+        "AIMASS_INTRA_OP_THREADS": str(options.intra_op_threads),
     }
     args = ["--repository", str(options.repository), "--devices", options.devices]
     worker = WorkerProcess(redis_url, args, logs / f"worker-{int(batching)}.log", env).start(120)
@@ -106,7 +108,7 @@ def measure_worker(options: Options, redis_url: str, batching: bool, logs: Path)
             ]
             client.run_many(warm, timeout=120)
             for concurrency in options.concurrency:
-                count = max(8, concurrency * options.jobs_per_slot)
+                count = max(16, concurrency * options.jobs_per_slot)
                 jobs = [
                     Submission.sequence(model=options.model, **job_options(i, options.max_tokens))
                     for i in range(count)
@@ -146,20 +148,24 @@ def measure_raw(options: Options, jobs: int) -> Level:
     logic = SequenceModel(version.manifest)
     spec = logic.spec
     gpu = None if options.devices == "cpu" else int(options.devices.split(",")[0])
-    plan = DevicePlan(gpu=gpu, intra_op_threads=cpu_threads_per_process(1))
+    threads = options.intra_op_threads or cpu_threads_per_process(1)  # as the worker picks
+    plan = DevicePlan(gpu=gpu, intra_op_threads=threads)
     session = create_session(version.folder / MODEL_FILE, plan)
     names = [output.name for output in session.get_outputs()]
     logits_at = names.index(spec.logits_output)
     states_at = [names.index(state.output) for state in spec.state]
     limits = Limits(1 << 30, 1 << 30)
-    tokens, ttft = 0, []
+    end = -1 if spec.end_token is None else spec.end_token
+    tokens, ttft, texts = 0, [], []
     started = time.perf_counter()
     for index in range(jobs):
         job = SequenceJob(model=options.model, **job_options(index, options.max_tokens))
         _, _, decoding = logic.prepare(job, limits, None)
+        prompt, sampler = decoding.prompt, decoding.sampler
         began = time.perf_counter()
         states = logic.zero_states(1)
-        feed = np.array([decoding.prompt[0]], dtype=logic.token_dtype)
+        feed = np.array([prompt[0]], dtype=logic.token_dtype)
+        written: list[int] = []
         step = 0
         while True:
             feeds = {spec.token_input: feed}
@@ -167,16 +173,18 @@ def measure_raw(options: Options, jobs: int) -> Level:
             outputs = session.run(None, feeds)
             states = [outputs[i] for i in states_at]
             step += 1
-            if step < len(decoding.prompt):
-                feed[0] = decoding.prompt[step]
+            if step < len(prompt):
+                feed[0] = prompt[step]
                 continue
-            token = sample_one(outputs[logits_at][0], decoding.sampler)
-            if decoding.tokens == 0:
+            token = sample_one(outputs[logits_at][0], sampler)
+            if not written:
                 ttft.append((time.perf_counter() - began) * 1000.0)
-            if decoding.accept(token):
+            written.append(token)
+            if token == end or len(written) >= decoding.max_tokens:
                 break
             feed[0] = token
-        tokens += decoding.tokens
+        texts.append("".join(spec.vocabulary[t] for t in written if t != end))
+        tokens += len(written)
     level = Level(RAW, 1, jobs, tokens, time.perf_counter() - started, ttft)
     _say(level)
     return level
@@ -244,7 +252,7 @@ def run(options: Options) -> dict[str, Any]:
         workdir = Path(work)
         redis_server = RedisServer(workdir).start()
         try:
-            levels = [measure_raw(options, jobs=max(8, options.jobs_per_slot * 4))]
+            levels = [measure_raw(options, jobs=max(16, options.jobs_per_slot * 4))]
             for batching in (True, False):
                 levels += measure_worker(options, redis_server.url, batching, workdir)
         finally:
@@ -254,6 +262,7 @@ def run(options: Options) -> dict[str, Any]:
         "devices": options.devices,
         "max_tokens": options.max_tokens,
         "max_sequences": options.max_sequences,
+        "intra_op_threads": options.intra_op_threads,
         "levels": [level.summary() for level in levels],
         "goals": goals(levels),
         "table": table(levels),
@@ -269,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs-per-slot", type=int, default=6, help="jobs per level per slot (6)")
     parser.add_argument("--devices", default="cpu", help="cpu, or a GPU index (cpu)")
     parser.add_argument("--max-sequences", type=int, default=0, help="0: the largest level")
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="ONNX Runtime threads, for the worker and the raw loop alike (0: the worker's "
+        "choice); a small model steps faster on 1",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench-results/sequence.json"))
     args = parser.parse_args(argv)
     levels = [int(part) for part in args.concurrency.split(",") if part.strip()]
@@ -280,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs_per_slot,
         args.devices,
         args.max_sequences or max(levels),
+        args.intra_op_threads,
     )
     report = run(options)
     print(report["table"])
