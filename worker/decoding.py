@@ -45,6 +45,9 @@ DEFAULT_MAX_SEQUENCES = 64
 # Steps of new sequences' prompts between two steps of those decoding: enough for most
 # prompts to be fed at once, few enough that a long one does not stall the others.
 PROMPT_STEPS = 32
+# Steps between two looks at the sequences' time limits (each look costs an array
+# operation; a limit is seconds, a step well under a millisecond).
+LIMIT_EVERY = 32
 
 
 class StreamSink(Protocol):
@@ -112,6 +115,7 @@ class Decoder:
         self.rows = StepRows(model.zero_states(0), model.token_dtype)
         self.prefill = Prefill(model.zero_states(0), model.token_dtype)
         self._cancels_seen = -1  # how many cancels the last look at them found
+        self._steps = 0
         self._thread = threading.Thread(target=self._loop, name=f"decoder-{name}", daemon=True)
         self._thread.start()
 
@@ -249,7 +253,7 @@ class Decoder:
                 return
 
     def _step(self) -> None:
-        started = time.monotonic()
+        started = time.monotonic() if self.on_step is not None else 0.0
         try:
             logits, states = self._run(self.rows.tokens, self.rows.states)
         except Exception as exc:
@@ -278,7 +282,7 @@ class Decoder:
 
     def _after_step(self, ended: list[int]) -> None:
         written: list[tuple[Decoding, str]] = []
-        if self.streams is not None and self.rows.writes.any():
+        if self.streams is not None and self.rows.writing:
             for d in self.active:
                 if d.chunk:
                     written.append((d, d.chunk))
@@ -302,7 +306,8 @@ class Decoder:
             if feeding:
                 self._stream([], [], self._leave(self.prefill.remove(feeding)[0]))
         limit = self.time_limit_s
-        if limit > 0:
+        self._steps += 1
+        if limit > 0 and self._steps % LIMIT_EVERY == 0:
             late = np.flatnonzero(time.monotonic() - self.rows.joined > limit).tolist()
             for i in late:
                 d = self.active[i]

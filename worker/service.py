@@ -257,6 +257,7 @@ class WorkerService:
         }
         if self.consumer is not None:
             checks.update(self.consumer.health(STALL_S))
+        checks["streams"] = self.streams.alive() or "the stream writer thread has died"
         for model in self.runtime.models():
             name = f"batcher {model.version.name} v{model.version.version}"
             checks[name] = model.batcher.alive() or "its thread has died"

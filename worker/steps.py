@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from aimass.protocol.contract import FinishReason
-from aimass.worker.sampling import Sampler, sample_rows
+from aimass.worker.sampling import Sampler, sample_one, sample_rows
 from aimass.worker.sequences import Decoding
 
 
@@ -33,6 +33,7 @@ class StepRows:
         self.joined = np.zeros((0,), dtype=np.float64)
         self.samplers: list[Sampler] = []
         self.writes = np.zeros((0,), dtype=bool)  # rows whose text is made token by token
+        self.writing = 0  # how many
 
     def __len__(self) -> int:
         return len(self.active)
@@ -50,10 +51,12 @@ class StepRows:
         self.limit = _more(self.limit, [d.max_tokens for d in joining])
         self.joined = _more(self.joined, [now] * len(joining))
         self.writes = _more(self.writes, [d.writes for d in joining])
+        self.writing += sum(d.writes for d in joining)
 
     def remove(self, gone: list[int]) -> list[Decoding]:
         """Take these rows out; returns their sequences."""
         leaving = [self.active[i] for i in gone]
+        self.writing -= sum(d.writes for d in leaving)
         out = set(gone)
         keep = [i for i in range(len(self.active)) if i not in out]
         self.active = [self.active[i] for i in keep]
@@ -71,9 +74,9 @@ class StepRows:
     def advance(self, logits: np.ndarray) -> list[int]:
         """After a step: sample each sequence's next token from ``logits`` and feed it
         to the next step; returns the rows that ended."""
+        if len(self.samplers) == 1:  # one sequence: array operations cost more than they save
+            return self._sampled_one(0, sample_one(logits[0], self.samplers[0]))
         picked = sample_rows(logits, self.samplers)
-        if len(picked) == 1:  # one sequence: array operations cost more than they save
-            return self._sampled_one(0, int(picked[0]))
         self.tokens[:] = picked
         self.written += 1
         written = self.written
