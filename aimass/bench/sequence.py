@@ -108,7 +108,7 @@ def measure_worker(options: Options, redis_url: str, batching: bool, logs: Path)
             ]
             client.run_many(warm, timeout=120)
             for concurrency in options.concurrency:
-                count = max(16, concurrency * options.jobs_per_slot)
+                count = max(48, concurrency * options.jobs_per_slot)
                 jobs = [
                     Submission.sequence(model=options.model, **job_options(i, options.max_tokens))
                     for i in range(count)
@@ -252,7 +252,7 @@ def run(options: Options) -> dict[str, Any]:
         workdir = Path(work)
         redis_server = RedisServer(workdir).start()
         try:
-            levels = [measure_raw(options, jobs=max(16, options.jobs_per_slot * 4))]
+            levels = [measure_raw(options, jobs=max(48, options.jobs_per_slot * 8))]
             for batching in (True, False):
                 levels += measure_worker(options, redis_server.url, batching, workdir)
         finally:
