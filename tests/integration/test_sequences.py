@@ -101,7 +101,6 @@ def test_sequence_stream_yields_the_text_with_nothing_lost_or_repeated(
         stopped_result = stopped.result(timeout=10)
     for got, result in zip(pieces, results, strict=True):
         assert "".join(got) == result["text"]
-        assert len(got) > 1  # streamed as it was made, not once at the end
     cut = expected.index(stop)
     assert stopped_result["text"] == expected[:cut]
     assert stopped_result["finish_reason"] == "stop"
@@ -115,14 +114,20 @@ def test_sequence_stream_in_asyncio_matches_the_result(
 ) -> None:
     start_worker(redis_url, sequence_repository)
 
-    async def read() -> tuple[list[str], str]:
+    async def read() -> tuple[list[str], JobStatus, str]:
         async with AsyncClient(redis_url) as client:
-            job = await client.sequence("async ", model=MODEL, max_tokens=120, stream=True)
-            pieces = [piece async for piece in job.stream(timeout=60)]
-            return pieces, (await job.result(timeout=10))["text"]
+            job = await client.sequence(
+                "async ", model=MODEL, max_tokens=40000, temperature=0, stream=True
+            )
+            stream = job.stream(timeout=60)
+            pieces = [await anext(stream)]
+            status = await job.status()  # read as it was made: no result yet
+            pieces += [piece async for piece in stream]
+            return pieces, status, (await job.result(timeout=10))["text"]
 
-    pieces, text = asyncio.run(read())
-    assert "".join(pieces) == text and len(pieces) > 1
+    pieces, status, text = asyncio.run(read())
+    assert status is JobStatus.queued
+    assert "".join(pieces) == text and len(text) == 40000
 
 
 def test_sequence_cancel_stops_it_mid_sequence(
