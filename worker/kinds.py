@@ -240,8 +240,4 @@ def logic_for(manifest: Manifest) -> ModelLogic:
         return Classifier(manifest)
     if manifest.kind is ModelKind.generate:
         return Generator(manifest)
-    if manifest.kind is ModelKind.sequence:
-        from aimass.worker.sequences import SequenceModel  # it builds on this module
-
-        return SequenceModel(manifest)
     raise InvalidJob(f"model {manifest.name!r} is a {manifest.kind} model: it has no kind logic")

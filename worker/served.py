@@ -429,7 +429,11 @@ class ServedModels:
         model_file = verify_checksum(version)
         manifest = version.manifest
         tensors = TensorModel(manifest)
-        logic = tensors if manifest.kind is ModelKind.tensor else logic_for(manifest)
+        logic: ModelLogic = tensors
+        if manifest.kind is ModelKind.sequence:
+            logic = SequenceModel(manifest)
+        elif manifest.kind is not ModelKind.tensor:
+            logic = logic_for(manifest)
         limit = self.batch_limit(manifest)
         delay_ms = self.settings.max_queue_delay_ms
         if delay_ms is None:
