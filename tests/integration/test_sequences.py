@@ -15,8 +15,8 @@ from aimass.producer.aio import AsyncClient
 from aimass.producer.client import Client, Job, JobStatus
 from aimass.producer.streams import StreamRestarted
 from aimass.producer.submission import Submission
-from aimass.protocol.errors import InvalidInput, JobCancelled
-from aimass.protocol.keys import stream_key
+from aimass.protocol.errors import InvalidInput, JobCancelled, PayloadTooLarge
+from aimass.protocol.keys import RUNS_HASH, stream_key
 from aimass.protocol.streams import StreamEntry, StreamEvent
 from tests.support.processes import aimass_command, child_env
 from tests.support.sequence_model import VOCABULARY, publish_sequence_model, reference_greedy
@@ -51,6 +51,8 @@ def test_sequence_a_short_job_sent_after_a_long_one_finishes_first(
         # Greedy: this model then never writes its end token; it runs to max_tokens.
         long = client.sequence("def ", model=MODEL, max_tokens=60000, temperature=0, stream=True)
         first_piece(long)  # the long one is decoding
+        # Its run was counted before its first step (the poison cap's count).
+        assert redis.Redis.from_url(redis_url).hget(RUNS_HASH, long.id) == b"1"
         short = client.sequence("x", model=MODEL, max_tokens=5, seed=1)
         answer = short.result(timeout=60)
         assert long.status() is JobStatus.queued  # still decoding: no result yet
@@ -155,7 +157,8 @@ def test_sequence_invalid_prompts_fail_typed_and_the_worker_serves_on(
     redis_url: str, tmp_path: Path, start_worker
 ) -> None:
     publish_sequence_model(tmp_path, max_length=16)
-    start_worker(redis_url, tmp_path)
+    publish_sequence_model(tmp_path, name="tiny-rnn-long")
+    start_worker(redis_url, tmp_path, AIMASS_MAX_RESULT_BYTES="2000")
     with Client(redis_url) as client:
         unknown = client.sequence("caf\u00e9 \u2603", model=MODEL, max_tokens=3)
         empty = client.sequence("", model=MODEL, max_tokens=3)
@@ -168,6 +171,9 @@ def test_sequence_invalid_prompts_fail_typed_and_the_worker_serves_on(
         with pytest.raises(InvalidInput, match="at most 16 tokens"):
             long.result(timeout=30)
         result = capped.result(timeout=30)
+        big = client.sequence("abc", model="tiny-rnn-long", max_tokens=5000, temperature=0)
+        with pytest.raises(PayloadTooLarge, match="AIMASS_MAX_RESULT_BYTES"):
+            big.result(timeout=30)
     assert result["tokens"] <= 13 and result["prompt_tokens"] == 3  # max_length, prompt included
     assert all(character in VOCABULARY for character in result["text"])
 
