@@ -94,9 +94,10 @@ class Decoder:
         self.runner = runner
         self.model = model
         self.max_sequences = max(1, max_sequences if batching else 1)
-        self.buckets = tuple(b for b in buckets if b <= self.max_sequences) or ()
-        if self.buckets and self.buckets[-1] < self.max_sequences:
-            self.buckets = (*self.buckets, self.max_sequences)
+        # Sessions exist for the buckets only: no step may outgrow the largest.
+        self.buckets = tuple(buckets)
+        if self.buckets:
+            self.max_sequences = min(self.max_sequences, self.buckets[-1])
         self.time_limit_s = time_limit_s
         self.cancelled = cancelled
         self.on_start = on_start
@@ -118,14 +119,6 @@ class Decoder:
         self._steps = 0
         self._thread = threading.Thread(target=self._loop, name=f"decoder-{name}", daemon=True)
         self._thread.start()
-
-    # The batcher's face (worker/served.py treats both alike).
-
-    @property
-    def max_batch_size(self) -> int:
-        return self.max_sequences
-
-    max_delay_s = 0.0
 
     def submit(
         self, decoding: Decoding, arrived: float, alone: bool = False

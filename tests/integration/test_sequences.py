@@ -235,3 +235,34 @@ def test_sequence_generate_command_streams_the_text(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == reference_greedy("def ", 50) + "\n"
+
+
+def test_sequence_steps_padded_to_buckets_write_the_same_text(
+    redis_url: str, sequence_repository: Path, start_worker
+) -> None:
+    """Buckets as on a GPU (one session per number of sequences, each step padded up to
+    one): the same texts as exact sizes."""
+    padding = start_worker(
+        redis_url, sequence_repository, AIMASS_BATCH_BUCKETS="on", AIMASS_MAX_SEQUENCES="8"
+    )
+    jobs = [
+        Submission.sequence(f"{i}: ", model=MODEL, max_tokens=30 + 7 * i, seed=i) for i in range(12)
+    ]
+    with Client(redis_url) as client:
+        padded = client.wait(client.submit_many(jobs), timeout=60)
+    assert {r["timing"]["bucket"] for r in padded} <= {1, 2, 4, 8}
+    assert max(r["timing"]["bucket"] for r in padded) > 1
+    assert [r["seed"] for r in padded] == list(range(12))
+    # The same jobs again (new ids), on a worker of exact sizes, give the same texts.
+    padding.stop()
+    start_worker(redis_url, sequence_repository, AIMASS_BATCH_BUCKETS="off")
+    with Client(redis_url) as client:
+        again = [
+            client.sequence(j.kwargs["prompt"], model=MODEL, **_options(j.kwargs)).result(60)
+            for j in jobs
+        ]
+    assert [r["text"] for r in again] == [r["text"] for r in padded]
+
+
+def _options(kwargs: dict[str, object]) -> dict[str, object]:
+    return {key: kwargs[key] for key in ("max_tokens", "seed", "temperature")}
