@@ -143,3 +143,14 @@ def test_sequence_prompts_the_vocabulary_cannot_read_are_refused(logic) -> None:
         logic.prepare(SequenceJob(model="tiny-rnn", prompt="\u00e9"), LIMITS, "x")
     with pytest.raises(InvalidInput, match="start token"):
         logic.prepare(SequenceJob(model="tiny-rnn", prompt=""), LIMITS, "x")
+
+
+def test_sequence_an_unknown_token_stands_for_what_the_vocabulary_lacks(tmp_path) -> None:
+    folder = publish_sequence_model(tmp_path, unknown=True, max_length=8)
+    lenient = SequenceModel(Manifest.read(folder))
+    _, _, decoding = lenient.prepare(
+        SequenceJob(model="tiny-rnn", prompt="a\u00e9b", max_tokens=50), LIMITS, "u"
+    )
+    newline = lenient.vocabulary.index("\n")
+    assert decoding.prompt == [lenient.ids["a"], newline, lenient.ids["b"]]
+    assert decoding.max_tokens == 5  # max_length 8, the prompt's 3 included
