@@ -210,7 +210,7 @@ def _check_model(runtime: Any, name: str) -> dict[str, Any]:
         model["padded_vs_exact"] = _padding_error(plain, loaded)
         model["shape_change_ms"] = _shape_change_cost(plain, loaded)
     finally:
-        loaded.batcher.stop(timeout=0)
+        loaded.stop(timeout=0)
         del loaded
         release_free_memory()
     if model["buckets"]:

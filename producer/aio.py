@@ -11,6 +11,7 @@ read by the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from aimass.producer.enqueue import (
     shard_bound,
 )
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
+from aimass.producer.streams import AsyncTextStream
 from aimass.producer.submission import Deadline, Submission
 from aimass.producer.watcher import (
     CHUNK,
@@ -165,6 +167,10 @@ class AsyncClient:
             )
         )
 
+    async def sequence(self, prompt: str, *, model: str, **options: Any) -> AsyncJob:
+        """Ask a sequence model for the text after ``prompt`` (see ``Client.sequence``)."""
+        return await self.submit(Submission.sequence(prompt, model=model, **options))
+
     async def submit(self, submission: Submission) -> AsyncJob:
         """Enqueue one job: idempotent on its id, ``QueueFull`` at the bound."""
         space = await keyspace_async(self.redis, self.settings.queue_shards)
@@ -267,6 +273,18 @@ class AsyncJob:
                 )
             self._final = finished[1]
         return decode_result(self.id, self._final, decode=decode)
+
+    def stream(self, timeout: float | None = None) -> AsyncTextStream:
+        """A sequence job's text as it is made: ``async for piece in job.stream()``
+        (see ``Job.stream``)."""
+        return AsyncTextStream(self.redis, self.id, self._final_record, timeout)
+
+    async def _final_record(self, wait_s: float) -> ResultRecord | None:
+        if wait_s > 0 and self._final is None:
+            with contextlib.suppress(AimassError):  # failed, or not yet: the record says
+                await self.result(timeout=wait_s, decode=False)
+        record = await self.record()
+        return record if is_final(record) else None
 
     async def cancel(self) -> bool:
         """Cancel the job (see ``Job.cancel``)."""

@@ -176,6 +176,13 @@ class Client:
             )
         )
 
+    def sequence(self, prompt: str, *, model: str, **options: Any) -> Job:
+        """Ask a sequence model for the text that follows ``prompt``; ``options`` are
+        ``Submission.sequence``'s (max_tokens, temperature, top_k, top_p, seed, stop,
+        stream, ...). Read it whole with ``job.result()``, or as it is made with
+        ``job.stream()`` when sent with ``stream=True``."""
+        return self.submit(Submission.sequence(prompt, model=model, **options))
+
     def submit(self, submission: Submission) -> Job:
         """Enqueue one job. A job id submitted twice runs once: the second submit returns
         the same job without enqueueing. Raises ``QueueFull`` when the model's queue is

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aimass.producer import dead_letters
+from aimass.producer.text_command import add_text_options, run_text
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -62,9 +63,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     generate = subparsers.add_parser(
         "generate",
-        help="generate images and write them as a PNG grid",
+        help="generate images (a PNG grid), or text with --prompt",
         epilog=EPILOG,
-        description="Ask a generator for images; tile them into one PNG you can look at.",
+        description="Ask a generator for images; tile them into one PNG you can look at. "
+        "With --prompt, ask a sequence model for the text that follows it.",
     )
     generate.add_argument("--model", required=True, help="generator name, e.g. digits-gan")
     generate.add_argument("--version", type=int, help="pin a model version (default: newest)")
@@ -74,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     generate.add_argument("-o", "--output", type=Path, help="write the grid PNG here")
     generate.add_argument("--columns", type=int, help="tiles per row (default: square grid)")
     generate.add_argument("--scale", type=int, help="upscale factor (default: tiles ~128 px)")
+    add_text_options(generate)
     _add_submit_options(generate)
     generate.set_defaults(handler=_guarded(run_generate))
 
@@ -318,6 +321,10 @@ def classification_table(
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    if args.prompt is not None:
+        with _client() as client, _explained_timeout(client, args.model):
+            run_text(client, args, _submit_options(args))
+        return EXIT_OK
     if not (args.output or args.json or args.no_wait):
         raise ValueError(
             "say where the images go: -o grid.png writes a PNG grid, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ from redis import Redis
 
 from aimass.producer.cancellation import cancel
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
+from aimass.producer.streams import TextStream
 from aimass.producer.watcher import ResultWatcher
 from aimass.protocol.errors import AimassError, JobTimeout
 from aimass.protocol.records import ResultRecord
@@ -70,6 +72,21 @@ class Job:
                 )
             self._final = finished[1]
         return decode_result(self.id, self._final, decode=decode)
+
+    def stream(self, timeout: float | None = None) -> TextStream:
+        """A sequence job's text as it is made: iterate to get its pieces (``str``); raises
+        ``StreamRestarted`` if the job starts again on another worker (iterate on for the
+        new run's text), the job's typed error if it fails, ``JobTimeout`` after
+        ``timeout`` seconds. See ``aimass.producer.streams``."""
+        return TextStream(self.redis, self.id, self._final_record, timeout)
+
+    def _final_record(self, wait_s: float) -> ResultRecord | None:
+        """The job's final record, waiting up to ``wait_s`` seconds for it."""
+        if wait_s > 0 and self._final is None:
+            with contextlib.suppress(AimassError):  # failed, or not yet: the record says
+                self.result(timeout=wait_s, decode=False)
+        record = self.record()
+        return record if is_final(record) else None
 
     def cancel(self) -> bool:
         """Cancel the job: a queued job never runs, a job waiting in a worker's batch is

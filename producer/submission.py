@@ -65,7 +65,8 @@ def check_job_id(job_id: str) -> str:
 
 @dataclass(frozen=True)
 class Submission:
-    """A job as it will be enqueued; build with ``classify``, ``generate`` or ``infer``."""
+    """A job as it will be enqueued; build with ``classify``, ``generate``, ``infer`` or
+    ``sequence``."""
 
     kind: ModelKind
     kwargs: dict[str, Any]  # contract kwargs in their JSON form (bytes as base64)
@@ -167,6 +168,41 @@ class Submission:
         if outputs is not None:
             kwargs["outputs"] = [{"name": name} for name in outputs]
         return cls.from_kwargs(ModelKind.tensor, kwargs, job_id, priority, deadline, serializer)
+
+    @classmethod
+    def sequence(
+        cls,
+        prompt: str,
+        *,
+        model: str,
+        max_tokens: int = 64,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        stream: bool = False,
+        version: int | None = None,
+        job_id: str | None = None,
+        priority: int = Priority.normal,
+        deadline: Deadline | None = None,
+        serializer: Serializer = "msgpack",
+    ) -> Submission:
+        """A sequence job: the text a sequence model writes after ``prompt`` (see
+        ``SequenceJob``); ``stream``: also as it is made (``job.stream()``)."""
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "version": version,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "seed": seed,
+            "stop": list(stop),
+            "stream": stream,
+        }
+        return cls.from_kwargs(ModelKind.sequence, kwargs, job_id, priority, deadline, serializer)
 
     @classmethod
     def from_kwargs(

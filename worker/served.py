@@ -8,13 +8,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from aimass.protocol.contract import parse_job, task_name
 from aimass.protocol.errors import AimassError, InvalidJob, ModelError, UnknownModel
@@ -22,23 +19,20 @@ from aimass.protocol.manifest import Manifest, ModelKind, near_best_batch
 from aimass.worker.batcher import Batcher, BatchOutput, never_idle
 from aimass.worker.buckets import (
     SWEEP_MAX_BATCH,
-    BucketRunner,
     default_buckets,
     normalize_buckets,
-    settle,
-    sweep,
 )
+from aimass.worker.decoding import Decoder, StreamSink
 from aimass.worker.infer import TensorModel
 from aimass.worker.kinds import Limits, ModelLogic, logic_for
+from aimass.worker.loading import BatchLimit, Sessions, pass_on
 from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
+from aimass.worker.sequences import SequenceModel
 from aimass.worker.sessions import (
     CPU,
     DeviceHealth,
     DevicePlan,
-    SessionRunner,
     SharedWeights,
-    create_bucket_sessions,
-    create_session,
     release_free_memory,
 )
 from aimass.worker.settings import WorkerSettings
@@ -60,6 +54,7 @@ class ServedModel:
     settled_ms: dict[int, float] = field(default_factory=dict)  # a run's time, by size
     # Infer jobs, which every model answers whatever its kind.
     tensors: TensorModel | None = None
+    decoder: Decoder | None = None  # a sequence model's decoding loop (its jobs)
 
     def logic_of(self, kind: ModelKind) -> ModelLogic:
         """What runs a job of this kind on this model: its kind's logic, or for an infer
@@ -87,6 +82,11 @@ class ServedModel:
             "weights_shared": shared.shared if shared else None,
             "sharing_refused": shared.refused if shared else None,
         }
+
+    def stop(self, timeout: float | None) -> None:
+        self.batcher.stop(timeout)
+        if self.decoder is not None:
+            self.decoder.stop(timeout)
 
     @property
     def on_cpu(self) -> bool:
@@ -133,8 +133,10 @@ class ServedModels:
         cancelled: Container[str] = (),
         mark_runs: Callable[[list[str]], None] | None = None,
         on_device_lost: Callable[[str], None] | None = None,
+        streams: StreamSink | None = None,
     ) -> None:
         self.settings = settings
+        self.streams = streams  # where sequence models write their jobs' streams
         self.device = DeviceHealth()  # this process's device, as the runs find it
         self.on_device_lost = on_device_lost
         self.mark_runs = mark_runs  # counts the runs a worker dies in (worker/consumer.py)
@@ -209,7 +211,10 @@ class ServedModels:
                 f"{task_name(model.logic.kind)} (or its tensors as {task_name(ModelKind.tensor)})"
             )
         feeds, size, context = model.logic_of(kind).prepare(job, self.limits, job_id)
-        future = model.batcher.submit(feeds, size, arrived, job_id, alone)
+        if model.decoder is not None and kind is ModelKind.sequence:
+            future = model.decoder.submit(context, arrived, alone)
+        else:
+            future = model.batcher.submit(feeds, size, arrived, job_id, alone)
         return StartedJob(model, job, context, future, kind)
 
     def _begin_loaded(
@@ -231,7 +236,7 @@ class ServedModels:
             )
             return
         started.model, started.context = inner.model, inner.context
-        inner.future.add_done_callback(lambda done: _pass_on(done, started.future))
+        inner.future.add_done_callback(lambda done: pass_on(done, started.future))
 
     def complete(self, started: StartedJob) -> dict[str, Any]:
         """The result of a job whose batch has run (raises the batch's error)."""
@@ -272,7 +277,7 @@ class ServedModels:
                 return pinned
             if pinned is not None:  # unpublished since: let go of it
                 del self._pinned[(name, version)]
-                pinned.batcher.stop(timeout=0)
+                pinned.stop(timeout=0)
             loading = self._loading.get((name, version))
             if loading is None:
                 self._refuse_fast(name, version, published)
@@ -346,7 +351,7 @@ class ServedModels:
         self._pinned[(name, model.version.version)] = model
         mine = sorted(v for (n, v) in self._pinned if n == name)
         for old in mine[:-per_model]:
-            self._pinned.pop((name, old)).batcher.stop(timeout=0)
+            self._pinned.pop((name, old)).stop(timeout=0)
 
     def poke(self) -> None:
         """No more jobs are on their way for now: partial batches may run at once."""
@@ -355,7 +360,7 @@ class ServedModels:
 
     def stop(self) -> None:
         for model in self._loaded():
-            model.batcher.stop(timeout=10)
+            model.stop(timeout=10)
 
     def cpu_fallback(self) -> bool:
         """Asked for a GPU, but a model runs on the CPU (the CUDA provider failed)."""
@@ -404,6 +409,8 @@ class ServedModels:
         given = self.settings.batch_limit(manifest.name)
         if given is not None:
             return BatchLimit(given, "setting")
+        if manifest.kind is ModelKind.sequence:  # a step's batch: the sequences in flight
+            return BatchLimit(self.settings.max_sequences, "AIMASS_MAX_SEQUENCES")
         sweep_setting = self.settings.batch_sweep
         on_gpu = self.plan.gpu is not None
         if sweep_setting == "on":
@@ -422,7 +429,11 @@ class ServedModels:
         model_file = verify_checksum(version)
         manifest = version.manifest
         tensors = TensorModel(manifest)
-        logic = tensors if manifest.kind is ModelKind.tensor else logic_for(manifest)
+        logic: ModelLogic = tensors
+        if manifest.kind is ModelKind.sequence:
+            logic = SequenceModel(manifest)
+        elif manifest.kind is not ModelKind.tensor:
+            logic = logic_for(manifest)
         limit = self.batch_limit(manifest)
         delay_ms = self.settings.max_queue_delay_ms
         if delay_ms is None:
@@ -430,7 +441,7 @@ class ServedModels:
         # A sweep builds a session for every size it may try, and keeps those it needs.
         buckets = self.buckets_for(version.manifest, limit.size or SWEEP_MAX_BATCH)
         try:
-            built = _Sessions.build(model_file, self.plan, buckets, manifest.batched)
+            built = Sessions.build(model_file, self.plan, buckets, manifest.batched)
             settled: dict[int, float] = {}
             if limit.size is None:
                 settled = built.sweep(logic, buckets or default_buckets(SWEEP_MAX_BATCH))
@@ -471,6 +482,7 @@ class ServedModels:
             on_device_lost=self.on_device_lost,
         )
         kept = sorted(buckets or {1, max_batch})
+        decoder = self._decoder(version, logic, built, buckets)
         loaded = ServedModel(
             version,
             logic,
@@ -481,6 +493,7 @@ class ServedModels:
             limit.source,
             {size: settled[size] for size in kept},
             tensors,
+            decoder,
         )
         release_free_memory()  # the parsed model ONNX Runtime has let go of
         log.info(
@@ -507,87 +520,25 @@ class ServedModels:
             )
         return loaded
 
-
-@dataclass(frozen=True)
-class BatchLimit:
-    """A model's batch limit (``None``: to be measured) and where it comes from."""
-
-    size: int | None
-    source: str  # "setting", "manifest", "manifest (gpu)" or "sweep"
-
-
-class _Sessions:
-    """A model's sessions while it loads: one per bucket, or one for every size."""
-
-    def __init__(
-        self, by_size: dict[int, Any], shared: SharedWeights | None, plain: Any = None
-    ) -> None:
-        self.by_size = by_size
-        self.shared = shared
-        self.plain = plain
-        self.runner: BucketRunner | SessionRunner | UnbatchedRunner = (
-            SessionRunner(plain)
-            if plain is not None
-            else BucketRunner({size: SessionRunner(s) for size, s in by_size.items()})
+    def _decoder(
+        self, version: ModelVersion, logic: ModelLogic, built: Sessions, buckets: tuple[int, ...]
+    ) -> Decoder | None:
+        """A sequence model's decoding loop (worker/decoding.py), for its jobs."""
+        if not isinstance(logic, SequenceModel):
+            return None
+        settings = self.settings
+        return Decoder(
+            f"{version.name}-v{version.version}",
+            built.runner,
+            logic,
+            [output.name for output in built.sessions[0].get_outputs()],
+            max_sequences=settings.max_sequences,
+            batching=settings.sequence_batching,
+            buckets=buckets,
+            time_limit_s=settings.job_time_limit_s,
+            cancelled=self.cancelled,
+            on_start=self.mark_runs,
+            streams=self.streams,
+            device=self.device,
+            on_device_lost=self.on_device_lost,
         )
-
-    @classmethod
-    def build(
-        cls, model: Path, plan: DevicePlan, buckets: tuple[int, ...], batched: bool = True
-    ) -> _Sessions:
-        if buckets:
-            by_size, shared = create_bucket_sessions(model, plan, buckets)
-            return cls(by_size, shared)
-        sessions = cls({}, None, create_session(model, plan))
-        if not batched:
-            sessions.runner = UnbatchedRunner(SessionRunner(sessions.plain))
-        return sessions
-
-    @property
-    def sessions(self) -> list[Any]:
-        return [self.plain] if self.plain is not None else list(self.by_size.values())
-
-    def settle(self, logic: ModelLogic, size: int) -> float:
-        """Run at ``size`` until the run time settles; returns it in ms."""
-        feeds = logic.warmup_feeds(size)
-        return settle(lambda: self.runner(feeds))
-
-    def sweep(self, logic: ModelLogic, sizes: Sequence[int]) -> dict[int, float]:
-        """Settled run times at ``sizes`` until the throughput stops growing."""
-        return sweep(lambda size: self.settle(logic, size), sizes)
-
-    def keep(self, model: Path, plan: DevicePlan, buckets: tuple[int, ...]) -> None:
-        """Only the sessions of ``buckets``: those the sweep built beyond the chosen limit
-        are let go, any bucket it did not build is built now."""
-        self.by_size = {
-            size: self.by_size.get(size)
-            or create_session(model, plan, batch_size=size, shared=self.shared)
-            for size in buckets
-        }
-        self.runner = BucketRunner({size: SessionRunner(s) for size, s in self.by_size.items()})
-
-
-class UnbatchedRunner:
-    """Runs a graph without a batch dimension: its batcher sees each job as one row (a
-    leading axis of 1, worker/infer.py) and runs one job a run; the axis comes off
-    before the run and goes back on its outputs."""
-
-    def __init__(self, runner: SessionRunner) -> None:
-        self.runner = runner
-
-    def __call__(self, feeds: Any) -> list[np.ndarray]:
-        rows = {len(array) for array in feeds.values()}
-        if rows != {1}:
-            raise ValueError(f"a model without a batch dimension runs one job a run, got {rows}")
-        return [output[None] for output in self.runner({n: a[0] for n, a in feeds.items()})]
-
-    def interrupt(self, thread: threading.Thread) -> None:
-        self.runner.interrupt(thread)
-
-
-def _pass_on(done: Future[BatchOutput], to: Future[BatchOutput]) -> None:
-    error = done.exception()
-    if error is not None:
-        to.set_exception(error)
-    else:
-        to.set_result(done.result())

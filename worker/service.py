@@ -41,6 +41,7 @@ from aimass.worker.redis_queue import ModelQueues
 from aimass.worker.restore import Restorer
 from aimass.worker.served import ServedModels
 from aimass.worker.settings import WorkerSettings
+from aimass.worker.streams import StreamWriter
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class WorkerService:
         )
         # Runs a worker dies in are counted only where the bulk consumer reads the count.
         counts_runs = self.bulk and self.settings.max_deliveries > 0
+        self.streams = StreamWriter(self._redis, self.settings.result_ttl_s)
         self.runtime = ServedModels(
             self.settings,
             app.aimass_plan,
@@ -99,6 +101,7 @@ class WorkerService:
             cancelled=self.cancelled,
             mark_runs=self.queues_of_models.mark_runs if counts_runs else None,
             on_device_lost=self._device_lost,
+            streams=self.streams,
         )
         self.consumer: BulkConsumer | None = None
         self.device_lost: str | None = None  # why, once the device's context broke
@@ -189,6 +192,7 @@ class WorkerService:
         if self.consumer is not None:
             self.consumer.stop()
         self.runtime.stop()
+        self.streams.stop()
         self.endpoints.close()
         self.gauges.close()
         self.cancelled.stop()
@@ -265,9 +269,14 @@ class WorkerService:
         }
         if self.consumer is not None:
             checks.update(self.consumer.health(STALL_S))
+        checks["streams"] = self.streams.alive() or "the stream writer thread has died"
         for model in self.runtime.models():
             name = f"batcher {model.version.name} v{model.version.version}"
             checks[name] = model.batcher.alive() or "its thread has died"
+            if model.decoder is not None:
+                checks[f"decoder {model.version.name} v{model.version.version}"] = (
+                    model.decoder.alive() or "its thread has died"
+                )
         return checks
 
     def readiness(self) -> Checks:

@@ -223,6 +223,17 @@ class WorkerSettings:
         default=64,
         metadata=checked("AIMASS_CONCURRENCY", Count, "count", "a whole number of at least 1"),
     )
+    # Sequences a sequence model decodes at once, each step one batch of them all
+    # (worker/decoding.py); more jobs wait for one to end.
+    max_sequences: int = field(
+        default=64,
+        metadata=checked("AIMASS_MAX_SEQUENCES", Count, "count", "a whole number of at least 1"),
+    )
+    # Off: a sequence model decodes one job at a time, the naive way (for comparison).
+    sequence_batching: bool = field(
+        default=True,
+        metadata=checked("AIMASS_SEQUENCE_BATCHING", Flag, "boolean", FLAG_WORDS),
+    )
     # "bulk": take many jobs per Redis call and settle a batch's results in one call
     # (fast); "celery": Celery's own consumer, one message at a time (conventional).
     consumer: str = field(

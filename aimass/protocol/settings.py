@@ -65,6 +65,8 @@ KNOWN_VARIABLES = frozenset(
         "AIMASS_MAX_DELIVERIES",
         "AIMASS_MAX_RESULT_BYTES",
         "AIMASS_TRACK_STARTED",
+        "AIMASS_MAX_SEQUENCES",
+        "AIMASS_SEQUENCE_BATCHING",
         # Both sides: the producer's settings (ClientSettings) and every command's repository.
         "AIMASS_RESULT_TTL_S",
         "AIMASS_MAX_QUEUE_DEPTH",

@@ -59,6 +59,8 @@ BAD_VALUES: list[tuple[type, str, str, str]] = [
     (WorkerSettings, "intra_op_threads", "AIMASS_INTRA_OP_THREADS", "-1"),
     (WorkerSettings, "tensorrt", "AIMASS_TENSORRT", "2"),
     (WorkerSettings, "track_started", "AIMASS_TRACK_STARTED", "sometimes"),
+    (WorkerSettings, "max_sequences", "AIMASS_MAX_SEQUENCES", "0"),
+    (WorkerSettings, "sequence_batching", "AIMASS_SEQUENCE_BATCHING", "sometimes"),
     (WorkerSettings, "tensorrt_cache", "AIMASS_TENSORRT_CACHE", A_FILE),
     (WorkerSettings, "metrics_port", "AIMASS_METRICS_PORT", "65536"),
     (WorkerSettings, "metrics_port", "AIMASS_METRICS_PORT", "-1"),

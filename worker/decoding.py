@@ -1,0 +1,413 @@
+"""The decoding loop of a sequence model: one thread, one run per step, every sequence
+in flight in it (continuous, or iteration-level, batching, as vLLM and TGI do).
+
+Each step feeds each sequence's next token (its prompt's, one a step, then the token it
+sampled last) and its state, as one batch; a sequence that ends (end token, stop
+string, ``max_tokens``, the model's ``max_length``, its time limit, a cancel) leaves
+after the step it ended in, and a waiting one joins at the next step, up to
+``max_sequences`` in flight. ``batching=False`` decodes one sequence at a time: the
+naive way, kept for the benchmark to compare with.
+
+The rows of a step are the sequences in flight, in the order they joined; their state
+arrays are kept in that order, so a step with no joins and no leaves copies nothing.
+With ``buckets`` (on a GPU) each run is padded up to the smallest bucket that holds
+its rows, so that the session sees only the shapes it was built for.
+
+This thread runs the model and never touches the network, but once per join, when
+told to (``on_start``, as ``worker/batcher.py`` does per batch): the start of a
+sequence must be on record before its first step could kill the process. Stream
+entries and finished streaming sequences go to ``streams`` (worker/streams.py), which
+writes them on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Container, Sequence
+from concurrent.futures import Future, InvalidStateError
+from typing import Protocol
+
+import numpy as np
+
+from aimass.protocol.errors import AimassError, JobCancelled, ModelError
+from aimass.worker.batcher import BatchOutput, DeviceLost, Runner
+from aimass.worker.buckets import bucket_for
+from aimass.worker.sequences import Decoding, SequenceModel
+from aimass.worker.sessions import DeviceHealth
+from aimass.worker.steps import Prefill, StepRows
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SEQUENCES = 64
+# Steps of new sequences' prompts between two steps of those decoding: enough for most
+# prompts to be fed at once, few enough that a long one does not stall the others.
+PROMPT_STEPS = 32
+# Steps between two looks at the sequences' time limits (each look costs an array
+# operation; a limit is seconds, a step well under a millisecond).
+LIMIT_EVERY = 32
+
+
+class StreamSink(Protocol):
+    """Where a step's stream entries go (worker/streams.py)."""
+
+    def step(
+        self,
+        started: list[Decoding],
+        written: list[tuple[Decoding, str]],
+        ended: list[Decoding],
+    ) -> None:
+        """``started``: streaming sequences at their first step; ``written``: the text
+        each let out in this step; ``ended``: streaming sequences that ended, whose
+        futures the sink resolves once their entries are written."""
+        ...
+
+
+class _Stop:
+    """Put on the inbox to end the thread once no sequence is in flight."""
+
+
+class Decoder:
+    """One sequence model's decoding loop on its own thread."""
+
+    def __init__(
+        self,
+        name: str,
+        runner: Runner,
+        model: SequenceModel,
+        output_names: Sequence[str],
+        max_sequences: int = DEFAULT_MAX_SEQUENCES,
+        batching: bool = True,
+        buckets: Sequence[int] = (),
+        time_limit_s: float = 0.0,
+        cancelled: Container[str] = (),
+        on_start: Callable[[list[str]], None] | None = None,
+        streams: StreamSink | None = None,
+        on_step: Callable[[int, int, float], None] | None = None,
+        device: DeviceHealth | None = None,
+        on_device_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        spec = model.spec
+        self.name = name
+        self.runner = runner
+        self.model = model
+        self.max_sequences = max(1, max_sequences if batching else 1)
+        # Sessions exist for the buckets only: no step may outgrow the largest.
+        self.buckets = tuple(buckets)
+        if self.buckets:
+            self.max_sequences = min(self.max_sequences, self.buckets[-1])
+        self.time_limit_s = time_limit_s
+        self.cancelled = cancelled
+        self.on_start = on_start
+        self.streams = streams
+        self.on_step = on_step
+        self.device = device
+        self.on_device_lost = on_device_lost
+        self.token_input = spec.token_input
+        self.state_inputs = [state.input for state in spec.state]
+        self.logits_index = list(output_names).index(spec.logits_output)
+        self.state_indices = [list(output_names).index(state.output) for state in spec.state]
+        self._inbox: queue.SimpleQueue[Decoding | _Stop] = queue.SimpleQueue()
+        self._waiting: Decoding | None = None  # taken from the inbox, not yet joined
+        self._stopping = False
+        self._stopped = False
+        self.rows = StepRows(model.zero_states(0), model.token_dtype)
+        self.prefill = Prefill(model.zero_states(0), model.token_dtype)
+        self._cancels_seen = -1  # how many cancels the last look at them found
+        self._steps = 0
+        self._thread = threading.Thread(target=self._loop, name=f"decoder-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, decoding: Decoding, arrived: float, alone: bool = False
+    ) -> Future[BatchOutput]:
+        """Queue a sequence; its future resolves when it has ended."""
+        if self._stopped:
+            raise ModelError(f"model {self.name!r} was unloaded; send the job again")
+        decoding.arrived = arrived
+        decoding.alone = alone
+        self._inbox.put(decoding)
+        return decoding.future
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def poke(self) -> None:
+        """Nothing waits for more jobs here: each step runs with what is in flight."""
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Decode what is in flight and queued, then end the thread."""
+        self._stopped = True
+        self._inbox.put(_Stop())
+        self._thread.join(timeout)
+
+    # The loop.
+
+    def _loop(self) -> None:
+        while not (self._stopping and not self.in_flight() and self._waiting is None):
+            self._admit()
+            self._drop_stopped()
+            if self.prefill:
+                self._feed_prompts()
+            if self.active:
+                self._step()
+
+    def in_flight(self) -> int:
+        """Sequences taken into the loop: feeding their prompts, or in the steps."""
+        return len(self.rows) + len(self.prefill)
+
+    def _admit(self) -> None:
+        """Let waiting sequences join, up to the limit; wait for one when none is in
+        flight. A sequence to decode alone joins only an empty loop, and nothing joins
+        it."""
+        if any(d.alone for d in self.prefill.feeding[:1] + self.active[:1]):
+            return
+        joining: list[Decoding] = []
+        while self.in_flight() + len(joining) < self.max_sequences:
+            item = self._next(block=not self.in_flight() and not joining)
+            if item is None:
+                break
+            if item.alone and (self.in_flight() or joining):
+                self._waiting = item  # after the sequences in flight have left
+                break
+            joining.append(item)
+            if item.alone:
+                break
+        if joining:
+            self._join(joining)
+
+    def _next(self, block: bool) -> Decoding | None:
+        if self._waiting is not None:
+            item, self._waiting = self._waiting, None
+            return item
+        while True:
+            if not block and self._inbox.empty():
+                return None  # no call into the queue, which may switch threads
+            try:
+                got = self._inbox.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                if self._stopping or not block:
+                    return None
+                continue
+            if isinstance(got, _Stop):
+                self._stopping = True
+                return None
+            if self._cancelled(got):
+                continue
+            return got
+
+    def _cancelled(self, decoding: Decoding) -> bool:
+        """Drop a sequence cancelled before it joined."""
+        if decoding.job_id is None or decoding.job_id not in self.cancelled:
+            return False
+        decoding.fail(JobCancelled(f"job {decoding.job_id} was cancelled"))
+        resolve(decoding)
+        return True
+
+    def _join(self, joining: list[Decoding]) -> None:
+        ids = [d.job_id for d in joining if d.job_id is not None]
+        if self.on_start is not None and ids:
+            try:
+                self.on_start(ids)
+            except Exception as exc:
+                log.warning("could not record the start of %d sequences: %s", len(ids), exc)
+        now = time.monotonic()
+        ready = [d for d in joining if len(d.prompt) == 1]
+        if ready:
+            self.rows.join(ready, self.model.zero_states(len(ready)), now)
+        feeding = [d for d in joining if len(d.prompt) > 1]
+        if feeding:
+            self.prefill.add(feeding, self.model.zero_states(len(feeding)), now)
+        started = [d for d in joining if d.stream]
+        if started:
+            self._stream(started, [], [])
+
+    @property
+    def active(self) -> list[Decoding]:
+        """The sequences in flight, one per row of a step."""
+        return self.rows.active
+
+    def _feed_prompts(self) -> None:
+        """Feed the new sequences' prompts, in steps of their own, for up to
+        ``PROMPT_STEPS`` steps (a long prompt must not stall the others' decoding);
+        those done join the rows."""
+        for _ in range(PROMPT_STEPS):
+            try:
+                _, states = self._run(self.prefill.tokens(), self.prefill.states)
+            except Exception as exc:
+                self._failed(exc, self.prefill)
+                return
+            done, their_states = self.prefill.fed_step(states)
+            if done:
+                self.rows.join(done, their_states, time.monotonic())
+            if not self.prefill:
+                return
+
+    def _step(self) -> None:
+        started = time.monotonic() if self.on_step is not None else 0.0
+        try:
+            logits, states = self._run(self.rows.tokens, self.rows.states)
+        except Exception as exc:
+            self._failed(exc, self.rows)
+            return
+        self.rows.states = states
+        ended = self.rows.advance(logits)
+        if self.on_step is not None:
+            self.on_step(len(self.active), len(logits), (time.monotonic() - started) * 1000.0)
+        self._after_step(ended)
+
+    def _run(
+        self, tokens: np.ndarray, states: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One step of these rows (padded up to a bucket); their logits and states."""
+        rows = len(tokens)
+        size = bucket_for(rows, self.buckets) if self.buckets else rows
+        feeds: dict[str, np.ndarray] = {self.token_input: _padded(tokens, size)}
+        for name, state in zip(self.state_inputs, states, strict=True):
+            feeds[name] = _padded(state, size)
+        outputs = self.runner(feeds)
+        if self.device is not None:
+            self.device.succeeded()
+        logits = outputs[self.logits_index][:rows]
+        return logits, [outputs[i][:rows] for i in self.state_indices]
+
+    def _after_step(self, ended: list[int]) -> None:
+        written: list[tuple[Decoding, str]] = []
+        if self.streams is not None and self.rows.writing:
+            for d in self.active:
+                if d.chunk:
+                    written.append((d, d.chunk))
+                    d.chunk = ""
+        leaving = self._remove(ended) if ended else []
+        if written or leaving:
+            self._stream([], written, leaving)
+
+    def _stream(
+        self, started: list[Decoding], written: list[tuple[Decoding, str]], ended: list[Decoding]
+    ) -> None:
+        if self.streams is not None:
+            self.streams.step(started, written, ended)
+
+    def _drop_stopped(self) -> None:
+        """Sequences cancelled, or past their time limit, leave before the step."""
+        gone: list[int] = []
+        if self._new_cancels():
+            gone = self._cancelled_rows(self.active)
+            feeding = self._cancelled_rows(self.prefill.feeding)
+            if feeding:
+                self._stream([], [], self._leave(self.prefill.remove(feeding)[0]))
+        limit = self.time_limit_s
+        self._steps += 1
+        if limit > 0 and self._steps % LIMIT_EVERY == 0:
+            late = np.flatnonzero(time.monotonic() - self.rows.joined > limit).tolist()
+            for i in late:
+                d = self.active[i]
+                d.fail(
+                    ModelError(
+                        f"job {d.job_id} decoded {d.tokens} tokens in {limit:g} s and was "
+                        "stopped (the worker's AIMASS_JOB_TIME_LIMIT_S bounds a sequence): "
+                        "ask for fewer max_tokens"
+                    )
+                )
+            gone = sorted(set(gone) | set(late))
+        if gone:
+            leaving = self._remove(gone)
+            if leaving:
+                self._stream([], [], leaving)
+
+    def _cancelled_rows(self, decodings: list[Decoding]) -> list[int]:
+        """The rows of the sequences that producers cancelled, failed with JobCancelled."""
+        gone = []
+        for i, d in enumerate(decodings):
+            if d.job_id is not None and d.job_id in self.cancelled:
+                d.fail(JobCancelled(f"job {d.job_id} was cancelled"))
+                gone.append(i)
+        return gone
+
+    def _new_cancels(self) -> bool:
+        """Whether producers may have cancelled a sequence since the last look: a
+        container that can count its cancels is looked through only when it grows."""
+        try:
+            seen = len(self.cancelled)  # type: ignore[arg-type]
+        except TypeError:
+            return True
+        if seen == self._cancels_seen:
+            return False
+        self._cancels_seen = seen
+        return True
+
+    def _remove(self, gone: list[int]) -> list[Decoding]:
+        """Take the rows of ended sequences out of the step and settle them; returns
+        those the stream writer settles (streaming ones that ran a step)."""
+        size = len(self.active)
+        return self._leave(self.rows.remove(gone), size)
+
+    def _leave(self, leaving: list[Decoding], step_size: int = 1) -> list[Decoding]:
+        now = time.monotonic()
+        streamed = []
+        for d in leaving:
+            d.output = BatchOutput(
+                outputs=[],
+                queue_ms=((d.joined or now) - d.arrived) * 1000.0,
+                inference_ms=(now - (d.joined or now)) * 1000.0,
+                batch_size=step_size,
+                run_size=bucket_for(step_size, self.buckets) if self.buckets else step_size,
+            )
+            if d.stream and self.streams is not None and d.joined:
+                streamed.append(d)  # settled by the stream writer, once its entries are out
+            else:
+                resolve(d)
+        return streamed
+
+    def _failed(self, exc: Exception, group: StepRows | Prefill) -> None:
+        """A step failed: every sequence in it fails (or, on a broken device, is left
+        for another worker)."""
+        size = len(group)
+        everyone = list(range(size))
+        failed = (
+            self.rows.remove(everyone) if group is self.rows else self.prefill.remove(everyone)[0]
+        )
+        if self.device is not None and self.device.failed(exc):
+            log.critical("a step of %s broke the device (%s)", self.name, exc)
+            reason = str(self.device.broken)
+            for d in failed:
+                resolve(d, DeviceLost(reason))
+            if self.on_device_lost is not None:
+                self.on_device_lost(reason)
+            return
+        error = (
+            exc
+            if isinstance(exc, AimassError)
+            else ModelError(
+                f"model {self.name!r} failed on a step of {size} sequences: "
+                f"{type(exc).__name__}: {exc}"
+            )
+        )
+        log.error("a step of %d sequences failed on %s: %s", size, self.name, exc)
+        for d in failed:
+            d.fail(error)
+        self._stream([], [], self._leave(failed, size))
+
+
+def _padded(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` with zero rows added up to ``size`` rows (itself when it has them)."""
+    if len(array) == size:
+        return array
+    out = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+def resolve(decoding: Decoding, error: BaseException | None = None) -> None:
+    """Settle a sequence's future: its error, if it failed, else its output."""
+    future = decoding.future
+    error = error or decoding.error
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(decoding.output)  # type: ignore[arg-type]
+    except InvalidStateError:
+        pass
