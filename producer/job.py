@@ -78,7 +78,8 @@ class Job:
         ``StreamRestarted`` if the job starts again on another worker (iterate on for the
         new run's text), the job's typed error if it fails, ``JobTimeout`` after
         ``timeout`` seconds. See ``aimass.producer.streams``."""
-        return TextStream(self.redis, self.id, self._final_record, timeout)
+        key = keyspace(self.redis).stream_key(self.id)
+        return TextStream(self.redis, self.id, self._final_record, timeout, key)
 
     def _final_record(self, wait_s: float) -> ResultRecord | None:
         """The job's final record, waiting up to ``wait_s`` seconds for it."""

@@ -32,6 +32,7 @@ from aimass.producer.results import decode_result
 from aimass.protocol.errors import AimassError, JobTimeout, error_from_result
 from aimass.protocol.keys import stream_key
 from aimass.protocol.records import ResultRecord
+from aimass.protocol.shards import keyspace_async
 from aimass.protocol.streams import StreamEntry, StreamEvent
 
 # How long one XREAD waits for an entry before the job's record is looked at.
@@ -56,9 +57,9 @@ class StreamCursor:
     """Where a reader is in a job's stream, and the text of the current run: the part of
     reading a stream that does no IO, shared by the sync and asyncio iterators."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, key: str | None = None) -> None:
         self.job_id = job_id
-        self.key = stream_key(job_id)
+        self.key = key or stream_key(job_id)  # on a cluster, KeySpace.stream_key
         self.last_id = "0-0"
         self.text = ""  # the current run's text read so far
         self.ended: StreamEntry | None = None  # the end or error entry, once read
@@ -125,9 +126,10 @@ class TextStream:
         job_id: str,
         final_record: Callable[[float], ResultRecord | None],
         timeout: float | None = None,
+        key: str | None = None,
     ) -> None:
         self.redis = redis
-        self.cursor = StreamCursor(job_id)
+        self.cursor = StreamCursor(job_id, key)
         self.final_record = final_record  # waits up to that long for the final record
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.timeout = timeout
@@ -191,6 +193,7 @@ class AsyncTextStream:
     ) -> None:
         self.redis = redis
         self.cursor = StreamCursor(job_id)
+        self._located = False  # the stream's key read from the client's key space
         self.final_record = final_record  # a coroutine function
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.timeout = timeout
@@ -200,6 +203,9 @@ class AsyncTextStream:
 
     async def __anext__(self) -> str:
         cursor = self.cursor
+        if not self._located:  # on a cluster, the stream is on the job's shard
+            cursor.key = (await keyspace_async(self.redis)).stream_key(cursor.job_id)
+            self._located = True
         while True:
             item = cursor.next_item()
             if item is not None:

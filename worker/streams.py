@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from aimass.protocol.keys import stream_key
+from aimass.protocol.shards import keyspace
 from aimass.protocol.streams import StreamEntry, StreamEvent
 from aimass.worker.decoding import resolve
 from aimass.worker.sequences import Decoding
@@ -62,6 +62,7 @@ class StreamWriter:
 
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.client = client
+        self.space = keyspace(client)  # on a cluster, a job's stream is on its shard
         self.ttl_s = ttl_s
         self._start = client.register_script(_START)
         self._steps: queue.SimpleQueue[_Step | None] = queue.SimpleQueue()
@@ -108,6 +109,9 @@ class StreamWriter:
                 self._pipeline(steps)
                 break
             except redis.RedisError as exc:
+                if _no_script(exc):  # a cluster's pipelines do not load scripts; a
+                    self.client.script_load(_START)  # failed-over primary lacks them
+                    continue
                 log.warning("could not write %d steps of streams (%s); retrying", len(steps), exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -149,16 +153,22 @@ class StreamWriter:
         pipe: Any = self.client.pipeline(transaction=False)
         ordered = list(started)
         for d in ordered:
-            self._start(keys=[stream_key(str(d.job_id))], args=[_cap(d)], client=pipe)
+            self._start(keys=[self.space.stream_key(str(d.job_id))], args=[_cap(d)], client=pipe)
         for d, run in zip(ordered, pipe.execute(), strict=True):
             d.muted = int(run) < 0
             if int(run) > 0:
                 log.warning("job %s runs again (run %d): its stream starts over", d.job_id, run)
 
     def _add(self, pipe: Any, d: Decoding, entry: StreamEntry, touched: set[str]) -> None:
-        key = stream_key(str(d.job_id))
+        key = self.space.stream_key(str(d.job_id))
         pipe.xadd(key, entry.fields(), maxlen=_cap(d), approximate=True)
         touched.add(key)
+
+
+def _no_script(exc: redis.RedisError) -> bool:
+    """Redis did not know the start script: on a cluster's pipeline, redis-py raises it
+    as a plain error that quotes Redis's NOSCRIPT message."""
+    return isinstance(exc, redis.exceptions.NoScriptError) or "No matching script" in str(exc)
 
 
 def _cap(d: Decoding) -> int:

@@ -244,3 +244,41 @@ def test_jobs_held_past_the_visibility_timeout_go_back_on_every_shard(cluster_ur
         # Each message is back on its shard's list of its priority, byte for byte.
         assert {n: sorted(v) for n, v in after.items()} == {n: sorted(v) for n, v in before.items()}
         assert sum(client.redis.hlen(space.bookkeeping(t)[0]) for t in space.tags) == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_sequence_streams_from_its_shard_on_the_cluster(
+    cluster_url: str, tmp_path: Path, start_worker: Any
+) -> None:
+    """A sequence job's stream lies on its shard's slot (the key readers compute from the
+    id), and the pieces read there, sync and asyncio, make the stored text."""
+    import asyncio
+
+    from aimass.producer.aio import AsyncClient
+    from tests.support.sequence_model import publish_sequence_model, reference_greedy
+
+    publish_sequence_model(tmp_path / "models")
+    start_worker(cluster_url, tmp_path / "models", ready_timeout=90)
+    with Client(cluster_url) as client:
+        jobs = [
+            client.sequence(f"{i} = ", model="tiny-rnn", max_tokens=200, seed=i, stream=True)
+            for i in range(6)
+        ]
+        pieces = [list(job.stream(timeout=60)) for job in jobs]
+        texts = [job.result(timeout=10)["text"] for job in jobs]
+        space = keyspace(client.redis)
+        streams = [space.stream_key(job.id) for job in jobs]
+        assert all(client.redis.exists(key) for key in streams)
+    assert ["".join(p) for p in pieces] == texts and all(len(t) == 200 for t in texts)
+    assert len({key.split("}")[0] for key in streams}) > 1  # several shards were used
+
+    async def read() -> tuple[str, str]:
+        async with AsyncClient(cluster_url) as client:
+            job = await client.sequence(
+                "def ", model="tiny-rnn", max_tokens=50, temperature=0, stream=True
+            )
+            text = "".join([piece async for piece in job.stream(timeout=60)])
+            return text, (await job.result(timeout=10))["text"]
+
+    streamed, stored = asyncio.run(read())
+    assert streamed == stored == reference_greedy("def ", 50)
