@@ -140,22 +140,6 @@ end
 local function long(tag)
   return tag .. '#' .. string.rep('-', 64 - #tag)
 end
--- What follows a message in kombu's unacked entry, [message, exchange, routing key]:
--- the same for every message of a list taken by its place, so encoded once a list.
-local tails = {}
-local function tail(ex, rk)
-  local of_ex = tails[ex]
-  if not of_ex then
-    of_ex = {}
-    tails[ex] = of_ex
-  end
-  local known = of_ex[rk]
-  if not known then
-    known = ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
-    of_ex[rk] = known
-  end
-  return known
-end
 local function record(raw, base)
   taken = taken + 1
   local tag, ex, rk, id = nil, '', base, nil
@@ -181,7 +165,7 @@ local function record(raw, base)
   end
   tag = long(tag)
   unacked[#unacked + 1] = tag
-  unacked[#unacked + 1] = '[' .. raw .. tail(ex, rk)
+  unacked[#unacked + 1] = '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
   index[#index + 1] = now
   index[#index + 1] = tag
   if id then

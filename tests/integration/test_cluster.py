@@ -22,10 +22,11 @@ from aimass.producer.client import Client
 from aimass.producer.dead_letters import dead_letters, purge, retry
 from aimass.producer.submission import Submission
 from aimass.protocol.connections import connect
-from aimass.protocol.errors import AimassError, JobCancelled, JobTimeout
+from aimass.protocol.errors import JobCancelled
 from aimass.protocol.heartbeats import live_heartbeats
 from aimass.protocol.keys import RESULT_KEY_PREFIX, SHARDS_KEY, shard_tags
 from aimass.protocol.shards import keyspace
+from tests.support.failovers import answers_through_failover
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import row_image
 
@@ -137,29 +138,18 @@ def test_a_cluster_failover_under_load_answers_every_job_once(
                 args=(cluster, jobs[JOBS // 4].id, killed),
             )
             killer.start()
-            results: dict[str, str] = {}
-            lost: list[str] = []
-            for index, job in enumerate(jobs):
-                try:
-                    result = job.result(timeout=120 if not lost else 10)
-                except JobTimeout:
-                    lost.append(job.id)
-                    continue
-                except AimassError as error:
-                    pytest.fail(f"job {index} failed: {error}")
-                results[job.id] = result["predictions"][0][0]["label"]
-                assert results[job.id] == str(index % 8)
+            answered, lost = answers_through_failover(jobs, first_wait_s=120)
             killer.join(60)
         assert killed, "a primary was killed"
         cluster.wait_ok()
         now = set(cluster.primary_ports())
         assert killed[0] not in now and len(now) == 3 and now != first_primaries
         print(
-            f"{JOBS} jobs, primary {killed[0]} killed after {JOBS // 4}: {len(results)} "
+            f"{JOBS} jobs, primary {killed[0]} killed after {JOBS // 4}: {answered} "
             f"answered, {len(lost)} lost: {lost[:10]}"
         )
         assert not lost, f"{len(lost)} jobs lost in the failover: {_where(cluster, lost)}"
-        assert len(results) == JOBS
+        assert answered == JOBS
         assert worker.alive()
         space = keyspace(connect(cluster.url))
         with Client(cluster.url) as client:

@@ -13,7 +13,7 @@ import redis
 
 from aimass.producer.client import Client
 from aimass.producer.submission import Submission
-from aimass.protocol.errors import AimassError, JobTimeout
+from tests.support.failovers import answers_through_failover
 from tests.support.processes import WorkerProcess
 from tests.support.sentinels import SentinelSet
 from tests.support.tiny_models import row_image
@@ -48,22 +48,11 @@ def test_a_failover_under_load_answers_every_job_once(
                 target=_kill_when_answered, daemon=True, args=(cluster, jobs[JOBS // 4].id)
             )
             killer.start()
-            results: dict[str, str] = {}
-            lost: list[str] = []
-            for index, job in enumerate(jobs):
-                try:
-                    result = job.result(timeout=90 if not lost else 10)
-                except JobTimeout:
-                    lost.append(job.id)
-                    continue
-                except AimassError as error:
-                    pytest.fail(f"job {index} failed: {error}")
-                results[job.id] = result["predictions"][0][0]["label"]
-                assert results[job.id] == str(index % 8)
+            answered, lost = answers_through_failover(jobs, first_wait_s=90)
             killer.join(60)
         assert cluster.primary_port() != first_primary, "the primary was failed over"
         print(
-            f"{JOBS} jobs, primary killed after {JOBS // 4}: {len(results)} answered, "
+            f"{JOBS} jobs, primary killed after {JOBS // 4}: {answered} answered, "
             f"{len(lost)} lost: {lost[:10]}"
         )
         assert not lost, f"{len(lost)} jobs lost in the failover: {lost[:10]}"
