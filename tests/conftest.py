@@ -12,6 +12,7 @@ import redis
 
 from aimass.embedded_cluster import RedisCluster
 from aimass.embedded_redis import RedisServer
+from tests.support.clusters import need_cluster_redis
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import build_repository
 
@@ -89,7 +90,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """A Redis Cluster of our own (3 primaries, 3 replicas on free ports), for the whole
-    session; only the tests that ask for it start it."""
+    session; only the tests that ask for it start it (see need_cluster_redis)."""
+    need_cluster_redis()
     cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
     yield cluster
     cluster.stop()

@@ -26,6 +26,7 @@ from aimass.protocol.errors import JobCancelled
 from aimass.protocol.heartbeats import live_heartbeats
 from aimass.protocol.keys import RESULT_KEY_PREFIX, SHARDS_KEY, shard_tags
 from aimass.protocol.shards import keyspace
+from tests.support.clusters import need_cluster_redis
 from tests.support.failovers import answers_through_failover
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import row_image
@@ -119,6 +120,7 @@ def test_cancel_dead_letters_and_workers_on_the_cluster(
 def test_a_cluster_failover_under_load_answers_every_job_once(
     model_repository: Path, tmp_path: Path
 ) -> None:
+    need_cluster_redis()
     cluster = RedisCluster(tmp_path / "cluster").start()
     worker = None
     try:
