@@ -87,6 +87,7 @@ KNOWN_VARIABLES = frozenset(
         "AIMASS_FUZZ_EXAMPLES",
         "AIMASS_SOAK_SECONDS",
         "AIMASS_SOAK_RATE",
+        "AIMASS_CLUSTER_TESTS",
     }
 )
 
