@@ -240,7 +240,7 @@ def _sample_feeds(logic: Any, size: int, seed: int = 0) -> dict[str, Any]:
 def _padding_error(plain: Any, loaded: Any) -> dict[str, Any] | None:
     """Outputs of a batch padded up to its bucket against the same batch run at its exact
     size on a plain session: the largest absolute difference."""
-    from aimass.worker.batcher import run_in_chunks
+    from aimass.worker.runs import run_in_chunks
 
     buckets = loaded.batcher.buckets
     if not buckets:

@@ -33,8 +33,9 @@ from typing import Protocol
 import numpy as np
 
 from aimass.protocol.errors import AimassError, JobCancelled, ModelError
-from aimass.worker.batcher import BatchOutput, DeviceLost, Runner
+from aimass.worker.batcher import BatchOutput, DeviceLost
 from aimass.worker.buckets import bucket_for
+from aimass.worker.runs import Runner
 from aimass.worker.sequences import Decoding, SequenceModel
 from aimass.worker.sessions import DeviceHealth
 from aimass.worker.steps import Prefill, StepRows

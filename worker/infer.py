@@ -22,8 +22,9 @@ from aimass.protocol.tensors import (
     describe_shape,
     tensor_document,
 )
-from aimass.worker.batcher import BatchOutput, Feeds
+from aimass.worker.batcher import BatchOutput
 from aimass.worker.kinds import Limits
+from aimass.worker.runs import Feeds
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from aimass.protocol.codecs import array_to_png, tensor_payload
 from aimass.protocol.contract import ClassifyJob, GenerateJob
 from aimass.protocol.errors import InvalidInput, InvalidJob, ModelError, PayloadTooLarge
 from aimass.protocol.manifest import Manifest, ModelKind
-from aimass.worker.batcher import BatchOutput, Feeds
+from aimass.worker.batcher import BatchOutput
 from aimass.worker.preprocess import decode_batch, decode_input
+from aimass.worker.runs import Feeds
 
 
 @dataclass(frozen=True)

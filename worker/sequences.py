@@ -19,8 +19,9 @@ import numpy as np
 from aimass.protocol.contract import FinishReason, SequenceJob
 from aimass.protocol.errors import AimassError, InvalidInput, InvalidJob
 from aimass.protocol.manifest import Manifest, ModelKind, SequenceSpec
-from aimass.worker.batcher import BatchOutput, Feeds
+from aimass.worker.batcher import BatchOutput
 from aimass.worker.kinds import Limits, seed_for
+from aimass.worker.runs import Feeds
 from aimass.worker.sampling import Sampler
 from aimass.worker.stops import StopText
 

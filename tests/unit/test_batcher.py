@@ -16,8 +16,8 @@ from aimass.worker.batcher import (
     Inbox,
     Pending,
     collect_batch,
-    run_in_chunks,
 )
+from aimass.worker.runs import run_in_chunks
 from aimass.worker.sessions import DeviceHealth
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aimass.protocol.manifest import near_best_batch
-from aimass.worker.batcher import Batcher, run_in_chunks
+from aimass.worker.batcher import Batcher
 from aimass.worker.buckets import (
     BucketRunner,
     bucket_for,
@@ -18,6 +18,7 @@ from aimass.worker.buckets import (
     settle,
     sweep,
 )
+from aimass.worker.runs import run_in_chunks
 
 pytestmark = pytest.mark.unit
 

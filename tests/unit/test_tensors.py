@@ -16,9 +16,10 @@ from aimass.protocol.tensors import (
     encode_tensors,
     tensor_document,
 )
-from aimass.worker.batcher import BatchOutput, run_by_shape
+from aimass.worker.batcher import BatchOutput
 from aimass.worker.infer import TensorModel
 from aimass.worker.kinds import Limits
+from aimass.worker.runs import run_by_shape
 
 pytestmark = pytest.mark.unit
 
