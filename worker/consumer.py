@@ -33,7 +33,8 @@ from aimass.protocol.records import ResultRecord
 from aimass.worker.batcher import DeviceLost
 from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
-from aimass.worker.served import ServedModels, StartedJob
+from aimass.worker.served import ServedModels
+from aimass.worker.served_model import StartedJob
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""A model's sessions while it loads (one per bucket, or one for every size), and the
-runner of a graph without a batch dimension: what ``worker/served.py`` builds a served
-model from."""
+"""Loading a model: the batch sizes it runs at on this process's device (its batch
+limit and buckets), its sessions while it loads (one per bucket, or one for every size),
+and the runner of a graph without a batch dimension: what ``worker/served.py`` builds a
+served model from."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from aimass.protocol.manifest import Manifest, ModelKind
 from aimass.worker.batcher import BatchOutput
-from aimass.worker.buckets import BucketRunner, settle, sweep
+from aimass.worker.buckets import (
+    BucketRunner,
+    default_buckets,
+    normalize_buckets,
+    settle,
+    sweep,
+)
 from aimass.worker.kinds import ModelLogic
 from aimass.worker.sessions import (
     DevicePlan,
@@ -23,6 +31,7 @@ from aimass.worker.sessions import (
     create_bucket_sessions,
     create_session,
 )
+from aimass.worker.settings import WorkerSettings
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,43 @@ class BatchLimit:
 
     size: int | None
     source: str  # "setting", "manifest", "manifest (gpu)" or "sweep"
+
+
+def buckets_for(
+    settings: WorkerSettings, plan: DevicePlan, manifest: Manifest, max_batch: int
+) -> tuple[int, ...]:
+    """The batch sizes this model's sessions are built for; empty: exact sizes."""
+    if not manifest.batched:
+        return ()  # one job a run: nothing to pad
+    setting = settings.bucket_setting()
+    if setting == "off" or (setting == "auto" and plan.gpu is None):
+        return ()
+    if isinstance(setting, tuple):
+        return normalize_buckets(setting, max_batch)
+    return normalize_buckets(manifest.batching.buckets or default_buckets(max_batch), max_batch)
+
+
+def batch_limit(settings: WorkerSettings, plan: DevicePlan, manifest: Manifest) -> BatchLimit:
+    """A model's batch limit on this process's device, and where it comes from: the
+    operator's setting, else the manifest's limit for this kind of device, else (on a
+    GPU, or wherever AIMASS_BATCH_SWEEP=on) a sweep at start-up."""
+    if not manifest.batched:
+        return BatchLimit(1, "unbatched model")
+    given = settings.batch_limit(manifest.name)
+    if given is not None:
+        return BatchLimit(given, "setting")
+    if manifest.kind is ModelKind.sequence:  # a step's batch: the sequences in flight
+        return BatchLimit(settings.max_sequences, "AIMASS_MAX_SEQUENCES")
+    sweep_setting = settings.batch_sweep
+    on_gpu = plan.gpu is not None
+    if sweep_setting == "on":
+        return BatchLimit(None, "sweep")
+    batching = manifest.batching
+    if on_gpu and batching.max_batch_size_gpu is not None:
+        return BatchLimit(batching.max_batch_size_gpu, "manifest (gpu)")
+    if on_gpu and sweep_setting == "auto":
+        return BatchLimit(None, "sweep")
+    return BatchLimit(batching.max_batch_size, "manifest")
 
 
 class Sessions:

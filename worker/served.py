@@ -10,115 +10,31 @@ import threading
 import time
 from collections.abc import Callable, Container
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 from aimass.protocol.contract import parse_job, task_name
 from aimass.protocol.errors import AimassError, InvalidJob, ModelError, UnknownModel
-from aimass.protocol.manifest import Manifest, ModelKind, near_best_batch
-from aimass.worker.batcher import Batcher, BatchOutput, never_idle
+from aimass.protocol.manifest import ModelKind, near_best_batch
+from aimass.worker.batcher import Batcher, never_idle
 from aimass.worker.buckets import (
     SWEEP_MAX_BATCH,
     default_buckets,
-    normalize_buckets,
 )
 from aimass.worker.decoding import Decoder, StreamSink
 from aimass.worker.infer import TensorModel
 from aimass.worker.kinds import Limits, ModelLogic, logic_for
-from aimass.worker.loading import BatchLimit, Sessions, pass_on
+from aimass.worker.loading import BatchLimit, Sessions, batch_limit, buckets_for, pass_on
 from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
 from aimass.worker.sequences import SequenceModel
+from aimass.worker.served_model import ServedModel, StartedJob
 from aimass.worker.sessions import (
-    CPU,
     DeviceHealth,
     DevicePlan,
-    SharedWeights,
     release_free_memory,
 )
 from aimass.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServedModel:
-    """One model version with its session and its batcher, warmed up and ready."""
-
-    version: ModelVersion
-    logic: ModelLogic  # what the model's kind does with its jobs
-    sessions: list[Any]  # one, or one per bucket
-    batcher: Batcher
-    providers: list[str]
-    shared: SharedWeights | None = None  # the bucket sessions' one copy of the weights
-    limit_source: str = "manifest"  # where the batch limit came from (BatchLimit.source)
-    settled_ms: dict[int, float] = field(default_factory=dict)  # a run's time, by size
-    # Infer jobs, which every model answers whatever its kind.
-    tensors: TensorModel | None = None
-    decoder: Decoder | None = None  # a sequence model's decoding loop (its jobs)
-
-    def logic_of(self, kind: ModelKind) -> ModelLogic:
-        """What runs a job of this kind on this model: its kind's logic, or for an infer
-        job, its tensors as they are."""
-        if kind is ModelKind.tensor:
-            if self.tensors is None:
-                self.tensors = TensorModel(self.version.manifest)
-            return self.tensors
-        return self.logic
-
-    def describe(self) -> dict[str, Any]:
-        shared = self.shared
-        return {
-            "name": self.version.name,
-            "version": self.version.version,
-            "kind": str(self.logic.kind),
-            "batched": self.version.manifest.batched,
-            "providers": self.providers,
-            "max_batch_size": self.batcher.max_batch_size,
-            "batch_limit_source": self.limit_source,
-            "max_queue_delay_ms": self.batcher.max_delay_s * 1000.0,
-            "buckets": list(self.batcher.buckets),
-            "settled_ms": {str(size): round(ms, 3) for size, ms in self.settled_ms.items()},
-            "shared_weight_bytes": shared.nbytes if shared else None,
-            "weights_shared": shared.shared if shared else None,
-            "sharing_refused": shared.refused if shared else None,
-        }
-
-    def stop(self, timeout: float | None) -> None:
-        self.batcher.stop(timeout)
-        if self.decoder is not None:
-            self.decoder.stop(timeout)
-
-    @property
-    def on_cpu(self) -> bool:
-        return not self.providers or self.providers[0] == CPU
-
-
-@dataclass
-class StartedJob:
-    """A job handed to its batcher: ``future`` resolves when its batch has run. A job
-    pinned to a version still loading has no ``model`` (nor ``context``) until then."""
-
-    model: ServedModel | None
-    job: Any
-    context: Any
-    future: Future[BatchOutput]
-    task: ModelKind | None = None  # the kind of job it is (an infer job on any model)
-
-    @property
-    def name(self) -> str:
-        return self.model.version.name if self.model else str(self.job.model)
-
-    @property
-    def version(self) -> int | None:
-        return self.model.version.version if self.model else self.job.version
-
-    @property
-    def kind(self) -> str:
-        """The kind of job, as metrics and logs name it: the model's kind, or
-        ``tensor`` for an infer job."""
-        if self.task is ModelKind.tensor:
-            return str(ModelKind.tensor)
-        return str(self.model.logic.kind) if self.model else "-"
 
 
 class ServedModels:
@@ -389,39 +305,6 @@ class ServedModels:
             self._refused[(name, version)] = (stamp, error.message)
             raise
 
-    def buckets_for(self, manifest: Manifest, max_batch: int) -> tuple[int, ...]:
-        """The batch sizes this model's sessions are built for; empty: exact sizes."""
-        if not manifest.batched:
-            return ()  # one job a run: nothing to pad
-        setting = self.settings.bucket_setting()
-        if setting == "off" or (setting == "auto" and self.plan.gpu is None):
-            return ()
-        if isinstance(setting, tuple):
-            return normalize_buckets(setting, max_batch)
-        return normalize_buckets(manifest.batching.buckets or default_buckets(max_batch), max_batch)
-
-    def batch_limit(self, manifest: Manifest) -> BatchLimit:
-        """A model's batch limit on this process's device, and where it comes from: the
-        operator's setting, else the manifest's limit for this kind of device, else (on a
-        GPU, or wherever AIMASS_BATCH_SWEEP=on) a sweep at start-up."""
-        if not manifest.batched:
-            return BatchLimit(1, "unbatched model")
-        given = self.settings.batch_limit(manifest.name)
-        if given is not None:
-            return BatchLimit(given, "setting")
-        if manifest.kind is ModelKind.sequence:  # a step's batch: the sequences in flight
-            return BatchLimit(self.settings.max_sequences, "AIMASS_MAX_SEQUENCES")
-        sweep_setting = self.settings.batch_sweep
-        on_gpu = self.plan.gpu is not None
-        if sweep_setting == "on":
-            return BatchLimit(None, "sweep")
-        batching = manifest.batching
-        if on_gpu and batching.max_batch_size_gpu is not None:
-            return BatchLimit(batching.max_batch_size_gpu, "manifest (gpu)")
-        if on_gpu and sweep_setting == "auto":
-            return BatchLimit(None, "sweep")
-        return BatchLimit(batching.max_batch_size, "manifest")
-
     def build(self, version: ModelVersion) -> ServedModel:
         """Load one version and warm it as this worker serves it (also what
         ``aimass doctor`` inspects)."""
@@ -434,12 +317,12 @@ class ServedModels:
             logic = SequenceModel(manifest)
         elif manifest.kind is not ModelKind.tensor:
             logic = logic_for(manifest)
-        limit = self.batch_limit(manifest)
+        limit = batch_limit(self.settings, self.plan, manifest)
         delay_ms = self.settings.max_queue_delay_ms
         if delay_ms is None:
             delay_ms = version.manifest.batching.max_queue_delay_ms
         # A sweep builds a session for every size it may try, and keeps those it needs.
-        buckets = self.buckets_for(version.manifest, limit.size or SWEEP_MAX_BATCH)
+        buckets = buckets_for(self.settings, self.plan, manifest, limit.size or SWEEP_MAX_BATCH)
         try:
             built = Sessions.build(model_file, self.plan, buckets, manifest.batched)
             settled: dict[int, float] = {}
@@ -450,7 +333,7 @@ class ServedModels:
                     "sweep",
                 )
                 if buckets:
-                    buckets = self.buckets_for(version.manifest, limit.size or 1)
+                    buckets = buckets_for(self.settings, self.plan, manifest, limit.size or 1)
                     built.keep(model_file, self.plan, buckets)
             max_batch = limit.size or 1
             # Each session runs at every size it will serve until its run time settles,

@@ -129,6 +129,7 @@ def test_which_buckets_a_model_runs(
     expected: tuple[int, ...],
 ) -> None:
     from aimass.protocol.manifest import BatchingSpec, Manifest
+    from aimass.worker.loading import buckets_for
     from aimass.worker.served import ServedModels
     from aimass.worker.sessions import DevicePlan
     from aimass.worker.settings import WorkerSettings
@@ -142,7 +143,7 @@ def test_which_buckets_a_model_runs(
         WorkerSettings(model_repository=tmp_path, batch_buckets=setting),
         DevicePlan(gpu=gpu, intra_op_threads=1),
     )
-    assert runtime.buckets_for(manifest, 16) == expected
+    assert buckets_for(runtime.settings, runtime.plan, manifest, 16) == expected
 
 
 def test_settle_runs_until_two_runs_agree_and_returns_the_settled_time() -> None:
