@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from aimass.embedded_redis import RedisServer
 from tests.support import raw_messages as raw
-from tests.support.malformed_corpus import (
+from tests.support.malformed_corpus import build_corpus
+from tests.support.malformed_parts import (
     CLASSIFY,
     GENERATE,
     GOOD_IMAGE,
@@ -35,7 +36,6 @@ from tests.support.malformed_corpus import (
     Case,
     Marker,
     b64,
-    build_corpus,
     classify,
     generate,
     png_claiming,
