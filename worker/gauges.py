@@ -76,10 +76,10 @@ class Gauges:
         models = self._runtime.models()
         space = self._queues.space
         submitted = mget(self._redis, [space.submitted_key(i) for i in ids])
-        parked = [
-            sum(_mget_lengths(self._redis, space.dead_letter_keys(model.version.name)))
-            for model in models
-        ]
+        # Each model's dead letters (a list per shard on a cluster), in one round trip.
+        dead_keys = [space.dead_letter_keys(model.version.name) for model in models]
+        lengths = iter(_list_lengths(self._redis, [key for keys in dead_keys for key in keys]))
+        parked = [sum(next(lengths) for _ in keys) for keys in dead_keys]
         records = dict(zip(ids, submitted, strict=False))
         now = time.time()
         for model, dead in zip(models, parked, strict=True):
@@ -98,7 +98,7 @@ class Gauges:
             )
 
 
-def _mget_lengths(client: Any, keys: list[str]) -> list[int]:
+def _list_lengths(client: Any, keys: list[str]) -> list[int]:
     """The lengths of these lists, in one round trip (per node, on a cluster)."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
