@@ -13,11 +13,16 @@ arrays are kept in that order, so a step with no joins and no leaves copies noth
 With ``buckets`` (on a GPU) each run is padded up to the smallest bucket that holds
 its rows, so that the session sees only the shapes it was built for.
 
-This thread runs the model and never touches the network, but once per join, when
-told to (``on_start``, as ``worker/batcher.py`` does per batch): the start of a
-sequence must be on record before its first step could kill the process. Stream
-entries and finished streaming sequences go to ``streams`` (worker/streams.py), which
-writes them on its own thread.
+This thread runs the model and never touches the network. The start of a sequence
+must be on record before its first step could kill the process (``on_start``, as
+``worker/batcher.py`` does per batch): a thread of its own counts the runs of all the
+sequences that have come since its last command in one command (``Starts``), and a
+sequence begins its prompt once that has answered; the others go on stepping meanwhile.
+A sequence that arrives while the loop has room is counted as it arrives, so that the
+count overlaps its wait for the step in progress; one that must wait for room, when
+it joins.
+Stream entries and finished streaming sequences go to ``streams`` (worker/streams.py),
+which writes them on its own thread.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Protocol
@@ -70,6 +76,43 @@ class _Stop:
     """Put on the inbox to end the thread once no sequence is in flight."""
 
 
+class Starts:
+    """Puts the start of sequences on record (``on_start``) from a thread of its own:
+    every sequence asked for since its last command goes in the next one."""
+
+    def __init__(self, name: str, on_start: Callable[[list[str]], None]) -> None:
+        self.on_start = on_start
+        self._asked: queue.SimpleQueue[tuple[list[str], Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=f"starts-{name}", daemon=True)
+        self._thread.start()
+
+    def count(self, ids: list[str]) -> Future[None]:
+        """Count a run of each of these jobs; the future resolves once it is on record
+        (or could not be put there, which is logged: a job runs all the same)."""
+        counted: Future[None] = Future()
+        self._asked.put((ids, counted))
+        return counted
+
+    def stop(self) -> None:
+        self._asked.put(None)
+
+    def _loop(self) -> None:
+        while True:
+            asked = [self._asked.get()]
+            while not self._asked.empty():
+                asked.append(self._asked.get())
+            ids = [i for item in asked if item is not None for i in item[0]]
+            try:
+                self.on_start(ids)
+            except Exception as exc:
+                log.warning("could not record the start of %d sequences: %s", len(ids), exc)
+            for item in asked:
+                if item is not None:
+                    item[1].set_result(None)
+            if None in asked:
+                return
+
+
 class Decoder:
     """One sequence model's decoding loop on its own thread."""
 
@@ -112,6 +155,9 @@ class Decoder:
         self.state_indices = [list(output_names).index(state.output) for state in spec.state]
         self._inbox: queue.SimpleQueue[Decoding | _Stop] = queue.SimpleQueue()
         self._waiting: Decoding | None = None  # taken from the inbox, not yet joined
+        # Joined, their start being put on record, in the order they joined.
+        self._counting: deque[Decoding] = deque()
+        self._starts = Starts(name, on_start) if on_start is not None else None
         self._stopping = False
         self._stopped = False
         self.rows = StepRows(model.zero_states(0), model.token_dtype)
@@ -129,6 +175,12 @@ class Decoder:
             raise ModelError(f"model {self.name!r} was unloaded; send the job again")
         decoding.arrived = arrived
         decoding.alone = alone
+        starts = self._starts
+        if starts is not None and decoding.job_id is not None and not alone:
+            # Room in the loop (read from this thread: at worst a step out of date).
+            room = self.max_sequences - len(self.rows) - len(self.prefill) - len(self._counting)
+            if self._waiting is None and room > self._inbox.qsize():
+                decoding.counted = starts.count([decoding.job_id])
         self._inbox.put(decoding)
         return decoding.future
 
@@ -143,12 +195,15 @@ class Decoder:
         self._stopped = True
         self._inbox.put(_Stop())
         self._thread.join(timeout)
+        if self._starts is not None:
+            self._starts.stop()
 
     # The loop.
 
     def _loop(self) -> None:
         while not (self._stopping and not self.in_flight() and self._waiting is None):
             self._admit()
+            self._started()
             self._drop_stopped()
             if self.prefill:
                 self._feed_prompts()
@@ -156,14 +211,18 @@ class Decoder:
                 self._step()
 
     def in_flight(self) -> int:
-        """Sequences taken into the loop: feeding their prompts, or in the steps."""
-        return len(self.rows) + len(self.prefill)
+        """Sequences taken into the loop: their start being recorded, feeding their
+        prompts, or in the steps."""
+        return len(self.rows) + len(self.prefill) + len(self._counting)
 
     def _admit(self) -> None:
         """Let waiting sequences join, up to the limit; wait for one when none is in
         flight. A sequence to decode alone joins only an empty loop, and nothing joins
         it."""
-        if any(d.alone for d in self.prefill.feeding[:1] + self.active[:1]):
+        if self._waiting is None and self._inbox.empty() and self.in_flight():
+            return  # the common case, each step: nothing to join
+        first = self._counting or self.prefill.feeding or self.active
+        if first and first[0].alone:
             return
         joining: list[Decoding] = []
         while self.in_flight() + len(joining) < self.max_sequences:
@@ -208,19 +267,32 @@ class Decoder:
         return True
 
     def _join(self, joining: list[Decoding]) -> None:
-        ids = [d.job_id for d in joining if d.job_id is not None]
-        if self.on_start is not None and ids:
-            try:
-                self.on_start(ids)
-            except Exception as exc:
-                log.warning("could not record the start of %d sequences: %s", len(ids), exc)
-        now = time.monotonic()
-        ready = [d for d in joining if len(d.prompt) == 1]
-        if ready:
-            self.rows.join(ready, self.model.zero_states(len(ready)), now)
-        feeding = [d for d in joining if len(d.prompt) > 1]
-        if feeding:
-            self.prefill.add(feeding, self.model.zero_states(len(feeding)), now)
+        if self._starts is None:
+            self._begin(joining)
+            return
+        ids = [d.job_id for d in joining if d.counted is None and d.job_id is not None]
+        if ids:
+            counted = self._starts.count(ids)
+            for d in joining:
+                d.counted = d.counted or counted
+        self._counting.extend(joining)
+
+    def _started(self) -> None:
+        """The sequences whose start is on record begin their prompts, in the order they
+        joined; when no other sequence is in flight, wait for the first to be."""
+        begin: list[Decoding] = []
+        while self._counting:
+            counted = self._counting[0].counted
+            if counted is not None and not counted.done():
+                if self.rows or self.prefill or begin:
+                    break
+                counted.result()
+            begin.append(self._counting.popleft())
+        if begin:
+            self._begin(begin)
+
+    def _begin(self, joining: list[Decoding]) -> None:
+        self.prefill.add(joining, self.model.zero_states(len(joining)), time.monotonic())
         started = [d for d in joining if d.stream]
         if started:
             self._stream(started, [], [])
@@ -232,19 +304,24 @@ class Decoder:
 
     def _feed_prompts(self) -> None:
         """Feed the new sequences' prompts, in steps of their own, for up to
-        ``PROMPT_STEPS`` steps (a long prompt must not stall the others' decoding);
-        those done join the rows."""
+        ``PROMPT_STEPS`` steps (a long prompt must not stall the others' decoding); those
+        fed sample their first tokens and join the rows. Sequences that arrive meanwhile
+        join the feeding at once, rather than after the next step of all."""
         for _ in range(PROMPT_STEPS):
             try:
-                _, states = self._run(self.prefill.tokens(), self.prefill.states)
+                logits, states = self._run(self.prefill.tokens(), self.prefill.states)
             except Exception as exc:
                 self._failed(exc, self.prefill)
                 return
-            done, their_states = self.prefill.fed_step(states)
+            done, their_states, their_logits = self.prefill.fed_step(logits, states)
             if done:
+                first = len(self.rows)
                 self.rows.join(done, their_states, time.monotonic())
+                self._after_step(self.rows.advance(their_logits, range(first, len(self.rows))))
             if not self.prefill:
                 return
+            self._admit()
+            self._started()
 
     def _step(self) -> None:
         started = time.monotonic() if self.on_step is not None else 0.0

@@ -55,6 +55,7 @@ class Decoding:
     first_token_at: float = 0.0
     output: BatchOutput | None = None  # set when it leaves the loop
     muted: bool = False  # its stream had ended before this run: it writes nothing there
+    counted: Future[None] | None = None  # its run's count, once sent (worker/decoding.py)
 
     @property
     def tokens(self) -> int:

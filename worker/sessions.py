@@ -379,25 +379,37 @@ def release_free_memory() -> None:
 class SessionRunner:
     """Runs a session on whole batches; a run in progress on another thread can be asked
     to stop (ONNX Runtime checks ``RunOptions.terminate`` between nodes and loop
-    iterations; a single long kernel runs to its end)."""
+    iterations; a single long kernel runs to its end).
+
+    Each thread keeps its run options from run to run (making them costs a few µs, as
+    much as a decoding step's bookkeeping), until a run of it is asked to stop."""
 
     def __init__(self, session: Any) -> None:
-        self.session = session
-        self._options: dict[threading.Thread, Any] = {}
-
-    def __call__(self, feeds: Any) -> list[np.ndarray]:
         import onnxruntime as ort
 
-        options = ort.RunOptions()
-        options.log_severity_level = 4  # the batcher logs a stopped run itself
+        self.session = session
+        self._new_options = ort.RunOptions
+        self._options: dict[threading.Thread, Any] = {}  # each thread's, kept
+        self._running: set[threading.Thread] = set()
+        self._lock = threading.Lock()  # a stop asked for lands in the run it was meant for
+
+    def __call__(self, feeds: Any) -> list[np.ndarray]:
         thread = threading.current_thread()
-        self._options[thread] = options
+        options = self._options.get(thread)
+        if options is None:
+            options = self._options[thread] = self._new_options()
+            options.log_severity_level = 4  # the batcher logs a stopped run itself
+        with self._lock:
+            self._running.add(thread)
         try:
-            return list(self.session.run(None, dict(feeds), options))
+            return self.session.run(None, feeds, options)
         finally:
-            self._options.pop(thread, None)
+            with self._lock:
+                self._running.discard(thread)
+                if options.terminate:  # stopped: the next run needs options of its own
+                    del self._options[thread]
 
     def interrupt(self, thread: threading.Thread) -> None:
-        options = self._options.get(thread)
-        if options is not None:
-            options.terminate = True
+        with self._lock:
+            if thread in self._running:
+                self._options[thread].terminate = True

@@ -3,11 +3,12 @@ what each step needs of them kept as arrays (next token, state, tokens written,
 limits), so that a step's bookkeeping is a few array operations rather than a loop of
 Python per sequence. A step with no joins and no leaves copies nothing.
 
-A new sequence first feeds its prompt, all but its last token, in steps of its own with
-the other new ones (``Prefill``): a step of a few rows is cheaper than a step of all
-those in flight, so its first token comes sooner (vLLM likewise runs prefills before
-decoding steps). It then joins the rows at its prompt's last token, whose logits give
-its first token.
+A new sequence first feeds its whole prompt in steps of its own with the other new ones
+(``Prefill``): a step of a few rows is cheaper than a step of all those in flight, and
+the logits of its prompt's last token give its first token there, so that it comes as
+soon as the prompt is fed (vLLM likewise runs prefills before decoding steps, and
+samples a sequence's first token from its prefill). It then joins the rows with that
+token as its next input.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class StepRows:
         return len(self.active)
 
     def join(self, joining: list[Decoding], states: list[np.ndarray], now: float) -> None:
-        """Add rows for sequences whose prompts are fed but for their last tokens, with
-        the states that feeding left them in."""
+        """Add rows for sequences whose prompts are fed, with the states that feeding
+        left them in; ``advance`` then samples their first tokens."""
         for d in joining:
             d.joined = d.joined or now
         self.active.extend(joining)
@@ -71,25 +72,28 @@ class StepRows:
         )
         return leaving
 
-    def advance(self, logits: np.ndarray) -> list[int]:
-        """After a step: sample each sequence's next token from ``logits`` and feed it
-        to the next step; returns the rows that ended."""
-        if len(self.samplers) == 1:  # one sequence: array operations cost more than they save
-            return self._sampled_one(0, sample_one(logits[0], self.samplers[0]))
-        picked = sample_rows(logits, self.samplers)
-        self.tokens[:] = picked
-        self.written += 1
-        written = self.written
-        at = list(range(len(self.active)))
+    def advance(self, logits: np.ndarray, rows: range | None = None) -> list[int]:
+        """After a step of ``rows`` (all by default): sample each one's next token from
+        ``logits`` (a row each) and feed it to the next step; returns the rows that
+        ended."""
+        at = range(len(self.active)) if rows is None else rows
+        if len(at) == 1:  # one sequence: array operations cost more than they save
+            return self._sampled_one(at[0], sample_one(logits[0], self.samplers[at[0]]))
+        picked = sample_rows(logits, self.samplers[at.start : at.stop])
+        every = len(at) == len(self.active)
+        part = slice(None) if every else slice(at.start, at.stop)
+        self.tokens[part] = picked
+        self.written[part] += 1
+        written = self.written[part]
         tokens = picked.tolist()
         active = self.active
         for i, token in zip(at, tokens, strict=True):
             active[i].ids.append(token)
         for j in np.flatnonzero(written == 1).tolist():
             active[at[j]].first_token_at = time.monotonic()
-        end = active[at[0]].end_token if at else -1
-        ending = (picked == end) | (written >= self.limit)
-        for j in np.flatnonzero(self.writes).tolist():
+        end = active[at[0]].end_token
+        ending = (picked == end) | (written >= self.limit[part])
+        for j in np.flatnonzero(self.writes[part]).tolist():
             if tokens[j] != end:
                 active[at[j]].write(tokens[j])
                 ending[j] |= active[at[j]].finish_reason is not None
@@ -100,7 +104,7 @@ class StepRows:
         return [at[j] for j in ended]
 
     def _sampled_one(self, i: int, token: int) -> list[int]:
-        """``_sampled`` for one row."""
+        """``advance`` for one row."""
         d = self.active[i]
         self.tokens[i] = token
         self.written[i] += 1
@@ -119,8 +123,9 @@ class StepRows:
 
 
 class Prefill:
-    """New sequences feeding their prompts, all but the last token, in steps of their
-    own; ``step`` returns those done, with their states, to join the rows."""
+    """New sequences feeding their prompts in steps of their own; ``fed_step`` returns
+    those whose prompts are fed, with their states and their last step's logits, to
+    join the rows."""
 
     def __init__(self, states: list[np.ndarray], token_dtype: np.dtype) -> None:
         self.feeding: list[Decoding] = []
@@ -145,13 +150,16 @@ class Prefill:
             [d.prompt[i] for d, i in zip(self.feeding, fed, strict=True)], self.token_dtype
         )
 
-    def fed_step(self, states: list[np.ndarray]) -> tuple[list[Decoding], list[np.ndarray]]:
-        """A step of them all has run and left these states: the sequences done, with
-        their states."""
+    def fed_step(
+        self, logits: np.ndarray, states: list[np.ndarray]
+    ) -> tuple[list[Decoding], list[np.ndarray], np.ndarray]:
+        """A step of them all has run and left these logits and states: the sequences
+        whose prompts are now fed, with their states and logits."""
         self.states = states
         self.fed += 1
-        done = [i for i, d in enumerate(self.feeding) if self.fed[i] >= len(d.prompt) - 1]
-        return self.remove(done)
+        done = [i for i, d in enumerate(self.feeding) if self.fed[i] >= len(d.prompt)]
+        leaving, their_states = self.remove(done)
+        return leaving, their_states, logits[done]
 
     def remove(self, gone: list[int]) -> tuple[list[Decoding], list[np.ndarray]]:
         """Take these sequences out; returns them with their states."""

@@ -27,10 +27,12 @@ class NumpyStep:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.w = weights(64)
         self.sizes: list[int] = []
+        self.started: list[float] = []  # when each run began
         self.delay_s = delay_s
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         self.sizes.append(len(feeds["token"]))
+        self.started.append(time.monotonic())
         if self.delay_s:
             time.sleep(self.delay_s)
         w = self.w
@@ -68,19 +70,50 @@ def submit(decoder: Decoder, logic: SequenceModel, prompt: str, job_id: str, **j
     return decoding
 
 
+def decoding_long(decoder: Decoder, logic: SequenceModel, max_tokens: int) -> Decoding:
+    """A greedy sequence of ``max_tokens``, once it has written a few."""
+    long = submit(decoder, logic, "def ", "long", max_tokens=max_tokens, temperature=0)
+    while long.tokens < 5:
+        time.sleep(0.001)
+    return long
+
+
 def test_sequence_a_short_job_joins_a_long_one_and_leaves_first(logic, decoders) -> None:
     runner = NumpyStep(delay_s=0.001)
     decoder = start(logic, decoders, runner)
-    long = submit(decoder, logic, "def ", "long", max_tokens=400, temperature=0)
-    while long.tokens < 5:
-        time.sleep(0.001)
-    short = submit(decoder, logic, "x", "short", max_tokens=3, temperature=0)
+    long = decoding_long(decoder, logic, 400)
+    short = submit(decoder, logic, "class A:", "short", max_tokens=3, temperature=0)
     short.future.result(10)
     assert not long.future.done()  # it went on decoding after its mate left
     long.future.result(10)
     assert long.text == reference_greedy("def ", 400)
-    assert short.text == reference_greedy("x", 3)
+    assert short.text == reference_greedy("class A:", 3)
     assert 2 in runner.sizes and runner.sizes[-1] == 1  # joined, then left
+    # Its first token came from the end of its prompt, before any step of both.
+    assert short.first_token_at < runner.started[runner.sizes.index(2)]
+
+
+def test_sequence_start_is_on_record_before_its_first_step_and_others_step_meanwhile(
+    logic, decoders
+) -> None:
+    counted: dict[str, float] = {}
+
+    def slow_record(ids: list[str]) -> None:  # a Redis far away
+        time.sleep(0.05)
+        counted.update(dict.fromkeys(ids, time.monotonic()))
+
+    runner = NumpyStep(delay_s=0.001)
+    decoder = start(logic, decoders, runner, on_start=slow_record)
+    long = decoding_long(decoder, logic, 2000)
+    asked = time.monotonic()
+    late = [submit(decoder, logic, f"{i}:", f"late{i}", max_tokens=5, seed=i) for i in range(3)]
+    for job in late:
+        job.future.result(10)
+    for job in [long, *late]:
+        assert job.job_id in counted and counted[job.job_id] <= job.joined  # before its steps
+    during = [t for t in runner.started if asked < t < min(counted[j.job_id] for j in late)]
+    assert len(during) >= 10  # the long one went on stepping while they were counted
+    long.future.result(10)
 
 
 def test_sequence_steps_hold_at_most_the_limit_and_one_at_a_time_when_off(logic, decoders) -> None:
