@@ -13,10 +13,17 @@ array operation for the whole step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
-GREEDY, PLAIN, CUT = 0, 1, 2  # how a sampler picks: argmax, whole softmax, top-k/top-p
+
+class Mode(StrEnum):
+    """How a sampler picks a token."""
+
+    greedy = "greedy"  # the likeliest (temperature 0)
+    plain = "plain"  # a draw from the whole softmax: rows of a step share one operation
+    cut = "cut"  # a draw among the top-k, then the top-p, likeliest tokens
 
 
 @dataclass(eq=False)
@@ -28,16 +35,16 @@ class Sampler:
     top_p: float = 1.0
     seed: int = 0
     rng: np.random.Generator = field(init=False, repr=False)
-    mode: int = field(init=False)
+    mode: Mode = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
         if self.temperature == 0:
-            self.mode = GREEDY
+            self.mode = Mode.greedy
         elif self.top_k == 0 and self.top_p >= 1.0:
-            self.mode = PLAIN
+            self.mode = Mode.plain
         else:
-            self.mode = CUT
+            self.mode = Mode.cut
 
 
 def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
@@ -46,28 +53,28 @@ def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
     if len(samplers) == 1:  # one sequence in the step: no grouping to pay for
         return np.array([sample_one(logits[0], samplers[0])])
     modes = [s.mode for s in samplers]
-    if modes.count(PLAIN) == len(modes):  # the common case: one draw per row, at once
+    if modes.count(Mode.plain) == len(modes):  # the common case: one draw per row, at once
         return _draw(logits, [s.temperature for s in samplers], [s.rng.random() for s in samplers])
     out = np.empty(len(samplers), dtype=np.int64)
-    greedy = [i for i, mode in enumerate(modes) if mode == GREEDY]
-    plain = [i for i, mode in enumerate(modes) if mode == PLAIN]
+    greedy = [i for i, mode in enumerate(modes) if mode == Mode.greedy]
+    plain = [i for i, mode in enumerate(modes) if mode == Mode.plain]
     if greedy:
         out[greedy] = np.argmax(logits[greedy], axis=1)
     if plain:
         temperatures = [samplers[i].temperature for i in plain]
         out[plain] = _draw(logits[plain], temperatures, [samplers[i].rng.random() for i in plain])
     for i, mode in enumerate(modes):
-        if mode == CUT:
+        if mode == Mode.cut:
             out[i] = _draw_cut(logits[i], samplers[i], samplers[i].rng.random())
     return out
 
 
 def sample_one(row: np.ndarray, sampler: Sampler) -> int:
     """The next token from one row of logits."""
-    if sampler.mode == GREEDY:
+    if sampler.mode == Mode.greedy:
         return int(np.argmax(row))
     draw = sampler.rng.random()
-    if sampler.mode == PLAIN:
+    if sampler.mode == Mode.plain:
         scaled = row.astype(np.float64)
         if sampler.temperature != 1.0:
             scaled /= sampler.temperature
