@@ -17,6 +17,8 @@ from enum import StrEnum
 
 import numpy as np
 
+DRAWS_AHEAD = 64  # numbers a sequence's generator draws per call
+
 
 class Mode(StrEnum):
     """How a sampler picks a token."""
@@ -36,6 +38,7 @@ class Sampler:
     seed: int = 0
     rng: np.random.Generator = field(init=False, repr=False)
     mode: Mode = field(init=False)
+    _ahead: list[float] = field(init=False, default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -46,6 +49,14 @@ class Sampler:
         else:
             self.mode = Mode.cut
 
+    def draw(self) -> float:
+        """The next number of the sequence's generator, in [0, 1). Drawn ``DRAWS_AHEAD``
+        at a time (one call instead of one per token, ~0.3 µs each): the numbers are
+        the same, in the same order, as one at a time."""
+        if not self._ahead:
+            self._ahead = self.rng.random(DRAWS_AHEAD).tolist()[::-1]
+        return self._ahead.pop()
+
 
 def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
     """The next token of each row of ``logits`` ([rows, vocabulary]), picked by the
@@ -54,7 +65,7 @@ def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
         return np.array([sample_one(logits[0], samplers[0])])
     modes = [s.mode for s in samplers]
     if modes.count(Mode.plain) == len(modes):  # the common case: one draw per row, at once
-        return _draw(logits, [s.temperature for s in samplers], [s.rng.random() for s in samplers])
+        return _draw(logits, [s.temperature for s in samplers], [s.draw() for s in samplers])
     out = np.empty(len(samplers), dtype=np.int64)
     greedy = [i for i, mode in enumerate(modes) if mode == Mode.greedy]
     plain = [i for i, mode in enumerate(modes) if mode == Mode.plain]
@@ -62,10 +73,10 @@ def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
         out[greedy] = np.argmax(logits[greedy], axis=1)
     if plain:
         temperatures = [samplers[i].temperature for i in plain]
-        out[plain] = _draw(logits[plain], temperatures, [samplers[i].rng.random() for i in plain])
+        out[plain] = _draw(logits[plain], temperatures, [samplers[i].draw() for i in plain])
     for i, mode in enumerate(modes):
         if mode == Mode.cut:
-            out[i] = _draw_cut(logits[i], samplers[i], samplers[i].rng.random())
+            out[i] = _draw_cut(logits[i], samplers[i], samplers[i].draw())
     return out
 
 
@@ -73,7 +84,7 @@ def sample_one(row: np.ndarray, sampler: Sampler) -> int:
     """The next token from one row of logits."""
     if sampler.mode == Mode.greedy:
         return int(np.argmax(row))
-    draw = sampler.rng.random()
+    draw = sampler.draw()
     if sampler.mode == Mode.plain:
         scaled = row.astype(np.float64)
         if sampler.temperature != 1.0:

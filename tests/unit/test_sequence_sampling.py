@@ -39,6 +39,11 @@ def test_sequence_the_same_seed_draws_the_same_tokens_and_another_does_not() -> 
     assert first == again and first != other
 
 
+def test_sequence_draws_made_ahead_are_the_generators_own_one_at_a_time() -> None:
+    sampler, alone = Sampler(seed=11), np.random.default_rng(11)
+    assert [sampler.draw() for _ in range(200)] == [alone.random() for _ in range(200)]
+
+
 def test_sequence_sampling_follows_the_softmax_and_the_cuts() -> None:
     logits = np.log(np.array([1, 3, 0, 0], dtype=np.float64) + 1e-12).astype(np.float32)
     sampler = Sampler(1.0, seed=1)
