@@ -103,7 +103,8 @@ class Starts:
                 asked.append(self._asked.get())
             ids = [i for item in asked if item is not None for i in item[0]]
             try:
-                self.on_start(ids)
+                if ids:
+                    self.on_start(ids)
             except Exception as exc:
                 log.warning("could not record the start of %d sequences: %s", len(ids), exc)
             for item in asked:
@@ -195,8 +196,8 @@ class Decoder:
         self._stopped = True
         self._inbox.put(_Stop())
         self._thread.join(timeout)
-        if self._starts is not None:
-            self._starts.stop()
+        if self._starts is not None and not self._thread.is_alive():
+            self._starts.stop()  # (a loop still decoding may need it yet)
 
     # The loop.
 
