@@ -13,14 +13,15 @@ arrays are kept in that order, so a step with no joins and no leaves copies noth
 With ``buckets`` (on a GPU) each run is padded up to the smallest bucket that holds
 its rows, so that the session sees only the shapes it was built for.
 
-This thread runs the model and never touches the network. The start of a sequence
-must be on record before its first step could kill the process (``on_start``, as
-``worker/batcher.py`` does per batch): a thread of its own counts the runs of all the
-sequences that have come since its last command in one command (``Starts``), and a
-sequence begins its prompt once that has answered; the others go on stepping meanwhile.
-A sequence that arrives while the loop has room is counted as it arrives, so that the
-count overlaps its wait for the step in progress; one that must wait for room, when
-it joins.
+This thread runs the model and touches the network only when nothing else is in
+flight. The start of a sequence must be on record before its first step could kill
+the process (``on_start``, as ``worker/batcher.py`` does per batch). While others are
+in flight, a thread of its own (``Starts``) counts the runs of all the sequences that
+came since its last command in one command, and the others go on stepping meanwhile;
+a sequence begins its prompt once its count has answered. One that arrives while the
+loop steps others and has room is counted as it arrives, so that the count overlaps
+its wait for the step in progress; one that must wait for room, when it joins; one
+that finds the loop idle, by the loop itself, with no thread between.
 Stream entries and finished streaming sequences go to ``streams`` (worker/streams.py),
 which writes them on its own thread.
 """
@@ -93,6 +94,14 @@ class Starts:
         self._asked.put((ids, counted))
         return counted
 
+    def record(self, ids: list[str]) -> None:
+        """Count a run of each of these jobs on the calling thread."""
+        try:
+            if ids:
+                self.on_start(ids)
+        except Exception as exc:
+            log.warning("could not record the start of %d sequences: %s", len(ids), exc)
+
     def stop(self) -> None:
         self._asked.put(None)
 
@@ -101,12 +110,7 @@ class Starts:
             asked = [self._asked.get()]
             while not self._asked.empty():
                 asked.append(self._asked.get())
-            ids = [i for item in asked if item is not None for i in item[0]]
-            try:
-                if ids:
-                    self.on_start(ids)
-            except Exception as exc:
-                log.warning("could not record the start of %d sequences: %s", len(ids), exc)
+            self.record([i for item in asked if item is not None for i in item[0]])
             for item in asked:
                 if item is not None:
                     item[1].set_result(None)
@@ -178,9 +182,11 @@ class Decoder:
         decoding.alone = alone
         starts = self._starts
         if starts is not None and decoding.job_id is not None and not alone:
-            # Room in the loop (read from this thread: at worst a step out of date).
-            room = self.max_sequences - len(self.rows) - len(self.prefill) - len(self._counting)
-            if self._waiting is None and room > self._inbox.qsize():
+            # Room in a loop that is stepping others (read from this thread: at worst a
+            # step out of date). An idle loop counts it itself, with no thread between.
+            busy = len(self.rows) + len(self.prefill) + len(self._counting)
+            room = self.max_sequences - busy
+            if busy and self._waiting is None and room > self._inbox.qsize():
                 decoding.counted = starts.count([decoding.job_id])
         self._inbox.put(decoding)
         return decoding.future
@@ -272,10 +278,12 @@ class Decoder:
             self._begin(joining)
             return
         ids = [d.job_id for d in joining if d.counted is None and d.job_id is not None]
-        if ids:
-            counted = self._starts.count(ids)
+        if ids and (self.rows or self.prefill or self._counting):
+            counted = self._starts.count(ids)  # the others go on stepping meanwhile
             for d in joining:
                 d.counted = d.counted or counted
+        elif ids:
+            self._starts.record(ids)  # nothing else to run: no thread to hand it to
         self._counting.extend(joining)
 
     def _started(self) -> None:
