@@ -346,7 +346,7 @@ class Batcher:
         if self.on_batch:
             self.on_batch(size, run_size, inference_ms)
         for job, part in zip(batch, parts, strict=True):
-            _resolve(
+            resolve_future(
                 job.future,
                 BatchOutput(
                     outputs=part,
@@ -361,13 +361,9 @@ class Batcher:
         """Tell ``on_start`` of the batch before it runs: should the process die in the
         run, the record of it must already be out. Best effort: a failure to tell is
         logged, and the batch runs."""
-        ids = [job.job_id for job in batch if job.job_id is not None]
-        if self.on_start is None or not ids:
-            return
-        try:
-            self.on_start(ids)
-        except Exception as exc:
-            log.warning("could not record the start of a batch of %d jobs: %s", len(ids), exc)
+        if self.on_start is not None:
+            ids = [job.job_id for job in batch if job.job_id is not None]
+            record_start(self.on_start, ids, f"a batch of {len(ids)} jobs")
 
     def _drop_cancelled(self, batch: list[Pending]) -> list[Pending]:
         """Jobs cancelled while they waited for this batch do not run."""
@@ -376,7 +372,7 @@ class Batcher:
         kept = []
         for job in batch:
             if job.job_id is not None and job.job_id in self.cancelled:
-                _resolve(job.future, error=JobCancelled(f"job {job.job_id} was cancelled"))
+                resolve_future(job.future, error=JobCancelled(f"job {job.job_id} was cancelled"))
             else:
                 kept.append(job)
         return kept
@@ -392,11 +388,11 @@ class Batcher:
         )
         log.error("batch of %d jobs failed on %s: %s", len(batch), self.name, exc)
         for job in batch:
-            _resolve(job.future, error=error)
+            resolve_future(job.future, error=error)
 
     def _device_lost(self, batch: list[Pending], reason: str) -> None:
         for job in batch:
-            _resolve(job.future, error=DeviceLost(reason))
+            resolve_future(job.future, error=DeviceLost(reason))
         if self.on_device_lost is not None:
             self.on_device_lost(reason)
 
@@ -428,7 +424,7 @@ class Batcher:
             self.time_limit_s,
         )
         for job in running.batch:
-            _resolve(job.future, error=error)
+            resolve_future(job.future, error=error)
         if self.interrupt is not None:
             self.interrupt(running.thread)
 
@@ -451,7 +447,18 @@ class Batcher:
             self._start_thread()
 
 
-def _resolve(
+def record_start(on_start: Callable[[list[str]], None], ids: list[str], what: str) -> None:
+    """Tell ``on_start`` that these jobs start (``what``: them, for the log). Best effort:
+    a failure to tell is logged, and the jobs run."""
+    if not ids:
+        return
+    try:
+        on_start(ids)
+    except Exception as exc:
+        log.warning("could not record the start of %s: %s", what, exc)
+
+
+def resolve_future(
     future: Future[BatchOutput],
     result: BatchOutput | None = None,
     error: BaseException | None = None,

@@ -34,14 +34,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Container, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from typing import Protocol
 
 import numpy as np
 
 from aimass.protocol.errors import AimassError, JobCancelled, ModelError
-from aimass.worker.batcher import BatchOutput, DeviceLost
-from aimass.worker.buckets import bucket_for
+from aimass.worker.batcher import BatchOutput, DeviceLost, record_start, resolve_future
+from aimass.worker.buckets import bucket_for, gather
 from aimass.worker.runs import Runner
 from aimass.worker.sequences import Decoding, SequenceModel
 from aimass.worker.sessions import DeviceHealth
@@ -96,11 +96,7 @@ class Starts:
 
     def record(self, ids: list[str]) -> None:
         """Count a run of each of these jobs on the calling thread."""
-        try:
-            if ids:
-                self.on_start(ids)
-        except Exception as exc:
-            log.warning("could not record the start of %d sequences: %s", len(ids), exc)
+        record_start(self.on_start, ids, f"{len(ids)} sequences")
 
     def stop(self) -> None:
         self._asked.put(None)
@@ -149,7 +145,6 @@ class Decoder:
             self.max_sequences = min(self.max_sequences, self.buckets[-1])
         self.time_limit_s = time_limit_s
         self.cancelled = cancelled
-        self.on_start = on_start
         self.streams = streams
         self.on_step = on_step
         self.device = device
@@ -184,7 +179,7 @@ class Decoder:
         if starts is not None and decoding.job_id is not None and not alone:
             # Room in a loop that is stepping others (read from this thread: at worst a
             # step out of date). An idle loop counts it itself, with no thread between.
-            busy = len(self.rows) + len(self.prefill) + len(self._counting)
+            busy = self.in_flight()
             room = self.max_sequences - busy
             if busy and self._waiting is None and room > self._inbox.qsize():
                 decoding.counted = starts.count([decoding.job_id])
@@ -267,9 +262,8 @@ class Decoder:
 
     def _cancelled(self, decoding: Decoding) -> bool:
         """Drop a sequence cancelled before it joined."""
-        if decoding.job_id is None or decoding.job_id not in self.cancelled:
+        if not self._cancelled_rows([decoding]):
             return False
-        decoding.fail(JobCancelled(f"job {decoding.job_id} was cancelled"))
         resolve(decoding)
         return True
 
@@ -278,7 +272,7 @@ class Decoder:
             self._begin(joining)
             return
         ids = [d.job_id for d in joining if d.counted is None and d.job_id is not None]
-        if ids and (self.rows or self.prefill or self._counting):
+        if ids and self.in_flight():
             counted = self._starts.count(ids)  # the others go on stepping meanwhile
             for d in joining:
                 d.counted = d.counted or counted
@@ -350,15 +344,17 @@ class Decoder:
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One step of these rows (padded up to a bucket); their logits and states."""
         rows = len(tokens)
-        size = bucket_for(rows, self.buckets) if self.buckets else rows
-        feeds: dict[str, np.ndarray] = {self.token_input: _padded(tokens, size)}
-        for name, state in zip(self.state_inputs, states, strict=True):
-            feeds[name] = _padded(state, size)
-        outputs = self.runner(feeds)
+        size = self._run_size(rows)
+        feeds = {self.token_input: tokens, **dict(zip(self.state_inputs, states, strict=True))}
+        outputs = self.runner(feeds if size == rows else gather([feeds], 0, rows, size))
         if self.device is not None:
             self.device.succeeded()
         logits = outputs[self.logits_index][:rows]
         return logits, [outputs[i][:rows] for i in self.state_indices]
+
+    def _run_size(self, rows: int) -> int:
+        """The rows a step of ``rows`` runs with: its bucket's, on a GPU."""
+        return bucket_for(rows, self.buckets) if self.buckets else rows
 
     def _after_step(self, ended: list[int]) -> None:
         written: list[tuple[Decoding, str]] = []
@@ -440,7 +436,7 @@ class Decoder:
                 queue_ms=((d.joined or now) - d.arrived) * 1000.0,
                 inference_ms=(now - (d.joined or now)) * 1000.0,
                 batch_size=step_size,
-                run_size=bucket_for(step_size, self.buckets) if self.buckets else step_size,
+                run_size=self._run_size(step_size),
             )
             if d.stream and self.streams is not None and d.joined:
                 streamed.append(d)  # settled by the stream writer, once its entries are out
@@ -478,23 +474,6 @@ class Decoder:
         self._stream([], [], self._leave(failed, size))
 
 
-def _padded(array: np.ndarray, size: int) -> np.ndarray:
-    """``array`` with zero rows added up to ``size`` rows (itself when it has them)."""
-    if len(array) == size:
-        return array
-    out = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
-    out[: len(array)] = array
-    return out
-
-
 def resolve(decoding: Decoding, error: BaseException | None = None) -> None:
     """Settle a sequence's future: its error, if it failed, else its output."""
-    future = decoding.future
-    error = error or decoding.error
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(decoding.output)  # type: ignore[arg-type]
-    except InvalidStateError:
-        pass
+    resolve_future(decoding.future, decoding.output, error or decoding.error)
