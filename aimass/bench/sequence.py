@@ -156,7 +156,7 @@ def measure_raw(options: Options, jobs: int) -> Level:
     states_at = [names.index(state.output) for state in spec.state]
     limits = Limits(1 << 30, 1 << 30)
     end = -1 if spec.end_token is None else spec.end_token
-    tokens, ttft, texts = 0, [], []
+    tokens, ttft = 0, []
     started = time.perf_counter()
     for index in range(jobs):
         job = SequenceJob(model=options.model, **job_options(index, options.max_tokens))
@@ -183,7 +183,6 @@ def measure_raw(options: Options, jobs: int) -> Level:
             if token == end or len(written) >= decoding.max_tokens:
                 break
             feed[0] = token
-        texts.append("".join(spec.vocabulary[t] for t in written if t != end))
         tokens += len(written)
     level = Level(RAW, 1, jobs, tokens, time.perf_counter() - started, ttft)
     _say(level)
