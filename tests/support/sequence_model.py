@@ -129,17 +129,20 @@ def reference_greedy(prompt: str, max_tokens: int, hidden: int = 64) -> str:
     ids = [VOCABULARY.index(c) for c in prompt]
     logits = np.zeros(len(VOCABULARY), dtype=np.float32)
     for token in ids:
-        state, logits = _step(w, token, state)
+        state, logits = step(w, token, state)
     text = []
     for _ in range(max_tokens):
         token = int(np.argmax(logits))
         if token == END:
             break
         text.append(VOCABULARY[token])
-        state, logits = _step(w, token, state)
+        state, logits = step(w, token, state)
     return "".join(text)
 
 
-def _step(w: dict[str, np.ndarray], token: int, state: np.ndarray) -> tuple[np.ndarray, ...]:
+def step(
+    w: dict[str, np.ndarray], token: int | np.ndarray, state: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """The step's math in numpy, for one token or a row of tokens: (new state, logits)."""
     state = np.tanh(w["embedding"][token] + state @ w["recurrent"] + w["bias"])
     return state, state @ w["projection"] + w["output_bias"]

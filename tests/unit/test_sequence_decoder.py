@@ -15,7 +15,7 @@ from aimass.protocol.manifest import Manifest
 from aimass.worker.decoding import Decoder
 from aimass.worker.kinds import Limits
 from aimass.worker.sequences import Decoding, SequenceModel
-from tests.support.sequence_model import publish_sequence_model, reference_greedy, weights
+from tests.support.sequence_model import publish_sequence_model, reference_greedy, step, weights
 
 LIMITS = Limits(1 << 20, 1 << 20)
 
@@ -35,11 +35,8 @@ class NumpyStep:
         self.started.append(time.monotonic())
         if self.delay_s:
             time.sleep(self.delay_s)
-        w = self.w
-        state = np.tanh(
-            w["embedding"][feeds["token"]] + feeds["state"] @ w["recurrent"] + w["bias"]
-        )
-        return [(state @ w["projection"] + w["output_bias"]).astype(np.float32), state]
+        state, logits = step(self.w, feeds["token"], feeds["state"])
+        return [logits, state]
 
 
 @pytest.fixture(scope="module")
