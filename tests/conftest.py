@@ -12,16 +12,20 @@ import redis
 
 from aimass.embedded_cluster import RedisCluster
 from aimass.embedded_redis import RedisServer
+from aimass.protocol.settings import TEST_RUN_VARIABLES
 from tests.support.clusters import need_cluster_redis
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import build_repository
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Start from no AIMASS_* variable: a developer's own settings would otherwise reach
-    the settings the tests read and, through the launcher, every worker they start."""
+    """Start from no AIMASS_* variable but those that ask for a kind of run (the cluster
+    tests required, more fuzz examples, a longer soak): a developer's own settings would
+    otherwise reach the settings the tests read and, through the launcher, every worker
+    they start."""
     for name in [name for name in os.environ if name.startswith("AIMASS_")]:
-        del os.environ[name]
+        if name not in TEST_RUN_VARIABLES:
+            del os.environ[name]
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,12 @@ DEFAULT_MAX_QUEUE_DEPTH = 10_000
 
 PREFIX = "AIMASS_"
 
+# How a run of the tests is asked for (.ci/run sets AIMASS_CLUSTER_TESTS=required): the
+# test harness keeps these when it clears every other AIMASS_* variable (tests/conftest.py).
+TEST_RUN_VARIABLES = frozenset(
+    {"AIMASS_FUZZ_EXAMPLES", "AIMASS_SOAK_SECONDS", "AIMASS_SOAK_RATE", "AIMASS_CLUSTER_TESTS"}
+)
+
 # Every AIMASS_ variable that aimass, its deployment files or its tests read on purpose:
 # one list for both sides, so that a variable set for the workers does not alarm a
 # producer that shares their environment, and anything else is reported as a likely typo.
@@ -81,13 +87,10 @@ KNOWN_VARIABLES = frozenset(
         # The benchmark's one-process baseline (aimass/bench/naive.py).
         "AIMASS_BENCH_MODEL_FILE",
         "AIMASS_BENCH_PROVIDER",
-        # The tests' own.
+        # The tests' own: set by tests for the workers they start, and how a run is asked for.
         "AIMASS_TEST_SHAPE_LOG",
         "AIMASS_TEST_STICKY_TRIGGER",
-        "AIMASS_FUZZ_EXAMPLES",
-        "AIMASS_SOAK_SECONDS",
-        "AIMASS_SOAK_RATE",
-        "AIMASS_CLUSTER_TESTS",
+        *TEST_RUN_VARIABLES,
     }
 )
 
