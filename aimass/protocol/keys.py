@@ -102,10 +102,6 @@ def submitted_key(job_id: str) -> str:
     return f"{SUBMITTED_PREFIX}{job_id}"
 
 
-def wake_channel(model: str) -> str:
-    return f"{WAKE_PREFIX}{model}"
-
-
 def worker_key(hostname: str) -> str:
     return f"{WORKER_PREFIX}{hostname}"
 
