@@ -15,7 +15,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu import Queue
 
-from aimass.protocol.connections import celery_url
+from aimass.protocol.connections import celery_url, is_cluster
 from aimass.protocol.contract import TASKS
 from aimass.protocol.errors import AimassError
 from aimass.protocol.keys import (
@@ -44,7 +44,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "broker_url": broker_url,
         # A cluster: Celery gets kombu's in-process transport and no result backend (the
         # bulk consumer stores results itself).
-        "result_backend": None if broker_url == "memory://" else broker_url,
+        "result_backend": None if is_cluster(settings.redis_url) else broker_url,
         # A Sentinel set: which of its services is the primary (aimass/protocol/connections.py).
         "result_backend_transport_options": dict(sentinel),
         # JSON by default, msgpack accepted; pickle never.
