@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from aimass.protocol.manifest import Manifest, ModelKind
-from aimass.worker.batcher import BatchOutput
 from aimass.worker.buckets import (
     BucketRunner,
     default_buckets,
@@ -146,11 +144,3 @@ class UnbatchedRunner:
 
     def interrupt(self, thread: threading.Thread) -> None:
         self.runner.interrupt(thread)
-
-
-def pass_on(done: Future[BatchOutput], to: Future[BatchOutput]) -> None:
-    error = done.exception()
-    if error is not None:
-        to.set_exception(error)
-    else:
-        to.set_result(done.result())

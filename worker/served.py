@@ -15,7 +15,7 @@ from typing import Any
 from aimass.protocol.contract import parse_job, task_name
 from aimass.protocol.errors import AimassError, InvalidJob, ModelError, UnknownModel
 from aimass.protocol.manifest import ModelKind, near_best_batch
-from aimass.worker.batcher import Batcher, never_idle
+from aimass.worker.batcher import Batcher, BatchOutput, never_idle
 from aimass.worker.buckets import (
     SWEEP_MAX_BATCH,
     default_buckets,
@@ -23,7 +23,7 @@ from aimass.worker.buckets import (
 from aimass.worker.decoding import Decoder, StreamSink
 from aimass.worker.infer import TensorModel
 from aimass.worker.kinds import Limits, ModelLogic, logic_for
-from aimass.worker.loading import BatchLimit, Sessions, batch_limit, buckets_for, pass_on
+from aimass.worker.loading import BatchLimit, Sessions, batch_limit, buckets_for
 from aimass.worker.repository import ModelRepository, ModelVersion, verify_checksum
 from aimass.worker.sequences import SequenceModel
 from aimass.worker.served_model import ServedModel, StartedJob
@@ -152,7 +152,7 @@ class ServedModels:
             )
             return
         started.model, started.context = inner.model, inner.context
-        inner.future.add_done_callback(lambda done: pass_on(done, started.future))
+        inner.future.add_done_callback(lambda done: _pass_on(done, started.future))
 
     def complete(self, started: StartedJob) -> dict[str, Any]:
         """The result of a job whose batch has run (raises the batch's error)."""
@@ -425,3 +425,11 @@ class ServedModels:
             device=self.device,
             on_device_lost=self.on_device_lost,
         )
+
+
+def _pass_on(done: Future[BatchOutput], to: Future[BatchOutput]) -> None:
+    error = done.exception()
+    if error is not None:
+        to.set_exception(error)
+    else:
+        to.set_result(done.result())
