@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from aimass.protocol.queues import list_lengths
 from aimass.protocol.shards import mget
 from aimass.worker.gpu import Nvml
 from aimass.worker.metrics import Metrics
@@ -78,7 +79,7 @@ class Gauges:
         submitted = mget(self._redis, [space.submitted_key(i) for i in ids])
         # Each model's dead letters (a list per shard on a cluster), in one round trip.
         dead_keys = [space.dead_letter_keys(model.version.name) for model in models]
-        lengths = iter(_list_lengths(self._redis, [key for keys in dead_keys for key in keys]))
+        lengths = iter(list_lengths(self._redis, [key for keys in dead_keys for key in keys]))
         parked = [sum(next(lengths) for _ in keys) for keys in dead_keys]
         records = dict(zip(ids, submitted, strict=False))
         now = time.time()
@@ -96,14 +97,6 @@ class Gauges:
                 max(ages, default=None),
                 int(dead),
             )
-
-
-def _list_lengths(client: Any, keys: list[str]) -> list[int]:
-    """The lengths of these lists, in one round trip (per node, on a cluster)."""
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.llen(key)
-    return [int(n) for n in pipe.execute()]
 
 
 def _submitted_at(record: Any) -> float | None:
