@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aimass.export.listing import add_models, number, quality_text
+from aimass.export.listing import add_models, add_repository, number, quality_text
 from aimass.export.opsets import DEFAULT_OPSET
 from aimass.export.zoo import ZOO as ZOO_MODELS
 from aimass.protocol.manifest import ModelKind
@@ -40,14 +40,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_models(subparsers)
 
 
-def _add_repository(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--repository",
-        metavar="DIR",
-        help="model repository (default: $AIMASS_MODEL_REPOSITORY, else ./models)",
-    )
-
-
 def _add_zoo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     zoo = commands.add_parser(
         "zoo",
@@ -64,7 +56,7 @@ def _add_zoo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "the digits trained in the same run, else the latest published one; digits-embed "
         "shares digits' training when both are asked for",
     )
-    _add_repository(zoo)
+    add_repository(zoo)
     zoo.add_argument(
         "--quick",
         action="store_true",
@@ -129,7 +121,7 @@ def _add_keras(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     keras.add_argument(
         "--labels", type=Path, metavar="FILE", help="class labels, one per line (default class_<i>)"
     )
-    _add_repository(keras)
+    add_repository(keras)
     _add_opset(keras)
     keras.add_argument(
         "--tolerance",

@@ -16,13 +16,17 @@ from typing import Any
 from aimass.protocol.manifest import MODEL_FILE
 
 
-def add_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    models = subparsers.add_parser("models", help="list the published models and their quality")
-    models.add_argument(
+def add_repository(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--repository",
         metavar="DIR",
         help="model repository (default: $AIMASS_MODEL_REPOSITORY, else ./models)",
     )
+
+
+def add_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    models = subparsers.add_parser("models", help="list the published models and their quality")
+    add_repository(models)
     models.add_argument(
         "--json", action="store_true", help="print JSON: a list with one object per model version"
     )
