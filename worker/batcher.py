@@ -15,12 +15,14 @@ it and a new thread serves the model (docs/reliability.md).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -139,6 +141,32 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+T = TypeVar("T")
+
+
+def at_hand(
+    items: queue.Queue[T | None] | queue.SimpleQueue[T | None], limit: int
+) -> list[T] | None:
+    """What a queue holds now: wait for its first item, then take the rest without
+    waiting, up to ``limit`` (the items at hand, handled together: not a batch). ``None``
+    when a ``None``, put there to stop, comes first; one that comes after items is left
+    for the next call."""
+    first = items.get()
+    if first is None:
+        return None
+    taken = [first]
+    while len(taken) < limit:
+        try:
+            item = items.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            items.put(None)
+            break
+        taken.append(item)
+    return taken
 
 
 def collect_batch(

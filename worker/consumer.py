@@ -30,7 +30,7 @@ from aimass.protocol.errors import (
 from aimass.protocol.keys import QUEUE_PREFIX, dead_letter_key
 from aimass.protocol.messages import InvalidMessage
 from aimass.protocol.records import ResultRecord
-from aimass.worker.batcher import DeviceLost
+from aimass.worker.batcher import DeviceLost, at_hand
 from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
 from aimass.worker.served import ServedModels
@@ -339,20 +339,8 @@ class BulkConsumer:
     # -- settling jobs: their results stored and their messages acknowledged --------
 
     def _finish_loop(self) -> None:
-        while True:
-            first = self._finished.get()
-            if first is None:
-                return
-            finished = [first]  # the jobs at hand: settled together (not a batch)
-            while len(finished) < 512:
-                try:
-                    item = self._finished.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._finished.put(None)
-                    break
-                finished.append(item)
+        # The jobs at hand, settled together (not a batch).
+        while (finished := at_hand(self._finished, 512)) is not None:
             self._settle(finished)
 
     def _settle(self, finished: list[InFlight]) -> None:

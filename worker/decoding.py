@@ -40,7 +40,7 @@ from typing import Protocol
 import numpy as np
 
 from aimass.protocol.errors import AimassError, JobCancelled, ModelError
-from aimass.worker.batcher import BatchOutput, DeviceLost, record_start, resolve_future
+from aimass.worker.batcher import BatchOutput, DeviceLost, at_hand, record_start, resolve_future
 from aimass.worker.buckets import bucket_for, gather
 from aimass.worker.runs import Runner
 from aimass.worker.sequences import Decoding, SequenceModel
@@ -102,16 +102,10 @@ class Starts:
         self._asked.put(None)
 
     def _loop(self) -> None:
-        while True:
-            asked = [self._asked.get()]
-            while not self._asked.empty():
-                asked.append(self._asked.get())
-            self.record([i for item in asked if item is not None for i in item[0]])
-            for item in asked:
-                if item is not None:
-                    item[1].set_result(None)
-            if None in asked:
-                return
+        while (asked := at_hand(self._asked, 1 << 30)) is not None:
+            self.record([i for ids, _ in asked for i in ids])
+            for _, counted in asked:
+                counted.set_result(None)
 
 
 class Decoder:

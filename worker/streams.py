@@ -21,6 +21,7 @@ import redis
 
 from aimass.protocol.shards import keyspace
 from aimass.protocol.streams import StreamEntry, StreamEvent
+from aimass.worker.batcher import at_hand
 from aimass.worker.decoding import resolve
 from aimass.worker.sequences import Decoding
 
@@ -86,20 +87,7 @@ class StreamWriter:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
-        while True:
-            first = self._steps.get()
-            if first is None:
-                return
-            steps = [first]
-            while len(steps) < 256:
-                try:
-                    item = self._steps.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._steps.put(None)
-                    break
-                steps.append(item)
+        while (steps := at_hand(self._steps, 256)) is not None:
             self._write(steps)
 
     def _write(self, steps: list[_Step]) -> None:
