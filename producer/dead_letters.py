@@ -71,26 +71,20 @@ def retry(client: Any, letters: list[DeadLetter]) -> int:
     """Send parked jobs again, each in one transaction (on its shard's slot, on a
     cluster): off the dead-letter list, its failure and delivery count forgotten, back
     on its queue, idle workers woken."""
-    from aimass.protocol.keys import (
-        DEAD_PREFIX,
-        PRIORITY_STEPS,
-        RESULT_KEY_PREFIX,
-        RUNS_HASH,
-    )
-    from aimass.protocol.messages import priority_step
+    from aimass.protocol.keys import DEAD_PREFIX, RESULT_KEY_PREFIX, RUNS_HASH
+    from aimass.protocol.messages import message_list
     from aimass.protocol.shards import keyspace
 
     space = keyspace(client)
     sent = 0
     for letter in letters:
         tag = letter.shard
-        step = PRIORITY_STEPS.index(priority_step(min(max(letter.priority, 0), 9)))
         pipe = client.pipeline(transaction=True)
         pipe.lrem(f"{DEAD_PREFIX}{letter.model}{tag}", 1, letter.raw)
         if letter.job_id:
             pipe.delete(f"{RESULT_KEY_PREFIX}{tag}{letter.job_id}")
             pipe.hdel(RUNS_HASH + tag, letter.job_id)
-        pipe.lpush(space.lists(letter.model, tag)[step], letter.raw)
+        pipe.lpush(message_list(letter.model, min(max(letter.priority, 0), 9), tag), letter.raw)
         wake = space.wake_channel(letter.model, tag)
         (pipe.spublish if space.sharded else pipe.publish)(wake, b"1")
         removed = pipe.execute()[0]

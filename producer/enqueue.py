@@ -19,7 +19,7 @@ import redis
 from aimass.producer.submission import Submission
 from aimass.protocol.errors import QueueFull
 from aimass.protocol.keys import PLAIN, PRIORITY_STEPS, KeySpace
-from aimass.protocol.messages import priority_step
+from aimass.protocol.messages import message_list
 from aimass.protocol.queues import ENCODER_MARK
 
 # KEYS: the model's priority lists (ARGV[3] of them), the target list, then one record
@@ -75,7 +75,7 @@ class EnqueueCall:
         if any(s.list_name != first.list_name or space.tag(s.job_id) != tag for s in submissions):
             raise ValueError("one enqueue call takes jobs of one model, priority and shard")
         keys = space.lists(first.model, tag)
-        keys.append(keys[PRIORITY_STEPS.index(priority_step(first.priority))])
+        keys.append(message_list(first.model, first.priority, tag))
         keys.extend(space.submitted_key(s.job_id) for s in submissions)
         args: list[str | bytes | int] = [bound, ttl_s, len(PRIORITY_STEPS)]
         for submission in submissions:

@@ -24,6 +24,7 @@ from aimass.protocol.keys import (
     RESULT_KEY_PREFIX,
     RUNS_HASH,
     KeySpace,
+    priority_queue_name,
 )
 from aimass.protocol.queues import ENCODER_MARK
 from aimass.protocol.records import ResultRecord, ResultState, started_template
@@ -341,7 +342,7 @@ class ModelQueues:
         # The consumer thread (re)subscribes at its next wait; this may run elsewhere.
         self.channels = [space.wake_channel(m, t) for t in space.tags for m in self.models]
         self.lists = {
-            t: [space.lists(m, t)[i] for i in range(len(PRIORITY_STEPS)) for m in self.models]
+            t: [priority_queue_name(m, step, t) for step in PRIORITY_STEPS for m in self.models]
             for t in space.tags
         }
         self.bases = {
@@ -448,7 +449,7 @@ class ModelQueues:
         slots = self.slots
         totals: dict[tuple[str, int], tuple[int, int, str]] = {}  # total, longest, its id
         for tag in self.space.tags:
-            flat = self._backlog(keys=[self.space.lists(m, tag)[_step(s)] for m, s in slots])
+            flat = self._backlog(keys=[priority_queue_name(m, s, tag) for m, s in slots])
             for i, slot in enumerate(slots):
                 length, job_id = int(flat[2 * i]), _text(flat[2 * i + 1])
                 total, longest, oldest = totals.get(slot, (0, 0, ""))
@@ -473,10 +474,6 @@ class ModelQueues:
                 self.client.hincrby(runs, ids[0], 1)
             else:
                 self.client.hset(runs, mapping=dict.fromkeys(ids, 1))
-
-
-def _step(step: int) -> int:
-    return PRIORITY_STEPS.index(step)
 
 
 def _text(value: Any) -> str:

@@ -83,9 +83,10 @@ def queue_name(model: str) -> str:
     return f"{QUEUE_PREFIX}{model}"
 
 
-def priority_queue_name(model: str, step: int) -> str:
-    """The Redis list that holds a model's jobs of one priority step."""
-    base = queue_name(model)
+def priority_queue_name(model: str, step: int, tag: str = "") -> str:
+    """The Redis list that holds a model's jobs of one priority step (of the shard that
+    ``tag`` names, on a cluster)."""
+    base = f"{queue_name(model)}{tag}"
     return base if step == 0 else f"{base}{PRIORITY_SEPARATOR}{step}"
 
 
@@ -192,8 +193,7 @@ class KeySpace:
 
     def lists(self, model: str, tag: str = "") -> list[str]:
         """A shard's priority lists, in the order they are served."""
-        base = self.queue(model, tag)
-        return [base if s == 0 else f"{base}{PRIORITY_SEPARATOR}{s}" for s in PRIORITY_STEPS]
+        return [priority_queue_name(model, step, tag) for step in PRIORITY_STEPS]
 
     def job_lists(self, model: str, job_id: str) -> list[str]:
         """The priority lists of the shard a job goes to."""

@@ -50,9 +50,10 @@ def priority_step(priority: int) -> int:
     return PRIORITY_STEPS[bisect(PRIORITY_STEPS, priority) - 1]
 
 
-def message_list(queue_model: str, priority: int) -> str:
-    """The Redis list a job of this model and priority is pushed onto (LPUSH)."""
-    return priority_queue_name(queue_model, priority_step(priority))
+def message_list(queue_model: str, priority: int, tag: str = "") -> str:
+    """The Redis list a job of this model and priority is pushed onto (LPUSH), on the
+    shard that ``tag`` names (none on one Redis)."""
+    return priority_queue_name(queue_model, priority_step(priority), tag)
 
 
 class InvalidMessage(Exception):
