@@ -24,7 +24,6 @@ from aimass.producer.enqueue import (
     EnqueueCall,
     Pushed,
     check_all_accepted,
-    shard_bound,
 )
 from aimass.producer.results import JobStatus, decode_result, is_final, status_of
 from aimass.producer.streams import AsyncTextStream
@@ -175,8 +174,6 @@ class AsyncClient:
         """Enqueue one job: idempotent on its id, ``QueueFull`` at the bound."""
         space = await keyspace_async(self.redis, self.settings.queue_shards)
         bound = self.settings.max_queue_depth
-        if space.sharded:
-            bound = shard_bound(bound, len(space.tags))
         call = EnqueueCall.of([submission], bound, self.settings.result_ttl_s, space)
         pushed = Pushed.of(await self._script(keys=call.keys, args=call.args))
         check_all_accepted(pushed, [submission], self.settings.max_queue_depth)

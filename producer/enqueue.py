@@ -61,7 +61,8 @@ return {before, accepted}
 
 @dataclass(frozen=True)
 class EnqueueCall:
-    """The keys and arguments of one script call for jobs of one model and priority."""
+    """The keys and arguments of one script call for jobs of one model and priority
+    (``bound``: the model's; on a cluster, each shard holds its share)."""
 
     keys: list[str]
     args: list[str | bytes | int]
@@ -77,7 +78,8 @@ class EnqueueCall:
         keys = space.lists(first.model, tag)
         keys.append(message_list(first.model, first.priority, tag))
         keys.extend(space.submitted_key(s.job_id) for s in submissions)
-        args: list[str | bytes | int] = [bound, ttl_s, len(PRIORITY_STEPS)]
+        shard = shard_bound(bound, len(space.tags))
+        args: list[str | bytes | int] = [shard, ttl_s, len(PRIORITY_STEPS)]
         for submission in submissions:
             args.extend((submission.record(), pushed_message(submission)))
         # Last: idle workers look at once.
@@ -178,10 +180,9 @@ class Enqueuer:
         if not space.sharded:
             call = EnqueueCall.of(submissions, self.bound, self.ttl_s)
             return Pushed.of(self._script(keys=call.keys, args=call.args))
-        bound = shard_bound(self.bound, len(space.tags))
         replies = [
             Pushed.of(self._script(keys=call.keys, args=call.args))
-            for call in by_shard(submissions, bound, self.ttl_s, space)
+            for call in by_shard(submissions, self.bound, self.ttl_s, space)
         ]
         return merged(submissions, replies, space)
 
