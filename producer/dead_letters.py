@@ -71,7 +71,7 @@ def retry(client: Any, letters: list[DeadLetter]) -> int:
     """Send parked jobs again, each in one transaction (on its shard's slot, on a
     cluster): off the dead-letter list, its failure and delivery count forgotten, back
     on its queue, idle workers woken."""
-    from aimass.protocol.keys import DEAD_PREFIX, RESULT_KEY_PREFIX, RUNS_HASH
+    from aimass.protocol.keys import RESULT_KEY_PREFIX, RUNS_HASH, dead_letter_key
     from aimass.protocol.messages import message_list
     from aimass.protocol.shards import keyspace
 
@@ -80,7 +80,7 @@ def retry(client: Any, letters: list[DeadLetter]) -> int:
     for letter in letters:
         tag = letter.shard
         pipe = client.pipeline(transaction=True)
-        pipe.lrem(f"{DEAD_PREFIX}{letter.model}{tag}", 1, letter.raw)
+        pipe.lrem(dead_letter_key(f"{letter.model}{tag}"), 1, letter.raw)
         if letter.job_id:
             pipe.delete(f"{RESULT_KEY_PREFIX}{tag}{letter.job_id}")
             pipe.hdel(RUNS_HASH + tag, letter.job_id)

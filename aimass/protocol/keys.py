@@ -204,7 +204,7 @@ class KeySpace:
 
     def dead_letter_keys(self, model: str) -> list[str]:
         """A model's dead-letter lists, one per shard."""
-        return [f"{DEAD_PREFIX}{model}{tag}" for tag in self.tags]
+        return [dead_letter_key(f"{model}{tag}") for tag in self.tags]
 
     def bookkeeping(self, tag: str = "") -> list[str]:
         """A shard's unacked hash, unacked index, runs hash and delivery-tag counter."""
