@@ -43,7 +43,13 @@ from aimass.protocol.errors import AimassError, JobTimeout
 from aimass.protocol.keys import PLAIN
 from aimass.protocol.records import ResultRecord
 from aimass.protocol.settings import DEFAULT_MAX_QUEUE_DEPTH, DEFAULT_REDIS_URL, ClientSettings
-from aimass.protocol.shards import keyspace_async, next_published_async
+from aimass.protocol.shards import (
+    keyspace_async,
+    mget_async,
+    next_published_async,
+    subscribe_async,
+    unsubscribe_async,
+)
 from aimass.protocol.tensors import TensorInputs
 
 
@@ -330,10 +336,7 @@ class AsyncResultWatcher:
         while waiting:
             chunk = waiting[:CHUNK]
             channels = [self._space.result_key(job_id) for job_id in chunk]
-            if self._space.sharded:
-                await self._pubsub.ssubscribe(*channels)
-            else:
-                await self._pubsub.subscribe(*channels)
+            await subscribe_async(self._pubsub, self._space, channels)
             del waiting[: len(chunk)]
 
     async def next_finished(self, timeout: float | None) -> tuple[str, ResultRecord] | None:
@@ -354,10 +357,7 @@ class AsyncResultWatcher:
     async def _step(self, left: float) -> None:
         await self._subscribe()
         if leave := self._list.channels_to_leave():
-            if self._space.sharded:
-                await self._pubsub.sunsubscribe(*leave)
-            else:
-                await self._pubsub.unsubscribe(*leave)
+            await unsubscribe_async(self._pubsub, self._space, leave)
         message = await next_published_async(self._pubsub, self._space, min(REFRESH_S, left))
         if message is not None:
             job_id = job_id_of(message, self._space)
@@ -369,10 +369,7 @@ class AsyncResultWatcher:
         self._list.last_refresh = time.monotonic()
         for chunk in in_chunks(job_ids):
             keys = [self._space.result_key(job_id) for job_id in chunk]
-            if self._space.sharded:
-                values = await self._redis.mget_nonatomic(keys)  # type: ignore[attr-defined]
-            else:
-                values = await self._redis.mget(keys)
+            values = await mget_async(self._redis, self._space, keys)
             for job_id, raw in zip(chunk, values, strict=True):
                 await self._note(job_id, ResultRecord.decode(raw, job_id))
 

@@ -117,3 +117,24 @@ async def next_published_async(
         )
         if message is not None or left <= 0:
             return message
+
+
+async def subscribe_async(pubsub: Any, space: KeySpace, channels: Sequence[str]) -> None:
+    """``subscribe`` for asyncio."""
+    if channels:
+        await (pubsub.ssubscribe if space.sharded else pubsub.subscribe)(*channels)
+
+
+async def unsubscribe_async(pubsub: Any, space: KeySpace, channels: Sequence[str]) -> None:
+    """``unsubscribe`` for asyncio."""
+    if channels:
+        await (pubsub.sunsubscribe if space.sharded else pubsub.unsubscribe)(*channels)
+
+
+async def mget_async(client: Any, space: KeySpace, keys: Sequence[str]) -> list[Any]:
+    """``mget`` for asyncio."""
+    if not keys:
+        return []
+    if space.sharded:
+        return list(await client.mget_nonatomic(list(keys)))
+    return list(await client.mget(list(keys)))
