@@ -27,8 +27,7 @@ from aimass.protocol.heartbeats import live_heartbeats
 from aimass.protocol.keys import RESULT_KEY_PREFIX, SHARDS_KEY, shard_tags
 from aimass.protocol.shards import keyspace
 from tests.support.clusters import need_cluster_redis
-from tests.support.failovers import answers_through_failover
-from tests.support.processes import WorkerProcess
+from tests.support.failovers import answers_through_failover, failover_jobs, worker_through_failover
 from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration
@@ -47,17 +46,13 @@ def _results_per_primary(cluster: RedisCluster) -> dict[int, int]:
     return counts
 
 
-def _classify(count: int) -> list[Submission]:
-    return [Submission.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(count)]
-
-
 @pytest.mark.timeout(300)
 def test_jobs_spread_evenly_over_the_cluster_primaries(
     redis_cluster: RedisCluster, cluster_url: str, model_repository: Path, start_worker: Any
 ) -> None:
     start_worker(cluster_url, model_repository, ready_timeout=90)
     with Client(cluster_url, max_queue_depth=0) as client:
-        labels = client.run_many(_classify(JOBS), timeout=240)
+        labels = client.run_many(failover_jobs(JOBS), timeout=240)
         space = keyspace(client.redis)
     assert [r["predictions"][0][0]["label"] for r in labels] == [str(i % 8) for i in range(JOBS)]
     assert space.tags == shard_tags(3)  # one shard per primary by default, recorded once
@@ -122,17 +117,10 @@ def test_a_cluster_failover_under_load_answers_every_job_once(
 ) -> None:
     need_cluster_redis()
     cluster = RedisCluster(tmp_path / "cluster").start()
-    worker = None
-    try:
-        worker = WorkerProcess(
-            cluster.url,
-            model_repository,
-            tmp_path / "worker.log",
-            env={"AIMASS_VISIBILITY_TIMEOUT_S": "5"},
-        ).start(90)
+    with worker_through_failover(cluster, model_repository, tmp_path / "worker.log") as worker:
         first_primaries = set(cluster.primary_ports())
         with Client(cluster.url, max_queue_depth=0) as client:
-            jobs = client.submit_many(_classify(JOBS))
+            jobs = client.submit_many(failover_jobs(JOBS))
             killed: list[int] = []
             killer = threading.Thread(
                 target=_kill_when_answered,
@@ -161,10 +149,6 @@ def test_a_cluster_failover_under_load_answers_every_job_once(
             ):
                 time.sleep(0.5)
             assert [client.redis.hlen(space.bookkeeping(t)[0]) for t in space.tags] == [0, 0, 0]
-    finally:
-        if worker is not None:
-            worker.stop()
-        cluster.stop()
 
 
 def _where(cluster: RedisCluster, job_ids: list[str]) -> list[dict[str, Any]]:

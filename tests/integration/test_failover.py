@@ -12,11 +12,8 @@ import pytest
 import redis
 
 from aimass.producer.client import Client
-from aimass.producer.submission import Submission
-from tests.support.failovers import answers_through_failover
-from tests.support.processes import WorkerProcess
+from tests.support.failovers import answers_through_failover, failover_jobs, worker_through_failover
 from tests.support.sentinels import SentinelSet
-from tests.support.tiny_models import row_image
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +25,10 @@ def test_a_failover_under_load_answers_every_job_once(
     model_repository: Path, tmp_path: Path
 ) -> None:
     cluster = SentinelSet(tmp_path / "redis").start()
-    worker = None
-    try:
-        worker = WorkerProcess(
-            cluster.url,
-            model_repository,
-            tmp_path / "worker.log",
-            env={"AIMASS_VISIBILITY_TIMEOUT_S": "5"},
-        ).start(90)
+    with worker_through_failover(cluster, model_repository, tmp_path / "worker.log") as worker:
         first_primary = cluster.primary_port()
         with Client(cluster.url, max_queue_depth=0) as client:
-            jobs = client.submit_many(
-                Submission.classify(row_image(i % 8), model="tiny", top_k=1) for i in range(JOBS)
-            )
+            jobs = client.submit_many(failover_jobs(JOBS))
             # While this thread waits for the results, another kills the primary once a
             # quarter of the jobs is answered: the worker and this client's waits must
             # both follow the failover.
@@ -58,10 +46,6 @@ def test_a_failover_under_load_answers_every_job_once(
         assert not lost, f"{len(lost)} jobs lost in the failover: {lost[:10]}"
         assert worker.alive()
         assert redis.Redis(port=cluster.primary_port()).hlen("unacked") == 0
-    finally:
-        if worker is not None:
-            worker.stop()
-        cluster.stop()
 
 
 def _kill_when_answered(cluster: SentinelSet, job_id: str) -> None:
