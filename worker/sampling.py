@@ -61,8 +61,6 @@ class Sampler:
 def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
     """The next token of each row of ``logits`` ([rows, vocabulary]), picked by the
     sampler of the same row."""
-    if len(samplers) == 1:  # one sequence in the step: no grouping to pay for
-        return np.array([sample_one(logits[0], samplers[0])])
     modes = [s.mode for s in samplers]
     if modes.count(Mode.plain) == len(modes):  # the common case: one draw per row, at once
         return _draw(logits, [s.temperature for s in samplers], [s.draw() for s in samplers])

@@ -39,10 +39,6 @@ class StreamEntry:
     error: str = ""  # error: the typed error's name (InvalidInput, JobCancelled, ...)
     message: str = ""  # error
 
-    @property
-    def final(self) -> bool:
-        return self.event in (StreamEvent.end, StreamEvent.error)
-
     def fields(self) -> dict[str, str | int]:
         """The entry's fields for XADD: the event and the fields it carries."""
         if self.event is StreamEvent.text:
