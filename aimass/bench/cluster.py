@@ -103,25 +103,23 @@ def replay_on_cluster(
 
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 1), dtype=np.uint8)
     out = []
-    with tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp:
-        cluster = RedisCluster(Path(tmp), primaries, replicas=1 if primaries >= 3 else 0)
-        cluster.start()
-        try:
-            with Client(cluster.url) as client:
-                space = keyspace(client.redis)
-                queues = ModelQueues(client.redis, ["digits"], "replay", 3600, space=space)
-                meter = ClusterMeter(client.redis)
-                for _ in range(rounds):
-                    meter.forget_results()
-                    batch = [Submission.classify(pixels, model="digits") for _ in range(jobs)]
-                    with ResultWatcher(client.redis) as watcher:
-                        meter.start()
-                        watcher.watch(job.id for job in client.submit_many(batch))
-                        _work_as_a_worker(queues, watcher, in_flight, settle_size)
-                        loads = meter.stop()
-                    out.append([load.describe(jobs) for load in loads])
-        finally:
-            cluster.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp,
+        RedisCluster(Path(tmp), primaries, replicas=1 if primaries >= 3 else 0) as cluster,
+        Client(cluster.url) as client,
+    ):
+        space = keyspace(client.redis)
+        queues = ModelQueues(client.redis, ["digits"], "replay", 3600, space=space)
+        meter = ClusterMeter(client.redis)
+        for _ in range(rounds):
+            meter.forget_results()
+            batch = [Submission.classify(pixels, model="digits") for _ in range(jobs)]
+            with ResultWatcher(client.redis) as watcher:
+                meter.start()
+                watcher.watch(job.id for job in client.submit_many(batch))
+                _work_as_a_worker(queues, watcher, in_flight, settle_size)
+                loads = meter.stop()
+            out.append([load.describe(jobs) for load in loads])
     return out
 
 
@@ -147,9 +145,9 @@ def worker_on_cluster(
         root = Path(tmp)
         model = find_model("digits", root / "empty", root / "models")
         pixels = synthetic_pixels(model.input_shape, 32, seed=0)
-        cluster = RedisCluster(root / "cluster", primaries, replicas=1 if primaries >= 3 else 0)
-        cluster.start()
-        try:
+        with RedisCluster(
+            root / "cluster", primaries, replicas=1 if primaries >= 3 else 0
+        ) as cluster:
             worker = start_aimass_worker(cluster.url, model, "cpu", Path(log_dir or root))
             try:
                 with Client(cluster.url) as client:
@@ -165,8 +163,6 @@ def worker_on_cluster(
                         out.append([load.describe(jobs) for load in meter.stop()])
             finally:
                 worker.stop()
-        finally:
-            cluster.stop()
     return out
 
 
@@ -183,16 +179,15 @@ def memory_per_queued_job(primaries: int = 3, jobs: int = 20000) -> float:
     from aimass.producer.submission import Submission
 
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 1), dtype=np.uint8)
-    with tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp:
-        cluster = RedisCluster(Path(tmp), primaries, replicas=0).start()
-        try:
-            with Client(cluster.url, max_queue_depth=0) as client:
-                meter = ClusterMeter(client.redis)
-                before = sum(int(n.info("memory")["used_memory"]) for n in meter.nodes.values())
-                client.submit_many(Submission.classify(pixels, model="digits") for _ in range(jobs))
-                after = sum(int(n.info("memory")["used_memory"]) for n in meter.nodes.values())
-        finally:
-            cluster.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp,
+        RedisCluster(Path(tmp), primaries, replicas=0) as cluster,
+        Client(cluster.url, max_queue_depth=0) as client,
+    ):
+        meter = ClusterMeter(client.redis)
+        before = sum(int(n.info("memory")["used_memory"]) for n in meter.nodes.values())
+        client.submit_many(Submission.classify(pixels, model="digits") for _ in range(jobs))
+        after = sum(int(n.info("memory")["used_memory"]) for n in meter.nodes.values())
     return (after - before) / jobs
 
 
