@@ -11,21 +11,19 @@ with the worker's text.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from aimass.protocol.manifest import (
-    MODEL_FILE,
     BatchingSpec,
-    Manifest,
     ModelKind,
     SequenceSpec,
     SequenceState,
     TensorSpec,
 )
+from tests.support.tensor_models import publish
 from tests.support.tiny_models import serialize
 
 VOCABULARY = [chr(code) for code in range(32, 127)] + ["\n", "<end>"]
@@ -89,15 +87,11 @@ def publish_sequence_model(
 ) -> Path:
     """Publish the step model with its sequence manifest; ``unknown``: the newline token
     stands for characters the vocabulary lacks."""
-    model = step_model(hidden)
-    folder = repository / name / str(version)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MODEL_FILE).write_bytes(model)
     size = len(VOCABULARY)
-    Manifest(
-        name=name,
-        version=version,
-        kind=ModelKind.sequence,
+    return publish(
+        repository,
+        name,
+        step_model(hidden),
         inputs=[
             TensorSpec(name="token", dtype="int64", shape=[-1], value_range=(0, size)),
             TensorSpec(name="state", dtype="float32", shape=[-1, hidden]),
@@ -115,11 +109,10 @@ def publish_sequence_model(
             unknown_token=VOCABULARY.index("\n") if unknown else None,
             max_length=max_length,
         ),
-        sha256=hashlib.sha256(model).hexdigest(),
+        kind=ModelKind.sequence,
+        version=version,
         batching=BatchingSpec(max_batch_size=64, max_queue_delay_ms=0.0),
-        trained=False,
-    ).write(folder)
-    return folder
+    )
 
 
 def reference_greedy(prompt: str, max_tokens: int, hidden: int = 64) -> str:

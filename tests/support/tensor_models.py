@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
@@ -123,21 +124,27 @@ def publish(
     batched: bool = True,
     kind: ModelKind = ModelKind.tensor,
     labels: list[str] | None = None,
+    version: int = 1,
+    batching: BatchingSpec | None = None,
+    **fields: Any,
 ) -> Path:
-    folder = repository / name / "1"
+    """Write ``model`` and its manifest as ``name`` v``version`` (``fields``: the rest of
+    the manifest, a sequence model's ``sequence`` say)."""
+    folder = repository / name / str(version)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MODEL_FILE).write_bytes(model)
     Manifest(
         name=name,
-        version=1,
+        version=version,
         kind=kind,
         labels=labels or [],
         inputs=inputs,
         outputs=outputs,
         batched=batched,
         sha256=hashlib.sha256(model).hexdigest(),
-        batching=BatchingSpec(max_batch_size=16, max_queue_delay_ms=5.0),
+        batching=batching or BatchingSpec(max_batch_size=16, max_queue_delay_ms=5.0),
         trained=False,
+        **fields,
     ).write(folder)
     return folder
 
