@@ -143,8 +143,8 @@ class Decoder:
         self.on_step = on_step
         self.device = device
         self.on_device_lost = on_device_lost
-        self.token_input = spec.token_input
-        self.state_inputs = [state.input for state in spec.state]
+        # A step's inputs, in the order _run feeds them: the token, then each state.
+        self.feed_names = [spec.token_input, *(state.input for state in spec.state)]
         self.logits_index = list(output_names).index(spec.logits_output)
         self.state_indices = [list(output_names).index(state.output) for state in spec.state]
         self._inbox: queue.SimpleQueue[Decoding | _Stop] = queue.SimpleQueue()
@@ -201,7 +201,7 @@ class Decoder:
             self._admit()
             self._started()
             self._drop_stopped()
-            if self.prefill:
+            if self.prefill.feeding:
                 self._feed_prompts()
             if self.active:
                 self._step()
@@ -209,7 +209,7 @@ class Decoder:
     def in_flight(self) -> int:
         """Sequences taken into the loop: their start being recorded, feeding their
         prompts, or in the steps."""
-        return len(self.rows) + len(self.prefill) + len(self._counting)
+        return len(self.rows.active) + len(self.prefill.feeding) + len(self._counting)
 
     def _admit(self) -> None:
         """Let waiting sequences join, up to the limit; wait for one when none is in
@@ -338,13 +338,15 @@ class Decoder:
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One step of these rows (padded up to a bucket); their logits and states."""
         rows = len(tokens)
-        size = self._run_size(rows)
-        feeds = {self.token_input: tokens, **dict(zip(self.state_inputs, states, strict=True))}
-        outputs = self.runner(feeds if size == rows else gather([feeds], 0, rows, size))
+        feeds = dict(zip(self.feed_names, [tokens, *states], strict=True))
+        size = bucket_for(rows, self.buckets) if self.buckets else rows
+        if size == rows:
+            outputs = self.runner(feeds)
+        else:  # padded: the padding's rows are cut from the outputs
+            outputs = [out[:rows] for out in self.runner(gather([feeds], 0, rows, size))]
         if self.device is not None:
             self.device.succeeded()
-        logits = outputs[self.logits_index][:rows]
-        return logits, [outputs[i][:rows] for i in self.state_indices]
+        return outputs[self.logits_index], [outputs[i] for i in self.state_indices]
 
     def _run_size(self, rows: int) -> int:
         """The rows a step of ``rows`` runs with: its bucket's, on a GPU."""
