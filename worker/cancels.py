@@ -27,6 +27,9 @@ class CancelledJobs:
         self._client = client
         self._limit = limit
         self._ids: dict[str, None] = {}  # insertion-ordered: the oldest first
+        # Every id heard, forgotten or not: what a reader compares to know whether any
+        # came since it last looked (the length stops growing at the limit).
+        self.heard = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="aimass-cancels", daemon=True)
@@ -40,6 +43,7 @@ class CancelledJobs:
     def add(self, job_id: str) -> None:
         with self._lock:
             self._ids[job_id] = None
+            self.heard += 1
             while len(self._ids) > self._limit:
                 del self._ids[next(iter(self._ids))]
 

@@ -156,7 +156,7 @@ class Decoder:
         self._stopped = False
         self.rows = StepRows(model.zero_states(0), model.token_dtype)
         self.prefill = Prefill(model.zero_states(0), model.token_dtype)
-        self._cancels_seen = -1  # how many cancels the last look at them found
+        self._cancels_seen = -1  # how many cancels had been heard at the last look
         self._steps = 0
         self._thread = threading.Thread(target=self._loop, name=f"decoder-{name}", daemon=True)
         self._thread.start()
@@ -407,14 +407,14 @@ class Decoder:
 
     def _new_cancels(self) -> bool:
         """Whether producers may have cancelled a sequence since the last look: a
-        container that can count its cancels is looked through only when it grows."""
-        try:
-            seen = len(self.cancelled)  # type: ignore[arg-type]
-        except TypeError:
+        container that counts the cancels it has heard (``heard``, as
+        worker/cancels.py's does) is looked through only when it has heard more."""
+        heard = getattr(self.cancelled, "heard", None)
+        if heard is None:
             return True
-        if seen == self._cancels_seen:
+        if heard == self._cancels_seen:
             return False
-        self._cancels_seen = seen
+        self._cancels_seen = heard
         return True
 
     def _remove(self, gone: list[int]) -> list[Decoding]:

@@ -8,10 +8,12 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pytest
+import redis
 
 from aimass.protocol.contract import SequenceJob
 from aimass.protocol.errors import InvalidInput, JobCancelled, ModelError
 from aimass.protocol.manifest import Manifest
+from aimass.worker.cancels import CancelledJobs
 from aimass.worker.decoding import Decoder
 from aimass.worker.kinds import Limits
 from aimass.worker.sequences import Decoding, SequenceModel
@@ -152,6 +154,22 @@ def test_sequence_cancel_and_time_limit_end_a_sequence_between_steps(logic, deco
     with pytest.raises(ModelError, match="AIMASS_JOB_TIME_LIMIT_S"):
         slow.future.result(10)
     assert doomed.tokens < 60000 and slow.tokens < 60000
+
+
+def test_sequence_cancel_is_seen_once_the_cancelled_ids_are_at_their_limit(
+    logic, decoders
+) -> None:
+    cancelled = CancelledJobs(redis.Redis(), limit=2)  # (its listener is not started)
+    cancelled.add("old-1")
+    cancelled.add("old-2")
+    decoder = start(logic, decoders, NumpyStep(delay_s=0.001), cancelled=cancelled)
+    doomed = submit(decoder, logic, "a", "doomed", max_tokens=60000, temperature=0)
+    while doomed.tokens < 3:
+        time.sleep(0.001)
+    cancelled.add("doomed")  # the oldest is forgotten: as many ids as before
+    assert len(cancelled) == 2
+    with pytest.raises(JobCancelled):
+        doomed.future.result(10)
 
 
 def test_sequence_a_job_run_again_decodes_alone(logic, decoders) -> None:
