@@ -10,15 +10,23 @@ loop of ``concurrency`` jobs in flight (``Client.run_many``), prints a table and
 goals, and writes JSON. Time to first token is the worker's own (``SequenceResult``:
 from the job reaching the worker to its first token, which includes any wait for a
 place in the decoding loop); raw ONNX Runtime's is from the job's start.
+
+A level's first ``concurrency`` jobs arrive together at an idle worker: the ramp. Their
+time to first token is that of a burst, not of ``concurrency`` in flight, so the level's
+TTFT percentiles leave them out (``ttft_p50_ms_with_ramp`` keeps them). ONNX Runtime
+alone runs in rounds between the rounds of aimass at 1 in flight, so that the ratio of
+the two compares figures taken minutes apart on a shared machine no more.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,8 @@ from aimass.embedded_redis import RedisServer
 from aimass.launcher import WorkerProcess
 
 PROMPTS = ("def ", "import os\n", "class Queue:\n    ", "for i in range(", "return ", "# ")
+MIN_JOBS = 240  # jobs per level at least: a level of one job in flight runs ~5 s
+ROUNDS_AT_1 = 4  # rounds of ONNX Runtime alone and aimass at 1 in flight, alternating
 BATCHED = "aimass (per-step batching)"
 NAIVE = "aimass (one job at a time)"
 RAW = "ONNX Runtime alone"
@@ -42,14 +52,27 @@ class Level:
     jobs: int
     tokens: int
     seconds: float
-    ttft_ms: list[float] = field(repr=False)
+    ttft_ms: list[float] = field(repr=False)  # in job order, the ramp first
+    ramp: int = 0  # the first jobs, sent together to an idle system
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
+    def joined(self, more: Level) -> Level:
+        """This level and another round of it, as one."""
+        return Level(
+            self.system,
+            self.concurrency,
+            self.jobs + more.jobs,
+            self.tokens + more.tokens,
+            self.seconds + more.seconds,
+            self.ttft_ms + more.ttft_ms[more.ramp :],
+            self.ramp,
+        )
+
     def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.ttft_ms)
+        ordered = sorted(self.ttft_ms[self.ramp :])
         return {
             "system": self.system,
             "concurrency": self.concurrency,
@@ -59,6 +82,7 @@ class Level:
             "tokens_per_s": round(self.tokens_per_s, 1),
             "ttft_p50_ms": round(percentile(ordered, 50), 3),
             "ttft_p95_ms": round(percentile(ordered, 95), 3),
+            "ttft_p50_ms_with_ramp": round(percentile(sorted(self.ttft_ms), 50), 3),
         }
 
 
@@ -84,8 +108,20 @@ def job_options(index: int, max_tokens: int) -> dict[str, Any]:
     }
 
 
-def measure_worker(options: Options, redis_url: str, batching: bool, logs: Path) -> list[Level]:
-    """Every level against one worker, batching or not."""
+def level_jobs(options: Options, concurrency: int) -> int:
+    return max(MIN_JOBS, concurrency * options.jobs_per_slot)
+
+
+def measure_worker(
+    options: Options,
+    redis_url: str,
+    batching: bool,
+    logs: Path,
+    raw: Callable[[int, int], Level] | None = None,
+) -> list[Level]:
+    """Every level against one worker, batching or not; with ``raw``, the level at 1 in
+    flight runs in rounds, each after a round of ``raw(jobs, first_index)``, and the
+    joined raw level comes first in the list."""
     from aimass.producer.client import Client
     from aimass.producer.submission import Submission
 
@@ -100,30 +136,45 @@ def measure_worker(options: Options, redis_url: str, batching: bool, logs: Path)
     }
     args = ["--repository", str(options.repository), "--devices", options.devices]
     worker = WorkerProcess(redis_url, args, logs / f"worker-{int(batching)}.log", env).start(120)
-    levels = []
+    levels: list[Level] = []
     try:
         with Client(redis_url) as client:
             warm = [
                 Submission.sequence(model=options.model, **job_options(i, 16)) for i in range(8)
             ]
             client.run_many(warm, timeout=120)
-            for concurrency in options.concurrency:
-                count = max(48, concurrency * options.jobs_per_slot)
+
+            def measure(concurrency: int, count: int, first: int = 0) -> Level:
                 jobs = [
                     Submission.sequence(model=options.model, **job_options(i, options.max_tokens))
-                    for i in range(count)
+                    for i in range(first, first + count)
                 ]
                 started = time.perf_counter()
                 results = client.run_many(jobs, max_in_flight=concurrency, timeout=1800)
-                seconds = time.perf_counter() - started
-                level = Level(
+                return Level(
                     system,
                     concurrency,
                     len(results),
                     sum(r["tokens"] for r in results),
-                    seconds,
+                    time.perf_counter() - started,
                     [r["time_to_first_token_ms"] for r in results],
+                    ramp=concurrency,
                 )
+
+            for concurrency in options.concurrency:
+                count = level_jobs(options, concurrency)
+                if raw is not None and concurrency == 1:
+                    share = -(-count // ROUNDS_AT_1)
+                    rounds = [
+                        (raw(share, k * share), measure(1, share, k * share))
+                        for k in range(ROUNDS_AT_1)
+                    ]
+                    alone = functools.reduce(Level.joined, [r for r, _ in rounds])
+                    level = functools.reduce(Level.joined, [w for _, w in rounds])
+                    levels.insert(0, alone)
+                    _say(alone)
+                else:
+                    level = measure(concurrency, count)
                 levels.append(level)
                 _say(level)
     finally:
@@ -131,9 +182,10 @@ def measure_worker(options: Options, redis_url: str, batching: bool, logs: Path)
     return levels
 
 
-def measure_raw(options: Options, jobs: int) -> Level:
+def raw_loop(options: Options) -> Callable[[int, int], Level]:
     """ONNX Runtime alone, one job after another, the same decoding loop: the prompt one
-    token a step, then a token sampled (as the worker samples) and fed back each step."""
+    token a step, then a token sampled (as the worker samples) and fed back each step.
+    Returns a function of (jobs, index of the first): a round of them, as a level."""
     import numpy as np
 
     from aimass.protocol.contract import SequenceJob
@@ -156,37 +208,40 @@ def measure_raw(options: Options, jobs: int) -> Level:
     states_at = [names.index(state.output) for state in spec.state]
     limits = Limits(1 << 30, 1 << 30)
     end = -1 if spec.end_token is None else spec.end_token
-    tokens, ttft = 0, []
-    started = time.perf_counter()
-    for index in range(jobs):
-        job = SequenceJob(model=options.model, **job_options(index, options.max_tokens))
-        _, _, decoding = logic.prepare(job, limits, None)
-        prompt, sampler = decoding.prompt, decoding.sampler
-        began = time.perf_counter()
-        states = logic.zero_states(1)
-        feed = np.array([prompt[0]], dtype=logic.token_dtype)
-        written: list[int] = []
-        step = 0
-        while True:
-            feeds = {spec.token_input: feed}
-            feeds.update({state.input: a for state, a in zip(spec.state, states, strict=True)})
-            outputs = session.run(None, feeds)
-            states = [outputs[i] for i in states_at]
-            step += 1
-            if step < len(prompt):
-                feed[0] = prompt[step]
-                continue
-            token = sample_one(outputs[logits_at][0], sampler)
-            if not written:
-                ttft.append((time.perf_counter() - began) * 1000.0)
-            written.append(token)
-            if token == end or len(written) >= decoding.max_tokens:
-                break
-            feed[0] = token
-        tokens += len(written)
-    level = Level(RAW, 1, jobs, tokens, time.perf_counter() - started, ttft)
-    _say(level)
-    return level
+
+    def run_round(jobs: int, first: int) -> Level:
+        tokens, ttft = 0, []
+        started = time.perf_counter()
+        for index in range(first, first + jobs):
+            job = SequenceJob(model=options.model, **job_options(index, options.max_tokens))
+            _, _, decoding = logic.prepare(job, limits, None)
+            prompt, sampler = decoding.prompt, decoding.sampler
+            began = time.perf_counter()
+            states = logic.zero_states(1)
+            feed = np.array([prompt[0]], dtype=logic.token_dtype)
+            written: list[int] = []
+            step = 0
+            while True:
+                feeds = {spec.token_input: feed}
+                feeds.update({s.input: a for s, a in zip(spec.state, states, strict=True)})
+                outputs = session.run(None, feeds)
+                states = [outputs[i] for i in states_at]
+                step += 1
+                if step < len(prompt):
+                    feed[0] = prompt[step]
+                    continue
+                token = sample_one(outputs[logits_at][0], sampler)
+                if not written:
+                    ttft.append((time.perf_counter() - began) * 1000.0)
+                written.append(token)
+                if token == end or len(written) >= decoding.max_tokens:
+                    break
+                feed[0] = token
+            tokens += len(written)
+        return Level(RAW, 1, jobs, tokens, time.perf_counter() - started, ttft)
+
+    run_round(8, 0)  # warm: the session's first runs are slower
+    return run_round
 
 
 def goals(levels: list[Level]) -> list[dict[str, Any]]:
@@ -251,9 +306,12 @@ def run(options: Options) -> dict[str, Any]:
         workdir = Path(work)
         redis_server = RedisServer(workdir).start()
         try:
-            levels = [measure_raw(options, jobs=max(48, options.jobs_per_slot * 8))]
+            raw = raw_loop(options) if 1 in options.concurrency else None
+            levels: list[Level] = []
             for batching in (True, False):
-                levels += measure_worker(options, redis_server.url, batching, workdir)
+                levels += measure_worker(
+                    options, redis_server.url, batching, workdir, raw if batching else None
+                )
         finally:
             redis_server.stop()
     return {
@@ -274,7 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a sequence model in it, e.g. charlm")
     parser.add_argument("--concurrency", default="1,8,32,128", help="jobs in flight per level")
     parser.add_argument("--max-tokens", type=int, default=256, help="tokens per job (256)")
-    parser.add_argument("--jobs-per-slot", type=int, default=6, help="jobs per level per slot (6)")
+    parser.add_argument(
+        "--jobs-per-slot",
+        type=int,
+        default=6,
+        help=f"jobs per level per slot (6), {MIN_JOBS} a level at least",
+    )
     parser.add_argument("--devices", default="cpu", help="cpu, or a GPU index (cpu)")
     parser.add_argument("--max-sequences", type=int, default=0, help="0: the largest level")
     parser.add_argument(

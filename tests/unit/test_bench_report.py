@@ -363,3 +363,23 @@ def test_raw_at_the_workers_batch_limit_is_reported_beside_the_best_batch() -> N
     }
     assert raw_at_limit(raw, 12, 250.0)["raw_at_limit_batch_size"] == 8  # measured below
     assert raw_at_limit(raw, None, 1.0)["ratio_vs_raw_at_limit"] is None
+
+
+def test_sequence_bench_leaves_the_ramp_out_of_ttft_and_joins_rounds() -> None:
+    from aimass.bench.sequence import BATCHED, RAW, Level, goals
+
+    # The first two jobs of a level at 2 in flight came together to an idle worker.
+    level = Level(BATCHED, 2, 6, 600, 2.0, [9.0, 9.0, 1.0, 2.0, 3.0, 4.0], ramp=2)
+    summary = level.summary()
+    assert summary["ttft_p50_ms"] == 2.5 and summary["ttft_p50_ms_with_ramp"] == 3.5
+    assert summary["tokens_per_s"] == 300.0
+
+    # Rounds of a level at 1: tokens and seconds add up, each round's ramp is left out.
+    first = Level(RAW, 1, 2, 200, 1.0, [5.0, 1.0], ramp=1)
+    both = first.joined(Level(RAW, 1, 2, 100, 1.0, [7.0, 3.0], ramp=1))
+    assert (both.jobs, both.tokens, both.seconds) == (4, 300, 2.0)
+    assert both.summary()["ttft_p50_ms"] == 2.0  # of 1.0 and 3.0
+
+    at_1 = Level(BATCHED, 1, 2, 210, 1.0, [1.0, 1.0])
+    checks = {g["goal"]: g for g in goals([both, at_1])}
+    assert checks["tokens/s at 1: aimass / ONNX Runtime alone >= 0.7"]["value"] == 1.4
