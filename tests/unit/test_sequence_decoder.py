@@ -156,9 +156,7 @@ def test_sequence_cancel_and_time_limit_end_a_sequence_between_steps(logic, deco
     assert doomed.tokens < 60000 and slow.tokens < 60000
 
 
-def test_sequence_cancel_is_seen_once_the_cancelled_ids_are_at_their_limit(
-    logic, decoders
-) -> None:
+def test_sequence_cancel_is_seen_once_the_cancelled_ids_are_at_their_limit(logic, decoders) -> None:
     cancelled = CancelledJobs(redis.Redis(), limit=2)  # (its listener is not started)
     cancelled.add("old-1")
     cancelled.add("old-2")
