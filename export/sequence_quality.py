@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from aimass.export.sessions import cpu_session
 from aimass.protocol.manifest import SequenceSpec
+from aimass.protocol.tokens import Tokenizer
 
 State = dict[str, NDArray[np.generic]]
 
@@ -104,26 +105,12 @@ def write_sample(
 
 
 def encode_prompt(prompt: str, spec: SequenceSpec) -> list[int]:
-    """Token ids of ``prompt``: at each position the longest vocabulary entry that matches,
-    else the unknown token for one character."""
-    ids = {text: index for index, text in enumerate(spec.vocabulary) if text}
-    longest = max((len(text) for text in ids), default=1)
-    tokens, position = [], 0
-    while position < len(prompt):
-        for size in range(min(longest, len(prompt) - position), 0, -1):
-            token = ids.get(prompt[position : position + size])
-            if token is not None:
-                tokens.append(token)
-                position += size
-                break
-        else:
-            if spec.unknown_token is None:
-                raise ValueError(
-                    f"the prompt's {prompt[position]!r} is not in the vocabulary, which has "
-                    "no unknown token"
-                )
-            tokens.append(spec.unknown_token)
-            position += 1
+    """Token ids of ``prompt``, as the worker encodes it (protocol/tokens.py)."""
+    tokens, missing = Tokenizer(spec).encode(prompt)
+    if missing:
+        raise ValueError(
+            f"the prompt's {missing[0]!r} is not in the vocabulary, which has no unknown token"
+        )
     return tokens
 
 

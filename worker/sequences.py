@@ -19,6 +19,7 @@ import numpy as np
 from aimass.protocol.contract import FinishReason, SequenceJob
 from aimass.protocol.errors import AimassError, InvalidInput, InvalidJob
 from aimass.protocol.manifest import Manifest, ModelKind, SequenceSpec
+from aimass.protocol.tokens import Tokenizer
 from aimass.worker.batcher import BatchOutput
 from aimass.worker.kinds import Limits, seed_for
 from aimass.worker.runs import Feeds
@@ -116,13 +117,7 @@ class SequenceModel:
         self.manifest = manifest
         self.spec: SequenceSpec = manifest.sequence
         self.vocabulary = list(self.spec.vocabulary)
-        special = {self.spec.start_token, self.spec.end_token, self.spec.unknown_token}
-        self.ids = {
-            text: index
-            for index, text in enumerate(self.vocabulary)
-            if index not in special and text
-        }
-        self.longest = max((len(text) for text in self.ids), default=1)
+        self.tokenizer = Tokenizer(self.spec)
         self.state_dtypes = [np.dtype(state.dtype) for state in self.spec.state]
         specs = {spec.name: spec for spec in manifest.inputs}
         token = specs.get(self.spec.token_input)
@@ -165,28 +160,13 @@ class SequenceModel:
     def tokenize(self, text: str) -> list[int]:
         """The token ids of ``text``, longest match first; a character the vocabulary
         lacks becomes the unknown token, or fails the job."""
-        ids: list[int] = []
-        unknown: list[str] = []
-        at = 0
-        while at < len(text):
-            for size in range(min(self.longest, len(text) - at), 0, -1):
-                token = self.ids.get(text[at : at + size])
-                if token is not None:
-                    ids.append(token)
-                    at += size
-                    break
-            else:
-                if self.spec.unknown_token is None:
-                    unknown.append(text[at])
-                else:
-                    ids.append(self.spec.unknown_token)
-                at += 1
+        ids, unknown = self.tokenizer.encode(text)
         if unknown:
             shown = "".join(sorted(set(unknown)))[:40]
             raise InvalidInput(
                 f"the prompt holds {len(unknown)} characters that model "
                 f"{self.manifest.name!r} has no token for ({shown!r}) and it has no unknown "
-                f"token: send text made of its {len(self.ids)} known tokens"
+                f"token: send text made of its {len(self.tokenizer.ids)} known tokens"
             )
         return ids
 

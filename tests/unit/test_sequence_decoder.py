@@ -198,5 +198,5 @@ def test_sequence_an_unknown_token_stands_for_what_the_vocabulary_lacks(tmp_path
         SequenceJob(model="tiny-rnn", prompt="a\u00e9b", max_tokens=50), LIMITS, "u"
     )
     newline = lenient.vocabulary.index("\n")
-    assert decoding.prompt == [lenient.ids["a"], newline, lenient.ids["b"]]
+    assert decoding.prompt == [lenient.tokenizer.ids["a"], newline, lenient.tokenizer.ids["b"]]
     assert decoding.max_tokens == 5  # max_length 8, the prompt's 3 included
