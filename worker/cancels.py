@@ -15,6 +15,7 @@ import redis
 
 from aimass.protocol.keys import CANCEL_CHANNEL
 from aimass.protocol.pubsub import next_message
+from aimass.worker.retries import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +55,23 @@ class CancelledJobs:
         self._stop.set()
 
     def _listen(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while not self._stop.is_set():
             pubsub: Any = None
             try:
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CANCEL_CHANNEL)
-                backoff = 0.1
+                backoff.reset()
                 while not self._stop.is_set():
                     message = next_message(pubsub, 1.0)
                     if message is not None:
                         data = message["data"]
                         self.add(data.decode() if isinstance(data, bytes) else str(data))
             except redis.RedisError as exc:  # Redis restarting: listen again when it is back
-                log.warning("cancel channel unavailable (%s); retrying in %.1f s", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning(
+                    "cancel channel unavailable (%s); retrying in %.1f s", exc, backoff.pause
+                )
+                backoff.wait(self._stop)
             finally:
                 if pubsub is not None:
                     pubsub.close()

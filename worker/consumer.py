@@ -33,6 +33,7 @@ from aimass.protocol.records import ResultRecord
 from aimass.worker.batcher import DeviceLost, at_hand
 from aimass.worker.envelope import Envelope
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
+from aimass.worker.retries import Backoff, until_done
 from aimass.worker.served import ServedModels
 from aimass.worker.served_model import StartedJob
 
@@ -158,7 +159,7 @@ class BulkConsumer:
         }
 
     def _consume_loop(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while not self._stopping.is_set():
             self.ticked = time.monotonic()
             room = self.capacity.wait_for_room(timeout=0.5)
@@ -171,11 +172,10 @@ class BulkConsumer:
                 taken = [] if self._drained else self.queues.take(room)
                 taken = taken or self.queues.wait(self.idle_poll_s, room)
             except redis.RedisError as exc:
-                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff.pause)
+                backoff.wait(self._stopping)
                 continue
-            backoff = 0.1
+            backoff.reset()
             if taken:
                 self.capacity.take(len(taken))
                 if self.on_load:
@@ -357,15 +357,7 @@ class BulkConsumer:
         if not finished:
             return
         settlements = [self._settlement(flight) for flight in finished]
-        backoff = 0.1
-        while True:
-            try:
-                self.queues.settle(settlements)
-                break
-            except redis.RedisError as exc:
-                log.warning("could not store %d results (%s); retrying", len(finished), exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        until_done(lambda: self.queues.settle(settlements), log, f"store {len(finished)} results")
         for flight, settlement in zip(finished, settlements, strict=True):
             if self.on_settled:
                 self.on_settled(flight, settlement.record)

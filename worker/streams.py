@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from typing import Any
 
 import redis
@@ -23,6 +22,7 @@ from aimass.protocol.shards import keyspace
 from aimass.protocol.streams import StreamEntry, StreamEvent
 from aimass.worker.batcher import at_hand
 from aimass.worker.decoding import resolve
+from aimass.worker.retries import until_done
 from aimass.worker.sequences import Decoding
 
 log = logging.getLogger(__name__)
@@ -91,21 +91,23 @@ class StreamWriter:
             self._write(steps)
 
     def _write(self, steps: list[_Step]) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                self._pipeline(steps)
-                break
-            except redis.RedisError as exc:
-                if _no_script(exc):  # a cluster's pipelines do not load scripts; a
-                    self.client.script_load(_START)  # failed-over primary lacks them
-                    continue
-                log.warning("could not write %d steps of streams (%s); retrying", len(steps), exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        until_done(
+            lambda: self._pipeline(steps),
+            log,
+            f"write {len(steps)} steps of streams",
+            mend=self._load_script,
+        )
         for _, _, ended in steps:
             for decoding in ended:
                 resolve(decoding)
+
+    def _load_script(self, exc: redis.RedisError) -> bool:
+        """A cluster's pipelines do not load scripts, and a failed-over primary lacks
+        them: load the start script where Redis did not know it."""
+        if not _no_script(exc):
+            return False
+        self.client.script_load(_START)
+        return True
 
     def _pipeline(self, steps: list[_Step]) -> None:
         """One pipeline for the steps at hand. A stream's text of several steps goes in
