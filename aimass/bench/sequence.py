@@ -15,7 +15,7 @@ A level's first ``concurrency`` jobs arrive together at an idle worker: the ramp
 time to first token is that of a burst, not of ``concurrency`` in flight, so the level's
 TTFT percentiles leave them out (``ttft_p50_ms_with_ramp`` keeps them). ONNX Runtime
 alone runs in rounds between the rounds of aimass at 1 in flight, so that the ratio of
-the two compares figures taken minutes apart on a shared machine no more.
+the two no longer compares figures taken minutes apart on a shared machine.
 """
 
 from __future__ import annotations
