@@ -15,18 +15,17 @@ it and a new thread serves the model (docs/reliability.md).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Container, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
 from aimass.protocol.errors import AimassError, JobCancelled, ModelError
+from aimass.worker.handoffs import record_start, resolve_future
 from aimass.worker.runs import Feeds, Runner, run_by_shape
 from aimass.worker.sessions import DeviceHealth
 
@@ -141,32 +140,6 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-T = TypeVar("T")
-
-
-def at_hand(
-    items: queue.Queue[T | None] | queue.SimpleQueue[T | None], limit: int
-) -> list[T] | None:
-    """What a queue holds now: wait for its first item, then take the rest without
-    waiting, up to ``limit`` (the items at hand, handled together: not a batch). ``None``
-    when a ``None``, put there to stop, comes first; one that comes after items is left
-    for the next call."""
-    first = items.get()
-    if first is None:
-        return None
-    taken = [first]
-    while len(taken) < limit:
-        try:
-            item = items.get_nowait()
-        except queue.Empty:
-            break
-        if item is None:
-            items.put(None)
-            break
-        taken.append(item)
-    return taken
 
 
 def collect_batch(
@@ -473,29 +446,3 @@ class Batcher:
         )
         if not self._stopped:
             self._start_thread()
-
-
-def record_start(on_start: Callable[[list[str]], None], ids: list[str], what: str) -> None:
-    """Tell ``on_start`` that these jobs start (``what``: them, for the log). Best effort:
-    a failure to tell is logged, and the jobs run."""
-    if not ids:
-        return
-    try:
-        on_start(ids)
-    except Exception as exc:
-        log.warning("could not record the start of %s: %s", what, exc)
-
-
-def resolve_future(
-    future: Future[BatchOutput],
-    result: BatchOutput | None = None,
-    error: BaseException | None = None,
-) -> None:
-    """Resolve a job's future, unless the time limit has resolved it already."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-    except InvalidStateError:
-        pass

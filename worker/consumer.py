@@ -30,8 +30,9 @@ from aimass.protocol.errors import (
 from aimass.protocol.keys import QUEUE_PREFIX, dead_letter_key
 from aimass.protocol.messages import InvalidMessage
 from aimass.protocol.records import ResultRecord
-from aimass.worker.batcher import DeviceLost, at_hand
+from aimass.worker.batcher import DeviceLost
 from aimass.worker.envelope import Envelope
+from aimass.worker.handoffs import at_hand
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
 from aimass.worker.retries import Backoff, until_done
 from aimass.worker.served import ServedModels

@@ -40,8 +40,9 @@ from typing import Protocol
 import numpy as np
 
 from aimass.protocol.errors import AimassError, JobCancelled, ModelError
-from aimass.worker.batcher import BatchOutput, DeviceLost, at_hand, record_start, resolve_future
+from aimass.worker.batcher import BatchOutput, DeviceLost
 from aimass.worker.buckets import bucket_for, gather
+from aimass.worker.handoffs import at_hand, record_start, resolve_future
 from aimass.worker.runs import Runner
 from aimass.worker.sequences import Decoding, SequenceModel
 from aimass.worker.sessions import DeviceHealth

@@ -20,8 +20,8 @@ import redis
 
 from aimass.protocol.shards import keyspace
 from aimass.protocol.streams import StreamEntry, StreamEvent
-from aimass.worker.batcher import at_hand
 from aimass.worker.decoding import resolve
+from aimass.worker.handoffs import at_hand
 from aimass.worker.retries import until_done
 from aimass.worker.sequences import Decoding
 
