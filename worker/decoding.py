@@ -340,7 +340,7 @@ class Decoder:
         """One step of these rows (padded up to a bucket); their logits and states."""
         rows = len(tokens)
         feeds = dict(zip(self.feed_names, [tokens, *states], strict=True))
-        size = bucket_for(rows, self.buckets) if self.buckets else rows
+        size = self._run_size(rows)
         if size == rows:
             outputs = self.runner(feeds)
         else:  # padded: the padding's rows are cut from the outputs

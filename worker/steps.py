@@ -79,9 +79,8 @@ class StepRows:
         at = range(len(self.active)) if rows is None else rows
         if len(at) == 1:  # one sequence: array operations cost more than they save
             return self._sampled_one(at[0], sample_one(logits[0], self.samplers[at[0]]))
-        picked = sample_rows(logits, self.samplers[at.start : at.stop])
-        every = len(at) == len(self.active)
-        part = slice(None) if every else slice(at.start, at.stop)
+        part = slice(at.start, at.stop)
+        picked = sample_rows(logits, self.samplers[part])
         self.tokens[part] = picked
         self.written[part] += 1
         written = self.written[part]
