@@ -24,10 +24,15 @@ import numpy as np
 Feeds = Mapping[str, np.ndarray]
 
 
+Run = Callable[[Feeds], list[np.ndarray]]
+
+
 class _Runner(Protocol):
     def __call__(self, feeds: Feeds) -> list[np.ndarray]: ...
 
     def interrupt(self, thread: threading.Thread) -> None: ...
+
+    def unstoppable(self) -> Run: ...
 
 
 def default_buckets(max_batch_size: int) -> tuple[int, ...]:
@@ -106,15 +111,25 @@ class BucketRunner:
         self.buckets = tuple(sorted(self.runners))
 
     def __call__(self, feeds: Feeds) -> list[np.ndarray]:
-        size = len(next(iter(feeds.values())))
-        runner = self.runners.get(size)
-        if runner is None:
-            raise ValueError(f"no session for a batch of {size}; buckets: {self.buckets}")
-        return runner(feeds)
+        return _of_size(self.runners, feeds)(feeds)
 
     def interrupt(self, thread: threading.Thread) -> None:
         for runner in self.runners.values():
             runner.interrupt(thread)
+
+    def unstoppable(self) -> Run:
+        """Each bucket's ``unstoppable`` runs (worker/sessions.py), picked by size."""
+        runs = {size: runner.unstoppable() for size, runner in self.runners.items()}
+        return lambda feeds: _of_size(runs, feeds)(feeds)
+
+
+def _of_size(runners: Mapping[int, Run], feeds: Feeds) -> Run:
+    """The runner built for the batch size of ``feeds``."""
+    size = len(next(iter(feeds.values())))
+    runner = runners.get(size)
+    if runner is None:
+        raise ValueError(f"no session for a batch of {size}; buckets: {tuple(sorted(runners))}")
+    return runner
 
 
 # A warm-up run repeats until two runs in a row agree within this share: the first runs

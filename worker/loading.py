@@ -16,6 +16,7 @@ import numpy as np
 from aimass.protocol.manifest import Manifest, ModelKind
 from aimass.worker.buckets import (
     BucketRunner,
+    Run,
     default_buckets,
     normalize_buckets,
     settle,
@@ -137,10 +138,20 @@ class UnbatchedRunner:
         self.runner = runner
 
     def __call__(self, feeds: Any) -> list[np.ndarray]:
-        rows = {len(array) for array in feeds.values()}
-        if rows != {1}:
-            raise ValueError(f"a model without a batch dimension runs one job a run, got {rows}")
-        return [output[None] for output in self.runner({n: a[0] for n, a in feeds.items()})]
+        return _unbatched(self.runner, feeds)
 
     def interrupt(self, thread: threading.Thread) -> None:
         self.runner.interrupt(thread)
+
+    def unstoppable(self) -> Run:
+        """The session's ``unstoppable`` runs (worker/sessions.py), one job a run."""
+        run = self.runner.unstoppable()
+        return lambda feeds: _unbatched(run, feeds)
+
+
+def _unbatched(run: Run, feeds: Any) -> list[np.ndarray]:
+    """One job's run through a graph without a batch dimension."""
+    rows = {len(array) for array in feeds.values()}
+    if rows != {1}:
+        raise ValueError(f"a model without a batch dimension runs one job a run, got {rows}")
+    return [output[None] for output in run({n: a[0] for n, a in feeds.items()})]

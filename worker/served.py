@@ -412,7 +412,7 @@ class ServedModels:
         settings = self.settings
         return Decoder(
             f"{version.name}-v{version.version}",
-            built.runner,
+            built.runner.unstoppable(),  # a sequence ends between steps, never mid-run
             logic,
             [output.name for output in built.sessions[0].get_outputs()],
             max_sequences=settings.max_sequences,

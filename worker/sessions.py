@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,3 +413,12 @@ class SessionRunner:
         with self._lock:
             if thread in self._running:
                 self._options[thread].terminate = True
+
+    def unstoppable(self) -> Callable[[Any], list[np.ndarray]]:
+        """Runs of the session for one thread whose runs nothing stops (a decoding loop,
+        which ends its sequences between steps): without ``interrupt``'s bookkeeping, a
+        lock taken twice a run, about a µs of a decoding step's ~60 on the CPU."""
+        options = self._new_options()
+        options.log_severity_level = 4
+        run = self.session.run
+        return lambda feeds: run(None, feeds, options)

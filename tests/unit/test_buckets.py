@@ -91,6 +91,24 @@ class Recording:
     def interrupt(self, thread: threading.Thread) -> None:
         self.interrupted.append(thread)
 
+    def unstoppable(self):
+        def run(feeds):
+            self.unstoppable_sizes.append(len(feeds["x"]))
+            return self(feeds)
+
+        self.unstoppable_sizes: list[int] = []
+        return run
+
+
+def test_unstoppable_bucket_runs_go_to_each_size_s_own_runner() -> None:
+    runners = {size: Recording() for size in (1, 4)}
+    run = BucketRunner(runners).unstoppable()
+    assert run({"x": np.ones((4, 2), np.float32)})[0].tolist() == [2.0] * 4
+    run({"x": np.ones((1, 2), np.float32)})
+    assert {size: r.unstoppable_sizes for size, r in runners.items()} == {1: [1], 4: [4]}
+    with pytest.raises(ValueError, match="no session for a batch of 3"):
+        run({"x": np.zeros((3, 2), np.float32)})
+
 
 def test_a_bucketed_batcher_runs_each_size_on_its_own_session_only() -> None:
     runners = {size: Recording() for size in (1, 2, 4, 8)}

@@ -8,6 +8,7 @@ on a GPU (a buffer ONNX Runtime allocates, handed to each session as a DLPack vi
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ from aimass.worker.sessions import (
     CUDA,
     DeviceHealth,
     DevicePlan,
+    SessionRunner,
     create_bucket_sessions,
+    create_session,
     device_failure,
     providers_for,
 )
@@ -61,6 +64,19 @@ def test_sharing_bucket_sessions_run_on_the_very_memory_of_the_one_copy(tmp_path
     # runs on a copy of its own.
     shared.values["W"].update_inplace(np.full((WIDTH, WIDTH), 3, np.float32))
     assert [first_output(by_size[size], size) for size in (1, 2, 4)] == [3 * WIDTH] * 3
+
+
+def test_unstoppable_runs_answer_as_the_runner_does_and_an_interrupt_never_reaches_them(
+    tmp_path: Path,
+) -> None:
+    runner = SessionRunner(create_session(matmul_model(tmp_path / "m.onnx"), CPU_PLAN))
+    run = runner.unstoppable()
+    x = {"x": np.arange(3 * WIDTH, dtype=np.float32).reshape(3, WIDTH)}
+    np.testing.assert_array_equal(run(x)[0], runner(x)[0])
+    # A stop asked of this thread finds no run of its own in progress: the next runs of
+    # either kind go through.
+    runner.interrupt(threading.current_thread())
+    np.testing.assert_array_equal(run(x)[0], runner(x)[0])
 
 
 def test_sharing_needs_a_buffer_the_user_owns_and_a_device_copy_is_not_one() -> None:
