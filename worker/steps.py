@@ -78,7 +78,8 @@ class StepRows:
         ended."""
         at = range(len(self.active)) if rows is None else rows
         if len(at) == 1:  # one sequence: array operations cost more than they save
-            return self._sampled_one(at[0], sample_one(logits[0], self.samplers[at[0]]))
+            i = at[0]
+            return self._sampled_one(i, sample_one(logits[0], self.samplers[i]))
         part = slice(at.start, at.stop)
         picked = sample_rows(logits, self.samplers[part])
         self.tokens[part] = picked

@@ -56,9 +56,16 @@ def decoders() -> Iterator[list[Decoder]]:
 
 
 def start(logic: SequenceModel, made: list[Decoder], runner: NumpyStep, **options) -> Decoder:
+    # The worker's own cancelled ids by default (their count of cancels heard lets the
+    # loop step on without a look between steps: worker/decoding.py).
+    options.setdefault("cancelled", heard_cancels())
     decoder = Decoder("tiny-rnn", runner, logic, ["logits", "next_state"], **options)
     made.append(decoder)
     return decoder
+
+
+def heard_cancels(limit: int = 1000) -> CancelledJobs:
+    return CancelledJobs(redis.Redis(), limit=limit)  # (its listener is not started)
 
 
 def submit(decoder: Decoder, logic: SequenceModel, prompt: str, job_id: str, **job) -> Decoding:
@@ -139,8 +146,11 @@ def test_sequence_buckets_pad_each_step_to_a_fixed_size(logic, decoders) -> None
     assert [j.text for j in jobs] == [j.text for j in again]  # padding changes no text
 
 
-def test_sequence_cancel_and_time_limit_end_a_sequence_between_steps(logic, decoders) -> None:
-    cancelled: set[str] = set()
+@pytest.mark.parametrize("cancels", ["a plain set", "the worker's"])
+def test_sequence_cancel_and_time_limit_end_a_sequence_between_steps(
+    logic, decoders, cancels
+) -> None:
+    cancelled = set() if cancels == "a plain set" else heard_cancels()
     decoder = start(
         logic, decoders, NumpyStep(delay_s=0.001), cancelled=cancelled, time_limit_s=0.3
     )
@@ -157,7 +167,7 @@ def test_sequence_cancel_and_time_limit_end_a_sequence_between_steps(logic, deco
 
 
 def test_sequence_cancel_is_seen_once_the_cancelled_ids_are_at_their_limit(logic, decoders) -> None:
-    cancelled = CancelledJobs(redis.Redis(), limit=2)  # (its listener is not started)
+    cancelled = heard_cancels(limit=2)
     cancelled.add("old-1")
     cancelled.add("old-2")
     decoder = start(logic, decoders, NumpyStep(delay_s=0.001), cancelled=cancelled)
