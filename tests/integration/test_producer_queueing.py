@@ -136,3 +136,36 @@ def test_submit_many_stops_at_a_full_queue_and_says_what_went_in(redis_url: str)
         assert refused.value.job_ids == [s.job_id for s in more[:2]]  # the prefix that fit
         assert client.queue_depth("tiny") == 8
         assert client.job(more[2].job_id).status() is JobStatus.unknown
+
+
+def test_a_bulk_call_leaves_exactly_its_new_jobs_messages_on_the_queue_in_order(
+    redis_url: str,
+) -> None:
+    """A call of several jobs pushes their messages before its script, which takes back
+    out those of duplicates and of jobs past the bound (producer/enqueue.py): what stays
+    is what a push of the accepted jobs alone would have left."""
+    from aimass.producer.enqueue import WITHDRAWN
+    from aimass.protocol.messages import TaskMessage, message_list
+
+    def job(job_id: str) -> Submission:
+        return Submission.classify(row_image(1), model="tiny", job_id=job_id)
+
+    target = message_list("tiny", job("-").priority)  # the list of their priority
+    with Client(redis_url, max_queue_depth=10) as client:
+        client.submit(job("a0"))
+        client.submit(job("a1"))
+        client.redis.lpush(target, b"another sender's message")
+        calls = ["n0", "a0", "n1", "n2", "a1", "n3", "n4", "n5", "n6", "n7", "n8"]
+        with pytest.raises(BulkQueueFull, match="bound of 10") as refused:
+            client.submit_many(job(i) for i in calls)
+        assert refused.value.job_ids == calls[:9]  # up to n6, which filled the queue
+        queue = client.redis.lrange(target, 0, -1)
+        assert WITHDRAWN not in queue
+        ids = [TaskMessage.decode(raw).task_id if raw.strip()[:1] == b"{" else raw for raw in queue]
+        expected = ["n6", "n5", "n4", "n3", "n2", "n1", "n0", b"another sender's message"]
+        assert ids == [*expected, "a1", "a0"]  # the head first: LPUSHed, taken from the tail
+        for unknown in ("n7", "n8"):
+            assert client.job(unknown).status() is JobStatus.unknown
+        # The same call again (a retry whose first reply was lost): every job is known.
+        client.submit_many(job(i) for i in calls[:9])
+        assert client.redis.lrange(target, 0, -1) == queue
