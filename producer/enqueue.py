@@ -44,14 +44,17 @@ from aimass.protocol.queues import ENCODER_MARK
 ENQUEUE_SCRIPT = """
 local steps, pushed = tonumber(ARGV[3]), tonumber(ARGV[4])
 local per = pushed > 0 and 1 or 2  -- ARGV entries per job
-local depth = 0
+local target, depth = KEYS[steps + 1], 0
 -- An empty list does not exist: one command finds a model's queue empty, as it is
--- whenever the workers keep up.
-if redis.call('EXISTS', unpack(KEYS, 1, steps)) > 0 then
+-- whenever the workers keep up (but for the call's own list, when it pushed first).
+local holding = redis.call('EXISTS', unpack(KEYS, 1, steps))
+if holding > (pushed > 0 and 1 or 0) then
   for i = 1, steps do depth = depth + redis.call('LLEN', KEYS[i]) end
+elseif pushed > 0 then
+  depth = redis.call('LLEN', target)
 end
 depth = depth - pushed  -- the queue before the call
-local before, bound, target = depth, tonumber(ARGV[1]), KEYS[steps + 1]
+local before, bound = depth, tonumber(ARGV[1])
 local jobs = #KEYS - steps - 1
 local accepted, messages, withdrawn = 0, {}, {}
 for n = 1, jobs do
@@ -88,8 +91,10 @@ return {before, accepted}
 # message is JSON, and this is not).
 WITHDRAWN = b"\x00aimass:withdrawn"
 # Calls of this many jobs or more push their messages before the script, in a
-# transaction: the transaction's own commands cost about what one job saves.
-PUSHED_FIRST = 2
+# transaction: its three more commands (and a look at the call's list) cost Redis about
+# what two or three jobs save, and a closed loop of a few jobs in flight sends calls of
+# two or three.
+PUSHED_FIRST = 4
 
 
 @dataclass(frozen=True)

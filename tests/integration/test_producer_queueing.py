@@ -154,18 +154,39 @@ def test_a_bulk_call_leaves_exactly_its_new_jobs_messages_on_the_queue_in_order(
     with Client(redis_url, max_queue_depth=10) as client:
         client.submit(job("a0"))
         client.submit(job("a1"))
+        client.submit(Submission.classify(row_image(1), model="tiny", priority=Priority.low))
         client.redis.lpush(target, b"another sender's message")
-        calls = ["n0", "a0", "n1", "n2", "a1", "n3", "n4", "n5", "n6", "n7", "n8"]
+        calls = ["n0", "a0", "n1", "n2", "a1", "n3", "n4", "n5", "n6", "n7"]
         with pytest.raises(BulkQueueFull, match="bound of 10") as refused:
             client.submit_many(job(i) for i in calls)
-        assert refused.value.job_ids == calls[:9]  # up to n6, which filled the queue
+        assert refused.value.job_ids == calls[:8]  # up to n5, which filled the queue
         queue = client.redis.lrange(target, 0, -1)
         assert WITHDRAWN not in queue
         ids = [TaskMessage.decode(raw).task_id if raw.strip()[:1] == b"{" else raw for raw in queue]
-        expected = ["n6", "n5", "n4", "n3", "n2", "n1", "n0", b"another sender's message"]
+        expected = ["n5", "n4", "n3", "n2", "n1", "n0", b"another sender's message"]
         assert ids == [*expected, "a1", "a0"]  # the head first: LPUSHed, taken from the tail
-        for unknown in ("n7", "n8"):
+        for unknown in ("n6", "n7"):
             assert client.job(unknown).status() is JobStatus.unknown
         # The same call again (a retry whose first reply was lost): every job is known.
-        client.submit_many(job(i) for i in calls[:9])
+        client.submit_many(job(i) for i in calls[:8])
         assert client.redis.lrange(target, 0, -1) == queue
+        assert client.queue_depth("tiny") == 10
+
+
+def test_a_bulk_call_onto_an_empty_queue_wakes_the_workers_and_one_onto_jobs_does_not(
+    redis_url: str,
+) -> None:
+    from aimass.protocol.keys import PLAIN
+
+    def jobs(count: int) -> list[Submission]:
+        return [Submission.classify(row_image(1), model="tiny") for _ in range(count)]
+
+    with Client(redis_url) as client, client.redis.pubsub() as wakes:
+        wakes.subscribe(PLAIN.wake_channel("tiny", ""))
+        assert wakes.get_message(timeout=5)["type"] == "subscribe"
+        client.submit_many(jobs(5))  # onto an empty queue
+        client.submit_many(jobs(6))  # onto one that holds jobs: its workers are awake
+        woken = wakes.get_message(timeout=5)
+        assert woken is not None and woken["data"] == b"5"  # the queue's depth after
+        assert wakes.get_message(timeout=0.5) is None
+        assert client.queue_depth("tiny") == 11
