@@ -7,7 +7,7 @@ it writes the record and pushes the message of each job before that. Senders tha
 not use this script (plain Celery clients, other languages) are not counted against
 the bound before they push: the bound is a soft one, kept by aimass producers.
 
-A call of several jobs on one Redis pushes their messages in the same transaction,
+A call of many jobs on one Redis pushes their messages in the same transaction,
 right before the script (``PUSHED_FIRST``), and the script takes back out those of jobs
 it did not accept: a message that enters a script is hashed there byte by byte (Redis's
 Lua interns every string), ~3.7 µs of Redis's core for a one-image job's 2.4 KB, about
@@ -91,10 +91,11 @@ return {before, accepted}
 # message is JSON, and this is not).
 WITHDRAWN = b"\x00aimass:withdrawn"
 # Calls of this many jobs or more push their messages before the script, in a
-# transaction: its three more commands (and a look at the call's list) cost Redis about
-# what two or three jobs save, and a closed loop of a few jobs in flight sends calls of
-# two or three.
-PUSHED_FIRST = 4
+# transaction: its four more commands (MULTI, LPUSH, EXEC, and an LLEN of the call's
+# list) cost Redis about what two or three jobs save, but count as commands all the
+# same; below this, a call stays one command (a closed loop of 8 jobs in flight sends
+# calls of up to 8).
+PUSHED_FIRST = 16
 
 
 @dataclass(frozen=True)

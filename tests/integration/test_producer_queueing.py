@@ -138,18 +138,26 @@ def test_submit_many_stops_at_a_full_queue_and_says_what_went_in(redis_url: str)
         assert client.job(more[2].job_id).status() is JobStatus.unknown
 
 
+# A call of many jobs pushes their messages before its script, which takes back out those
+# of duplicates and of jobs past the bound; a smaller one hands them to the script
+# (producer/enqueue.py). Both must leave what a push of the accepted jobs alone would.
+CALL_FORMS = pytest.mark.parametrize(
+    "pushed_first", [1, 1 << 30], ids=["messages pushed first", "messages in the script"]
+)
+
+
+@CALL_FORMS
 def test_a_bulk_call_leaves_exactly_its_new_jobs_messages_on_the_queue_in_order(
-    redis_url: str,
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, pushed_first: int
 ) -> None:
-    """A call of several jobs pushes their messages before its script, which takes back
-    out those of duplicates and of jobs past the bound (producer/enqueue.py): what stays
-    is what a push of the accepted jobs alone would have left."""
+    from aimass.producer import enqueue
     from aimass.producer.enqueue import WITHDRAWN
     from aimass.protocol.messages import TaskMessage, message_list
 
     def job(job_id: str) -> Submission:
         return Submission.classify(row_image(1), model="tiny", job_id=job_id)
 
+    monkeypatch.setattr(enqueue, "PUSHED_FIRST", pushed_first)
     target = message_list("tiny", job("-").priority)  # the list of their priority
     with Client(redis_url, max_queue_depth=10) as client:
         client.submit(job("a0"))
@@ -173,10 +181,14 @@ def test_a_bulk_call_leaves_exactly_its_new_jobs_messages_on_the_queue_in_order(
         assert client.queue_depth("tiny") == 10
 
 
+@CALL_FORMS
 def test_a_bulk_call_onto_an_empty_queue_wakes_the_workers_and_one_onto_jobs_does_not(
-    redis_url: str,
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, pushed_first: int
 ) -> None:
+    from aimass.producer import enqueue
     from aimass.protocol.keys import PLAIN
+
+    monkeypatch.setattr(enqueue, "PUSHED_FIRST", pushed_first)
 
     def jobs(count: int) -> list[Submission]:
         return [Submission.classify(row_image(1), model="tiny") for _ in range(count)]
