@@ -24,6 +24,7 @@ from aimass.protocol.contract import Priority
 from aimass.protocol.keys import priority_queue_names
 from aimass.protocol.manifest import ModelKind
 from tests.support.hanging_model import hanging_classifier
+from tests.support.ports import free_ports_in_a_row
 from tests.support.processes import aimass_command, child_env
 from tests.support.tiny_models import publish, row_image
 from tests.support.waiting import wait_until
@@ -85,7 +86,7 @@ def test_with_redis_down_livez_stays_200_and_readyz_turns_503_until_it_is_back(
 def test_a_container_is_unready_while_one_of_its_worker_processes_restarts(
     redis_url: str, model_repository: Path, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port = free_ports_in_a_row(3)  # the supervisor's and its two children's
     log = tmp_path / "worker.log"
     with log.open("ab") as out:
         supervisor = subprocess.Popen(

@@ -15,10 +15,11 @@ import psutil
 import pytest
 import redis
 
-from aimass.embedded_redis import free_port, stop_process
+from aimass.embedded_redis import stop_process
 from aimass.producer.client import Client
 from aimass.protocol.heartbeats import Heartbeat, live_heartbeats
 from aimass.worker.endpoints import probe
+from tests.support.ports import free_ports_in_a_row
 from tests.support.processes import aimass_command, child_env
 from tests.support.sticky_cuda import TRIGGER_ENV
 from tests.support.tiny_models import row_image
@@ -105,7 +106,8 @@ def test_sticky_cuda_error_exits_the_process_which_is_restarted_and_no_job_is_lo
     """A process whose sessions fail with a sticky CUDA error stops serving: unready at
     once, it exits (code 70) and its supervisor starts it afresh; the jobs of the batch
     that failed are run again by a process that works, and every job is answered."""
-    log, trigger, port = tmp_path / "worker.log", tmp_path / "trigger", free_port()
+    log, trigger = tmp_path / "worker.log", tmp_path / "trigger"
+    port = free_ports_in_a_row(3)  # the supervisor's and its two children's
     with log.open("ab") as out:
         supervisor = subprocess.Popen(
             [
