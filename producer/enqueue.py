@@ -240,9 +240,8 @@ class Enqueuer:
         cluster, one call per shard (see ``by_shard``)."""
         space = self.space
         if not space.sharded and len(submissions) >= PUSHED_FIRST:
-            return self._push_first(
-                EnqueueCall.of(submissions, self.bound, self.ttl_s, PLAIN, True)
-            )
+            call = EnqueueCall.of(submissions, self.bound, self.ttl_s, pushed_first=True)
+            return self._push_first(call)
         if not space.sharded:
             call = EnqueueCall.of(submissions, self.bound, self.ttl_s)
             return Pushed.of(self._script(keys=call.keys, args=call.args))
