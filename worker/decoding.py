@@ -16,12 +16,12 @@ its rows, so that the session sees only the shapes it was built for.
 This thread runs the model and touches the network only when nothing else is in
 flight. The start of a sequence must be on record before its first step could kill
 the process (``on_start``, as ``worker/batcher.py`` does per batch). While others are
-in flight, a thread of its own (``Starts``) counts the runs of all the sequences that
-came since its last command in one command, and the others go on stepping meanwhile;
-a sequence begins its prompt once its count has answered. One that arrives while the
-loop steps others and has room is counted as it arrives, so that the count overlaps
-its wait for the step in progress; one that must wait for room, when it joins; one
-that finds the loop idle, by the loop itself, with no thread between.
+in flight, a thread of its own (``Starts``, worker/handoffs.py) counts the runs of all
+the sequences that came since its last command in one command, and the others go on
+stepping meanwhile; a sequence begins its prompt once its count has answered. One that
+arrives while the loop steps others and has room is counted as it arrives, so that the
+count overlaps its wait for the step in progress; one that must wait for room, when it
+joins; one that finds the loop idle, by the loop itself, with no thread between.
 Stream entries and finished streaming sequences go to ``streams`` (worker/streams.py),
 which writes them on its own thread.
 
@@ -46,7 +46,7 @@ import numpy as np
 from aimass.protocol.errors import AimassError, JobCancelled, ModelError
 from aimass.worker.batcher import BatchOutput, DeviceLost
 from aimass.worker.buckets import bucket_for, gather
-from aimass.worker.handoffs import at_hand, record_start, resolve_future
+from aimass.worker.handoffs import Starts, resolve_future
 from aimass.worker.runs import Runner
 from aimass.worker.sequences import Decoding, SequenceModel
 from aimass.worker.sessions import DeviceHealth
@@ -80,37 +80,6 @@ class StreamSink(Protocol):
 
 class _Stop:
     """Put on the inbox to end the thread once no sequence is in flight."""
-
-
-class Starts:
-    """Puts the start of sequences on record (``on_start``) from a thread of its own:
-    every sequence asked for since its last command goes in the next one."""
-
-    def __init__(self, name: str, on_start: Callable[[list[str]], None]) -> None:
-        self.on_start = on_start
-        self._asked: queue.SimpleQueue[tuple[list[str], Future[None]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name=f"starts-{name}", daemon=True)
-        self._thread.start()
-
-    def count(self, ids: list[str]) -> Future[None]:
-        """Count a run of each of these jobs; the future resolves once it is on record
-        (or could not be put there, which is logged: a job runs all the same)."""
-        counted: Future[None] = Future()
-        self._asked.put((ids, counted))
-        return counted
-
-    def record(self, ids: list[str]) -> None:
-        """Count a run of each of these jobs on the calling thread."""
-        record_start(self.on_start, ids, f"{len(ids)} sequences")
-
-    def stop(self) -> None:
-        self._asked.put(None)
-
-    def _loop(self) -> None:
-        while (asked := at_hand(self._asked, 1 << 30)) is not None:
-            self.record([i for ids, _ in asked for i in ids])
-            for _, counted in asked:
-                counted.set_result(None)
 
 
 class Decoder:
