@@ -316,15 +316,15 @@ class Decoder:
         the step's bookkeeping and the sampling, which ONNX Runtime alone pays too)."""
         if self._waiting is not None or self._counting or self.prefill.feeding:
             return  # (only the loop changes these: they hold while it steps here)
-        heard = getattr(self.cancelled, "heard", None)
+        heard = self._cancels_heard()
         if heard is None or heard != self._cancels_seen:
             return
-        cancelled, inbox, rows = self.cancelled, self._inbox, self.rows
+        inbox, rows = self._inbox, self.rows
         due = LIMIT_EVERY if self.time_limit_s > 0 else 1 << 62
         while (
             rows.active
             and inbox.empty()
-            and cancelled.heard == heard  # type: ignore[attr-defined]
+            and self._cancels_heard() == heard
             and (self._steps + 1) % due
         ):
             self._steps += 1
@@ -406,13 +406,18 @@ class Decoder:
         """Whether producers may have cancelled a sequence since the last look: a
         container that counts the cancels it has heard (``heard``, as
         worker/cancels.py's does) is looked through only when it has heard more."""
-        heard = getattr(self.cancelled, "heard", None)
+        heard = self._cancels_heard()
         if heard is None:
             return True
         if heard == self._cancels_seen:
             return False
         self._cancels_seen = heard
         return True
+
+    def _cancels_heard(self) -> int | None:
+        """How many cancels the cancelled ids have heard; None when they do not count."""
+        heard: int | None = getattr(self.cancelled, "heard", None)
+        return heard
 
     def _remove(self, gone: list[int]) -> list[Decoding]:
         """Take the rows of ended sequences out of the step and settle them; returns
