@@ -239,10 +239,10 @@ class Enqueuer:
         """Enqueue jobs of one model and priority, in order, up to the bound; on a
         cluster, one call per shard (see ``by_shard``)."""
         space = self.space
-        if not space.sharded and len(submissions) >= PUSHED_FIRST:
-            call = EnqueueCall.of(submissions, self.bound, self.ttl_s, pushed_first=True)
-            return self._push_first(call)
         if not space.sharded:
+            if len(submissions) >= PUSHED_FIRST:
+                call = EnqueueCall.of(submissions, self.bound, self.ttl_s, pushed_first=True)
+                return self._push_first(call)
             call = EnqueueCall.of(submissions, self.bound, self.ttl_s)
             return Pushed.of(self._script(keys=call.keys, args=call.args))
         replies = [
