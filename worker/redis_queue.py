@@ -138,8 +138,27 @@ end
 -- flat list, where an insertion compares with every member and a removal searches them
 -- all (~7-14 us a job with a worker's 64 jobs in flight); longer tags keep it a skip
 -- list (~1.6 us). The '#' ends the tag, so that two tags never pad alike.
+-- Each string a script makes costs Redis a pass over its bytes (Lua hashes every byte of
+-- it), so what is the same for many messages is made once a call: the paddings by their
+-- length, and the end of kombu's entry (exchange, routing key) by routing key.
+local pads, tails = {}, {}
 local function long(tag)
-  return tag .. '#' .. string.rep('-', 64 - #tag)
+  local n = math.max(64 - #tag, 0)
+  local pad = pads[n]
+  if not pad then
+    pad = '#' .. string.rep('-', n)
+    pads[n] = pad
+  end
+  return tag .. pad
+end
+-- kombu's entry for a message: '[' message ',' exchange ',' routing key ']'.
+local function entry(raw, ex, rk)
+  local tail = ex == '' and tails[rk]
+  if not tail then
+    tail = ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+    if ex == '' then tails[rk] = tail end
+  end
+  return '[' .. raw .. tail
 end
 local function record(raw, base)
   taken = taken + 1
@@ -166,7 +185,7 @@ local function record(raw, base)
   end
   tag = long(tag)
   unacked[#unacked + 1] = tag
-  unacked[#unacked + 1] = '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+  unacked[#unacked + 1] = entry(raw, ex, rk)
   index[#index + 1] = now
   index[#index + 1] = tag
   if id then

@@ -193,6 +193,50 @@ def test_the_take_script_reads_the_client_s_messages_without_decoding_them(
     client.close()
 
 
+def test_one_take_records_each_message_under_its_own_exchange_and_routing_key(
+    redis_url: str,
+) -> None:
+    """A take over several models' lists writes the end of kombu's entry (exchange,
+    routing key) once per routing key: each message's entry still names its own, as
+    kombu's restore reads it, whichever came first in the take."""
+    from aimass.producer.enqueue import Enqueuer
+    from aimass.producer.submission import Submission
+    from aimass.protocol.messages import TaskMessage
+    from aimass.worker.redis_queue import ModelQueues
+    from tests.support.tiny_models import row_image
+
+    client = redis.Redis.from_url(redis_url)
+    queues = ModelQueues(client, ["rk-a", "rk-b"], "tester", 60)
+    submissions = [
+        Submission.classify(row_image(1), model=model, job_id=f"{model}-{i}")
+        for model in ("rk-a", "rk-b")
+        for i in range(3)
+    ]
+    enqueuer = Enqueuer(client, 0, 60)
+    enqueuer.push_all(submissions[:3])
+    enqueuer.push_all(submissions[3:])
+    # Through an exchange of their own, onto rk-b's lists: decoded, and recorded as sent.
+    # One is taken before rk-a's messages (its list's priority is served first), one after.
+    expected = {s.job_id: ("", f"aimass.{s.model}") for s in submissions}
+    for job_id, target in (("routed-1", "aimass.rk-b"), ("routed-2", submissions[3].list_name)):
+        routed = json.loads(submissions[0].message())
+        routed["headers"]["id"] = routed["properties"]["correlation_id"] = job_id
+        routed["properties"]["delivery_tag"] = f"{job_id}-tag"
+        routed["properties"]["delivery_info"] = {"exchange": "ex", "routing_key": "aimass.rk-a"}
+        client.lpush(target, json.dumps(routed))
+        expected[job_id] = ("ex", "aimass.rk-a")
+    taken = queues.take(10)
+    assert len(taken) == 8
+    assert str(TaskMessage.decode(taken[0].raw).task_id) == "routed-1"
+    assert str(TaskMessage.decode(taken[-1].raw).task_id) == "routed-2"
+    for item in taken:
+        job_id = TaskMessage.decode(item.raw).task_id
+        stored = json.loads(client.hget("unacked", item.delivery_tag))
+        assert stored == [json.loads(item.raw), *expected.pop(str(job_id))], job_id
+    assert expected == {}
+    client.close()
+
+
 def test_kombu_s_index_of_taken_messages_stays_a_skip_list(redis_url: str) -> None:
     """Short members would make Redis keep the index as one flat list, where each
     insertion and removal goes through every job in flight: the take script's tags are
