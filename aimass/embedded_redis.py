@@ -99,12 +99,15 @@ class RedisServer:
         persistent: bool = False,
         extra_args: Sequence[str] = (),
         binary: str | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
+        """``launcher``: a command to run redis-server under (a profiler), or none."""
         self.folder = Path(folder)
         self.port = port or free_port()
         self.persistent = persistent
         self.extra_args = list(extra_args)
         self.binary = binary
+        self.launcher = list(launcher)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -120,6 +123,7 @@ class RedisServer:
         )
         self.process = subprocess.Popen(
             [
+                *self.launcher,
                 self.binary or find_redis_server(),
                 "--port",
                 str(self.port),

@@ -214,17 +214,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, default=6000)
     parser.add_argument("--encoding", choices=("uint8", "png"), default="uint8")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, help="3; with --instructions, 30")
     parser.add_argument(
         "--replay",
         action="store_true",
         help="no worker: replay a worker's takes and settles from this process (uint8)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the instructions Redis runs per job instead (aimass/bench/instructions.py)",
+    )
+    parser.add_argument("--jobs-per-call", type=int, default=32, help="with --instructions")
     args = parser.parse_args(argv)
+    if args.instructions:
+        from aimass.bench.instructions import count_instructions
+
+        counts = count_instructions(args.encoding, args.jobs_per_call, args.rounds or 30)
+        print(
+            f"{args.encoding}, calls of {args.jobs_per_call} jobs: instructions Redis runs "
+            "per job: " + ", ".join(f"{part} {value:,.0f}" for part, value in counts.items())
+        )
+        return 0
     if args.replay:
-        rounds = replay(args.jobs, args.rounds)
+        rounds = replay(args.jobs, args.rounds or 3)
     else:
-        rounds = measure_batch(args.jobs, args.encoding, args.rounds)
+        rounds = measure_batch(args.jobs, args.encoding, args.rounds or 3)
     for index, figures in enumerate(rounds, 1):
         print(
             f"round {index}: {figures['commands_per_job']:.2f} commands/job "

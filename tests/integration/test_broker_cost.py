@@ -8,12 +8,14 @@ that adds a command per job fails here, naming the command.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from aimass.bench.broker import BrokerMeter, format_by_command
+from aimass.bench.instructions import PARTS, count_instructions
 from aimass.embedded_redis import RedisServer
 from aimass.producer.client import Client
 from aimass.producer.submission import Submission
@@ -92,3 +94,23 @@ def test_broker_cost_of_the_replay_is_the_worker_s_per_job_commands() -> None:
     for name, per_job in PER_JOB.items():
         assert by_command.get(name, 0.0) >= per_job - 0.02, (name, by_command)
     assert by_command.get("evalsha", 0.0) > 0  # the take and settle scripts ran
+
+
+@pytest.mark.skipif(
+    not (shutil.which("valgrind") and shutil.which("callgrind_control")),
+    reason="counting instructions needs valgrind",
+)
+def test_broker_cost_in_instructions_counts_each_part_of_a_job_apart() -> None:
+    """``python -m aimass.bench.broker --instructions``: each part of the bulk path is
+    counted while it runs, and only then (a count of nothing, or of a whole server's
+    life, would not be a job's cost); larger messages cost the take more."""
+    png = count_instructions("png", jobs_per_call=8, rounds=2)
+    pixels = count_instructions("uint8", jobs_per_call=8, rounds=2)
+    for counts in (png, pixels):
+        assert 5_000 < counts["enqueue"] < 200_000, counts
+        assert 20_000 < counts["take"] < 500_000, counts
+        assert 5_000 < counts["settle"] < 200_000, counts
+        assert counts["total"] == pytest.approx(sum(counts[p] for p in PARTS))
+    # uint8 messages are ~250 bytes longer than these PNG ones: two passes of Lua's
+    # hashing over each byte in the take.
+    assert pixels["take"] > png["take"] + 2_000, (png, pixels)
