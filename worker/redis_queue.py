@@ -71,7 +71,7 @@ _TAKE = (
     _SLICED
     + """
 local limit = tonumber(ARGV[1])
-local now, ttl = ARGV[2], tonumber(ARGV[3])
+local now, ttl = ARGV[2], ARGV[3]
 local started_head, started_tail = ARGV[4], ARGV[5]
 local max_bytes = tonumber(ARGV[6])
 local track_started = ARGV[7] == '1'
@@ -240,7 +240,8 @@ return out
 _SETTLE = (
     _SLICED
     + """
-local ttl = tonumber(ARGV[1])
+-- As given, a string: a number passed to a command is first formatted as text, each time.
+local ttl = ARGV[1]
 local read_first = ARGV[2] == '1'
 local publish = ARGV[3]
 local tags, ids = {}, {}
