@@ -58,7 +58,7 @@ def _count(part: str, encoding: str, jobs_per_call: int, rounds: int) -> float:
         profile = Path(tmp) / "callgrind.out"
         launcher = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
         # hz 1: the server's timer work (ten times a second by default, whatever the
-        # traffic) seldom falls inside what is counted: runs agree to about 0.2 %.
+        # traffic) seldom falls inside what is counted: runs agree to within about 2 %.
         server = RedisServer(
             Path(tmp),
             extra_args=["--hz", "1"],
