@@ -3,19 +3,20 @@
 Redis CPU time per job moves by 10-20 % from one run to the next on a shared machine,
 so a change worth a few percent cannot be told from the noise by timing it. The number
 of instructions redis-server runs for the same commands on the same data hardly moves:
-this runs a redis-server of its own under Valgrind's callgrind (which counts every
-instruction it runs, about fifty times slower than Redis runs alone), sends it the bulk
-path's traffic (``Client.submit_many`` of one-image jobs, the worker's take script, then
-its settle of them), and counts each of the three apart: a server for each part,
-counting only while that part runs. User-space instructions only: the kernel's work for
-Redis (its socket reads and writes) is not in them. Needs ``valgrind`` and
-``callgrind_control`` on PATH.
+this runs redis-servers of its own under Valgrind's callgrind (which counts every
+instruction it runs, about fifty times slower than Redis runs alone) and sends them the
+bulk path's traffic: ``Client.submit_many`` of one-image jobs, the worker's take script,
+then its settle of them, round after round. Each server's whole life is counted (turning
+counting on and off around a part, from outside, loses some of it on a busy machine):
+one server only enqueues, one enqueues and takes, one does all three, and one does
+none, each emptying its database after each round; the differences between them are
+what each part costs. User-space instructions only: the kernel's work for Redis (its
+socket reads and writes) is not in them. Needs ``valgrind`` on PATH.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,45 +31,46 @@ def count_instructions(
     """Instructions redis-server runs per job in each part of the bulk path, and their
     sum (``total``): ``rounds`` calls of ``jobs_per_call`` one-image jobs (``uint8``
     pixels or ``png``), each call's jobs enqueued, taken and settled in turn."""
-    missing = [tool for tool in ("valgrind", "callgrind_control") if not shutil.which(tool)]
-    if missing:
+    if not shutil.which("valgrind"):
         raise RuntimeError(
-            f"counting instructions needs {' and '.join(missing)} on PATH "
-            "(Debian and Ubuntu: apt-get install valgrind)"
+            "counting instructions needs valgrind on PATH (Debian and Ubuntu: apt-get "
+            "install valgrind)"
         )
-    counts = {part: _count(part, encoding, jobs_per_call, rounds) for part in PARTS}
-    counts["total"] = sum(counts.values())
+    lives = [_count(PARTS[:n], encoding, jobs_per_call, rounds) for n in range(len(PARTS) + 1)]
+    jobs = jobs_per_call * rounds
+    counts = {part: (lives[n + 1] - lives[n]) / jobs for n, part in enumerate(PARTS)}
+    counts["total"] = (lives[-1] - lives[0]) / jobs
     return counts
 
 
-def _count(part: str, encoding: str, jobs_per_call: int, rounds: int) -> float:
-    """Instructions per job of one part, on a server of its own."""
+def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: int) -> int:
+    """Instructions a redis-server runs in its life while it serves ``rounds`` rounds
+    of these parts of the bulk path, its database emptied after each."""
     from aimass.bench.load import synthetic_pixels
     from aimass.embedded_redis import RedisServer
     from aimass.producer.client import Client
+    from aimass.producer.enqueue import ENQUEUE_SCRIPT
     from aimass.producer.submission import Submission
     from aimass.protocol.codecs import array_to_png
     from aimass.protocol.messages import TaskMessage
     from aimass.protocol.records import ResultRecord
-    from aimass.worker.redis_queue import ModelQueues, Settlement
+    from aimass.worker.redis_queue import _SETTLE, _TAKE, ModelQueues, Settlement
 
     pixels = synthetic_pixels([32, 32, 1], 32, seed=0)
     images: list[Any] = pixels if encoding == "uint8" else [array_to_png(p) for p in pixels]
     with tempfile.TemporaryDirectory(prefix="aimass-instructions-") as tmp:
         profile = Path(tmp) / "callgrind.out"
-        launcher = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
         # hz 1: the server's timer work (ten times a second by default, whatever the
-        # traffic) seldom falls inside what is counted: runs agree to within about 2 %.
+        # traffic) weighs little in what is counted.
         server = RedisServer(
             Path(tmp),
             extra_args=["--hz", "1"],
-            launcher=[*launcher, f"--callgrind-out-file={profile}"],
+            launcher=["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}"],
         ).start(timeout=120)
         try:
-            assert server.process is not None
-            switch = ["callgrind_control", "-i"]
-            pid = str(server.process.pid)
             with Client(server.url) as client:
+                for script in (ENQUEUE_SCRIPT, _TAKE, _SETTLE):  # compiled alike in all
+                    client.redis.script_load(script)
                 queues = ModelQueues(client.redis, ["digits"], "instructions", 3600)
 
                 def settled(taken: Any) -> Settlement:
@@ -76,28 +78,23 @@ def _count(part: str, encoding: str, jobs_per_call: int, rounds: int) -> float:
                     record = ResultRecord.success(job_id, RESULT)
                     return Settlement(taken.delivery_tag, job_id, record)
 
-                for round_ in range(rounds + 1):  # the first loads the scripts, uncounted
+                for _ in range(rounds):
                     submissions = [
                         Submission.classify(images[i % len(images)], model="digits")
                         for i in range(jobs_per_call)
                     ]
-                    for name in PARTS:
-                        counted = round_ > 0 and name == part
-                        if counted:
-                            subprocess.run([*switch, "on", pid], check=True, capture_output=True)
-                        if name == "enqueue":
-                            client.submit_many(submissions)
-                        elif name == "take":
-                            taken = queues.take(jobs_per_call)
-                            if len(taken) != jobs_per_call:
-                                raise RuntimeError(f"took {len(taken)} of {jobs_per_call} jobs")
-                        else:
-                            queues.settle([settled(t) for t in taken])
-                        if counted:
-                            subprocess.run([*switch, "off", pid], check=True, capture_output=True)
+                    if "enqueue" in parts:
+                        client.submit_many(submissions)
+                    if "take" in parts:
+                        taken = queues.take(jobs_per_call)
+                        if len(taken) != jobs_per_call:
+                            raise RuntimeError(f"took {len(taken)} of {jobs_per_call} jobs")
+                    if "settle" in parts:
+                        queues.settle([settled(t) for t in taken])
+                    client.redis.flushdb()
         finally:
             server.stop(timeout=60)  # callgrind writes the profile as the server exits
-        return _total(profile) / (jobs_per_call * rounds)
+        return _total(profile)
 
 
 def _total(profile: Path) -> int:
