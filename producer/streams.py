@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from aimass.producer.results import decode_result
-from aimass.protocol.errors import AimassError, JobTimeout, error_from_result
+from aimass.protocol.errors import JobTimeout, error_from_result
 from aimass.protocol.keys import stream_key
 from aimass.protocol.records import ResultRecord
 from aimass.protocol.shards import keyspace_async
@@ -85,10 +85,12 @@ class StreamCursor:
         else:
             self.ended = entry
 
-    def settle_from(self, record: ResultRecord) -> None:
-        """The job's final record, read while the stream was quiet: the text it holds
-        beyond what was read is the last piece (or, when it does not carry on from what
-        was read, a restart and the whole text)."""
+    def settle_from(self, record: ResultRecord | None) -> None:
+        """The job's final record, read while the stream was quiet (None: not stored
+        yet, read on): the text it holds beyond what was read is the last piece (or,
+        when it does not carry on from what was read, a restart and the whole text)."""
+        if record is None:
+            return
         result = decode_result(self.job_id, record, decode=False)  # raises its typed error
         text = str(result.get("text", ""))
         if text.startswith(self.text):
@@ -105,10 +107,20 @@ class StreamCursor:
         """The next piece or restart to hand out, if one is queued."""
         return self.pending.pop(0) if self.pending else None
 
-    def error(self) -> AimassError:
-        """The error an error entry names (when the job's record cannot be read)."""
+    def end(self) -> bool:
+        """An end or error entry was read: nothing more to hand out. True for an error,
+        which ``fail`` raises once the job's record has been waited for."""
         assert self.ended is not None
-        return error_from_result(self.ended.error or "ModelError", self.ended.message)
+        self.done = True
+        return self.ended.event is StreamEvent.error
+
+    def fail(self, record: ResultRecord | None) -> NoReturn:
+        """Raise the job's typed error: its record's, or, when the record cannot be
+        read, the one the error entry names."""
+        assert self.ended is not None
+        if record is not None:
+            decode_result(self.job_id, record, decode=False)  # raises its typed error
+        raise error_from_result(self.ended.error or "ModelError", self.ended.message)
 
 
 def _hand_out(item: str | StreamRestarted) -> str:
@@ -146,30 +158,15 @@ class TextStream:
             if cursor.done:
                 raise StopIteration
             if cursor.ended is not None:
-                self._finish()
+                if cursor.end():
+                    cursor.fail(self.final_record(10.0))
                 continue
             block = _block_ms(self.deadline, self.timeout, cursor.job_id)
             reply = self.redis.xread({cursor.key: cursor.last_id}, count=COUNT, block=block)
             if reply:
                 cursor.take(reply)
             else:
-                self._quiet()
-
-    def _finish(self) -> None:
-        """An end or error entry was read: an error raises the job's typed error."""
-        cursor = self.cursor
-        assert cursor.ended is not None
-        cursor.done = True
-        if cursor.ended.event is StreamEvent.error:
-            record = self.final_record(10.0)
-            if record is not None:
-                decode_result(cursor.job_id, record, decode=False)  # raises its error
-            raise cursor.error()
-
-    def _quiet(self) -> None:
-        record = self.final_record(0.0)
-        if record is not None:
-            self.cursor.settle_from(record)
+                cursor.settle_from(self.final_record(0.0))
 
 
 def _block_ms(deadline: float | None, timeout: float | None, job_id: str) -> int:
@@ -213,23 +210,12 @@ class AsyncTextStream:
             if cursor.done:
                 raise StopAsyncIteration
             if cursor.ended is not None:
-                await self._finish()
+                if cursor.end():
+                    cursor.fail(await self.final_record(10.0))
                 continue
             block = _block_ms(self.deadline, self.timeout, cursor.job_id)
             reply = await self.redis.xread({cursor.key: cursor.last_id}, count=COUNT, block=block)
             if reply:
                 cursor.take(reply)
             else:
-                record = await self.final_record(0.0)
-                if record is not None:
-                    cursor.settle_from(record)
-
-    async def _finish(self) -> None:
-        cursor = self.cursor
-        assert cursor.ended is not None
-        cursor.done = True
-        if cursor.ended.event is StreamEvent.error:
-            record = await self.final_record(10.0)
-            if record is not None:
-                decode_result(cursor.job_id, record, decode=False)
-            raise cursor.error()
+                cursor.settle_from(await self.final_record(0.0))
