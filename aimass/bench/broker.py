@@ -184,21 +184,13 @@ def replay(
 def _work_as_a_worker(queues: Any, watcher: Any, in_flight: int, settle_size: int) -> None:
     """Take and settle every job the watcher waits on, as a worker would, each with a
     classify result of one image."""
-    from aimass.protocol.messages import TaskMessage
-    from aimass.protocol.records import ResultRecord
-    from aimass.worker.redis_queue import Settlement
+    from aimass.bench.instructions import answered
 
-    result = {"model": "digits", "version": 1, "predictions": [[{"label": "7", "score": 0.9}]]}
     held: list[Any] = []
     while watcher.pending:
         held += queues.take(in_flight - len(held))
         settling, held = held[:settle_size], held[settle_size:]
-        settlements = []
-        for taken in settling:
-            job_id = str(TaskMessage.decode(taken.raw).task_id)
-            record = ResultRecord.success(job_id, result)
-            settlements.append(Settlement(taken.delivery_tag, job_id, record))
-        queues.settle(settlements)
+        queues.settle([answered(taken) for taken in settling])
         while watcher.next_finished(0 if held else 5) is not None:
             pass
 

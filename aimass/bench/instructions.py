@@ -19,10 +19,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aimass.worker.redis_queue import Settlement, Taken
 
 PARTS = ("enqueue", "take", "settle")
-RESULT = {"model": "digits", "version": 1, "predictions": [[{"label": "7", "score": 0.9}]]}
 
 
 def count_instructions(
@@ -52,9 +54,7 @@ def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: in
     from aimass.producer.enqueue import ENQUEUE_SCRIPT
     from aimass.producer.submission import Submission
     from aimass.protocol.codecs import array_to_png
-    from aimass.protocol.messages import TaskMessage
-    from aimass.protocol.records import ResultRecord
-    from aimass.worker.redis_queue import _SETTLE, _TAKE, ModelQueues, Settlement
+    from aimass.worker.redis_queue import _SETTLE, _TAKE, ModelQueues
 
     pixels = synthetic_pixels([32, 32, 1], 32, seed=0)
     images: list[Any] = pixels if encoding == "uint8" else [array_to_png(p) for p in pixels]
@@ -73,11 +73,6 @@ def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: in
                     client.redis.script_load(script)
                 queues = ModelQueues(client.redis, ["digits"], "instructions", 3600)
 
-                def settled(taken: Any) -> Settlement:
-                    job_id = str(TaskMessage.decode(taken.raw).task_id)
-                    record = ResultRecord.success(job_id, RESULT)
-                    return Settlement(taken.delivery_tag, job_id, record)
-
                 for _ in range(rounds):
                     submissions = [
                         Submission.classify(images[i % len(images)], model="digits")
@@ -90,7 +85,7 @@ def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: in
                         if len(taken) != jobs_per_call:
                             raise RuntimeError(f"took {len(taken)} of {jobs_per_call} jobs")
                     if "settle" in parts:
-                        queues.settle([settled(t) for t in taken])
+                        queues.settle([answered(t) for t in taken])
                     client.redis.flushdb()
         finally:
             server.stop(timeout=60)  # callgrind writes the profile as the server exits
@@ -103,3 +98,15 @@ def _total(profile: Path) -> int:
         if line.startswith("totals:"):
             return int(line.split()[1])
     raise RuntimeError(f"no instruction count in {profile}")
+
+
+def answered(taken: Taken) -> Settlement:
+    """The settlement a worker makes of a taken one-image classify job on digits: what
+    the replays (here and in aimass/bench/broker.py) answer each job with."""
+    from aimass.protocol.messages import TaskMessage
+    from aimass.protocol.records import ResultRecord
+    from aimass.worker.redis_queue import Settlement
+
+    job_id = str(TaskMessage.decode(taken.raw).task_id)
+    result = {"model": "digits", "version": 1, "predictions": [[{"label": "7", "score": 0.9}]]}
+    return Settlement(taken.delivery_tag, job_id, ResultRecord.success(job_id, result))
