@@ -12,6 +12,9 @@ one server only enqueues, one enqueues and takes, one does all three, and one do
 none, each emptying its database after each round; the differences between them are
 what each part costs. User-space instructions only: the kernel's work for Redis (its
 socket reads and writes) is not in them. Needs ``valgrind`` on PATH.
+
+``aimass.bench.broker.count_run_instructions`` counts a real bulk run the same way, on a
+server from ``counted_server``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from aimass.embedded_redis import RedisServer
     from aimass.worker.redis_queue import Settlement, Taken
 
 PARTS = ("enqueue", "take", "settle")
@@ -33,11 +37,7 @@ def count_instructions(
     """Instructions redis-server runs per job in each part of the bulk path, and their
     sum (``total``): ``rounds`` calls of ``jobs_per_call`` one-image jobs (``uint8``
     pixels or ``png``), each call's jobs enqueued, taken and settled in turn."""
-    if not shutil.which("valgrind"):
-        raise RuntimeError(
-            "counting instructions needs valgrind on PATH (Debian and Ubuntu: apt-get "
-            "install valgrind)"
-        )
+    need_valgrind()
     lives = [_count(PARTS[:n], encoding, jobs_per_call, rounds) for n in range(len(PARTS) + 1)]
     jobs = jobs_per_call * rounds
     counts = {part: (lives[n + 1] - lives[n]) / jobs for n, part in enumerate(PARTS)}
@@ -45,28 +45,43 @@ def count_instructions(
     return counts
 
 
+def need_valgrind() -> None:
+    """Raises, saying how to get it, where valgrind is not on PATH."""
+    if not shutil.which("valgrind"):
+        raise RuntimeError(
+            "counting instructions needs valgrind on PATH (Debian and Ubuntu: apt-get "
+            "install valgrind)"
+        )
+
+
+def counted_server(root: Path) -> tuple[RedisServer, Path]:
+    """A redis-server (not started) that runs under callgrind, and the profile it writes
+    as it exits (``total`` reads it). hz 1: the server's timer work (ten times a second by
+    default, whatever the traffic) weighs little in what is counted."""
+    from aimass.embedded_redis import RedisServer
+
+    profile = root / "callgrind.out"
+    server = RedisServer(
+        root / "redis",
+        extra_args=["--hz", "1"],
+        launcher=["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}"],
+    )
+    return server, profile
+
+
 def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: int) -> int:
     """Instructions a redis-server runs in its life while it serves ``rounds`` rounds
     of these parts of the bulk path, its database emptied after each."""
-    from aimass.bench.load import synthetic_pixels
-    from aimass.embedded_redis import RedisServer
+    from aimass.bench.load import bulk_images
     from aimass.producer.client import Client
     from aimass.producer.enqueue import ENQUEUE_SCRIPT
     from aimass.producer.submission import Submission
-    from aimass.protocol.codecs import array_to_png
     from aimass.worker.redis_queue import _SETTLE, _TAKE, ModelQueues
 
-    pixels = synthetic_pixels([32, 32, 1], 32, seed=0)
-    images: list[Any] = pixels if encoding == "uint8" else [array_to_png(p) for p in pixels]
+    images = bulk_images(encoding, [32, 32, 1])
     with tempfile.TemporaryDirectory(prefix="aimass-instructions-") as tmp:
-        profile = Path(tmp) / "callgrind.out"
-        # hz 1: the server's timer work (ten times a second by default, whatever the
-        # traffic) weighs little in what is counted.
-        server = RedisServer(
-            Path(tmp),
-            extra_args=["--hz", "1"],
-            launcher=["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}"],
-        ).start(timeout=120)
+        server, profile = counted_server(Path(tmp))
+        server.start(timeout=120)
         try:
             with Client(server.url) as client:
                 for script in (ENQUEUE_SCRIPT, _TAKE, _SETTLE):  # compiled alike in all
@@ -89,10 +104,10 @@ def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: in
                     client.redis.flushdb()
         finally:
             server.stop(timeout=60)  # callgrind writes the profile as the server exits
-        return _total(profile)
+        return total(profile)
 
 
-def _total(profile: Path) -> int:
+def total(profile: Path) -> int:
     """The instructions a callgrind profile counted."""
     for line in profile.read_text().splitlines():
         if line.startswith("totals:"):

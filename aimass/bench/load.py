@@ -113,6 +113,15 @@ def synthetic_pixels(shape: list[int], count: int, seed: int) -> list[np.ndarray
     return images
 
 
+def bulk_images(encoding: str, shape: list[int], count: int = 32) -> list[Any]:
+    """The broker benchmarks' inputs: ``count`` smooth images as their ``uint8`` pixels or
+    as ``png`` bytes."""
+    from aimass.protocol.codecs import array_to_png
+
+    pixels = synthetic_pixels(shape, count, seed=0)
+    return list(pixels) if encoding == "uint8" else [array_to_png(p) for p in pixels]
+
+
 def recommended_input(pixels: np.ndarray) -> np.ndarray | bytes:
     """What the docs recommend sending: small images as their uint8 pixels (the client
     sends them as raw uint8 tensors: nothing to decode), photos as JPEG, feature vectors

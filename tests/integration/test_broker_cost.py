@@ -107,3 +107,19 @@ def test_broker_cost_in_instructions_counts_each_part_of_a_job_apart() -> None:
         assert 30_000 < counts["take"] < 250_000, counts
         assert 15_000 < counts["settle"] < 80_000, counts
         assert counts["total"] == pytest.approx(sum(counts[p] for p in PARTS))
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="counting instructions needs valgrind")
+def test_broker_cost_in_instructions_of_a_real_run_is_what_a_job_adds() -> None:
+    """``python -m aimass.bench.broker --instructions --worker``: a real worker's bulk run,
+    counted twice at different sizes, gives what one job adds, apart from what any run
+    costs (the server's start alone is millions of instructions), not a server's whole
+    life shared out, and not nothing; its commands per job are the pinned ones (above)
+    and shares."""
+    from aimass.bench.broker import count_run_instructions
+
+    run = count_run_instructions("png", jobs=300)
+    # One job: ~150,000-210,000 instructions on the Redis builds seen (docs/performance.md).
+    assert 60_000 < run["instructions"] < 400_000, run
+    assert run["fixed"] > 5_000_000, run
+    assert 3.0 <= run["commands"] < 3.0 + 3 * SHARED_PER_JOB, run
