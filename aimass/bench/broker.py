@@ -109,12 +109,11 @@ def measure_batch(
     import tempfile
     from pathlib import Path
 
-    from aimass.bench.load import bulk_images
+    from aimass.bench.load import bulk_images, one_image_jobs
     from aimass.bench.models import find_model
     from aimass.bench.processes import start_aimass_worker
     from aimass.embedded_redis import RedisServer
     from aimass.producer.client import Client
-    from aimass.producer.submission import Submission
 
     with tempfile.TemporaryDirectory(prefix="aimass-broker-") as tmp:
         root = Path(tmp)
@@ -127,10 +126,7 @@ def measure_batch(
             out = []
             try:
                 for _ in range(rounds):
-                    submissions = [
-                        Submission.classify(images[i % len(images)], model="digits")
-                        for i in range(jobs)
-                    ]
+                    submissions = one_image_jobs(images, jobs)
                     meter.start()
                     client.wait(client.submit_many(submissions), timeout=600)
                     out.append(meter.stop().per_job(jobs))
@@ -175,11 +171,10 @@ def _count_run(encoding: str, jobs: int) -> tuple[int, dict[str, int]]:
     from pathlib import Path
 
     from aimass.bench.instructions import counted_server, total
-    from aimass.bench.load import bulk_images
+    from aimass.bench.load import bulk_images, one_image_jobs
     from aimass.bench.models import find_model
     from aimass.bench.processes import start_aimass_worker
     from aimass.producer.client import Client
-    from aimass.producer.submission import Submission
 
     with tempfile.TemporaryDirectory(prefix="aimass-run-instructions-") as tmp:
         root = Path(tmp)
@@ -191,10 +186,7 @@ def _count_run(encoding: str, jobs: int) -> tuple[int, dict[str, int]]:
             worker = start_aimass_worker(server.url, model, "cpu", root)
             try:
                 with Client(server.url) as client:
-                    submissions = [
-                        Submission.classify(images[i % len(images)], model="digits")
-                        for i in range(jobs)
-                    ]
+                    submissions = one_image_jobs(images, jobs)
                     client.wait(client.submit_many(submissions), timeout=900)
                     calls = command_calls(client.redis)
             finally:
@@ -218,9 +210,9 @@ def replay(
 
     import numpy as np
 
+    from aimass.bench.load import one_image_jobs
     from aimass.embedded_redis import RedisServer
     from aimass.producer.client import Client
-    from aimass.producer.submission import Submission
     from aimass.producer.watcher import ResultWatcher
     from aimass.worker.redis_queue import ModelQueues
 
@@ -234,7 +226,7 @@ def replay(
         queues = ModelQueues(client.redis, ["digits"], "replay", 3600)
         meter = BrokerMeter(client.redis)
         for _ in range(rounds):
-            submissions = [Submission.classify(pixels, model="digits") for _ in range(jobs)]
+            submissions = one_image_jobs([pixels], jobs)
             with ResultWatcher(client.redis) as watcher:
                 meter.start()
                 watcher.watch(job.id for job in client.submit_many(submissions))
@@ -288,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.instructions and args.worker:
-        jobs = args.jobs if args.jobs is not None else 3000
+        jobs = args.jobs or 3000
         run = count_run_instructions(args.encoding, jobs)
         print(
             f"{args.encoding}, a bulk run through a worker ({jobs} jobs against {jobs // 3}): "

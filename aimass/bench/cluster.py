@@ -94,9 +94,9 @@ def replay_on_cluster(
     import numpy as np
 
     from aimass.bench.broker import _work_as_a_worker
+    from aimass.bench.load import one_image_jobs
     from aimass.embedded_cluster import RedisCluster
     from aimass.producer.client import Client
-    from aimass.producer.submission import Submission
     from aimass.producer.watcher import ResultWatcher
     from aimass.protocol.shards import keyspace
     from aimass.worker.redis_queue import ModelQueues
@@ -113,7 +113,7 @@ def replay_on_cluster(
         meter = ClusterMeter(client.redis)
         for _ in range(rounds):
             meter.forget_results()
-            batch = [Submission.classify(pixels, model="digits") for _ in range(jobs)]
+            batch = one_image_jobs([pixels], jobs)
             with ResultWatcher(client.redis) as watcher:
                 meter.start()
                 watcher.watch(job.id for job in client.submit_many(batch))
@@ -133,12 +133,11 @@ def worker_on_cluster(
     import tempfile
     from pathlib import Path
 
-    from aimass.bench.load import synthetic_pixels
+    from aimass.bench.load import one_image_jobs, synthetic_pixels
     from aimass.bench.models import find_model
     from aimass.bench.processes import start_aimass_worker
     from aimass.embedded_cluster import RedisCluster
     from aimass.producer.client import Client
-    from aimass.producer.submission import Submission
 
     out = []
     with tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp:
@@ -154,10 +153,7 @@ def worker_on_cluster(
                     meter = ClusterMeter(client.redis)
                     for _ in range(rounds):
                         meter.forget_results()
-                        batch = [
-                            Submission.classify(pixels[i % len(pixels)], model="digits")
-                            for i in range(jobs)
-                        ]
+                        batch = one_image_jobs(pixels, jobs)
                         meter.start()
                         client.wait(client.submit_many(batch), timeout=600)
                         out.append([load.describe(jobs) for load in meter.stop()])
@@ -174,9 +170,9 @@ def memory_per_queued_job(primaries: int = 3, jobs: int = 20000) -> float:
 
     import numpy as np
 
+    from aimass.bench.load import one_image_jobs
     from aimass.embedded_cluster import RedisCluster
     from aimass.producer.client import Client
-    from aimass.producer.submission import Submission
 
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 1), dtype=np.uint8)
     with (
@@ -186,7 +182,7 @@ def memory_per_queued_job(primaries: int = 3, jobs: int = 20000) -> float:
     ):
         meter = ClusterMeter(client.redis)
         before = sum(int(n.info("memory")["used_memory"]) for n in meter.nodes.values())
-        client.submit_many(Submission.classify(pixels, model="digits") for _ in range(jobs))
+        client.submit_many(one_image_jobs([pixels], jobs))
         after = sum(int(n.info("memory")["used_memory"]) for n in meter.nodes.values())
     return (after - before) / jobs
 

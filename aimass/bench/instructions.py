@@ -72,10 +72,9 @@ def counted_server(root: Path) -> tuple[RedisServer, Path]:
 def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: int) -> int:
     """Instructions a redis-server runs in its life while it serves ``rounds`` rounds
     of these parts of the bulk path, its database emptied after each."""
-    from aimass.bench.load import bulk_images
+    from aimass.bench.load import bulk_images, one_image_jobs
     from aimass.producer.client import Client
     from aimass.producer.enqueue import ENQUEUE_SCRIPT
-    from aimass.producer.submission import Submission
     from aimass.worker.redis_queue import _SETTLE, _TAKE, ModelQueues
 
     images = bulk_images(encoding, [32, 32, 1])
@@ -89,10 +88,7 @@ def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: in
                 queues = ModelQueues(client.redis, ["digits"], "instructions", 3600)
 
                 for _ in range(rounds):
-                    submissions = [
-                        Submission.classify(images[i % len(images)], model="digits")
-                        for i in range(jobs_per_call)
-                    ]
+                    submissions = one_image_jobs(images, jobs_per_call)
                     if "enqueue" in parts:
                         client.submit_many(submissions)
                     if "take" in parts:

@@ -122,6 +122,14 @@ def bulk_images(encoding: str, shape: list[int], count: int = 32) -> list[Any]:
     return list(pixels) if encoding == "uint8" else [array_to_png(p) for p in pixels]
 
 
+def one_image_jobs(images: list[Any], count: int, model: str = "digits") -> list[Any]:
+    """``count`` classify jobs of one image each, for ``model``, taking ``images`` in
+    turn: what the broker benchmarks send."""
+    from aimass.producer.submission import Submission
+
+    return [Submission.classify(images[i % len(images)], model=model) for i in range(count)]
+
+
 def recommended_input(pixels: np.ndarray) -> np.ndarray | bytes:
     """What the docs recommend sending: small images as their uint8 pixels (the client
     sends them as raw uint8 tensors: nothing to decode), photos as JPEG, feature vectors
