@@ -12,7 +12,11 @@ that ran them. The meter's own ``INFO`` and ``CONFIG`` calls are left out.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # The meter's own commands, left out of the counts.
@@ -21,10 +25,12 @@ OWN_COMMANDS = frozenset({"info", "config|resetstat", "config"})
 
 @dataclass(frozen=True)
 class BrokerCost:
-    """Commands (by name, lower case) and Redis CPU seconds over one window."""
+    """Commands (by name, lower case) and Redis CPU seconds over one window (``sys_s``
+    of them in the kernel, for the server: its socket reads and writes, its wake-ups)."""
 
     calls: dict[str, int]
     cpu_s: float
+    sys_s: float = 0.0
 
     @property
     def commands(self) -> int:
@@ -32,8 +38,8 @@ class BrokerCost:
 
     def per_job(self, jobs: int) -> dict[str, Any]:
         """The window's cost divided among ``jobs``: commands per job (in all and by
-        command, most first), Redis CPU microseconds per job, and the jobs/s one Redis
-        core could carry at that cost."""
+        command, most first), Redis CPU microseconds per job (and the kernel's part of
+        them), and the jobs/s one Redis core could carry at that cost."""
         jobs = max(jobs, 1)
         cpu_us = 1e6 * self.cpu_s / jobs
         return {
@@ -44,6 +50,7 @@ class BrokerCost:
                 for name, calls in sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))
             },
             "cpu_us_per_job": cpu_us,
+            "cpu_sys_us_per_job": 1e6 * self.sys_s / jobs,
             "jobs_per_s_per_core": 1e6 / cpu_us if cpu_us > 0 else None,
         }
 
@@ -59,10 +66,12 @@ def command_calls(client: Any) -> dict[str, int]:
     return calls
 
 
-def server_cpu_s(client: Any) -> float:
-    """The Redis server's CPU seconds so far (its main thread and the rest of it)."""
+def server_cpu_s(client: Any) -> tuple[float, float]:
+    """The Redis server's CPU seconds so far (its main thread and the rest of it), and
+    the system (kernel) part of them."""
     cpu = client.info("cpu")
-    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+    sys_s = float(cpu["used_cpu_sys"])
+    return sys_s + float(cpu["used_cpu_user"]), sys_s
 
 
 class BrokerMeter:
@@ -71,7 +80,7 @@ class BrokerMeter:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._cpu_start: float | None = None
+        self._cpu_start: tuple[float, float] | None = None
 
     def start(self) -> None:
         """Open a window: the command counts start from zero."""
@@ -83,7 +92,8 @@ class BrokerMeter:
         if self._cpu_start is None:
             raise RuntimeError("BrokerMeter.stop() before start()")
         calls = command_calls(self.client)
-        cost = BrokerCost(calls, server_cpu_s(self.client) - self._cpu_start)
+        (cpu_s, sys_s), (cpu_start, sys_start) = server_cpu_s(self.client), self._cpu_start
+        cost = BrokerCost(calls, cpu_s - cpu_start, sys_s - sys_start)
         self._cpu_start = None
         return cost
 
@@ -100,14 +110,19 @@ def format_by_command(by_command: dict[str, float], top: int = 8) -> str:
 
 
 def measure_batch(
-    jobs: int = 6000, encoding: str = "uint8", rounds: int = 3, log_dir: Any = None
+    jobs: int = 6000,
+    encoding: str = "uint8",
+    rounds: int = 3,
+    log_dir: Any = None,
+    redis_core: int | None = None,
 ) -> list[dict[str, Any]]:
     """The issue-style measurement: one ``aimass worker --devices cpu`` on the digits
     stand-in and a Redis of its own; ``jobs`` one-image jobs through
     ``Client.submit_many`` and then ``Client.wait``, metered from before the submit to
-    the last result, ``rounds`` times. ``encoding``: ``uint8`` pixels or ``png``."""
+    the last result, ``rounds`` times. ``encoding``: ``uint8`` pixels or ``png``.
+    ``redis_core``: Redis runs on that core alone, and this process and the worker on
+    the others, as a deployment's Redis has a core of its own."""
     import tempfile
-    from pathlib import Path
 
     from aimass.bench.load import bulk_images, one_image_jobs
     from aimass.bench.models import find_model
@@ -119,7 +134,7 @@ def measure_batch(
         root = Path(tmp)
         model = find_model("digits", root / "empty", root / "models")
         images = bulk_images(encoding, model.input_shape)
-        with RedisServer(root / "redis") as server:
+        with RedisServer(root / "redis") as server, own_core(server, redis_core):
             worker = start_aimass_worker(server.url, model, "cpu", Path(log_dir or root))
             client = Client(server.url)
             meter = BrokerMeter(client.redis)
@@ -134,6 +149,29 @@ def measure_batch(
                 client.close()
                 worker.stop()
     return out
+
+
+@contextlib.contextmanager
+def own_core(server: Any, core: int | None) -> Iterator[None]:
+    """Pin every thread of ``server``'s redis-server to ``core`` and this process (with
+    the processes it starts meanwhile) to the other cores it may use; put this process
+    back as it was after. Nothing when ``core`` is None."""
+    if core is None:
+        yield
+        return
+    mine = os.sched_getaffinity(0)
+    if core not in mine or len(mine) < 2:
+        raise ValueError(
+            f"--redis-core {core}: expected one of this process's cores {sorted(mine)}, "
+            "with at least one left for the worker"
+        )
+    for thread in Path(f"/proc/{server.process.pid}/task").iterdir():
+        os.sched_setaffinity(int(thread.name), {core})
+    os.sched_setaffinity(0, mine - {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
 
 
 def count_run_instructions(encoding: str = "png", jobs: int = 3000) -> dict[str, float]:
@@ -168,7 +206,6 @@ def _count_run(encoding: str, jobs: int) -> tuple[int, dict[str, int]]:
     """A redis-server's instructions in its whole life, and its commands by name, while
     one worker answers ``jobs`` jobs sent in bulk."""
     import tempfile
-    from pathlib import Path
 
     from aimass.bench.instructions import counted_server, total
     from aimass.bench.load import bulk_images, one_image_jobs
@@ -206,7 +243,6 @@ def replay(
     ``rounds`` times on a Redis of its own. What the scripts cost Redis, apart from
     what a busy machine adds to it."""
     import tempfile
-    from pathlib import Path
 
     import numpy as np
 
@@ -273,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs-per-call", type=int, default=32, help="with --instructions")
     parser.add_argument(
+        "--redis-core",
+        type=int,
+        help="run Redis on this core alone and the worker on the others (Linux; bulk runs)",
+    )
+    parser.add_argument(
         "--worker",
         action="store_true",
         help="with --instructions: count a real bulk run through a worker instead, --jobs "
@@ -301,17 +342,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay:
         rounds = replay(args.jobs or 6000, args.rounds or 3)
     else:
-        rounds = measure_batch(args.jobs or 6000, args.encoding, args.rounds or 3)
+        rounds = measure_batch(
+            args.jobs or 6000, args.encoding, args.rounds or 3, redis_core=args.redis_core
+        )
     for index, figures in enumerate(rounds, 1):
         print(
             f"round {index}: {figures['commands_per_job']:.2f} commands/job "
             f"({format_by_command(figures['by_command'], 20)}); "
-            f"{figures['cpu_us_per_job']:.1f} us Redis CPU/job"
+            f"{figures['cpu_us_per_job']:.1f} us Redis CPU/job "
+            f"({figures['cpu_sys_us_per_job']:.1f} of it in the kernel)"
         )
     cpu = statistics.median(r["cpu_us_per_job"] for r in rounds)
+    kernel = statistics.median(r["cpu_sys_us_per_job"] for r in rounds)
     print(
         f"median: {statistics.median(r['commands_per_job'] for r in rounds):.2f} commands/job, "
-        f"{cpu:.1f} us Redis CPU/job, ~{1e6 / cpu:,.0f} jobs/s per Redis core"
+        f"{cpu:.1f} us Redis CPU/job ({kernel:.1f} in the kernel), "
+        f"~{1e6 / cpu:,.0f} jobs/s per Redis core"
     )
     return 0
 

@@ -151,7 +151,7 @@ def test_a_levels_broker_cost_is_per_job_and_the_median_of_its_rounds() -> None:
             1.0,
             0,
             None,
-            BrokerCost({"set": 200, "publish": 100 + extra}, cpu_s),
+            BrokerCost({"set": 200, "publish": 100 + extra}, cpu_s, cpu_s / 4),
         )
         for extra, cpu_s in ((0, 0.004), (50, 0.002), (100, 0.003))
     ]
@@ -159,11 +159,13 @@ def test_a_levels_broker_cost_is_per_job_and_the_median_of_its_rounds() -> None:
     assert first["commands_per_job"] == pytest.approx(3.0)
     assert first["by_command"] == {"set": 2.0, "publish": 1.0}
     assert first["cpu_us_per_job"] == pytest.approx(40.0)
+    assert first["cpu_sys_us_per_job"] == pytest.approx(10.0)
     assert first["jobs_per_s_per_core"] == pytest.approx(25_000.0)
     # A command one round did not run counts as nothing there, not as missing.
     rounds[2]["broker"]["by_command"]["hdel"] = 0.3
     level = aggregate_level(rounds)["broker"]
     assert level["cpu_us_per_job"] == pytest.approx(30.0)
+    assert level["cpu_sys_us_per_job"] == pytest.approx(7.5)
     assert level["by_command"] == {"set": 2.0, "publish": 1.5, "hdel": 0.0}
     assert (
         aggregate_level([combine_windows([_window({"1": 1}, {})], cpu, 1.0, 0)])["broker"] is None
