@@ -66,7 +66,7 @@ def command_calls(client: Any) -> dict[str, int]:
     return calls
 
 
-def server_cpu_s(client: Any) -> tuple[float, float]:
+def server_cpu(client: Any) -> tuple[float, float]:
     """The Redis server's CPU seconds so far (its main thread and the rest of it), and
     the system (kernel) part of them."""
     cpu = client.info("cpu")
@@ -85,14 +85,14 @@ class BrokerMeter:
     def start(self) -> None:
         """Open a window: the command counts start from zero."""
         self.client.config_resetstat()
-        self._cpu_start = server_cpu_s(self.client)
+        self._cpu_start = server_cpu(self.client)
 
     def stop(self) -> BrokerCost:
         """Close the window: what it cost since ``start``."""
         if self._cpu_start is None:
             raise RuntimeError("BrokerMeter.stop() before start()")
         calls = command_calls(self.client)
-        (cpu_s, sys_s), (cpu_start, sys_start) = server_cpu_s(self.client), self._cpu_start
+        (cpu_s, sys_s), (cpu_start, sys_start) = server_cpu(self.client), self._cpu_start
         cost = BrokerCost(calls, cpu_s - cpu_start, sys_s - sys_start)
         self._cpu_start = None
         return cost
