@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aimass.bench.broker import BrokerMeter, format_by_command
+from aimass.bench.broker import BrokerCost, BrokerMeter, format_by_command
 from aimass.protocol.keys import RESULT_KEY_PREFIX
 
 
@@ -23,23 +23,16 @@ class PrimaryLoad:
 
     address: str
     jobs: int  # results it stores: the jobs of its shards
-    commands: int
-    calls: dict[str, int]
-    cpu_s: float
+    cost: BrokerCost
     used_memory: int  # bytes, at the window's end
 
     def describe(self, total_jobs: int) -> dict[str, Any]:
-        share = self.jobs / max(total_jobs, 1)
+        """Its share of the jobs, and its cost per job of its own (``BrokerCost.per_job``)."""
         return {
+            **self.cost.per_job(self.jobs),
             "primary": self.address,
             "jobs": self.jobs,
-            "share": share,
-            "commands_per_job": self.commands / max(self.jobs, 1),
-            "by_command": {
-                name: calls / max(self.jobs, 1)
-                for name, calls in sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))
-            },
-            "cpu_us_per_job": 1e6 * self.cpu_s / max(self.jobs, 1),
+            "share": self.jobs / max(total_jobs, 1),
             "used_memory": self.used_memory,
         }
 
@@ -75,7 +68,7 @@ class ClusterMeter:
             client = self.nodes[address]
             jobs = sum(1 for _ in client.scan_iter(match=f"{RESULT_KEY_PREFIX}*", count=1000))
             memory = int(client.info("memory")["used_memory"])
-            loads.append(PrimaryLoad(address, jobs, cost.commands, cost.calls, cost.cpu_s, memory))
+            loads.append(PrimaryLoad(address, jobs, cost, memory))
         return loads
 
 
