@@ -149,13 +149,14 @@ class TaskMessage:
         }
         if traceparent is not None:
             headers["traceparent"] = traceparent
+        # The delivery tag and the job id first: see ``envelope``.
         properties: dict[str, Any] = {
+            "delivery_tag": str(uuid.uuid4()),
             "correlation_id": job_id,
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": priority,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
         }
         return cls(
             headers,
@@ -166,13 +167,15 @@ class TaskMessage:
         )
 
     def envelope(self) -> dict[str, Any]:
-        """The kombu envelope, as a JSON object."""
+        """The kombu envelope, as a JSON object: its properties first, so that the take
+        script finds a message's delivery tag and job id at the start of the client's
+        messages (``aimass.protocol.queues.ENCODER_MARK``)."""
         return {
+            "properties": self.properties,
+            "headers": self.headers,
             "body": self.body,
             "content-encoding": self.content_encoding,
             "content-type": self.content_type,
-            "headers": self.headers,
-            "properties": self.properties,
         }
 
     def encode(self) -> bytes:

@@ -152,7 +152,8 @@ def test_the_take_script_reads_the_client_s_messages_without_decoding_them(
     """A message the client pushed carries the encoder's mark: the take script reads its
     job id and delivery tag by their place, and records it as kombu would (restorable to
     the queue it came from) with its cancel mark and run count. A marked message laid out
-    otherwise, and a job id that JSON escapes (pushed unmarked), are decoded instead."""
+    otherwise (an older client's, or not as the encoder writes JSON), and a job id that
+    JSON escapes (pushed unmarked), are decoded instead."""
     from aimass.producer.enqueue import Enqueuer, pushed_message
     from aimass.producer.submission import Submission
     from aimass.protocol.keys import RUNS_HASH, cancelled_key
@@ -172,16 +173,33 @@ def test_the_take_script_reads_the_client_s_messages_without_decoding_them(
     odd["headers"]["id"] = odd["properties"]["correlation_id"] = "odd"
     odd["properties"]["delivery_tag"] = "odd-tag"
     client.lpush(submissions[0].list_name, ENCODER_MARK + json.dumps(odd).encode())
+    # Marked, in the layout of clients before the properties came first: the body first.
+    older = {key: odd[key] for key in ("body", "content-encoding", "content-type", "headers")}
+    older["properties"] = {**odd["properties"], "delivery_tag": "older-tag"}
+    older["headers"]["id"] = older["properties"]["correlation_id"] = "older"
+    compact = json.dumps(older, separators=(",", ":")).encode()
+    client.lpush(submissions[0].list_name, ENCODER_MARK + compact)
+    # Laid out as the encoder lays it out, its correlation id not its headers' id: read
+    # by place, its run count is the correlation id's; decoded, it would be the id's.
+    placed = json.loads(submissions[1].message())
+    placed["properties"]["correlation_id"] = "by-place"
+    placed["headers"]["id"] = "by-decoding"
+    placed["properties"]["delivery_tag"] = "placed-tag"
+    compact = json.dumps(placed, separators=(",", ":")).encode()
+    client.lpush(submissions[0].list_name, ENCODER_MARK + compact)
     client.set(cancelled_key("plain-2"), 1)
-    client.hset(RUNS_HASH, mapping={"plain-1": 2, ids[2]: 1, "odd": 1})
+    runs = {"plain-1": 2, ids[2]: 1, "odd": 1, "older": 2, "by-place": 3, "by-decoding": 1}
+    client.hset(RUNS_HASH, mapping=runs)
     taken = queues.take(10)
     messages = {TaskMessage.decode(t.raw).task_id: t for t in taken}
-    assert list(messages) == [*ids, "odd"]
+    assert list(messages) == [*ids, "odd", "older", "by-decoding"]
     assert {i: t.runs for i, t in messages.items()} == {
         "plain-1": 2,
         "plain-2": 0,
         ids[2]: 1,
         "odd": 1,
+        "older": 2,
+        "by-decoding": 3,
     }
     assert [i for i, t in messages.items() if t.cancelled] == ["plain-2"]
     for job_id, item in messages.items():
