@@ -124,30 +124,23 @@ def measure_batch(
     the others, as a deployment's Redis has a core of its own."""
     import tempfile
 
-    from aimass.bench.load import bulk_images, one_image_jobs
-    from aimass.bench.models import find_model
-    from aimass.bench.processes import start_aimass_worker
+    from aimass.bench.processes import digits_worker
     from aimass.embedded_redis import RedisServer
-    from aimass.producer.client import Client
 
     with tempfile.TemporaryDirectory(prefix="aimass-broker-") as tmp:
         root = Path(tmp)
-        model = find_model("digits", root / "empty", root / "models")
-        images = bulk_images(encoding, model.input_shape)
-        with RedisServer(root / "redis") as server, own_core(server, redis_core):
-            worker = start_aimass_worker(server.url, model, "cpu", Path(log_dir or root))
-            client = Client(server.url)
-            meter = BrokerMeter(client.redis)
-            out = []
-            try:
-                for _ in range(rounds):
-                    submissions = one_image_jobs(images, jobs)
-                    meter.start()
-                    client.wait(client.submit_many(submissions), timeout=600)
-                    out.append(meter.stop().per_job(jobs))
-            finally:
-                client.close()
-                worker.stop()
+        out = []
+        with (
+            RedisServer(root / "redis") as server,
+            own_core(server, redis_core),
+            digits_worker(server.url, root, encoding, log_dir and Path(log_dir)) as run,
+        ):
+            meter = BrokerMeter(run.client.redis)
+            for _ in range(rounds):
+                submissions = run.make(jobs)
+                meter.start()
+                run.answer(submissions, timeout_s=600)
+                out.append(meter.stop().per_job(jobs))
     return out
 
 
@@ -208,26 +201,16 @@ def _count_run(encoding: str, jobs: int) -> tuple[int, dict[str, int]]:
     import tempfile
 
     from aimass.bench.instructions import counted_server, total
-    from aimass.bench.load import bulk_images, one_image_jobs
-    from aimass.bench.models import find_model
-    from aimass.bench.processes import start_aimass_worker
-    from aimass.producer.client import Client
+    from aimass.bench.processes import digits_worker
 
     with tempfile.TemporaryDirectory(prefix="aimass-run-instructions-") as tmp:
         root = Path(tmp)
-        model = find_model("digits", root / "empty", root / "models")
-        images = bulk_images(encoding, model.input_shape)
         server, profile = counted_server(root)
         server.start(timeout=120)
         try:
-            worker = start_aimass_worker(server.url, model, "cpu", root)
-            try:
-                with Client(server.url) as client:
-                    submissions = one_image_jobs(images, jobs)
-                    client.wait(client.submit_many(submissions), timeout=900)
-                    calls = command_calls(client.redis)
-            finally:
-                worker.stop()
+            with digits_worker(server.url, root, encoding) as run:
+                run.answer(run.make(jobs), timeout_s=900)
+                calls = command_calls(run.client.redis)
         finally:
             server.stop(timeout=60)  # callgrind writes the profile as the server exits
         return total(profile), calls

@@ -126,32 +126,25 @@ def worker_on_cluster(
     import tempfile
     from pathlib import Path
 
-    from aimass.bench.load import one_image_jobs, synthetic_pixels
-    from aimass.bench.models import find_model
-    from aimass.bench.processes import start_aimass_worker
+    from aimass.bench.processes import digits_worker
     from aimass.embedded_cluster import RedisCluster
-    from aimass.producer.client import Client
 
     out = []
     with tempfile.TemporaryDirectory(prefix="aimass-cluster-") as tmp:
         root = Path(tmp)
-        model = find_model("digits", root / "empty", root / "models")
-        pixels = synthetic_pixels(model.input_shape, 32, seed=0)
-        with RedisCluster(
-            root / "cluster", primaries, replicas=1 if primaries >= 3 else 0
-        ) as cluster:
-            worker = start_aimass_worker(cluster.url, model, "cpu", Path(log_dir or root))
-            try:
-                with Client(cluster.url) as client:
-                    meter = ClusterMeter(client.redis)
-                    for _ in range(rounds):
-                        meter.forget_results()
-                        batch = one_image_jobs(pixels, jobs)
-                        meter.start()
-                        client.wait(client.submit_many(batch), timeout=600)
-                        out.append([load.describe(jobs) for load in meter.stop()])
-            finally:
-                worker.stop()
+        with (
+            RedisCluster(
+                root / "cluster", primaries, replicas=1 if primaries >= 3 else 0
+            ) as cluster,
+            digits_worker(cluster.url, root, "uint8", log_dir and Path(log_dir)) as run,
+        ):
+            meter = ClusterMeter(run.client.redis)
+            for _ in range(rounds):
+                meter.forget_results()
+                batch = run.make(jobs)
+                meter.start()
+                run.answer(batch, timeout_s=600)
+                out.append([load.describe(jobs) for load in meter.stop()])
     return out
 
 

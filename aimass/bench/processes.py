@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -98,6 +99,46 @@ def start_aimass_worker(
         worker.stop()
         raise
     return Service(name, worker.process, worker.log_path, worker=worker)
+
+
+@dataclass
+class BulkJobs:
+    """One-image jobs for a worker on the digits stand-in, sent as the broker
+    benchmarks send them: ``Client.submit_many``, then ``Client.wait``."""
+
+    client: Any  # aimass.producer.Client
+    images: list[Any]
+
+    def make(self, count: int) -> list[Any]:
+        """``count`` jobs, the benchmark's images in turn."""
+        from aimass.bench.load import one_image_jobs
+
+        return one_image_jobs(self.images, count)
+
+    def answer(self, submissions: list[Any], timeout_s: float) -> None:
+        """Send them all, and wait for every result."""
+        self.client.wait(self.client.submit_many(submissions), timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def digits_worker(
+    redis_url: str, root: Path, encoding: str = "uint8", log_dir: Path | None = None
+) -> Iterator[BulkJobs]:
+    """A real ``aimass worker --devices cpu`` on the digits stand-in (written under
+    ``root``) against the Redis at ``redis_url``, and a client to send it one-image jobs
+    of ``encoding`` (``uint8`` pixels or ``png``); the worker is stopped after."""
+    from aimass.bench.load import bulk_images
+    from aimass.bench.models import find_model
+    from aimass.producer.client import Client
+
+    model = find_model("digits", root / "empty", root / "models")
+    images = bulk_images(encoding, model.input_shape)
+    worker = start_aimass_worker(redis_url, model, "cpu", log_dir or root)
+    try:
+        with Client(redis_url) as client:
+            yield BulkJobs(client, images)
+    finally:
+        worker.stop()
 
 
 def serving_heartbeats(redis_url: str, service: Service) -> list[dict[str, Any]]:
