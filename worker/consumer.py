@@ -176,6 +176,10 @@ class BulkConsumer:
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff.pause)
                 backoff.wait(self._stopping)
                 continue
+            except Exception:  # a bug, not a message: this thread must outlive it
+                log.exception("taking jobs failed; retrying in %.1f s", backoff.pause)
+                backoff.wait(self._stopping)
+                continue
             backoff.reset()
             if taken:
                 self.capacity.take(len(taken))

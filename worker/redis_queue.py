@@ -405,7 +405,7 @@ class ModelQueues:
         flat = self._take(keys=keys, args=args)
         taken = [
             Taken(
-                _text(flat[i]),
+                _tag(flat[i]),
                 flat[i + 1],
                 int(flat[i + 2]),
                 _text(flat[i + 3]),
@@ -447,7 +447,7 @@ class ModelQueues:
             for s in group:
                 key = f"{RESULT_KEY_PREFIX}{tag}{s.task_id}" if s.task_id and s.record else ""
                 args += [
-                    s.delivery_tag,
+                    s.delivery_tag.encode("utf-8", "surrogateescape"),
                     key,
                     s.record.encode() if s.record else b"",
                     s.task_id or "",
@@ -502,4 +502,11 @@ class ModelQueues:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _tag(value: bytes) -> str:
+    """A delivery tag as the take recorded it: any bytes (Redis's JSON decoder lets bytes
+    that are not UTF-8 through), kept as they are (surrogateescape), so that the settle
+    hands back the same bytes to acknowledge it."""
+    return value.decode("utf-8", "surrogateescape")

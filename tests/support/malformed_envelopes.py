@@ -234,6 +234,13 @@ def envelope_cases(c: Corpus) -> None:
         b'"lang": "py"', b'"lang": "p\xffy"'
     )
     c.add("envelope with bad utf-8", bad_utf8, job_id, "InvalidJob", "not a kombu JSON")
+    # Recorded under its own tag by the take (Redis's JSON decoder lets the byte through),
+    # which the worker must hand back, byte for byte, to acknowledge it.
+    job_id = raw.new_id()
+    message = raw.encode(raw.envelope(classify(), job_id=job_id))
+    tag = json.loads(message)["properties"]["delivery_tag"].encode()
+    bad_tag = message.replace(tag, tag[:8] + b"\xff" + tag[8:])
+    c.add("delivery tag with bad utf-8", bad_tag, job_id, "InvalidJob", "not a kombu JSON")
     c.job(
         "50 MB message",
         classify(inputs=[{"image": "A" * 37_000_000}]),
