@@ -84,9 +84,8 @@ local taken = 0
 -- and its correlation id (its job id), plain strings: read by their place. Decoding a
 -- message is most of what a take costs Redis; even searching it for the two cost 6,000
 -- instructions a job, a thirtieth of the whole (each quote in its headers is a candidate
--- match). Returns
--- nothing when the message is not marked, or not laid out so (an older client's): it is
--- then decoded.
+-- match). Returns nothing when the message is not marked, or not laid out so (an older
+-- client's): it is then decoded.
 local lead = mark .. '{"properties":{"delivery_tag":"'
 local between = '","correlation_id":"'
 local function marked(raw)
