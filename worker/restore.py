@@ -17,7 +17,7 @@ from aimass.protocol.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS, KeySpace
 # KEYS: unacked hash, unacked index (one shard's). ARGV: the cutoff (delivery times at or
 # before it are restored), the most to restore in one call, the shard's hash tag, the
 # priority separator, then the priority steps in order. An entry is '[' message ','
-# exchange ',' routing key ']' (worker/redis_queue.py's take): the message goes back as
+# exchange ',' routing key ']' (worker/queue_scripts.py's take): the message goes back as
 # it was taken, byte for byte, onto its routing key's list in its shard (the tag is
 # added to a routing key that lacks it), the list of its priority's step. Returns the
 # number restored.

@@ -75,7 +75,8 @@ def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: in
     from aimass.bench.load import bulk_images, one_image_jobs
     from aimass.producer.client import Client
     from aimass.producer.enqueue import ENQUEUE_SCRIPT
-    from aimass.worker.redis_queue import _SETTLE, _TAKE, ModelQueues
+    from aimass.worker.queue_scripts import SETTLE, TAKE
+    from aimass.worker.redis_queue import ModelQueues
 
     images = bulk_images(encoding, [32, 32, 1])
     with tempfile.TemporaryDirectory(prefix="aimass-instructions-") as tmp:
@@ -83,7 +84,7 @@ def _count(parts: tuple[str, ...], encoding: str, jobs_per_call: int, rounds: in
         server.start(timeout=120)
         try:
             with Client(server.url) as client:
-                for script in (ENQUEUE_SCRIPT, _TAKE, _SETTLE):  # compiled alike in all
+                for script in (ENQUEUE_SCRIPT, TAKE, SETTLE):  # compiled alike in all
                     client.redis.script_load(script)
                 queues = ModelQueues(client.redis, ["digits"], "instructions", 3600)
 

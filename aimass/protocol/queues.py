@@ -11,7 +11,7 @@ import redis
 # message stays the same JSON to every reader). It says: encoded by aimass's own
 # encoder, so valid JSON, and its job id and delivery tag plain strings (no quotes or
 # backslashes). The take script reads those two by their place instead of decoding the
-# message, which is most of what a take costs Redis (worker/redis_queue.py): the message
+# message, which is most of what a take costs Redis (worker/queue_scripts.py): the message
 # starts with its properties, the delivery tag and the correlation id (the job id) first
 # (TaskMessage.envelope). Unmarked messages (Celery, other languages, a message restored
 # by kombu), and marked ones laid out otherwise (an older client's), are decoded.

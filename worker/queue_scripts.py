@@ -1,0 +1,278 @@
+"""The Lua scripts of the model queues' Redis side (worker/redis_queue.py): the take,
+the settle and the backlog, each one atomic call for many jobs."""
+
+from aimass.protocol.records import ResultState
+
+# Commands that take many keys or fields, called in slices: unpack() has a bound on how
+# many values it passes.
+SLICED = """
+local function sliced(command, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+local function sliced_read(command, key, items)
+  local out = {}
+  for i = 1, #items, 1000 do
+    local part
+    if key then
+      part = redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
+    else
+      part = redis.call(command, unpack(items, i, math.min(i + 999, #items)))
+    end
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+"""
+
+# KEYS: unacked hash, unacked index, runs hash, delivery-tag counter, then the lists to
+#       serve in order (all of one shard on a cluster: KeySpace.bookkeeping and lists).
+# ARGV: limit, now, result ttl, the started record's bytes before and after its task id
+#       (records.started_template), max message bytes, "1" to write started records,
+#       the aimass encoder's mark (queues.ENCODER_MARK), the prefixes of result keys and
+#       of cancel marks (the job id follows), then each list's base queue name.
+# Returns (tag, message, runs its job died in so far, base queue name, 1 if its job was
+# cancelled) for each message taken.
+# A message above the size cap is not decoded (the worker fails it unread) but is
+# recorded under a fresh tag like any other, so that its job is not lost either.
+# What a take costs Redis does not grow with the jobs it takes, but for the started
+# records: one EXISTS for all the lists and one RPOP per list up to the last that holds
+# jobs (an idle poll costs the EXISTS alone), then one HSET and one ZADD for kombu's
+# bookkeeping, one MGET for cancel marks and one HMGET for run counts, for all of them.
+TAKE = (
+    SLICED
+    + """
+local limit = tonumber(ARGV[1])
+local now, ttl = ARGV[2], ARGV[3]
+local started_head, started_tail = ARGV[4], ARGV[5]
+local max_bytes = tonumber(ARGV[6])
+local track_started = ARGV[7] == '1'
+local mark = ARGV[8]
+local result_prefix, cancelled_prefix = ARGV[9], ARGV[10]
+local out, unacked, index, ids, places = {}, {}, {}, {}, {}
+local taken = 0
+-- A message the aimass client encoded (it starts with the mark): valid JSON by
+-- construction, beginning with its properties, the first two of them its delivery tag
+-- and its correlation id (its job id), plain strings: read by their place. Decoding a
+-- message is most of what a take costs Redis; even searching it for the two cost 6,000
+-- instructions a job, a thirtieth of the whole (each quote in its headers is a candidate
+-- match). Returns nothing when the message is not marked, or not laid out so (an older
+-- client's): it is then decoded.
+local lead = mark .. '{"properties":{"delivery_tag":"'
+local between = '","correlation_id":"'
+local function marked(raw)
+  if string.sub(raw, 1, #lead) ~= lead then return nil end
+  local t = #lead + 1
+  local u = string.find(raw, '"', t, true)
+  if not u or u == t or string.sub(raw, u, u + #between - 1) ~= between then return nil end
+  local i = u + #between
+  local j = string.find(raw, '"', i, true)
+  if not j or j == i then return nil end
+  return string.sub(raw, t, u - 1), string.sub(raw, i, j - 1)
+end
+-- Any other message, as a table, read without its body where it can be: the body
+-- (base64 text, no quotes) is nearly all of the bytes, and only the headers and
+-- properties are needed here. Anything unexpected falls back to decoding the whole
+-- message. Decoding also checks that the message is JSON, which kombu's restore needs
+-- of what the unacked hash holds.
+local function envelope(raw)
+  local _, e = string.find(raw, '"body"%s*:%s*"')
+  if e then
+    local close = string.find(raw, '"', e + 1, true)
+    if close then
+      local ok, msg = pcall(cjson.decode, string.sub(raw, 1, e) .. string.sub(raw, close))
+      if ok and type(msg) == 'table' then return true, msg end
+    end
+  end
+  return pcall(cjson.decode, raw)
+end
+-- (tag, exchange, routing key, job id) of a decoded message; false if it is not a
+-- kombu envelope (then it is not recorded: kombu could not restore it).
+local function decoded(raw, base)
+  local ok, msg = envelope(raw)
+  if not ok or type(msg) ~= 'table' then return false end
+  local tag, ex, rk, id = nil, '', base, nil
+  local p = msg['properties']
+  if type(p) == 'table' then
+    if type(p['delivery_tag']) == 'string' then tag = p['delivery_tag'] end
+    local info = p['delivery_info']
+    if type(info) == 'table' then
+      if type(info['exchange']) == 'string' then ex = info['exchange'] end
+      if type(info['routing_key']) == 'string' and info['routing_key'] ~= '' then
+        rk = info['routing_key']
+      end
+    end
+  end
+  local h = msg['headers']
+  if type(h) == 'table' and type(h['id']) == 'string' and h['id'] ~= '' then
+    id = h['id']
+  end
+  return true, tag, ex, rk, id
+end
+-- kombu's index holds each tag for as long as its message is unacknowledged. Redis keeps
+-- a sorted set whose members are all at most 64 bytes (zset-max-ziplist-value) as one
+-- flat list, where an insertion compares with every member and a removal searches them
+-- all (~7-14 us a job with a worker's 64 jobs in flight); longer tags keep it a skip
+-- list (~1.6 us). The '#' ends the tag, so that two tags never pad alike.
+-- Each string a script makes costs Redis a pass over its bytes (Lua hashes every byte of
+-- it), so what is the same for many messages is made once a call: the paddings by their
+-- length, and the end of kombu's entry (exchange, routing key) by routing key.
+local pads, tails = {}, {}
+local function long(tag)
+  local n = math.max(64 - #tag, 0)
+  local pad = pads[n]
+  if not pad then
+    pad = '#' .. string.rep('-', n)
+    pads[n] = pad
+  end
+  return tag .. pad
+end
+-- kombu's entry for a message: '[' message ',' exchange ',' routing key ']'.
+local function entry(raw, ex, rk)
+  local tail = ex == '' and tails[rk]
+  if not tail then
+    tail = ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+    if ex == '' then tails[rk] = tail end
+  end
+  return '[' .. raw .. tail
+end
+local function record(raw, base)
+  taken = taken + 1
+  local tag, ex, rk, id = nil, '', base, nil
+  if #raw <= max_bytes then
+    tag, id = marked(raw)
+    if not tag then
+      local ok
+      ok, tag, ex, rk, id = decoded(raw, base)
+      if not ok then
+        out[#out + 1] = ''
+        out[#out + 1] = raw
+        out[#out + 1] = 0
+        out[#out + 1] = base
+        out[#out + 1] = 0
+        return
+      end
+    end
+  end
+  -- A fresh tag, from the shard's counter: its hash tag (none on one Redis) keeps it apart
+  -- from the same count on another shard.
+  if not tag then
+    tag = 'aimass-' .. redis.call('INCR', KEYS[4]) .. (string.match(KEYS[4], '{.*}$') or '')
+  end
+  tag = long(tag)
+  unacked[#unacked + 1] = tag
+  unacked[#unacked + 1] = entry(raw, ex, rk)
+  index[#index + 1] = now
+  index[#index + 1] = tag
+  if id then
+    ids[#ids + 1] = id
+    places[#places + 1] = #out
+    if track_started then
+      redis.call('SET', result_prefix .. id,
+        started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
+    end
+  end
+  out[#out + 1] = tag
+  out[#out + 1] = raw
+  out[#out + 1] = 0
+  out[#out + 1] = base
+  out[#out + 1] = 0
+end
+-- How many of the lists hold jobs (an empty list does not exist): one command tells an
+-- idle worker's poll there is nothing, and the pops stop at the last list with jobs.
+local holding = redis.call('EXISTS', unpack(KEYS, 5))
+for i = 5, #KEYS do
+  local wanted = limit - taken
+  if wanted <= 0 or holding <= 0 then break end
+  local popped = redis.call('RPOP', KEYS[i], wanted)
+  if popped then
+    holding = holding - 1
+    for _, raw in ipairs(popped) do record(raw, ARGV[6 + i]) end
+  end
+end
+sliced('HSET', KEYS[1], unacked)
+sliced('ZADD', KEYS[2], index)
+if #ids > 0 then
+  local marks = {}
+  for i, id in ipairs(ids) do marks[i] = cancelled_prefix .. id end
+  local cancelled = sliced_read('MGET', nil, marks)
+  local runs = sliced_read('HMGET', KEYS[3], ids)
+  for i, at in ipairs(places) do
+    out[at + 3] = tonumber(runs[i] or '0') or 0
+    if cancelled[i] then out[at + 5] = 1 end
+  end
+end
+return out
+"""
+)
+
+# KEYS: unacked hash, unacked index, runs hash. ARGV: ttl, "1" when this worker writes
+# started records, the command that publishes a result (PUBLISH; SPUBLISH on a cluster),
+# then (tag, result key, record, job id, dead-letter list, message) for each job; the
+# list and the message are "" unless the job is parked. A stored final
+# result is never replaced: a job run twice keeps its first answer. Per job: the result's
+# SET and its PUBLISH (and, where started records are written, the GET that reads one);
+# the acknowledgements and the run counts go in one command each for the whole call.
+SETTLE = (
+    SLICED
+    + """
+-- As given, a string: a number passed to a command is first formatted as text, each time.
+local ttl = ARGV[1]
+local read_first = ARGV[2] == '1'
+local publish = ARGV[3]
+local tags, ids = {}, {}
+local function replaceable(key)
+  local current = redis.call('GET', key)
+  return (not current) or string.find(string.sub(current, 1, 32), '"""
+    + ResultState.started
+    + """',
+                                       1, true)
+end
+for i = 4, #ARGV, 6 do
+  local tag, key, record, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local dead, raw = ARGV[i + 4], ARGV[i + 5]
+  if dead ~= '' then redis.call('LPUSH', dead, raw) end
+  if id ~= '' then ids[#ids + 1] = id end
+  if key ~= '' then
+    local stored
+    if read_first then
+      stored = replaceable(key)
+      if stored then redis.call('SET', key, record, 'EX', ttl) end
+    else
+      -- Nearly always nothing is stored yet. Else: a final answer stays; a started
+      -- record (a worker that writes them, Celery's consumer) is replaced.
+      stored = redis.call('SET', key, record, 'NX', 'EX', ttl)
+      if not stored and replaceable(key) then
+        redis.call('SET', key, record, 'EX', ttl)
+        stored = true
+      end
+    end
+    if stored then redis.call(publish, key, record) end
+  end
+  if tag ~= '' then tags[#tags + 1] = tag end
+end
+sliced('HDEL', KEYS[3], ids)
+sliced('HDEL', KEYS[1], tags)
+sliced('ZREM', KEYS[2], tags)
+return 1
+"""
+)
+
+
+# KEYS: lists. For each, its length and the job id of its oldest message (the next one
+# taken), or "" when it is empty or the id is not found: read in Redis, so that the
+# message itself (megabytes, at times) never crosses the network.
+BACKLOG = """
+local out = {}
+for i = 1, #KEYS do
+  local length, id = redis.call('LLEN', KEYS[i]), ''
+  if length > 0 then
+    local raw = redis.call('LINDEX', KEYS[i], -1)
+    id = string.match(raw, '"id"%s*:%s*"([^"\\\\]+)"') or ''
+  end
+  out[#out + 1] = length
+  out[#out + 1] = id
+end
+return out
+"""
