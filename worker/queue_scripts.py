@@ -1,5 +1,6 @@
-"""The Lua scripts of the model queues' Redis side (worker/redis_queue.py): the take,
-the settle and the backlog, each one atomic call for many jobs."""
+"""The Lua scripts of the model queues' Redis side (worker/redis_queue.py, worker/held.py):
+the take, a moved take's marks, the settle and the backlog, each one atomic call for many
+jobs."""
 
 from aimass.protocol.records import ResultState
 
@@ -26,20 +27,31 @@ local function sliced_read(command, key, items)
 end
 """
 
-# KEYS: unacked hash, unacked index, runs hash, delivery-tag counter, then the lists to
-#       serve in order (all of one shard on a cluster: KeySpace.bookkeeping and lists).
+# KEYS: unacked hash, unacked index, runs hash, delivery-tag counter, holds index, the
+#       worker's hold, then the lists to serve in order (all of one shard on a cluster:
+#       KeySpace.bookkeeping, hold and lists).
 # ARGV: limit, now, result ttl, the started record's bytes before and after its task id
 #       (records.started_template), max message bytes, "1" to write started records,
 #       the aimass encoder's mark (queues.ENCODER_MARK), the prefixes of result keys and
-#       of cancel marks (the job id follows), then each list's base queue name.
-# Returns (tag, message, runs its job died in so far, base queue name, 1 if its job was
-# cancelled) for each message taken.
+#       of cancel marks (the job id follows), the least a list must hold for its
+#       messages to be moved (0: never move), then each list's base queue name.
+# Returns 0 then (tag, message, runs its job died in so far, base queue name, 1 if its
+# job was cancelled) for each message taken; or, where the first list that holds jobs
+# holds at least the least to move, 1, the holds index's member for the hold, and the
+# list's base queue name: its oldest messages (up to the limit) are then moved, oldest
+# first, onto the hold (a name the worker never used before), without ever entering Lua
+# (worker/held.py reads and records them).
 # A message above the size cap is not decoded (the worker fails it unread) but is
 # recorded under a fresh tag like any other, so that its job is not lost either.
 # What a take costs Redis does not grow with the jobs it takes, but for the started
 # records: one EXISTS for all the lists and one RPOP per list up to the last that holds
 # jobs (an idle poll costs the EXISTS alone), then one HSET and one ZADD for kombu's
-# bookkeeping, one MGET for cancel marks and one HMGET for run counts, for all of them.
+# bookkeeping, one MGET for cancel marks and one HMGET for run counts, for all of them
+# (where a move is asked for, a SORT of each list up to the first that holds jobs
+# instead of their RPOPs, and a DEL where too few wait; a move is a SORT, LTRIM and ZADD).
+# Each message enters Lua once as it is popped and once more as kombu's entry is built
+# around it, and Lua hashes every byte of each string it makes (most of what a take
+# costs Redis in large takes): a move costs a SORT and an LTRIM, whatever the messages.
 TAKE = (
     SLICED
     + """
@@ -50,7 +62,33 @@ local max_bytes = tonumber(ARGV[6])
 local track_started = ARGV[7] == '1'
 local mark = ARGV[8]
 local result_prefix, cancelled_prefix = ARGV[9], ARGV[10]
-local out, unacked, index, ids, places = {}, {}, {}, {}, {}
+local move_at = tonumber(ARGV[11])
+local first = 7  -- the first list's place in KEYS; its base queue name is ARGV[first + 5]
+-- How many of the lists hold jobs (an empty list does not exist): one command tells an
+-- idle worker's poll there is nothing, and the pops stop at the last list with jobs.
+local holding = redis.call('EXISTS', unpack(KEYS, first))
+if holding == 0 then return {0} end
+-- A move: the first list that holds jobs, if it holds enough. SORT ... STORE copies the
+-- oldest onto the hold (a name never used before: nothing is overwritten) and says how
+-- many; an empty list copies none. The lists found empty on the way are not popped below.
+local empty_before = first
+if move_at > 0 then
+  for i = first, #KEYS do
+    local count = redis.call('SORT', KEYS[i], 'BY', 'nosort', 'LIMIT', 0, limit, 'DESC',
+      'STORE', KEYS[6])
+    if count >= move_at then
+      redis.call('LTRIM', KEYS[i], 0, -count - 1)
+      local member = cjson.encode({KEYS[6], KEYS[i]})
+      redis.call('ZADD', KEYS[5], now, member)
+      return {1, member, ARGV[i + 5]}
+    elseif count > 0 then
+      redis.call('DEL', KEYS[6])  -- too few to move: popped below
+      break
+    end
+    empty_before = i + 1
+  end
+end
+local out, unacked, index, ids, places = {0}, {}, {}, {}, {}
 local taken = 0
 -- A message the aimass client encoded (it starts with the mark): valid JSON by
 -- construction, beginning with its properties, the first two of them its delivery tag
@@ -179,16 +217,13 @@ local function record(raw, base)
   out[#out + 1] = base
   out[#out + 1] = 0
 end
--- How many of the lists hold jobs (an empty list does not exist): one command tells an
--- idle worker's poll there is nothing, and the pops stop at the last list with jobs.
-local holding = redis.call('EXISTS', unpack(KEYS, 5))
-for i = 5, #KEYS do
+for i = empty_before, #KEYS do
   local wanted = limit - taken
   if wanted <= 0 or holding <= 0 then break end
   local popped = redis.call('RPOP', KEYS[i], wanted)
   if popped then
     holding = holding - 1
-    for _, raw in ipairs(popped) do record(raw, ARGV[6 + i]) end
+    for _, raw in ipairs(popped) do record(raw, ARGV[i + 5]) end
   end
 end
 sliced('HSET', KEYS[1], unacked)
@@ -202,6 +237,37 @@ if #ids > 0 then
     out[at + 3] = tonumber(runs[i] or '0') or 0
     if cancelled[i] then out[at + 5] = 1 end
   end
+end
+return out
+"""
+)
+
+# A moved take's reading of its jobs' marks (worker/held.py), given only their ids, run
+# in the same transaction as its record. KEYS: runs hash. ARGV: the prefix of cancel
+# marks, "1" to write started records, the prefix of result keys, result ttl, the
+# started record's bytes before and after its task id, then the job ids. Returns (runs
+# its job died in so far, 1 if it was cancelled) for each id.
+MARKS = (
+    SLICED
+    + """
+local cancelled_prefix, track_started = ARGV[1], ARGV[2] == '1'
+local result_prefix, ttl, started_head, started_tail = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ids, marks, out = {}, {}, {}
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  ids[#ids + 1] = id
+  marks[#marks + 1] = cancelled_prefix .. id
+  if track_started then
+    redis.call('SET', result_prefix .. id,
+      started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
+  end
+end
+if #ids == 0 then return out end
+local cancelled = sliced_read('MGET', nil, marks)
+local runs = sliced_read('HMGET', KEYS[1], ids)
+for i = 1, #ids do
+  out[#out + 1] = tonumber(runs[i] or '0') or 0
+  out[#out + 1] = cancelled[i] and 1 or 0
 end
 return out
 """

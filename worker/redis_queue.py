@@ -10,7 +10,9 @@ what it guarantees.
 
 from __future__ import annotations
 
+import itertools
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ from aimass.protocol.keys import (
 from aimass.protocol.queues import ENCODER_MARK
 from aimass.protocol.records import ResultRecord, started_template
 from aimass.protocol.shards import next_published, subscribe, unsubscribe
+from aimass.worker import held
 from aimass.worker.queue_scripts import BACKLOG, SETTLE, TAKE
 
 
@@ -70,6 +73,7 @@ class ModelQueues:
         max_message_bytes: int = 32 * 1024 * 1024,
         track_started: bool = False,
         space: KeySpace = PLAIN,
+        move_takes_at: int = 0,
     ) -> None:
         self.client = client
         self.space = space
@@ -84,6 +88,17 @@ class ModelQueues:
         self._subscribed: list[str] = []
         self._first = 0  # the shard a take starts at: each in turn, so that none waits
         self._shard_of_tag: dict[str, str] = {}  # delivery tag -> its shard, until settled
+        # A take of at least this many jobs moves them inside Redis first (worker/held.py);
+        # 0: never. It is asked for where the shard's last take was as large.
+        self.move_takes_at = move_takes_at
+        self._large: dict[str, bool] = {}  # shard -> its last take was large
+        # shard -> a moved take not yet recorded: its hold, the hold's member, the base
+        self._unrecorded: dict[str, tuple[str, bytes, bytes]] = {}
+        # Each take may fill a hold of its own, named after this process (a worker
+        # restarted under the same name gets new ones) and a count: a move never
+        # overwrites a hold that is still there.
+        self._take_id = f"{worker_name}.{uuid.uuid4().hex[:12]}".replace("{", "(").replace("}", ")")
+        self._holds_made = itertools.count(1)
         self.set_models(models)
 
     def set_models(self, models: Sequence[str]) -> None:
@@ -114,7 +129,27 @@ class ModelQueues:
         return out
 
     def _take_from(self, tag: str, limit: int) -> list[Taken]:
-        keys = [*self.space.bookkeeping(tag), *self.lists[tag]]
+        if tag in self._unrecorded:  # a moved take whose record failed: record it first
+            hold, member, base = self._unrecorded[tag]
+            held_now: list[bytes] = self.client.lrange(hold, 0, -1)  # type: ignore[assignment]
+            taken = self._record(tag, hold, member, base, held_now)
+        else:
+            move = 0 < self.move_takes_at <= limit and self._large.get(tag, False)
+            taken = self._moved(tag, limit) if move else self._popped(tag, limit)
+            self._large[tag] = len(taken) >= self.move_takes_at
+        if self.space.sharded:
+            self._shard_of_tag.update((t.delivery_tag, tag) for t in taken if t.delivery_tag)
+        return taken
+
+    def _new_hold(self, tag: str) -> str:
+        return self.space.hold(f"{self._take_id}.{next(self._holds_made)}", tag)
+
+    def _take_args(
+        self, tag: str, limit: int, move_at: int = 0, hold: str = ""
+    ) -> tuple[list[str], list[Any]]:
+        """The take script's keys and arguments (``hold``: where a move may go)."""
+        hold = hold or self.space.hold(self._take_id, tag)  # not moved to: still a key
+        keys = [*self.space.bookkeeping(tag), hold, *self.lists[tag]]
         args: list[Any] = [
             limit,
             repr(time.time()),
@@ -126,22 +161,63 @@ class ModelQueues:
             ENCODER_MARK,
             RESULT_KEY_PREFIX + tag,
             CANCELLED_PREFIX + tag,
+            move_at,
             *self.bases[tag],
         ]
-        flat = self._take(keys=keys, args=args)
-        taken = [
-            Taken(
-                _tag(flat[i]),
-                flat[i + 1],
-                int(flat[i + 2]),
-                _text(flat[i + 3]),
-                bool(int(flat[i + 4])),
-            )
-            for i in range(0, len(flat), 5)
-        ]
-        if self.space.sharded:
-            self._shard_of_tag.update((t.delivery_tag, tag) for t in taken if t.delivery_tag)
-        return taken
+        return keys, args
+
+    def _popped(self, tag: str, limit: int) -> list[Taken]:
+        """A take in one step: the messages popped and recorded by the script."""
+        keys, args = self._take_args(tag, limit)
+        return _taken(self._take(keys=keys, args=args))
+
+    def _moved(self, tag: str, limit: int) -> list[Taken]:
+        """A take that may move its messages onto this worker's hold (the script decides,
+        by how many wait), read in the same round trip, then recorded."""
+        hold = self._new_hold(tag)
+        keys, args = self._take_args(tag, limit, self.move_takes_at, hold)
+
+        def take_and_read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", self._take.sha, len(keys), *keys, *args)
+            pipe.lrange(hold, 0, -1)
+            return pipe.execute()
+
+        try:
+            flat, messages = take_and_read()
+        except redis.exceptions.NoScriptError:  # a restarted or new primary: once more
+            self.client.script_load(TAKE)
+            flat, messages = take_and_read()
+        if int(flat[0]) != 1:
+            return _taken(flat)
+        member, base = flat[1], flat[2]
+        self._unrecorded[tag] = (hold, member, base)
+        return self._record(tag, hold, member, base, messages)
+
+    def _record(
+        self, tag: str, hold: str, member: bytes, base: bytes, messages: list[bytes]
+    ) -> list[Taken]:
+        recorded = held.record(
+            self.client,
+            self.space.bookkeeping(tag),
+            hold,
+            member,
+            messages,
+            base,
+            time.time(),
+            self.max_message_bytes,
+            [
+                CANCELLED_PREFIX + tag,
+                int(self.track_started),
+                RESULT_KEY_PREFIX + tag,
+                self.result_ttl_s,
+                self.started_head,
+                self.started_tail,
+            ],
+        )
+        del self._unrecorded[tag]
+        queue = _text(base)
+        return [Taken(_tag(r.tag), r.raw, r.runs, queue, r.cancelled) for r in recorded]
 
     def wait(self, timeout: float, limit: int) -> list[Taken]:
         """Wait for a producer's wake-up or ``timeout`` (the idle poll), then take.
@@ -225,6 +301,20 @@ class ModelQueues:
                 self.client.hincrby(runs, ids[0], 1)
             else:
                 self.client.hset(runs, mapping=dict.fromkeys(ids, 1))
+
+
+def _taken(flat: list[Any]) -> list[Taken]:
+    """The messages a one-step take returned (after its leading 0)."""
+    return [
+        Taken(
+            _tag(flat[i]),
+            flat[i + 1],
+            int(flat[i + 2]),
+            _text(flat[i + 3]),
+            bool(int(flat[i + 4])),
+        )
+        for i in range(1, len(flat), 5)
+    ]
 
 
 def _text(value: Any) -> str:

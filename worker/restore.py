@@ -1,15 +1,22 @@
-"""The visibility-timeout restore on a Redis Cluster: kombu's sweeper knows one Redis and
-its one unacknowledged hash; a cluster has one per shard, which this sweeps.
+"""The visibility-timeout restore of what kombu's own sweeper does not know.
+
+kombu's sweeper knows one Redis and its one unacknowledged hash; a cluster has one per
+shard, which this sweeps. And a large take moves its messages onto a hold of the
+worker's before it records them in kombu's bookkeeping (worker/held.py): a worker that
+died between the two steps leaves a hold, on one Redis as on a cluster, which this puts
+back.
 
 Each worker sweeps every shard now and then (``Restorer.sweep``): one script call per
 shard puts each message held for longer than the visibility timeout back at the head of
-its shard's priority list, as kombu does on one Redis (which keeps doing it there). The
-script is atomic per message, so that workers sweeping at once restore a message once.
+its shard's priority list, as kombu does on one Redis (which keeps doing it there for
+its hash). The scripts are atomic per message or hold, so that workers sweeping at once
+restore a message once.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aimass.protocol.keys import PRIORITY_SEPARATOR, PRIORITY_STEPS, KeySpace
@@ -56,28 +63,59 @@ end
 return restored
 """
 
+# KEYS: the holds index (one shard's). ARGV: the cutoff (holds filled at or before it are
+# put back), the most holds to put back in one call. A member is JSON [hold, list]: the
+# hold's messages, oldest first, go back onto the tail of the list they came from, the
+# oldest last, so that they are the next taken, in their order. Returns the number of
+# messages put back.
+_RESTORE_HOLDS = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local restored = 0
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  local ok, names = pcall(cjson.decode, member)
+  if ok and type(names) == 'table' and type(names[1]) == 'string'
+      and type(names[2]) == 'string' then
+    while redis.call('LMOVE', names[1], names[2], 'RIGHT', 'RIGHT') do
+      restored = restored + 1
+    end
+  end
+end
+return restored
+"""
+
 # Messages restored per shard and call: a sweep that finds more calls again.
 BATCH = 1000
 
 
 class Restorer:
-    """Restores the messages of dead workers on every shard of a cluster."""
+    """Restores the messages of dead workers: their holds, and on a cluster what they
+    held in kombu's unacknowledged hash of every shard."""
 
     def __init__(self, client: Any, space: KeySpace, visibility_timeout_s: float) -> None:
         self.space = space
         self.visibility_timeout_s = visibility_timeout_s
         self._script = client.register_script(_RESTORE)
+        self._holds = client.register_script(_RESTORE_HOLDS)
 
     def sweep(self) -> int:
         """Restore every message held past the visibility timeout; how many were."""
         cutoff = repr(time.time() - self.visibility_timeout_s)
         restored = 0
         for tag in self.space.tags:
-            unacked, index = self.space.bookkeeping(tag)[:2]
-            while True:
+            unacked, index, _, _, holds = self.space.bookkeeping(tag)
+            restored += _in_calls(self._holds, [holds], [cutoff, BATCH])
+            if self.space.sharded:
                 args = [cutoff, BATCH, tag, PRIORITY_SEPARATOR, *PRIORITY_STEPS]
-                count = int(self._script(keys=[unacked, index], args=args))
-                restored += count
-                if count < BATCH:
-                    break
+                restored += _in_calls(self._script, [unacked, index], args)
         return restored
+
+
+def _in_calls(script: Callable[..., Any], keys: list[str], args: list[Any]) -> int:
+    """Call a restore script until a call restores less than a full batch; the total."""
+    total = 0
+    while True:
+        count = int(script(keys=keys, args=args))
+        total += count
+        if count < BATCH:
+            return total

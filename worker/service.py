@@ -83,13 +83,11 @@ class WorkerService:
             self.settings.max_message_bytes,
             self.settings.track_started,
             space,
+            self.settings.move_takes_at,
         )
-        # kombu restores a dead worker's jobs on one Redis; on a cluster, this does.
-        self.restorer = (
-            Restorer(self._redis, space, self.settings.visibility_timeout_s)
-            if space.sharded
-            else None
-        )
+        # kombu restores a dead worker's jobs on one Redis; on a cluster, this does. It
+        # also puts back the holds of workers that died inside a large take (held.py).
+        self.restorer = Restorer(self._redis, space, self.settings.visibility_timeout_s)
         # Runs a worker dies in are counted only where the bulk consumer reads the count.
         counts_runs = self.bulk and self.settings.max_deliveries > 0
         self.streams = StreamWriter(self._redis, self.settings.result_ttl_s)
@@ -249,7 +247,7 @@ class WorkerService:
         next_beat = next_sweep = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if self.restorer is not None and now >= next_sweep:
+            if now >= next_sweep:
                 self._sweep()
                 next_sweep = now + restore_interval(self.settings.visibility_timeout_s)
             if now >= next_beat:
@@ -319,7 +317,6 @@ class WorkerService:
             log.warning("heartbeat failed: %s", exc)
 
     def _sweep(self) -> None:
-        assert self.restorer is not None
         try:
             restored = self.restorer.sweep()
         except redis.RedisError as exc:  # a failover under way: the next sweep retries

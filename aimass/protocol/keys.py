@@ -130,6 +130,14 @@ SHARD_TAG_PREFIX = "aimass."
 CLUSTER_SLOTS = 16384
 DELIVERY_TAG_COUNTER = "aimass:delivery-tags"
 
+# A large take moves its messages inside Redis onto a list of the taking worker's own, a
+# hold ("aimass:hold:<worker's take id><tag>"), before recording them in kombu's
+# bookkeeping; HOLDS_INDEX is a sorted set of the holds by the time they were filled
+# (each member JSON: [hold, the list its messages came from]), from which every worker
+# puts back a dead worker's holds after the visibility timeout. See docs/reliability.md.
+HOLD_PREFIX = "aimass:hold:"
+HOLDS_INDEX = "aimass:holds"
+
 
 def shard_tags(count: int) -> tuple[str, ...]:
     """The hash tags of ``count`` shards: shard n's tag is ``{aimass.<k>}`` for the
@@ -206,13 +214,19 @@ class KeySpace:
         """A model's dead-letter lists, one per shard."""
         return [dead_letter_key(f"{model}{tag}") for tag in self.tags]
 
+    def hold(self, take_id: str, tag: str = "") -> str:
+        """A worker's hold on a shard (its take id has no braces: the tag decides the slot)."""
+        return f"{HOLD_PREFIX}{take_id}{tag}"
+
     def bookkeeping(self, tag: str = "") -> list[str]:
-        """A shard's unacked hash, unacked index, runs hash and delivery-tag counter."""
+        """A shard's unacked hash, unacked index, runs hash, delivery-tag counter and
+        holds index."""
         return [
             UNACKED_HASH + tag,
             UNACKED_INDEX + tag,
             RUNS_HASH + tag,
             DELIVERY_TAG_COUNTER + tag,
+            HOLDS_INDEX + tag,
         ]
 
 

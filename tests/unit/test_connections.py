@@ -84,7 +84,12 @@ def test_on_one_redis_every_name_stays_as_it_was() -> None:
         "unacked_index",
         "aimass:runs",
         "aimass:delivery-tags",
+        "aimass:holds",
     ]
+    assert PLAIN.hold("w1.ab12") == "aimass:hold:w1.ab12"
+    assert (
+        KeySpace(("{aimass.0}",)).hold("w1.ab12", "{aimass.0}") == "aimass:hold:w1.ab12{aimass.0}"
+    )
     assert PLAIN.wake_channel("digits") == "aimass:wake:digits"
     assert PLAIN.dead_letter_keys("digits") == ["aimass:dead:digits"]
 

@@ -1,0 +1,206 @@
+"""A large take in two steps (worker/held.py): its messages moved onto the worker's hold
+inside Redis, then read and recorded by the worker. It must record exactly what the
+one-step take script records, lose nothing when the worker dies or Redis fails between
+the steps, and put a dead worker's hold back in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from aimass.protocol.keys import HOLDS_INDEX, PLAIN
+from aimass.worker import held
+from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
+from aimass.worker.restore import Restorer
+from tests.support.malformed_corpus import build_corpus
+
+pytestmark = pytest.mark.integration
+
+LIST = "aimass.tiny"
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def queues(store: redis.Redis, move_takes_at: int, max_bytes: int = 32 * 1024 * 1024) -> Any:
+    q = ModelQueues(store, ["tiny"], "w1", 3600, max_bytes, move_takes_at=move_takes_at)
+    q._large[""] = True  # as after a large take: this one may move
+    return q
+
+
+def moves(store: redis.Redis) -> int:
+    """Moved takes so far: each trims the list it moved from (LTRIM), nothing else does."""
+    stats = store.info("commandstats")
+    return int(stats.get("cmdstat_ltrim", {}).get("calls", 0))
+
+
+def fresh(tag: str | bytes) -> str | bytes:
+    """A tag made for a message without one differs between the two takes by design
+    (a counter in the script, a uuid in the worker): compared as what it is."""
+    text = tag.decode("utf-8", "surrogateescape") if isinstance(tag, bytes) else tag
+    made = text.startswith("aimass-") and "#" in text
+    if not made:
+        return tag
+    return b"<fresh>" if isinstance(tag, bytes) else "<fresh>"
+
+
+def state(store: redis.Redis, taken: list[Taken]) -> dict[str, Any]:
+    return {
+        "taken": [(fresh(t.delivery_tag), t.raw, t.runs, t.queue, t.cancelled) for t in taken],
+        "unacked": sorted((fresh(k), v) for k, v in store.hgetall("unacked").items()),
+        "index": sorted(fresh(k) for k in store.zrange("unacked_index", 0, -1)),
+        "left": store.lrange(LIST, 0, -1),
+        "keys": sorted(
+            k for k in store.keys("*") if not k.startswith((b"aimass:job:", b"celery-task-meta-"))
+        ),
+    }
+
+
+def test_cjson_strings_are_written_as_redis_writes_them(store: redis.Redis) -> None:
+    samples = [bytes([c]) for c in range(256)] + [b"", b"aimass.tiny", b'a/b\\c"d\x7f\xc3\xa9']
+    encode = "local out = {} for i, v in ipairs(ARGV) do out[i] = cjson.encode(v) end return out"
+    assert [held.cjson_string(s) for s in samples] == store.eval(encode, 0, *samples)
+
+
+def test_a_moved_take_records_the_corpus_as_the_one_step_take_does(store: redis.Redis) -> None:
+    """Every message of the malformed corpus (envelopes that lie, bodies that are not
+    strings, tags that are not UTF-8, messages past the size cap), taken in one step and
+    moved, gives the same messages, tags, run counts, cancel marks and kombu bookkeeping,
+    byte for byte."""
+    messages = [case.message for case in build_corpus()]
+    store.hset("aimass:runs", mapping={"corpus-runs": 2})
+    store.set("aimass:cancelled:corpus-cancelled", 1)
+    for job_id in ("corpus-runs", "corpus-cancelled"):
+        messages.append(
+            b'{"properties": {"delivery_tag": "t-' + job_id.encode() + b'"}, '
+            b'"headers": {"id": "' + job_id.encode() + b'"}, "body": "e30="}'
+        )
+    seen = []
+    for move_takes_at in (0, 1):
+        store.delete("unacked", "unacked_index", LIST)
+        store.rpush(LIST, *reversed(messages))  # the first message is the oldest
+        q = queues(store, move_takes_at, max_bytes=4096)  # some of the corpus is larger
+        before = moves(store)
+        taken = q.take(len(messages))
+        assert moves(store) - before == move_takes_at
+        seen.append(state(store, taken))
+    one_step, moved = seen
+    assert len(moved["taken"]) == len(messages)
+    assert moved == one_step
+    marks = {raw: (runs, cancelled) for _, raw, runs, _, cancelled in moved["taken"]}
+    assert marks[messages[-2]] == (2, False) and marks[messages[-1]] == (0, True)
+
+
+def test_a_take_moves_only_after_a_large_take_with_room_and_enough_waiting(
+    store: redis.Redis,
+) -> None:
+    store.rpush(LIST, *[b'{"headers": {"id": "j%d"}}' % n for n in range(60)])
+    q = ModelQueues(store, ["tiny"], "w1", 3600, move_takes_at=16)
+    before = moves(store)
+    assert len(q.take(10)) == 10  # no large take before it: one step
+    assert len(q.take(20)) == 20  # nor before this one, which is large
+    assert moves(store) == before
+    assert len(q.take(10)) == 10  # room under the least to move: one step
+    assert moves(store) == before
+    q._large[""] = True
+    assert len(q.take(16)) == 16  # a large take before, room, 20 waiting: moved
+    assert moves(store) == before + 1
+    assert len(q.take(16)) == 4  # only 4 wait: one step
+    assert moves(store) == before + 1
+    assert not store.keys("aimass:hold:*") and not store.exists(HOLDS_INDEX)
+    assert store.hlen("unacked") == 60 and store.zcard("unacked_index") == 60
+
+
+def test_a_worker_dead_between_the_steps_has_its_hold_put_back_in_order(
+    store: redis.Redis,
+) -> None:
+    messages = [b'{"headers": {"id": "j%d"}}' % n for n in range(30)]
+    store.rpush(LIST, *reversed(messages))  # j0 is the oldest
+    q = queues(store, 8)
+    hold = q._new_hold("")
+    keys, args = q._take_args("", 20, 8, hold)
+    flat = q._take(keys=keys, args=args)
+    assert int(flat[0]) == 1  # moved; the worker dies before it records them
+    assert store.lrange(hold, 0, -1) == messages[:20]
+    assert store.lrange(LIST, 0, -1) == list(reversed(messages[20:]))
+    restorer = Restorer(store, PLAIN, visibility_timeout_s=60)
+    assert restorer.sweep() == 0  # not yet due
+    assert Restorer(store, PLAIN, visibility_timeout_s=0).sweep() == 20
+    assert not store.exists(hold) and not store.exists(HOLDS_INDEX)
+    again = ModelQueues(store, ["tiny"], "w2", 3600).take(30)
+    assert [t.raw for t in again] == messages  # oldest first, nothing lost or repeated
+
+
+def test_a_record_that_failed_is_made_before_anything_else_is_taken(
+    store: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [b'{"headers": {"id": "j%d"}}' % n for n in range(30)]
+    store.rpush(LIST, *reversed(messages))
+    q = queues(store, 8)
+    record = held.record
+    failures = iter([redis.ConnectionError("Connection reset by peer")])
+
+    def record_once_failing(*args: Any, **kwargs: Any) -> Any:
+        for failure in failures:
+            raise failure
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(held, "record", record_once_failing)
+    with pytest.raises(redis.ConnectionError):
+        q.take(20)
+    (hold,) = store.keys("aimass:hold:*")
+    assert store.llen(hold) == 20 and store.hlen("unacked") == 0
+    assert store.zcard(HOLDS_INDEX) == 1
+    taken = q.take(20)  # the consumer's next try
+    assert [t.raw for t in taken] == messages[:20]
+    assert store.hlen("unacked") == 20 and not store.exists(hold, HOLDS_INDEX)
+    assert [t.raw for t in q.take(20)] == messages[20:]
+
+
+def test_moved_takes_on_a_cluster_record_every_shards_jobs(cluster_url: str) -> None:
+    """On a Redis Cluster each shard's take moves onto a hold in its own slot and records
+    in a transaction there; a dead worker's holds go back on every shard."""
+    from aimass.producer.client import Client
+    from aimass.producer.submission import Submission
+    from aimass.protocol.connections import connect
+    from aimass.protocol.shards import keyspace
+    from tests.support.tiny_models import row_image
+
+    client = connect(cluster_url)
+    space = keyspace(client)
+    with Client(cluster_url, max_queue_depth=0) as producer:
+        jobs = producer.submit_many(
+            [Submission.classify(row_image(i % 8), model="tiny") for i in range(300)]
+        )
+    q = ModelQueues(client, ["tiny"], "w1", 3600, space=space, move_takes_at=4)
+    q._large = dict.fromkeys(space.tags, True)
+    taken = q.take(400)
+    assert sorted(held.read(t.raw, b"", 1 << 20).job_id for t in taken) == sorted(  # type: ignore[union-attr]
+        j.id.encode() for j in jobs
+    )
+    assert sum(client.hlen(space.bookkeeping(t)[0]) for t in space.tags) == 300
+    assert not any(client.exists(space.bookkeeping(t)[4]) for t in space.tags)
+    assert sum(client.llen(name) for t in space.tags for name in space.lists("tiny", t)) == 0
+    q.settle([Settlement(t.delivery_tag, None, None) for t in taken])
+    assert sum(client.hlen(space.bookkeeping(t)[0]) for t in space.tags) == 0
+
+    with Client(cluster_url, max_queue_depth=0) as producer:
+        more = producer.submit_many(
+            [Submission.classify(row_image(i % 8), model="tiny") for i in range(60)]
+        )
+    dying = ModelQueues(client, ["tiny"], "w2", 3600, space=space, move_takes_at=4)
+    for tag in space.tags:  # each shard's take moves, and the worker dies before the record
+        keys, args = dying._take_args(tag, 100, 4, dying._new_hold(tag))
+        assert int(dying._take(keys=keys, args=args)[0]) == 1
+    assert Restorer(client, space, visibility_timeout_s=0).sweep() == 60
+    again = ModelQueues(client, ["tiny"], "w3", 3600, space=space).take(100)
+    assert sorted(held.read(t.raw, b"", 1 << 20).job_id for t in again) == sorted(  # type: ignore[union-attr]
+        j.id.encode() for j in more
+    )
