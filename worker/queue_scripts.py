@@ -33,22 +33,22 @@ end
 # ARGV: limit, now, result ttl, the started record's bytes before and after its task id
 #       (records.started_template), max message bytes, "1" to write started records,
 #       the aimass encoder's mark (queues.ENCODER_MARK), the prefixes of result keys and
-#       of cancel marks (the job id follows), the least a list must hold for its
-#       messages to be moved (0: never move), then each list's base queue name.
+#       of cancel marks (the job id follows), the least take to move (0: never
+#       move), then each list's base queue name.
 # Returns 0 then (tag, message, runs its job died in so far, base queue name, 1 if its
-# job was cancelled) for each message taken; or, where the first list that holds jobs
-# holds at least the least to move, 1, the holds index's member for the hold, and the
-# list's base queue name: its oldest messages (up to the limit) are then moved, oldest
-# first, onto the hold (a name the worker never used before), without ever entering Lua
-# (worker/held.py reads and records them).
+# job was cancelled) for each message taken; or, where the limit is at least the least to
+# move and the first list that holds jobs holds more than the limit (a backlog), 1, the
+# holds index's member for the hold, and the list's base queue name: its oldest messages
+# (the limit) are then moved, oldest first, onto the hold (a name the worker never used
+# before), without ever entering Lua (worker/held.py reads and records them).
 # A message above the size cap is not decoded (the worker fails it unread) but is
 # recorded under a fresh tag like any other, so that its job is not lost either.
 # What a take costs Redis does not grow with the jobs it takes, but for the started
 # records: one EXISTS for all the lists and one RPOP per list up to the last that holds
 # jobs (an idle poll costs the EXISTS alone), then one HSET and one ZADD for kombu's
 # bookkeeping, one MGET for cancel marks and one HMGET for run counts, for all of them
-# (where a move is asked for, a SORT of each list up to the first that holds jobs
-# instead of their RPOPs, and a DEL where too few wait; a move is a SORT, LTRIM and ZADD).
+# (where a move is asked for, an LLEN of each list up to the first that holds jobs,
+# instead of the RPOPs of the empty ones; a move is a SORT, an LTRIM and a ZADD).
 # Each message enters Lua once as it is popped and once more as kombu's entry is built
 # around it, and Lua hashes every byte of each string it makes (most of what a take
 # costs Redis in large takes): a move costs a SORT and an LTRIM, whatever the messages.
@@ -68,21 +68,21 @@ local first = 7  -- the first list's place in KEYS; its base queue name is ARGV[
 -- idle worker's poll there is nothing, and the pops stop at the last list with jobs.
 local holding = redis.call('EXISTS', unpack(KEYS, first))
 if holding == 0 then return {0} end
--- A move: the first list that holds jobs, if it holds enough. SORT ... STORE copies the
--- oldest onto the hold (a name never used before: nothing is overwritten) and says how
--- many; an empty list copies none. The lists found empty on the way are not popped below.
+-- A move: from the first list that holds jobs, where it holds more than the take may
+-- carry (a backlog: the worker is behind, and the take is full). SORT ... STORE copies
+-- the oldest onto the hold (a name never used before: nothing is overwritten). The
+-- lists found empty on the way are not popped below.
 local empty_before = first
-if move_at > 0 then
+if move_at > 0 and limit >= move_at then
   for i = first, #KEYS do
-    local count = redis.call('SORT', KEYS[i], 'BY', 'nosort', 'LIMIT', 0, limit, 'DESC',
-      'STORE', KEYS[6])
-    if count >= move_at then
-      redis.call('LTRIM', KEYS[i], 0, -count - 1)
+    local length = redis.call('LLEN', KEYS[i])
+    if length > limit then
+      redis.call('SORT', KEYS[i], 'BY', 'nosort', 'LIMIT', 0, limit, 'DESC', 'STORE', KEYS[6])
+      redis.call('LTRIM', KEYS[i], 0, -limit - 1)
       local member = cjson.encode({KEYS[6], KEYS[i]})
       redis.call('ZADD', KEYS[5], now, member)
       return {1, member, ARGV[i + 5]}
-    elseif count > 0 then
-      redis.call('DEL', KEYS[6])  -- too few to move: popped below
+    elseif length > 0 then
       break
     end
     empty_before = i + 1

@@ -88,10 +88,11 @@ class ModelQueues:
         self._subscribed: list[str] = []
         self._first = 0  # the shard a take starts at: each in turn, so that none waits
         self._shard_of_tag: dict[str, str] = {}  # delivery tag -> its shard, until settled
-        # A take of at least this many jobs moves them inside Redis first (worker/held.py);
-        # 0: never. It is asked for where the shard's last take was as large.
+        # A take of at least this many jobs moves them inside Redis first (worker/held.py)
+        # where the queue holds more than it takes; 0: never. Asked for (the move's read
+        # rides along) where the shard's last take was full: there is a backlog.
         self.move_takes_at = move_takes_at
-        self._large: dict[str, bool] = {}  # shard -> its last take was large
+        self._full: dict[str, bool] = {}  # shard -> its last take took all it could
         # shard -> a moved take not yet recorded: its hold, the hold's member, the base
         self._unrecorded: dict[str, tuple[str, bytes, bytes]] = {}
         # Each take may fill a hold of its own, named after this process (a worker
@@ -134,9 +135,9 @@ class ModelQueues:
             held_now: list[bytes] = self.client.lrange(hold, 0, -1)  # type: ignore[assignment]
             taken = self._record(tag, hold, member, base, held_now)
         else:
-            move = 0 < self.move_takes_at <= limit and self._large.get(tag, False)
+            move = 0 < self.move_takes_at <= limit and self._full.get(tag, False)
             taken = self._moved(tag, limit) if move else self._popped(tag, limit)
-            self._large[tag] = len(taken) >= self.move_takes_at
+            self._full[tag] = len(taken) >= limit
         if self.space.sharded:
             self._shard_of_tag.update((t.delivery_tag, tag) for t in taken if t.delivery_tag)
         return taken

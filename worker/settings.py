@@ -348,7 +348,7 @@ class WorkerSettings:
     # worker's CPU a take, which a smaller take does not repay. 0: every take in one step
     # (docs/performance.md, sizing the broker).
     move_takes_at: int = field(
-        default=32,
+        default=16,
         metadata=checked("AIMASS_MOVE_TAKES_AT", CountOrOff, "count", "0 (never) or positive"),
     )
     # Store a STARTED result record for each job a worker takes, so that its status

@@ -53,7 +53,7 @@ def test_broker_cost_of_a_job_is_three_commands_of_its_own(
     start_worker: Callable[..., WorkerProcess],
     mode: str,
 ) -> None:
-    """``moved``: every take of 4 jobs or more after one as large moves its messages
+    """``moved``: a take of 16 jobs or more, with more waiting, moves its messages
     first (worker/held.py), which costs more commands a take but none a job."""
     budget = dict(PER_JOB)
     settings = {"AIMASS_TRACK_STARTED": "0", "AIMASS_MOVE_TAKES_AT": "0"}
@@ -62,7 +62,7 @@ def test_broker_cost_of_a_job_is_three_commands_of_its_own(
         budget["get"] = 1.0
         settings["AIMASS_TRACK_STARTED"] = "1"
     if mode == "moved":
-        settings["AIMASS_MOVE_TAKES_AT"] = "4"
+        settings["AIMASS_MOVE_TAKES_AT"] = "16"
     with RedisServer(tmp_path / "redis") as server:  # its own: commandstats are per server
         start_worker(server.url, model_repository, **settings)
         with Client(server.url) as client:
@@ -79,7 +79,13 @@ def test_broker_cost_of_a_job_is_three_commands_of_its_own(
         "jobs/s one Redis carries (docs/performance.md, sizing the broker): make it one "
         "command for many jobs, or say why the job needs it and raise the budget here"
     )
-    assert cost["commands_per_job"] <= sum(budget.values()) + 1.0, format_by_command(by_command, 30)
+    # All the shared commands together: well under one a job. A moved take is about 18
+    # commands (the move, its read, the record's transaction) where a take in one step is
+    # about 9, for the ~25 jobs a take carries here: half a command a job more.
+    shared = 1.5 if mode == "moved" else 1.0
+    assert cost["commands_per_job"] <= sum(budget.values()) + shared, format_by_command(
+        by_command, 30
+    )
     assert ("ltrim" in by_command) == (mode == "moved"), format_by_command(by_command, 30)
     # What it must still do per job: write its submission marker and result, publish it.
     for name, per_job in budget.items():

@@ -31,7 +31,7 @@ def store(redis_url: str) -> Iterator[redis.Redis]:
 
 def queues(store: redis.Redis, move_takes_at: int, max_bytes: int = 32 * 1024 * 1024) -> Any:
     q = ModelQueues(store, ["tiny"], "w1", 3600, max_bytes, move_takes_at=move_takes_at)
-    q._large[""] = True  # as after a large take: this one may move
+    q._full[""] = True  # as after a full take: this one may move
     return q
 
 
@@ -49,6 +49,12 @@ def fresh(tag: str | bytes) -> str | bytes:
     if not made:
         return tag
     return b"<fresh>" if isinstance(tag, bytes) else "<fresh>"
+
+
+def moves_on(cluster: Any) -> int:
+    """``moves`` summed over a cluster's primaries."""
+    stats = cluster.info("commandstats", target_nodes=cluster.get_primaries())
+    return sum(int(node.get("cmdstat_ltrim", {}).get("calls", 0)) for node in stats.values())
 
 
 def state(store: redis.Redis, taken: list[Taken]) -> dict[str, Any]:
@@ -85,6 +91,7 @@ def test_a_moved_take_records_the_corpus_as_the_one_step_take_does(store: redis.
     seen = []
     for move_takes_at in (0, 1):
         store.delete("unacked", "unacked_index", LIST)
+        store.rpush(LIST, b"one more than the take: a move needs a backlog")
         store.rpush(LIST, *reversed(messages))  # the first message is the oldest
         q = queues(store, move_takes_at, max_bytes=4096)  # some of the corpus is larger
         before = moves(store)
@@ -98,24 +105,31 @@ def test_a_moved_take_records_the_corpus_as_the_one_step_take_does(store: redis.
     assert marks[messages[-2]] == (2, False) and marks[messages[-1]] == (0, True)
 
 
-def test_a_take_moves_only_after_a_large_take_with_room_and_enough_waiting(
+def test_a_take_moves_only_after_a_full_take_with_room_and_a_backlog(
     store: redis.Redis,
 ) -> None:
-    store.rpush(LIST, *[b'{"headers": {"id": "j%d"}}' % n for n in range(60)])
+    """A move where the worker is behind: its last take was full, and the queue holds more
+    than this one takes; a closed loop that never fills a take never moves."""
+    store.rpush(LIST, *[b'{"headers": {"id": "j%d"}}' % n for n in range(80)])
     q = ModelQueues(store, ["tiny"], "w1", 3600, move_takes_at=16)
     before = moves(store)
-    assert len(q.take(10)) == 10  # no large take before it: one step
-    assert len(q.take(20)) == 20  # nor before this one, which is large
+    assert len(q.take(10)) == 10  # the first take: one step
+    assert len(q.take(10)) == 10  # full before, but under the least to move: one step
     assert moves(store) == before
-    assert len(q.take(10)) == 10  # room under the least to move: one step
-    assert moves(store) == before
-    q._large[""] = True
-    assert len(q.take(16)) == 16  # a large take before, room, 20 waiting: moved
+    assert len(q.take(20)) == 20  # full before, 60 waiting: moved
     assert moves(store) == before + 1
-    assert len(q.take(16)) == 4  # only 4 wait: one step
-    assert moves(store) == before + 1
+    assert len(q.take(20)) == 20  # again: 40 waiting
+    assert moves(store) == before + 2
+    assert len(q.take(20)) == 20  # 20 waiting, not more than the take: one step
+    assert moves(store) == before + 2
+    store.rpush(LIST, *[b'{"headers": {"id": "k%d"}}' % n for n in range(30)])
+    assert len(q.take(64)) == 30  # full before, but 30 waiting is under the room
+    assert len(q.take(20)) == 0  # nothing waits
+    store.rpush(LIST, *[b'{"headers": {"id": "m%d"}}' % n for n in range(30)])
+    assert len(q.take(20)) == 20  # the last take was not full: one step
+    assert moves(store) == before + 2
     assert not store.keys("aimass:hold:*") and not store.exists(HOLDS_INDEX)
-    assert store.hlen("unacked") == 60 and store.zcard("unacked_index") == 60
+    assert store.hlen("unacked") == 130 and store.zcard("unacked_index") == 130
 
 
 def test_a_worker_dead_between_the_steps_has_its_hold_put_back_in_order(
@@ -180,8 +194,11 @@ def test_moved_takes_on_a_cluster_record_every_shards_jobs(cluster_url: str) -> 
             [Submission.classify(row_image(i % 8), model="tiny") for i in range(300)]
         )
     q = ModelQueues(client, ["tiny"], "w1", 3600, space=space, move_takes_at=4)
-    q._large = dict.fromkeys(space.tags, True)
-    taken = q.take(400)
+    q._full = dict.fromkeys(space.tags, True)
+    taken: list[Taken] = []
+    while len(taken) < 300:
+        taken += q.take(40)
+    assert moves_on(client) > 0
     assert sorted(held.read(t.raw, b"", 1 << 20).job_id for t in taken) == sorted(  # type: ignore[union-attr]
         j.id.encode() for j in jobs
     )
@@ -197,9 +214,9 @@ def test_moved_takes_on_a_cluster_record_every_shards_jobs(cluster_url: str) -> 
         )
     dying = ModelQueues(client, ["tiny"], "w2", 3600, space=space, move_takes_at=4)
     for tag in space.tags:  # each shard's take moves, and the worker dies before the record
-        keys, args = dying._take_args(tag, 100, 4, dying._new_hold(tag))
+        keys, args = dying._take_args(tag, 5, 4, dying._new_hold(tag))
         assert int(dying._take(keys=keys, args=args)[0]) == 1
-    assert Restorer(client, space, visibility_timeout_s=0).sweep() == 60
+    assert Restorer(client, space, visibility_timeout_s=0).sweep() == 5 * len(space.tags)
     again = ModelQueues(client, ["tiny"], "w3", 3600, space=space).take(100)
     assert sorted(held.read(t.raw, b"", 1 << 20).job_id for t in again) == sorted(  # type: ignore[union-attr]
         j.id.encode() for j in more
