@@ -34,10 +34,11 @@ end
 #       (records.started_template), max message bytes, "1" to write started records,
 #       the aimass encoder's mark (queues.ENCODER_MARK), the prefixes of result keys and
 #       of cancel marks (the job id follows), the least take to move (0: never
-#       move), then each list's base queue name.
-# Returns 0 then (tag, message, runs its job died in so far, base queue name, 1 if its
-# job was cancelled) for each message taken; or, where the limit is at least the least to
-# move and the first list that holds jobs holds more than the limit (a backlog), 1, the
+#       move), "1" to move this take if it can, then each list's base queue name.
+# Returns 0 (2: the take was full, at least the least to move, and left jobs behind)
+# then (tag, message, runs its job died in so far, base queue name, 1 if its job was
+# cancelled) for each message taken; or, where asked to move, the limit is at least the
+# least to move and the first list that holds jobs holds more than the limit, 1, the
 # holds index's member for the hold, and the list's base queue name: its oldest messages
 # (the limit) are then moved, oldest first, onto the hold (a name the worker never used
 # before), without ever entering Lua (worker/held.py reads and records them).
@@ -62,8 +63,8 @@ local max_bytes = tonumber(ARGV[6])
 local track_started = ARGV[7] == '1'
 local mark = ARGV[8]
 local result_prefix, cancelled_prefix = ARGV[9], ARGV[10]
-local move_at = tonumber(ARGV[11])
-local first = 7  -- the first list's place in KEYS; its base queue name is ARGV[first + 5]
+local move_at, move_now = tonumber(ARGV[11]), ARGV[12] == '1'
+local first = 7  -- the first list's place in KEYS; its base queue name is ARGV[first + 6]
 -- How many of the lists hold jobs (an empty list does not exist): one command tells an
 -- idle worker's poll there is nothing, and the pops stop at the last list with jobs.
 local holding = redis.call('EXISTS', unpack(KEYS, first))
@@ -73,7 +74,7 @@ if holding == 0 then return {0} end
 -- the oldest onto the hold (a name never used before: nothing is overwritten). The
 -- lists found empty on the way are not popped below.
 local empty_before = first
-if move_at > 0 and limit >= move_at then
+if move_now and move_at > 0 and limit >= move_at then
   for i = first, #KEYS do
     local length = redis.call('LLEN', KEYS[i])
     if length > limit then
@@ -81,7 +82,7 @@ if move_at > 0 and limit >= move_at then
       redis.call('LTRIM', KEYS[i], 0, -limit - 1)
       local member = cjson.encode({KEYS[6], KEYS[i]})
       redis.call('ZADD', KEYS[5], now, member)
-      return {1, member, ARGV[i + 5]}
+      return {1, member, ARGV[i + 6]}
     elseif length > 0 then
       break
     end
@@ -217,14 +218,21 @@ local function record(raw, base)
   out[#out + 1] = base
   out[#out + 1] = 0
 end
+local last
 for i = empty_before, #KEYS do
   local wanted = limit - taken
   if wanted <= 0 or holding <= 0 then break end
   local popped = redis.call('RPOP', KEYS[i], wanted)
   if popped then
     holding = holding - 1
-    for _, raw in ipairs(popped) do record(raw, ARGV[i + 5]) end
+    last = i
+    for _, raw in ipairs(popped) do record(raw, ARGV[i + 6]) end
   end
+end
+-- A full take of at least the least to move that left jobs behind: the worker is
+-- behind, and may move its next take.
+if move_at > 0 and taken >= limit and limit >= move_at and last then
+  if holding > 0 or redis.call('EXISTS', KEYS[last]) == 1 then out[1] = 2 end
 end
 sliced('HSET', KEYS[1], unacked)
 sliced('ZADD', KEYS[2], index)

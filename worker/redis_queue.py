@@ -90,9 +90,9 @@ class ModelQueues:
         self._shard_of_tag: dict[str, str] = {}  # delivery tag -> its shard, until settled
         # A take of at least this many jobs moves them inside Redis first (worker/held.py)
         # where the queue holds more than it takes; 0: never. Asked for (the move's read
-        # rides along) where the shard's last take was full: there is a backlog.
+        # rides along) where the shard's last take was that large and left jobs behind.
         self.move_takes_at = move_takes_at
-        self._full: dict[str, bool] = {}  # shard -> its last take took all it could
+        self._behind: dict[str, bool] = {}  # shard -> its last take left a backlog
         # shard -> a moved take not yet recorded: its hold, the hold's member, the base
         self._unrecorded: dict[str, tuple[str, bytes, bytes]] = {}
         # Each take may fill a hold of its own, named after this process (a worker
@@ -135,9 +135,8 @@ class ModelQueues:
             held_now: list[bytes] = self.client.lrange(hold, 0, -1)  # type: ignore[assignment]
             taken = self._record(tag, hold, member, base, held_now)
         else:
-            move = 0 < self.move_takes_at <= limit and self._full.get(tag, False)
-            taken = self._moved(tag, limit) if move else self._popped(tag, limit)
-            self._full[tag] = len(taken) >= limit
+            move = 0 < self.move_takes_at <= limit and self._behind.get(tag, False)
+            taken, self._behind[tag] = self._moved(tag, limit) if move else self._popped(tag, limit)
         if self.space.sharded:
             self._shard_of_tag.update((t.delivery_tag, tag) for t in taken if t.delivery_tag)
         return taken
@@ -145,10 +144,9 @@ class ModelQueues:
     def _new_hold(self, tag: str) -> str:
         return self.space.hold(f"{self._take_id}.{next(self._holds_made)}", tag)
 
-    def _take_args(
-        self, tag: str, limit: int, move_at: int = 0, hold: str = ""
-    ) -> tuple[list[str], list[Any]]:
-        """The take script's keys and arguments (``hold``: where a move may go)."""
+    def _take_args(self, tag: str, limit: int, hold: str = "") -> tuple[list[str], list[Any]]:
+        """The take script's keys and arguments (``hold``: where a move may go, if any)."""
+        move_now = int(bool(hold))
         hold = hold or self.space.hold(self._take_id, tag)  # not moved to: still a key
         keys = [*self.space.bookkeeping(tag), hold, *self.lists[tag]]
         args: list[Any] = [
@@ -162,21 +160,25 @@ class ModelQueues:
             ENCODER_MARK,
             RESULT_KEY_PREFIX + tag,
             CANCELLED_PREFIX + tag,
-            move_at,
+            self.move_takes_at,
+            move_now,
             *self.bases[tag],
         ]
         return keys, args
 
-    def _popped(self, tag: str, limit: int) -> list[Taken]:
-        """A take in one step: the messages popped and recorded by the script."""
+    def _popped(self, tag: str, limit: int) -> tuple[list[Taken], bool]:
+        """A take in one step: the messages popped and recorded by the script, and
+        whether it left a backlog that the next take may move."""
         keys, args = self._take_args(tag, limit)
-        return _taken(self._take(keys=keys, args=args))
+        flat = self._take(keys=keys, args=args)
+        return _taken(flat), int(flat[0]) == 2
 
-    def _moved(self, tag: str, limit: int) -> list[Taken]:
+    def _moved(self, tag: str, limit: int) -> tuple[list[Taken], bool]:
         """A take that may move its messages onto this worker's hold (the script decides,
-        by how many wait), read in the same round trip, then recorded."""
+        by how many wait), read in the same round trip, then recorded; and whether it
+        left a backlog (a move always does)."""
         hold = self._new_hold(tag)
-        keys, args = self._take_args(tag, limit, self.move_takes_at, hold)
+        keys, args = self._take_args(tag, limit, hold)
 
         def take_and_read() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -190,10 +192,10 @@ class ModelQueues:
             self.client.script_load(TAKE)
             flat, messages = take_and_read()
         if int(flat[0]) != 1:
-            return _taken(flat)
+            return _taken(flat), int(flat[0]) == 2
         member, base = flat[1], flat[2]
         self._unrecorded[tag] = (hold, member, base)
-        return self._record(tag, hold, member, base, messages)
+        return self._record(tag, hold, member, base, messages), True
 
     def _record(
         self, tag: str, hold: str, member: bytes, base: bytes, messages: list[bytes]
