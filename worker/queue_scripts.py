@@ -218,22 +218,26 @@ local function record(raw, base)
   out[#out + 1] = base
   out[#out + 1] = 0
 end
-local last
+-- Whether a take of at least the least to move leaves jobs behind (then the worker is
+-- behind, and may move its next take): each list is asked for one more than the take
+-- wants, and that one, if it comes, goes back where it was (RPUSH: the oldest again). A
+-- take that empties the queue learns it for nothing.
+local probe = (move_at > 0 and limit >= move_at) and 1 or 0
+local behind = false
 for i = empty_before, #KEYS do
   local wanted = limit - taken
   if wanted <= 0 or holding <= 0 then break end
-  local popped = redis.call('RPOP', KEYS[i], wanted)
+  local popped = redis.call('RPOP', KEYS[i], wanted + probe)
   if popped then
     holding = holding - 1
-    last = i
+    if #popped > wanted then
+      redis.call('RPUSH', KEYS[i], table.remove(popped))
+      behind = true
+    end
     for _, raw in ipairs(popped) do record(raw, ARGV[i + 6]) end
   end
 end
--- A full take of at least the least to move that left jobs behind: the worker is
--- behind, and may move its next take.
-if move_at > 0 and taken >= limit and limit >= move_at and last then
-  if holding > 0 or redis.call('EXISTS', KEYS[last]) == 1 then out[1] = 2 end
-end
+if probe == 1 and taken >= limit and (behind or holding > 0) then out[1] = 2 end
 sliced('HSET', KEYS[1], unacked)
 sliced('ZADD', KEYS[2], index)
 if #ids > 0 then
