@@ -2,19 +2,21 @@
 
 The take script (``queue_scripts.TAKE``) pops each message into Lua, reads its tag and
 job id there and builds kombu's entry around it; Lua hashes every byte of each string it
-makes, and in a large take that is most of what the take costs Redis. Where the first
-list that holds jobs holds at least ``AIMASS_MOVE_TAKES_AT`` of them, and the worker
-asks for it, the script moves the oldest of them onto the worker's hold instead
-(``SORT ... BY nosort DESC STORE`` and ``LTRIM``: no message enters Lua), read in the same
-round trip. This module reads them as the script would have, and records them in kombu's
-bookkeeping, byte for byte as the script does, in one transaction that also reads their
-marks (cancelled, runs died in) and deletes the hold: until that transaction a message
-is on the hold, afterwards in kombu's unacked hash, never nowhere. A worker that dies
+makes, and in a large take that is most of what the take costs Redis. Where the worker
+is behind (its last take was full, at least ``AIMASS_MOVE_TAKES_AT`` jobs, and left jobs
+waiting) and the first list that holds jobs holds more than this take may carry, the
+script moves the oldest of them onto a hold of the worker's instead (``SORT ... BY nosort
+DESC STORE`` and ``LTRIM``: no message enters Lua), read in the same round trip. This
+module reads them as the script would have, and records them in kombu's bookkeeping,
+byte for byte as the script does, in one transaction that also reads their marks
+(cancelled, runs died in) and deletes the hold: until that transaction a message is on
+the hold, afterwards in kombu's unacked hash, never nowhere. A worker that dies
 between the two steps leaves its hold in the holds index, from which any worker puts it
 back after the visibility timeout (``restore.Restorer``).
 
-The second round trip costs the worker about what it saves Redis when a take is small,
-so small takes stay one step (docs/performance.md).
+The second round trip costs the worker about 0.15 ms of CPU, which only full takes
+repay, and a closed loop whose takes empty the queue gains nothing from it: every other
+take stays one step (docs/performance.md, an eleventh look).
 """
 
 from __future__ import annotations
@@ -217,8 +219,10 @@ def record(
         if seen is None:
             tags.append(b"")
             continue
-        fresh = f"aimass-{uuid.uuid4().hex}{shard.group() if shard else ''}"
-        tag = padded(seen.tag if seen.tag is not None else fresh.encode())
+        tag = seen.tag
+        if tag is None:  # a fresh one, as unique as the script's counter makes them
+            tag = f"aimass-{uuid.uuid4().hex}{shard.group() if shard else ''}".encode()
+        tag = padded(tag)
         tail = tails.get((seen.exchange, seen.routing_key))
         if tail is None:
             tail = b"," + cjson_string(seen.exchange) + b"," + cjson_string(seen.routing_key) + b"]"

@@ -130,11 +130,12 @@ SHARD_TAG_PREFIX = "aimass."
 CLUSTER_SLOTS = 16384
 DELIVERY_TAG_COUNTER = "aimass:delivery-tags"
 
-# A large take moves its messages inside Redis onto a list of the taking worker's own, a
-# hold ("aimass:hold:<worker's take id><tag>"), before recording them in kombu's
-# bookkeeping; HOLDS_INDEX is a sorted set of the holds by the time they were filled
-# (each member JSON: [hold, the list its messages came from]), from which every worker
-# puts back a dead worker's holds after the visibility timeout. See docs/reliability.md.
+# A take of a worker that is behind moves its messages inside Redis onto a list of the
+# worker's own, a hold ("aimass:hold:<worker's take id>.<n><tag>", never reused), before
+# recording them in kombu's bookkeeping; HOLDS_INDEX is a sorted set of the holds by
+# the time they were filled (each member JSON: [hold, the list its messages came from]),
+# from which every worker puts back a dead worker's holds after the visibility timeout.
+# See docs/reliability.md.
 HOLD_PREFIX = "aimass:hold:"
 HOLDS_INDEX = "aimass:holds"
 
