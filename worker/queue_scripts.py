@@ -27,6 +27,20 @@ local function sliced_read(command, key, items)
 end
 """
 
+# What a take does for its jobs' ids, in one step (TAKE) or after a move (MARKS): a
+# STARTED record each, where the worker writes them (never replacing an answer), and
+# their cancel marks and run counts read, one command each for all of them.
+JOB_MARKS = """
+local function write_started(result_prefix, id, head, tail, ttl)
+  redis.call('SET', result_prefix .. id, head .. cjson.encode(id) .. tail, 'NX', 'EX', ttl)
+end
+local function read_marks(cancelled_prefix, runs_hash, ids)
+  local marks = {}
+  for i, id in ipairs(ids) do marks[i] = cancelled_prefix .. id end
+  return sliced_read('MGET', nil, marks), sliced_read('HMGET', runs_hash, ids)
+end
+"""
+
 # KEYS: unacked hash, unacked index, runs hash, delivery-tag counter, holds index, the
 #       worker's hold, then the lists to serve in order (all of one shard on a cluster:
 #       KeySpace.bookkeeping, hold and lists).
@@ -55,6 +69,7 @@ end
 # costs Redis in large takes): a move costs a SORT and an LTRIM, whatever the messages.
 TAKE = (
     SLICED
+    + JOB_MARKS
     + """
 local limit = tonumber(ARGV[1])
 local now, ttl = ARGV[2], ARGV[3]
@@ -207,10 +222,7 @@ local function record(raw, base)
   if id then
     ids[#ids + 1] = id
     places[#places + 1] = #out
-    if track_started then
-      redis.call('SET', result_prefix .. id,
-        started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
-    end
+    if track_started then write_started(result_prefix, id, started_head, started_tail, ttl) end
   end
   out[#out + 1] = tag
   out[#out + 1] = raw
@@ -241,10 +253,7 @@ if probe == 1 and taken >= limit and (behind or holding > 0) then out[1] = 2 end
 sliced('HSET', KEYS[1], unacked)
 sliced('ZADD', KEYS[2], index)
 if #ids > 0 then
-  local marks = {}
-  for i, id in ipairs(ids) do marks[i] = cancelled_prefix .. id end
-  local cancelled = sliced_read('MGET', nil, marks)
-  local runs = sliced_read('HMGET', KEYS[3], ids)
+  local cancelled, runs = read_marks(cancelled_prefix, KEYS[3], ids)
   for i, at in ipairs(places) do
     out[at + 3] = tonumber(runs[i] or '0') or 0
     if cancelled[i] then out[at + 5] = 1 end
@@ -261,22 +270,18 @@ return out
 # its job died in so far, 1 if it was cancelled) for each id.
 MARKS = (
     SLICED
+    + JOB_MARKS
     + """
 local cancelled_prefix, track_started = ARGV[1], ARGV[2] == '1'
 local result_prefix, ttl, started_head, started_tail = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ids, marks, out = {}, {}, {}
+local ids, out = {}, {}
 for i = 7, #ARGV do
   local id = ARGV[i]
   ids[#ids + 1] = id
-  marks[#marks + 1] = cancelled_prefix .. id
-  if track_started then
-    redis.call('SET', result_prefix .. id,
-      started_head .. cjson.encode(id) .. started_tail, 'NX', 'EX', ttl)
-  end
+  if track_started then write_started(result_prefix, id, started_head, started_tail, ttl) end
 end
 if #ids == 0 then return out end
-local cancelled = sliced_read('MGET', nil, marks)
-local runs = sliced_read('HMGET', KEYS[1], ids)
+local cancelled, runs = read_marks(cancelled_prefix, KEYS[1], ids)
 for i = 1, #ids do
   out[#out + 1] = tonumber(runs[i] or '0') or 0
   out[#out + 1] = cancelled[i] and 1 or 0

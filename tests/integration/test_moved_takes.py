@@ -220,3 +220,20 @@ def test_moved_takes_on_a_cluster_record_every_shards_jobs(cluster_url: str) -> 
     assert sorted(held.read(t.raw, b"", 1 << 20).job_id for t in again) == sorted(  # type: ignore[union-attr]
         j.id.encode() for j in more
     )
+
+
+def test_a_moved_take_writes_started_records_where_the_worker_tracks_them(
+    store: redis.Redis,
+) -> None:
+    messages = [b'{"headers": {"id": "j%d"}}' % n for n in range(30)]
+    store.rpush(LIST, *reversed(messages))
+    store.set("celery-task-meta-j1", b'{"status": "SUCCESS"}')  # an answer is never replaced
+    q = ModelQueues(store, ["tiny"], "w1", 3600, track_started=True, move_takes_at=8)
+    q._behind[""] = True
+    before = moves(store)
+    assert len(q.take(20)) == 20
+    assert moves(store) == before + 1
+    started = [store.get(f"celery-task-meta-j{n}") for n in range(30)]
+    assert started[1] == b'{"status": "SUCCESS"}'
+    assert all(b'"STARTED"' in record for record in started[:1] + started[2:20])  # type: ignore[operator]
+    assert started[20:] == [None] * 10
