@@ -3,14 +3,14 @@
 The take script (``queue_scripts.TAKE``) pops each message into Lua, reads its tag and
 job id there and builds kombu's entry around it; Lua hashes every byte of each string it
 makes, and in a large take that is most of what the take costs Redis. Where the worker
-is behind (its last take was full, at least ``AIMASS_MOVE_TAKES_AT`` jobs, and left jobs
-waiting) and the first list that holds jobs holds more than this take may carry, the
-script moves the oldest of them onto a hold of the worker's instead (``SORT ... BY nosort
-DESC STORE`` and ``LTRIM``: no message enters Lua), read in the same round trip. This
-module reads them as the script would have, and records them in kombu's bookkeeping,
-byte for byte as the script does, in one transaction that also reads their marks
-(cancelled, runs died in) and deletes the hold: until that transaction a message is on
-the hold, afterwards in kombu's unacked hash, never nowhere. A worker that dies
+is behind (its last take was full and left jobs waiting), the take is of at least
+``AIMASS_MOVE_TAKES_AT`` jobs, and the first list that holds jobs holds more than it may
+carry, the script moves the oldest of them onto a hold of the worker's instead (``SORT
+... BY nosort DESC STORE`` and ``LTRIM``: no message enters Lua), read in the same round
+trip. This module reads them as the script would have, and records them in kombu's
+bookkeeping, byte for byte as the script does, in one transaction that also reads their
+marks (cancelled, runs died in) and deletes the hold: until that transaction a message
+is on the hold, afterwards in kombu's unacked hash, never nowhere. A worker that dies
 between the two steps leaves its hold in the holds index, from which any worker puts it
 back after the visibility timeout (``restore.Restorer``).
 

@@ -49,7 +49,7 @@ end
 #       the aimass encoder's mark (queues.ENCODER_MARK), the prefixes of result keys and
 #       of cancel marks (the job id follows), the least take to move (0: never
 #       move), "1" to move this take if it can, then each list's base queue name.
-# Returns 0 (2: the take was full, at least the least to move, and left jobs behind)
+# Returns 0 (2: the take was full and left jobs behind, where takes may move)
 # then (tag, message, runs its job died in so far, base queue name, 1 if its job was
 # cancelled) for each message taken; or, where asked to move, the limit is at least the
 # least to move and the first list that holds jobs holds more than the limit, 1, the
@@ -230,11 +230,13 @@ local function record(raw, base)
   out[#out + 1] = base
   out[#out + 1] = 0
 end
--- Whether a take of at least the least to move leaves jobs behind (then the worker is
--- behind, and may move its next take): each list is asked for one more than the take
--- wants, and that one, if it comes, goes back where it was (RPUSH: the oldest again). A
--- take that empties the queue learns it for nothing.
-local probe = (move_at > 0 and limit >= move_at) and 1 or 0
+-- Whether a take leaves jobs behind (then the worker is behind, and its next take, if
+-- at least the least to move, may move), whatever its size: a take under the least
+-- follows one that made room for few jobs, and a move as the room grows saves most.
+-- Each list is asked for one more than the take wants, and that one, if it comes, goes
+-- back where it was (RPUSH: the oldest again). A take that empties the queue learns it
+-- for nothing.
+local probe = move_at > 0 and 1 or 0
 local behind = false
 for i = empty_before, #KEYS do
   local wanted = limit - taken

@@ -90,7 +90,8 @@ class ModelQueues:
         self._shard_of_tag: dict[str, str] = {}  # delivery tag -> its shard, until settled
         # A take of at least this many jobs moves them inside Redis first (worker/held.py)
         # where the queue holds more than it takes; 0: never. Asked for (the move's read
-        # rides along) where the shard's last take was that large and left jobs behind.
+        # rides along) where the shard's last take, of any size, was full and left jobs
+        # behind.
         self.move_takes_at = move_takes_at
         self._behind: dict[str, bool] = {}  # shard -> its last take left a backlog
         # shard -> a moved take not yet recorded: its hold, the hold's member, the base

@@ -342,8 +342,8 @@ class WorkerSettings:
         default=3,
         metadata=checked("AIMASS_MAX_DELIVERIES", CountOrOff, "count", "0 (no cap) or positive"),
     )
-    # Where a worker is behind (its last take was full, at least this many jobs, and left
-    # jobs waiting), its next take moves the messages inside Redis and records them in a
+    # Where a worker is behind (its last take was full and left jobs waiting), its next
+    # take of at least this many jobs moves the messages inside Redis and records them in a
     # second round trip (worker/held.py): about a third less work for Redis a job in bulk,
     # for ~0.15 ms of the worker's CPU a take. 0: every take in one step
     # (docs/performance.md, sizing the broker).

@@ -106,27 +106,29 @@ def test_a_moved_take_records_the_corpus_as_the_one_step_take_does(store: redis.
 
 
 def test_a_take_moves_only_where_the_last_one_left_a_backlog(store: redis.Redis) -> None:
-    """A move where the worker is behind: its last take was full, at least the least to
-    move, and left jobs waiting; and this take finds more than it may carry. A closed loop
-    whose takes empty the queue never moves, nor asks to."""
+    """A move where the worker is behind: its last take, of any size, was full and left
+    jobs waiting; and this take, of at least the least to move, finds more than it may
+    carry. A closed loop whose takes empty the queue never moves, nor asks to."""
     store.rpush(LIST, *[b'{"headers": {"id": "j%d"}}' % n for n in range(80)])
     q = ModelQueues(store, ["tiny"], "w1", 3600, move_takes_at=16)
     before = moves(store)
-    assert len(q.take(10)) == 10  # full, but under the least to move: one step
-    assert len(q.take(10)) == 10 and not q._behind[""]
-    assert len(q.take(20)) == 20  # full, 40 left behind
-    assert moves(store) == before and q._behind[""]
-    assert len(q.take(20)) == 20  # moved: 40 waiting
+    assert len(q.take(20)) == 20 and q._behind[""]  # the first take: one step
+    assert len(q.take(10)) == 10 and q._behind[""]  # under the least to move: one step
+    assert moves(store) == before
+    assert len(q.take(20)) == 20  # moved: 50 waiting
     assert moves(store) == before + 1 and q._behind[""]
-    assert len(q.take(20)) == 20  # 20 waiting, not more than the take: one step
-    assert moves(store) == before + 1 and not q._behind[""]
+    assert len(q.take(20)) == 20  # 30 waiting: moved
+    assert len(q.take(10)) == 10 and not q._behind[""]  # took the last 10: one step
+    assert moves(store) == before + 2
     store.rpush(LIST, *[b'{"headers": {"id": "k%d"}}' % n for n in range(30)])
     assert len(q.take(64)) == 30 and not q._behind[""]  # not full
     assert len(q.take(20)) == 0
     store.rpush(LIST, *[b'{"headers": {"id": "m%d"}}' % n for n in range(30)])
-    assert len(q.take(20)) == 20 and q._behind[""]  # full, 10 left behind
-    assert len(q.take(20)) == 10  # asked, but 10 waiting: one step
-    assert moves(store) == before + 1
+    assert len(q.take(4)) == 4 and q._behind[""]  # full, 26 left behind
+    assert len(q.take(20)) == 20 and q._behind[""]  # moved
+    assert moves(store) == before + 3
+    assert len(q.take(20)) == 6  # asked, but 6 waiting: one step
+    assert moves(store) == before + 3 and not q._behind[""]
     assert not store.keys("aimass:hold:*") and not store.exists(HOLDS_INDEX)
     assert store.hlen("unacked") == 140 and store.zcard("unacked_index") == 140
 
