@@ -104,6 +104,9 @@ class Restorer:
         restored = 0
         for tag in self.space.tags:
             unacked, index, _, _, holds = self.space.bookkeeping(tag)
+            # A call takes up to BATCH holds and counts messages: each hold holds at
+            # least one, so a call that counts fewer than BATCH has put back every due
+            # hold, and one that counts more calls again (at worst once for nothing).
             restored += _in_calls(self._holds, [holds], [cutoff, BATCH])
             if self.space.sharded:
                 args = [cutoff, BATCH, tag, PRIORITY_SEPARATOR, *PRIORITY_STEPS]
