@@ -250,6 +250,8 @@ class BulkConsumer:
         if self.max_deliveries and message.runs >= self.max_deliveries:
             self._park(message, envelope, arrived)
             return
+        if message.runs and envelope.task_id is not None:
+            self.queues.count_at_start(envelope.task_id)  # it runs alone: counted as it starts
         try:
             flight.started = self._start(envelope, arrived, message.runs)
         except AimassError as error:

@@ -29,7 +29,10 @@ end
 
 # What a take does for its jobs' ids, in one step (TAKE) or after a move (MARKS): a
 # STARTED record each, where the worker writes them (never replacing an answer), and
-# their cancel marks and run counts read, one command each for all of them.
+# their cancel marks and run counts read, one command each for all of them; where the
+# worker counts first runs as it takes them (AIMASS_COUNT_RUNS_AT=take), a run of 1 for
+# each job with none counted yet, in one more command (a job with runs behind it runs
+# alone, and its run is counted as it starts: worker/redis_queue.py, mark_runs).
 JOB_MARKS = """
 local function write_started(result_prefix, id, head, tail, ttl)
   redis.call('SET', result_prefix .. id, head .. cjson.encode(id) .. tail, 'NX', 'EX', ttl)
@@ -38,6 +41,16 @@ local function read_marks(cancelled_prefix, runs_hash, ids)
   local marks = {}
   for i, id in ipairs(ids) do marks[i] = cancelled_prefix .. id end
   return sliced_read('MGET', nil, marks), sliced_read('HMGET', runs_hash, ids)
+end
+local function count_first_runs(runs_hash, ids, runs)
+  local first = {}
+  for i, id in ipairs(ids) do
+    if not runs[i] then
+      first[#first + 1] = id
+      first[#first + 1] = '1'
+    end
+  end
+  sliced('HSET', runs_hash, first)  -- slices of an even length: pairs stay whole
 end
 """
 
@@ -48,7 +61,8 @@ end
 #       (records.started_template), max message bytes, "1" to write started records,
 #       the aimass encoder's mark (queues.ENCODER_MARK), the prefixes of result keys and
 #       of cancel marks (the job id follows), the least take to move (0: never
-#       move), "1" to move this take if it can, then each list's base queue name.
+#       move), "1" to move this take if it can, "1" to count first runs (JOB_MARKS),
+#       then each list's base queue name.
 # Returns 0 (2: the take was full and left jobs behind, where takes may move)
 # then (tag, message, runs its job died in so far, base queue name, 1 if its job was
 # cancelled) for each message taken; or, where asked to move, the limit is at least the
@@ -61,9 +75,10 @@ end
 # What a take costs Redis does not grow with the jobs it takes, but for the started
 # records: one EXISTS for all the lists and one RPOP per list up to the last that holds
 # jobs (an idle poll costs the EXISTS alone), then one HSET and one ZADD for kombu's
-# bookkeeping, one MGET for cancel marks and one HMGET for run counts, for all of them
-# (where a move is asked for, an LLEN of each list up to the first that holds jobs,
-# instead of the RPOPs of the empty ones; a move is a SORT, an LTRIM and a ZADD).
+# bookkeeping, one MGET for cancel marks and one HMGET for run counts, for all of them,
+# and one HSET of first runs where they are counted as taken (where a move is asked
+# for, an LLEN of each list up to the first that holds jobs, instead of the RPOPs of the
+# empty ones; a move is a SORT, an LTRIM and a ZADD).
 # Each message enters Lua once as it is popped and once more as kombu's entry is built
 # around it, and Lua hashes every byte of each string it makes (most of what a take
 # costs Redis in large takes): a move costs a SORT and an LTRIM, whatever the messages.
@@ -79,7 +94,8 @@ local track_started = ARGV[7] == '1'
 local mark = ARGV[8]
 local result_prefix, cancelled_prefix = ARGV[9], ARGV[10]
 local move_at, move_now = tonumber(ARGV[11]), ARGV[12] == '1'
-local first = 7  -- the first list's place in KEYS; its base queue name is ARGV[first + 6]
+local count_first = ARGV[13] == '1'
+local first = 7  -- the first list's place in KEYS; its base queue name is ARGV[first + 7]
 -- How many of the lists hold jobs (an empty list does not exist): one command tells an
 -- idle worker's poll there is nothing, and the pops stop at the last list with jobs.
 local holding = redis.call('EXISTS', unpack(KEYS, first))
@@ -97,7 +113,7 @@ if move_now and move_at > 0 and limit >= move_at then
       redis.call('LTRIM', KEYS[i], 0, -limit - 1)
       local member = cjson.encode({KEYS[6], KEYS[i]})
       redis.call('ZADD', KEYS[5], now, member)
-      return {1, member, ARGV[i + 6]}
+      return {1, member, ARGV[i + 7]}
     elseif length > 0 then
       break
     end
@@ -248,7 +264,7 @@ for i = empty_before, #KEYS do
       redis.call('RPUSH', KEYS[i], table.remove(popped))
       behind = true
     end
-    for _, raw in ipairs(popped) do record(raw, ARGV[i + 6]) end
+    for _, raw in ipairs(popped) do record(raw, ARGV[i + 7]) end
   end
 end
 if probe == 1 and taken >= limit and (behind or holding > 0) then out[1] = 2 end
@@ -256,6 +272,7 @@ sliced('HSET', KEYS[1], unacked)
 sliced('ZADD', KEYS[2], index)
 if #ids > 0 then
   local cancelled, runs = read_marks(cancelled_prefix, KEYS[3], ids)
+  if count_first then count_first_runs(KEYS[3], ids, runs) end
   for i, at in ipairs(places) do
     out[at + 3] = tonumber(runs[i] or '0') or 0
     if cancelled[i] then out[at + 5] = 1 end
@@ -268,22 +285,25 @@ return out
 # A moved take's reading of its jobs' marks (worker/held.py), given only their ids, run
 # in the same transaction as its record. KEYS: runs hash. ARGV: the prefix of cancel
 # marks, "1" to write started records, the prefix of result keys, result ttl, the
-# started record's bytes before and after its task id, then the job ids. Returns (runs
-# its job died in so far, 1 if it was cancelled) for each id.
+# started record's bytes before and after its task id, "1" to count first runs
+# (JOB_MARKS), then the job ids. Returns (runs its job died in so far, 1 if it was
+# cancelled) for each id.
 MARKS = (
     SLICED
     + JOB_MARKS
     + """
 local cancelled_prefix, track_started = ARGV[1], ARGV[2] == '1'
 local result_prefix, ttl, started_head, started_tail = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local count_first = ARGV[7] == '1'
 local ids, out = {}, {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local id = ARGV[i]
   ids[#ids + 1] = id
   if track_started then write_started(result_prefix, id, started_head, started_tail, ttl) end
 end
 if #ids == 0 then return out end
 local cancelled, runs = read_marks(cancelled_prefix, KEYS[1], ids)
+if count_first then count_first_runs(KEYS[1], ids, runs) end
 for i = 1, #ids do
   out[#out + 1] = tonumber(runs[i] or '0') or 0
   out[#out + 1] = cancelled[i] and 1 or 0

@@ -74,6 +74,7 @@ class ModelQueues:
         track_started: bool = False,
         space: KeySpace = PLAIN,
         move_takes_at: int = 0,
+        count_runs_at_take: bool = False,
     ) -> None:
         self.client = client
         self.space = space
@@ -101,6 +102,11 @@ class ModelQueues:
         # overwrites a hold that is still there.
         self._take_id = f"{worker_name}.{uuid.uuid4().hex[:12]}".replace("{", "(").replace("}", ")")
         self._holds_made = itertools.count(1)
+        # Where the take counts a job's first run (one command in the take's round trip),
+        # mark_runs counts only the runs of jobs taken with runs behind them (each runs
+        # alone): the ids the consumer names with count_at_start, until counted or settled.
+        self.count_runs_at_take = count_runs_at_take
+        self._count_at_start: set[str] = set()
         self.set_models(models)
 
     def set_models(self, models: Sequence[str]) -> None:
@@ -163,6 +169,7 @@ class ModelQueues:
             CANCELLED_PREFIX + tag,
             self.move_takes_at,
             move_now,
+            int(self.count_runs_at_take),
             *self.bases[tag],
         ]
         return keys, args
@@ -217,6 +224,7 @@ class ModelQueues:
                 self.result_ttl_s,
                 self.started_head,
                 self.started_tail,
+                int(self.count_runs_at_take),
             ],
         )
         del self._unrecorded[tag]
@@ -263,6 +271,8 @@ class ModelQueues:
             self._settle(keys=self.space.bookkeeping(tag)[:3], args=args)
         for s in settlements:
             self._shard_of_tag.pop(s.delivery_tag, None)
+            if s.task_id:
+                self._count_at_start.discard(s.task_id)
 
     def _shard_of(self, settlement: Settlement) -> str:
         """The shard a settled message came from ("" on one Redis)."""
@@ -292,11 +302,22 @@ class ModelQueues:
             out.setdefault(model, {})[step] = (total, oldest)
         return out
 
+    def count_at_start(self, job_id: str) -> None:
+        """This job was taken with runs behind it: where the take counts first runs, its
+        run is counted as it starts (mark_runs), as every run is otherwise."""
+        if self.count_runs_at_take:
+            self._count_at_start.add(job_id)
+
     def mark_runs(self, job_ids: Sequence[str]) -> None:
         """Count a run of each of these jobs, about to start: if the worker dies in it, the
         count stays (the job's result, when stored, takes it away). One command a batch: a
         job with a run behind it runs in a batch of its own (BulkConsumer._start), so in a
-        batch of several every job starts its first run."""
+        batch of several every job starts its first run. Where the take counted first runs
+        already (``count_runs_at_take``), only the jobs named by count_at_start are counted
+        here, and a batch of first runs costs no command at all."""
+        if self.count_runs_at_take:
+            job_ids = [i for i in job_ids if i in self._count_at_start]
+            self._count_at_start.difference_update(job_ids)
         by_hash: dict[str, list[str]] = {}
         for job_id in job_ids:
             by_hash.setdefault(RUNS_HASH + self.space.tag(job_id), []).append(job_id)

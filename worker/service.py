@@ -75,6 +75,8 @@ class WorkerService:
         self.cancelled = CancelledJobs(self._redis)
         # Today's key names on one Redis; the sharded ones on a cluster.
         space = keyspace(self._redis, self.settings.queue_shards)
+        # Runs a worker dies in are counted only where the bulk consumer reads the count.
+        counts_runs = self.bulk and self.settings.max_deliveries > 0
         self.queues_of_models = ModelQueues(
             self._redis,
             [],
@@ -84,12 +86,11 @@ class WorkerService:
             self.settings.track_started,
             space,
             self.settings.move_takes_at,
+            counts_runs and self.settings.count_runs_at == "take",
         )
         # kombu restores a dead worker's jobs on one Redis; on a cluster, this does. It
         # also puts back the holds of workers that died inside a large take (held.py).
         self.restorer = Restorer(self._redis, space, self.settings.visibility_timeout_s)
-        # Runs a worker dies in are counted only where the bulk consumer reads the count.
-        counts_runs = self.bulk and self.settings.max_deliveries > 0
         self.streams = StreamWriter(self._redis, self.settings.result_ttl_s)
         self.runtime = ServedModels(
             self.settings,

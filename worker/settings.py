@@ -118,6 +118,7 @@ ModelName = Annotated[str, StringConstraints(strip_whitespace=True), AfterValida
 ModelNames = Annotated[tuple[ModelName, ...], BeforeValidator(_comma_list)]
 BatchBuckets = Annotated[str, AfterValidator(_buckets)]
 Consumer = Annotated[Literal["bulk", "celery"], BeforeValidator(_lower)]
+CountRunsAt = Annotated[Literal["take", "start"], BeforeValidator(_lower)]
 LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lower)]
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
@@ -341,6 +342,16 @@ class WorkerSettings:
     max_deliveries: int = field(
         default=3,
         metadata=checked("AIMASS_MAX_DELIVERIES", CountOrOff, "count", "0 (no cap) or positive"),
+    )
+    # When the cap's count of a job's first run is written. "take": as the job is taken, in
+    # the take's own round trip, so that a batch starts without waiting for Redis (a job
+    # that a dead worker held but had not started counts one run; a job with runs behind
+    # it runs alone, and each later run is counted as it starts). "start": every run as
+    # its batch starts, a round trip a batch, about a tenth of a job's Redis CPU in bulk
+    # (docs/performance.md, sizing the broker).
+    count_runs_at: str = field(
+        default="take",
+        metadata=checked("AIMASS_COUNT_RUNS_AT", CountRunsAt, "run count", "take or start"),
     )
     # Where a worker is behind (its last take was full and left jobs waiting), its next
     # take of at least this many jobs moves the messages inside Redis and records them in a

@@ -68,6 +68,7 @@ BAD_VALUES: list[tuple[type, str, str, str]] = [
     (WorkerSettings, "log_level", "AIMASS_LOG_LEVEL", "loud"),
     (WorkerSettings, "log_format", "AIMASS_LOG_FORMAT", "yaml"),
     (WorkerSettings, "max_deliveries", "AIMASS_MAX_DELIVERIES", "-1"),
+    (WorkerSettings, "count_runs_at", "AIMASS_COUNT_RUNS_AT", "finish"),
     (WorkerSettings, "move_takes_at", "AIMASS_MOVE_TAKES_AT", "many"),
     (WorkerSettings, "max_result_bytes", "AIMASS_MAX_RESULT_BYTES", "0"),
     (WorkerSettings, "hostname", "--hostname", "two words"),
