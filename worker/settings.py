@@ -347,7 +347,7 @@ class WorkerSettings:
     # the take's own round trip, so that a batch starts without waiting for Redis (a job
     # that a dead worker held but had not started counts one run; a job with runs behind
     # it runs alone, and each later run is counted as it starts). "start": every run as
-    # its batch starts, a round trip a batch, about a tenth of a job's Redis CPU in bulk
+    # its batch starts, a round trip a batch, up to a fifth of a job's Redis CPU in bulk
     # (docs/performance.md, sizing the broker).
     count_runs_at: str = field(
         default="take",
