@@ -111,7 +111,7 @@ def client_commands_on_runs(url: str, jobs: int) -> int:
     ready = threading.Event()
 
     def watch() -> None:
-        with redis.Redis.from_url(url).monitor() as monitor:
+        with redis.Redis.from_url(url) as watching, watching.monitor() as monitor:
             ready.set()
             for command in monitor.listen():
                 if command["command"] == "PING watched":
