@@ -16,6 +16,7 @@ from aimass.worker import held
 from aimass.worker.redis_queue import ModelQueues, Settlement, Taken
 from aimass.worker.restore import Restorer
 from tests.support.malformed_corpus import build_corpus
+from tests.support.moved_takes import moves, moves_on
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +36,6 @@ def queues(store: redis.Redis, move_takes_at: int, max_bytes: int = 32 * 1024 * 
     return q
 
 
-def moves(store: redis.Redis) -> int:
-    """Moved takes so far: each trims the list it moved from (LTRIM), nothing else does."""
-    stats = store.info("commandstats")
-    return int(stats.get("cmdstat_ltrim", {}).get("calls", 0))
-
-
 def fresh(tag: str | bytes) -> str | bytes:
     """A tag made for a message without one differs between the two takes by design
     (a counter in the script, a uuid in the worker): compared as what it is."""
@@ -49,12 +44,6 @@ def fresh(tag: str | bytes) -> str | bytes:
     if not made:
         return tag
     return b"<fresh>" if isinstance(tag, bytes) else "<fresh>"
-
-
-def moves_on(cluster: Any) -> int:
-    """``moves`` summed over a cluster's primaries."""
-    stats = cluster.info("commandstats", target_nodes=cluster.get_primaries())
-    return sum(int(node.get("cmdstat_ltrim", {}).get("calls", 0)) for node in stats.values())
 
 
 def state(store: redis.Redis, taken: list[Taken]) -> dict[str, Any]:

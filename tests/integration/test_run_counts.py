@@ -22,6 +22,7 @@ from aimass.producer.submission import Submission
 from aimass.protocol.keys import RUNS_HASH
 from aimass.protocol.records import ResultRecord
 from aimass.worker.redis_queue import ModelQueues, Settlement
+from tests.support.moved_takes import moves
 from tests.support.processes import WorkerProcess
 from tests.support.tiny_models import row_image
 
@@ -65,10 +66,9 @@ def test_a_take_counts_first_runs_and_a_batch_of_them_starts_without_a_command(
     queues = ModelQueues(store, ["counted"], "w1", 60, move_takes_at=16, count_runs_at_take=True)
     if moved:
         queues._behind[""] = True  # as after a take that left a backlog: this one moves
-    before = int(store.info("commandstats").get("cmdstat_ltrim", {}).get("calls", 0))
+    before = moves(store)
     taken = queues.take(16)
-    moves = int(store.info("commandstats").get("cmdstat_ltrim", {}).get("calls", 0)) - before
-    assert moves == int(moved)
+    assert moves(store) - before == int(moved)
     assert [t.runs for t in taken] == [2 if n == 3 else 0 for n in range(16)]
     assert runs(store) == {i: 2 if i == "c3" else 1 for i in ids[:16]}
 
