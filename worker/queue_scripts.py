@@ -37,20 +37,23 @@ JOB_MARKS = """
 local function write_started(result_prefix, id, head, tail, ttl)
   redis.call('SET', result_prefix .. id, head .. cjson.encode(id) .. tail, 'NX', 'EX', ttl)
 end
-local function read_marks(cancelled_prefix, runs_hash, ids)
+-- The cancel marks and run counts as they were; with count_first, a run of 1 written
+-- for each id with none.
+local function read_marks(cancelled_prefix, runs_hash, ids, count_first)
   local marks = {}
   for i, id in ipairs(ids) do marks[i] = cancelled_prefix .. id end
-  return sliced_read('MGET', nil, marks), sliced_read('HMGET', runs_hash, ids)
-end
-local function count_first_runs(runs_hash, ids, runs)
-  local first = {}
-  for i, id in ipairs(ids) do
-    if not runs[i] then
-      first[#first + 1] = id
-      first[#first + 1] = '1'
+  local cancelled, runs = sliced_read('MGET', nil, marks), sliced_read('HMGET', runs_hash, ids)
+  if count_first then
+    local first = {}
+    for i, id in ipairs(ids) do
+      if not runs[i] then
+        first[#first + 1] = id
+        first[#first + 1] = '1'
+      end
     end
+    sliced('HSET', runs_hash, first)  -- slices of an even length: pairs stay whole
   end
-  sliced('HSET', runs_hash, first)  -- slices of an even length: pairs stay whole
+  return cancelled, runs
 end
 """
 
@@ -271,8 +274,7 @@ if probe == 1 and taken >= limit and (behind or holding > 0) then out[1] = 2 end
 sliced('HSET', KEYS[1], unacked)
 sliced('ZADD', KEYS[2], index)
 if #ids > 0 then
-  local cancelled, runs = read_marks(cancelled_prefix, KEYS[3], ids)
-  if count_first then count_first_runs(KEYS[3], ids, runs) end
+  local cancelled, runs = read_marks(cancelled_prefix, KEYS[3], ids, count_first)
   for i, at in ipairs(places) do
     out[at + 3] = tonumber(runs[i] or '0') or 0
     if cancelled[i] then out[at + 5] = 1 end
@@ -302,8 +304,7 @@ for i = 8, #ARGV do
   if track_started then write_started(result_prefix, id, started_head, started_tail, ttl) end
 end
 if #ids == 0 then return out end
-local cancelled, runs = read_marks(cancelled_prefix, KEYS[1], ids)
-if count_first then count_first_runs(KEYS[1], ids, runs) end
+local cancelled, runs = read_marks(cancelled_prefix, KEYS[1], ids, count_first)
 for i = 1, #ids do
   out[#out + 1] = tonumber(runs[i] or '0') or 0
   out[#out + 1] = cancelled[i] and 1 or 0
