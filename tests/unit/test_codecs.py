@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from aimass.protocol.codecs import decode_image, encode_image, tensor_from_bytes
 from aimass.protocol.errors import InvalidInput, PayloadTooLarge
 from aimass.protocol.manifest import Preprocessing, TensorSpec
 from aimass.worker.preprocess import check_tensor, pixels_to_input
+from tests.support.malformed_parts import png_claiming
 
 pytestmark = pytest.mark.unit
 
@@ -45,6 +47,27 @@ def test_images_over_the_pixel_cap_are_refused_before_decoding() -> None:
     png = encode_image(np.zeros((100, 100), np.uint8))
     with pytest.raises(PayloadTooLarge, match="10000 pixels; the limit is 9999"):
         decode_image(png, 9999)
+
+
+def test_a_decompression_bomb_is_refused_by_the_cap_without_touching_warnings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Past PIL's own bomb limit, where Image.open warns: the cap refuses it from the
+    # header, no warning reaches the log, and the process's warning filters are never
+    # changed (a warnings.catch_warnings would change them for every thread while it ran).
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoding an image changed the process's warning filters")
+
+    bomb = png_claiming(10_000, 10_000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "catch_warnings", forbidden)
+        monkeypatch.setattr(warnings, "simplefilter", forbidden)
+        with pytest.raises(PayloadTooLarge, match="100000000 pixels; the limit is 16777216"):
+            decode_image(bomb, 4096 * 4096)
+        assert decode_image(encode_image(np.zeros((8, 8), np.uint8)), 1000).shape == (8, 8, 1)
+        monkeypatch.undo()
+    assert caught == []
 
 
 def test_tensor_bytes_must_match_shape_and_dtype() -> None:
