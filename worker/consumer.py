@@ -284,13 +284,13 @@ class BulkConsumer:
         model = message.queue.removeprefix(QUEUE_PREFIX) or "-"
         dead_letter = dead_letter_key(model)
         error = WorkerLost(
-            f"job {envelope.task_id} was started {message.runs} times and its worker died "
-            f"each time before answering (AIMASS_MAX_DELIVERIES={self.max_deliveries}):"
-            f" it is parked in {dead_letter} and runs again only if sent again "
-            "(aimass dead retry)"
+            f"job {envelope.task_id}: its worker died {message.runs} times while it held or"
+            f" ran the job, each time before answering (AIMASS_MAX_DELIVERIES="
+            f"{self.max_deliveries}): it is parked in {dead_letter} and runs again only if"
+            " sent again (aimass dead retry)"
         )
         log.error(
-            "parked job %s of %s after %d runs its worker died in",
+            "parked job %s of %s: its worker died %d times while it held or ran it",
             envelope.task_id,
             model,
             message.runs,

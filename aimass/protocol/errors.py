@@ -44,7 +44,7 @@ class ModelError(AimassError):
 
 
 class WorkerLost(AimassError):
-    """The job's worker died each time it ran it, as many times as workers allow
+    """The job's worker died each time it held or ran it, as many times as workers allow
     (``AIMASS_MAX_DELIVERIES``): it is parked in its model's dead-letter list and not run
     again unless sent again (``aimass dead retry``)."""
 

@@ -75,7 +75,7 @@ def test_a_job_that_kills_its_worker_every_time_is_parked_and_the_rest_are_answe
             )
             good = [client.classify(row_image(i % 8), model="tiny") for i in range(40)]
             results = client.wait(good, timeout=150)
-            with pytest.raises(WorkerLost, match="started 3 times"):
+            with pytest.raises(WorkerLost, match="worker died 3 times"):
                 poison.result(timeout=150)
     finally:
         stop_process(supervisor, 30)
@@ -98,7 +98,7 @@ def test_a_parked_job_sent_again_runs_once_more(
         store.hset(RUNS_HASH, job_id, 3)  # as if three workers had died running it
         port = free_port()
         worker = start_worker(redis_url, model_repository, "--metrics-port", str(port))
-        with pytest.raises(WorkerLost, match="started 3 times"):
+        with pytest.raises(WorkerLost, match="worker died 3 times"):
             job.result(timeout=30)
         assert job.status() is JobStatus.failed
         gauge = 'aimass_dead_letters{model="tiny",version="1"} 1.0'
