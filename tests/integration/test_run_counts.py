@@ -53,44 +53,48 @@ def runs(store: redis.Redis) -> dict[str, int]:
 
 @pytest.mark.parametrize("moved", [False, True])
 def test_a_take_counts_first_runs_and_a_batch_of_them_starts_without_a_command(
-    redis_url: str, moved: bool
+    tmp_path: Path, moved: bool
 ) -> None:
     """The take (one step, or moved and recorded: worker/held.py) writes a run of 1 for
     each job with none, and leaves a count behind a job as it is; it hands back the
     counts as they were before it. Counting the runs of a batch of first runs costs no
     command; a job named as taken with runs behind it is counted as it starts."""
-    store = redis.Redis.from_url(redis_url)
-    ids = [f"c{n}" for n in range(20)]
-    push(store, ids)
-    store.hset(RUNS_HASH, "c3", 2)
-    queues = ModelQueues(store, ["counted"], "w1", 60, move_takes_at=16, count_runs_at_take=True)
-    if moved:
-        queues._behind[""] = True  # as after a take that left a backlog: this one moves
-    before = moves(store)
-    taken = queues.take(16)
-    assert moves(store) - before == int(moved)
-    assert [t.runs for t in taken] == [2 if n == 3 else 0 for n in range(16)]
-    assert runs(store) == {i: 2 if i == "c3" else 1 for i in ids[:16]}
+    # A Redis of its own: every command counted below is this test's.
+    with RedisServer(tmp_path / "redis") as server:
+        store = redis.Redis.from_url(server.url)
+        ids = [f"c{n}" for n in range(20)]
+        push(store, ids)
+        store.hset(RUNS_HASH, "c3", 2)
+        queues = ModelQueues(
+            store, ["counted"], "w1", 60, move_takes_at=16, count_runs_at_take=True
+        )
+        if moved:
+            queues._behind[""] = True  # as after a take that left a backlog: this one moves
+        before = moves(store)
+        taken = queues.take(16)
+        assert moves(store) - before == int(moved)
+        assert [t.runs for t in taken] == [2 if n == 3 else 0 for n in range(16)]
+        assert runs(store) == {i: 2 if i == "c3" else 1 for i in ids[:16]}
 
-    first = [i for i in ids[:16] if i != "c3"]
-    seen = calls(store)
-    queues.mark_runs(first[:8])
-    queues.mark_runs(first[8:])
-    assert calls(store) == seen + 1  # the INFO alone: no command counted those runs
-    queues.count_at_start("c3")
-    queues.mark_runs(["c3"])
-    assert runs(store)["c3"] == 3
-    queues.mark_runs(["c3"])  # counted once per start it was named for
-    assert runs(store)["c3"] == 3
+        first = [i for i in ids[:16] if i != "c3"]
+        seen = calls(store)
+        queues.mark_runs(first[:8])
+        queues.mark_runs(first[8:])
+        assert calls(store) == seen + 1  # the INFO alone: no command counted those runs
+        queues.count_at_start("c3")
+        queues.mark_runs(["c3"])
+        assert runs(store)["c3"] == 3
+        queues.mark_runs(["c3"])  # counted once per start it was named for
+        assert runs(store)["c3"] == 3
 
-    queues.settle(
-        [
-            Settlement(t.delivery_tag, i, ResultRecord.success(i, {}))
-            for t, i in zip(taken, ids[:16], strict=True)
-        ]
-    )
-    assert runs(store) == {}
-    assert not queues._count_at_start
+        queues.settle(
+            [
+                Settlement(t.delivery_tag, i, ResultRecord.success(i, {}))
+                for t, i in zip(taken, ids[:16], strict=True)
+            ]
+        )
+        assert runs(store) == {}
+        assert not queues._count_at_start
 
 
 def test_counting_runs_at_start_counts_every_batch_as_it_starts(redis_url: str) -> None:
