@@ -40,7 +40,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "CPU), on, off, or sizes like 1,8,32",
     )
     worker.add_argument("--models", help="serve only these models (comma list)")
-    worker.add_argument("--concurrency", type=int, help="jobs held at once per process (64)")
+    worker.add_argument(
+        "--concurrency",
+        help="jobs held at once per process (auto: twice the largest batch served, at least 64)",
+    )
     worker.add_argument(
         "--max-batch-size",
         help="override the manifests' batch limit: 64, or per model like digits=128,alexnet=64",
@@ -113,7 +116,7 @@ def _run_one(settings: Any, device: int | None) -> int:
             *quiet,
             "worker",
             "--pool=threads",
-            f"--concurrency={settings.concurrency}",
+            f"--concurrency={settings.jobs_held()}",  # Celery's threads: models not loaded yet
             f"--loglevel={settings.log_level}",
             f"--hostname={hostname}",
             "--without-gossip",

@@ -69,6 +69,12 @@ class Capacity:
             self._cond.wait_for(lambda: self.used < self.limit, timeout)
             return self.limit - self.used
 
+    def resize(self, limit: int) -> None:
+        """Hold up to ``limit`` jobs from now on (those held above it are kept)."""
+        with self._cond:
+            self.limit = limit
+            self._cond.notify_all()
+
     def take(self, count: int) -> None:
         with self._cond:
             self.used += count

@@ -65,6 +65,14 @@ class ServedModel:
             self.decoder.stop(timeout)
 
     @property
+    def jobs_per_run(self) -> int:
+        """The most jobs one run takes: the sequences its decoder steps at once, for a
+        sequence model; else its batch limit."""
+        if self.decoder is not None:
+            return self.decoder.max_sequences
+        return self.batcher.max_batch_size
+
+    @property
     def on_cpu(self) -> bool:
         return not self.providers or self.providers[0] == CPU
 

@@ -171,7 +171,7 @@ class WorkerService:
             self.consumer = BulkConsumer(
                 self.runtime,
                 queues,
-                self.settings.concurrency,
+                self._jobs_held(),
                 revoked=worker_state.revoked,
                 on_settled=self._on_settled,
                 on_load=self.metrics.in_flight.set,
@@ -203,6 +203,14 @@ class WorkerService:
 
     def queues(self) -> list[str]:
         return [queue_name(name) for name in self.runtime.model_names()]
+
+    def _jobs_held(self) -> int:
+        """How many jobs the bulk consumer may hold: AIMASS_CONCURRENCY, or where it is
+        auto, twice the most jobs one run of a model served now takes."""
+        held = self.settings.jobs_held(m.jobs_per_run for m in self.runtime.models())
+        if self.settings.concurrency is None:
+            log.info("holding up to %d jobs at once (AIMASS_CONCURRENCY=auto)", held)
+        return held
 
     def heartbeat(self) -> Heartbeat:
         """What this process says of itself under its heartbeat key."""
@@ -335,6 +343,8 @@ class WorkerService:
         if changed:
             self.metrics.set_models([m.describe() for m in self.runtime.models()])
             self.queues_of_models.set_models(self.runtime.model_names())
+            if self.consumer is not None:
+                self.consumer.capacity.resize(self._jobs_held())
             if self.consumer is None:  # Celery's own consumer: tell it of the new queues
                 for name in changed:
                     self.app.control.add_consumer(queue_name(name), destination=[self.hostname])

@@ -7,7 +7,7 @@ rules): a bad one stops the worker with one line naming its variable.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -98,6 +98,10 @@ def _none_word(value: object) -> object:
     return None if isinstance(value, str) and value.strip().lower() == "none" else value
 
 
+def _auto_word(value: object) -> object:
+    return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
 def _lower(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -131,6 +135,12 @@ BatchLimits = Annotated[
 ]
 BatchSweep = Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)]
 DelayOrNone = Annotated[Duration | None, BeforeValidator(_none_word)]
+# "auto" (any case) stands for None: derived from the models served (jobs_held).
+CountOrAuto = Annotated[Count | None, BeforeValidator(_auto_word)]
+
+# The fewest jobs a process holds where AIMASS_CONCURRENCY is auto (and Celery's thread
+# pool, where the models are not known yet).
+MIN_JOBS_HELD = 64
 
 _FOLDER = "a folder (that need not exist yet), not a file"
 _MANIFESTS = "or none (each manifest's own)"
@@ -219,10 +229,15 @@ class WorkerSettings:
     allow_cpu_fallback: bool = field(
         default=False, metadata=checked("AIMASS_ALLOW_CPU_FALLBACK", Flag, "boolean", FLAG_WORDS)
     )
-    # Jobs a worker process holds at once (taken from Redis, waiting or running).
-    concurrency: int = field(
-        default=64,
-        metadata=checked("AIMASS_CONCURRENCY", Count, "count", "a whole number of at least 1"),
+    # Jobs a worker process holds at once (taken from Redis, decoding, waiting, running or
+    # being settled). None ("auto"): twice the most jobs one run of a model it serves
+    # takes (its batch limit, or a sequence model's AIMASS_MAX_SEQUENCES), and at least
+    # MIN_JOBS_HELD (jobs_held).
+    concurrency: int | None = field(
+        default=None,
+        metadata=checked(
+            "AIMASS_CONCURRENCY", CountOrAuto, "count", "auto or a whole number of at least 1"
+        ),
     )
     # Sequences a sequence model decodes at once, each step one batch of them all
     # (worker/decoding.py); more jobs wait for one to end.
@@ -401,6 +416,15 @@ class WorkerSettings:
 
     def bucket_setting(self) -> str | tuple[int, ...]:
         return parse_bucket_setting(self.batch_buckets)
+
+    def jobs_held(self, batch_limits: Iterable[int] = ()) -> int:
+        """How many jobs one process holds at once: ``concurrency`` where it is given;
+        where it is auto, twice the largest of ``batch_limits`` (the most jobs one run of
+        each served model takes), so that the next batch fills while one runs and is
+        settled, and at least ``MIN_JOBS_HELD`` (docs/performance.md, tuning)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return max([MIN_JOBS_HELD, *(2 * limit for limit in batch_limits)])
 
     def batch_limit(self, model: str) -> int | None:
         """The operator's batch limit for ``model``, if any (``AIMASS_MAX_BATCH_SIZE``)."""

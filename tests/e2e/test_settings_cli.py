@@ -55,6 +55,6 @@ def test_celerys_own_command_says_a_bad_setting_in_one_line_too() -> None:
     )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
-        "aimass: error: AIMASS_CONCURRENCY='-3' is not a valid count: expected a whole "
-        "number of at least 1"
+        "aimass: error: AIMASS_CONCURRENCY='-3' is not a valid count: expected auto or a "
+        "whole number of at least 1"
     ]

@@ -118,7 +118,8 @@ def test_the_message_says_what_is_expected() -> None:
     with pytest.raises(SettingsError) as caught:
         WorkerSettings.from_env({"AIMASS_CONCURRENCY": "-3"})
     assert str(caught.value) == (
-        "AIMASS_CONCURRENCY='-3' is not a valid count: expected a whole number of at least 1"
+        "AIMASS_CONCURRENCY='-3' is not a valid count: expected auto or a whole number of "
+        "at least 1"
     )
     with pytest.raises(SettingsError) as caught:
         WorkerSettings.from_env({"AIMASS_CONCURRENCY": "many"})
@@ -266,7 +267,7 @@ def test_a_misspelt_variable_is_reported_with_the_nearest_known_one(
     with caplog.at_level(logging.WARNING):
         settings = WorkerSettings.from_env({"AIMASS_CONCURENCY": "8"})
         WorkerSettings.from_env({"AIMASS_CONCURENCY": "8"})  # once is enough
-    assert settings.concurrency == 64  # ignored, as the warning says
+    assert settings.concurrency is None  # ignored, as the warning says: auto
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert record.getMessage() == (
@@ -449,3 +450,19 @@ def test_gpu_settings_accept_what_people_write() -> None:
     defaults = WorkerSettings.from_env({})
     assert defaults.bucket_setting() == "auto" and defaults.procs_per_gpu == 0
     assert defaults.allow_cpu_fallback is False and defaults.tensorrt is False
+
+
+def test_a_worker_holds_twice_its_largest_batch_unless_told_how_many() -> None:
+    """AIMASS_CONCURRENCY=auto (the default): the next batch fills while one runs and is
+    settled, whatever the models' batch limits; at least 64, as Celery's thread pool
+    gets before the models are known."""
+    auto = WorkerSettings()
+    assert auto.concurrency is None
+    assert WorkerSettings.from_env({"AIMASS_CONCURRENCY": " Auto "}) == auto
+    assert auto.jobs_held() == 64
+    assert auto.jobs_held([16]) == 64
+    assert auto.jobs_held([64, 16]) == 128
+    assert auto.jobs_held([256, 64]) == 512
+    given = WorkerSettings.from_env({"AIMASS_CONCURRENCY": "8"})
+    assert given.jobs_held([256]) == 8
+    assert auto.override(concurrency="32").jobs_held([256]) == 32
