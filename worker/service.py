@@ -345,7 +345,7 @@ class WorkerService:
             self.queues_of_models.set_models(self.runtime.model_names())
             if self.consumer is not None:
                 self.consumer.capacity.resize(self._jobs_held())
-            if self.consumer is None:  # Celery's own consumer: tell it of the new queues
+            else:  # Celery's own consumer: tell it of the new queues
                 for name in changed:
                     self.app.control.add_consumer(queue_name(name), destination=[self.hostname])
             self._beat()
