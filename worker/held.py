@@ -14,9 +14,10 @@ is on the hold, afterwards in kombu's unacked hash, never nowhere. A worker that
 between the two steps leaves its hold in the holds index, from which any worker puts it
 back after the visibility timeout (``restore.Restorer``).
 
-The second round trip costs the worker about 0.15 ms of CPU, which only full takes
-repay, and a closed loop whose takes empty the queue gains nothing from it: every other
-take stays one step (docs/performance.md, an eleventh look).
+A moved take of 28 costs the worker 0.35-0.4 ms of CPU more than a one-step take (0.2
+ms), half of it redis-py building the record's commands argument by argument: only full
+takes repay it, and a closed loop whose takes empty the queue loses jobs/s by it, so
+every other take stays one step (docs/performance.md, an eleventh and a fifteenth look).
 """
 
 from __future__ import annotations
