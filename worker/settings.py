@@ -7,7 +7,7 @@ rules): a bad one stops the worker with one line naming its variable.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -94,12 +94,13 @@ def _batch_limits(value: object) -> object:
     return tuple(limits)
 
 
-def _none_word(value: object) -> object:
-    return None if isinstance(value, str) and value.strip().lower() == "none" else value
+def _none_for(word: str) -> Callable[[object], object]:
+    """A validator that reads ``word`` (in any case) as None, and anything else as is."""
 
+    def read(value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == word else value
 
-def _auto_word(value: object) -> object:
-    return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+    return read
 
 
 def _lower(value: object) -> object:
@@ -129,14 +130,14 @@ LogLevel = Annotated[
 ]
 NodeName = Annotated[str | None, AfterValidator(_node_name)]
 # "none" (any case) stands for None: each manifest's own limit.
-BatchSizeOrNone = Annotated[Count | None, BeforeValidator(_none_word)]
+BatchSizeOrNone = Annotated[Count | None, BeforeValidator(_none_for("none"))]
 BatchLimits = Annotated[
     Count | tuple[tuple[str, Count], ...] | None, BeforeValidator(_batch_limits)
 ]
 BatchSweep = Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)]
-DelayOrNone = Annotated[Duration | None, BeforeValidator(_none_word)]
+DelayOrNone = Annotated[Duration | None, BeforeValidator(_none_for("none"))]
 # "auto" (any case) stands for None: derived from the models served (jobs_held).
-CountOrAuto = Annotated[Count | None, BeforeValidator(_auto_word)]
+CountOrAuto = Annotated[Count | None, BeforeValidator(_none_for("auto"))]
 
 # The fewest jobs a process holds where AIMASS_CONCURRENCY is auto (and Celery's thread
 # pool, where the models are not known yet).
