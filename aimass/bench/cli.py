@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 MODELS = ("digits", "alexnet", "wine")  # wine: a tensor model of 13 features, no image
@@ -27,16 +28,21 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number like 4 (0: the worker's automatic choice), got {text!r}"
-        )
-    return value
+def _count(zero: str, like: int) -> Callable[[str], int]:
+    """A parser of a whole number, 0 included (``zero``: what 0 asks for)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number like {like} (0: {zero}), got {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,8 +124,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="jobs in flight per producer in the multi-image run (default 8)",
     )
     bench.add_argument(
+        "--bulk",
+        type=_count("not run", 6000),
+        default=0,
+        metavar="JOBS",
+        help="on digits, also send this many one-image jobs at once to each system and "
+        "wait for them, every round: the rate a worker drains a backlog at, and what each "
+        "job costs the broker then (default 0: not run; docs/performance.md, sizing the "
+        "broker)",
+    )
+    bench.add_argument(
         "--procs-per-gpu",
-        type=_count,
+        type=_count("the worker's automatic choice", 4),
         help="passed to `aimass worker --procs-per-gpu`: worker processes "
         "per GPU, or on the CPU (default: the worker's own)",
     )
@@ -194,6 +210,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         allow_synthetic=args.allow_synthetic,
         images_per_job=args.images_per_job,
         multi_concurrency=args.multi_concurrency,
+        bulk_jobs=args.bulk,
         naive_pool=args.naive_pool,
         naive_concurrency=args.naive_concurrency,
         procs_per_gpu=args.procs_per_gpu,

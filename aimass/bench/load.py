@@ -4,7 +4,8 @@ Run as ``python -m aimass.bench.load SPEC_JSON``. The process talks to the bench
 through JSON lines: it says ``ready``, then for each ``run`` command keeps
 ``concurrency`` jobs in flight, measures the jobs that finish inside the window, says
 ``window`` when the window closes, keeps the load on until ``stop``, drains, and answers
-with a ``result``. ``exit`` (or end of input) ends it.
+with a ``result``. A ``bulk`` command sends ``jobs`` jobs at once and answers with a
+``result`` when the last is answered. ``exit`` (or end of input) ends it.
 
 Results are read from what the Celery Redis result backend publishes when it stores a
 result (the same publication ``Job.result`` waits on), through one pattern
@@ -254,6 +255,26 @@ class ClosedLoop:
         self.inflight.clear()
         return window
 
+    def bulk(self, jobs: int, timeout_s: float) -> Window:
+        """``jobs`` one-image jobs sent at once (one call, where the client has one), then
+        waited for: the backlog a worker drains. The window runs from the send to the last
+        result; what is not answered within ``timeout_s`` is counted unfinished."""
+        window = Window(concurrency=jobs, images_per_job=1, t0=time.monotonic())
+        ids = [f"{self.prefix}{next(self.ids)}" for _ in range(jobs)]
+        self.inflight.update(dict.fromkeys(ids, window.t0))
+        self.submit(ids, 1)
+        window.submitted = jobs
+        deadline, last_poll = window.t0 + timeout_s, window.t0
+        while self.inflight and (now := time.monotonic()) < deadline:
+            self._receive(window, float("inf"), 0)
+            if now - last_poll >= POLL_AFTER_S / 2:
+                self._poll_late(window, float("inf"), 0)
+                last_poll = now
+        window.t1 = time.monotonic()
+        window.unfinished = len(self.inflight)
+        self.inflight.clear()
+        return window
+
     def _refill(self, concurrency: int, window: Window) -> None:
         missing = concurrency - len(self.inflight)
         if missing <= 0:
@@ -358,6 +379,9 @@ def main(argv: list[str]) -> int:
                 command["t_end"],
                 command.get("cap", 0),
             )
+            emit({"event": "result", **window.as_json()})
+        elif command["cmd"] == "bulk":
+            window = loop.bulk(command["jobs"], command["timeout_s"])
             emit({"event": "result", **window.as_json()})
     close()
     return 0

@@ -92,6 +92,11 @@ def headline(model: dict[str, Any]) -> dict[str, Any]:
         "naive_broker_cpu_us_per_job": _broker(best_naive, "cpu_us_per_job"),
         "naive_broker_commands_per_job": _broker(best_naive, "commands_per_job"),
     }
+    for system_name, system in (("naive", naive), ("aimass", aimass)):
+        bulk = (system or {}).get("bulk")
+        out[f"{system_name}_bulk_jobs_per_s"] = bulk["jobs_per_s"] if bulk else None
+        out[f"{system_name}_bulk_broker_cpu_us_per_job"] = _broker(bulk, "cpu_us_per_job")
+        out[f"{system_name}_bulk_broker_commands_per_job"] = _broker(bulk, "commands_per_job")
     out["ratio_vs_raw"] = _ratio(out["aimass_images_per_s"], out["raw_best_images_per_s"])
     out["ratio_vs_naive"] = _ratio(out["aimass_jobs_per_s"], out["naive_jobs_per_s"])
     out["ratio_multi_vs_raw"] = _ratio(
@@ -260,6 +265,13 @@ def _model_lines(name: str, model: dict[str, Any]) -> list[str]:
     lines.append("  " + TABLE_HEADER)
     for system in ("naive", "aimass"):
         lines.extend(_table_row(system, lv) for lv in (model.get(system) or {}).get("levels", []))
+    bulk = [system for system in ("naive", "aimass") if (model.get(system) or {}).get("bulk")]
+    lines.extend(_table_row(system, model[system]["bulk"], bulk=True) for system in bulk)
+    if bulk:
+        lines.append(
+            "  bulk: the jobs in the img/job column, one image each, sent at once and waited "
+            "for; jobs/s is the rate the backlog drained at"
+        )
     lines.extend(_worker_lines(model))
     lines.extend(_broker_lines(model))
     lines.append(
@@ -288,7 +300,9 @@ def _model_lines(name: str, model: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _table_row(system: str, lv: dict[str, Any]) -> str:
+def _table_row(system: str, lv: dict[str, Any], bulk: bool = False) -> str:
+    """A level's row; ``bulk``: jobs sent at once (its conc column says "bulk" and its
+    img/job column the jobs sent)."""
     cpu = lv["cpu_cores"]
     lat = lv["latency_ms"]
     cpu_text = f"{cpu['worker']:.2f}/{cpu['redis']:.2f}/{cpu['producers']:.2f}/{cpu['others']:.2f}"
@@ -296,21 +310,33 @@ def _table_row(system: str, lv: dict[str, Any]) -> str:
         v for k, v in lv["cpu_ms_per_job"].items() if k in ("worker", "redis", "producers")
     )
     return (
-        f"  {system:<8}{lv['concurrency']:>5}{lv['images_per_job']:>8}"
+        f"  {system:<8}{_level_columns(lv, bulk, 5)}"
         f"{_fmt(lv['jobs_per_s']):>10}{_fmt(lv['images_per_s']):>10}"
         f"{_fmt(lat['p50'], 1):>9}{_fmt(lat['p95'], 1):>9}{_fmt(lat['p99'], 1):>9}"
         f"{lv['mean_batch_size']:>7.1f}{cpu_text:>20}{per_job:>11.2f}"
     )
 
 
+def _level_columns(lv: dict[str, Any], bulk: bool, width: int) -> str:
+    """A level's conc and img/job columns; in bulk, "bulk" and the jobs sent at once."""
+    if bulk:
+        return f"{'bulk':>{width}}{lv['jobs_in_flight']:>8}"
+    return f"{lv['concurrency']:>{width}}{lv['images_per_job']:>8}"
+
+
 def _broker_lines(model: dict[str, Any]) -> list[str]:
     """Per level, what its jobs cost Redis: commands and CPU per job, and the jobs/s one
     Redis core could carry at that cost."""
     rows = [
-        (system, lv)
+        (system, lv, False)
         for system in ("naive", "aimass")
         for lv in (model.get(system) or {}).get("levels", [])
         if lv.get("broker")
+    ]
+    rows += [
+        (system, model[system]["bulk"], True)
+        for system in ("naive", "aimass")
+        if ((model.get(system) or {}).get("bulk") or {}).get("broker")
     ]
     if not rows:
         return []
@@ -319,10 +345,10 @@ def _broker_lines(model: dict[str, Any]) -> list[str]:
         f"{'conc':>6}{'img/job':>8}{'commands':>10}{'cpu us':>8}{'jobs/s/core':>12}"
         "  by command"
     ]
-    for system, lv in rows:
+    for system, lv, bulk in rows:
         broker = lv["broker"]
         lines.append(
-            f"    {system:<22}{lv['concurrency']:>6}{lv['images_per_job']:>8}"
+            f"    {system:<22}{_level_columns(lv, bulk, 6)}"
             f"{broker['commands_per_job']:>10.1f}{_fmt(broker['cpu_us_per_job'], 1):>8}"
             f"{_fmt(broker['jobs_per_s_per_core']):>12}"
             f"  {format_by_command(broker['by_command'], 6)}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from aimass.bench.broker import BrokerMeter
+from aimass.bench.broker import BrokerCost, BrokerMeter
 from aimass.bench.gpu import GpuSampler
 from aimass.bench.levels import aggregate_level, combine_windows, summarize_raw
 from aimass.bench.machine import machine_info
@@ -58,9 +58,15 @@ class BenchConfig:
     procs_per_gpu: int | None = None  # aimass worker --procs-per-gpu; None: its default
     raw_batch_sizes: list[int] = field(default_factory=lambda: [2**i for i in range(8)])
     raw_seconds: float = 0.5
+    bulk_jobs: int = 0  # one-image jobs sent at once on digits, per round and system; 0 skips
     skip: tuple[str, ...] = ()  # systems not to run: raw, naive, aimass
     log_dir: Path | None = None
     command: str | None = None  # as typed, for the record
+
+
+# The longest a round in bulk may take: a plain Celery worker drains some 300-700 one-image
+# jobs a second on a small machine.
+BULK_TIMEOUT_S = 600.0
 
 
 def log(message: str) -> None:
@@ -130,6 +136,8 @@ class Bench:
                     raw_rounds.append(self.raw_round(model, index))
                 for system in systems:
                     self.system_round(system, systems, index)
+                    if self._runs_bulk(model):
+                        self.bulk_round(system, systems, index)
             rss = {system.name: self.sampler.max_rss(system.track) for system in systems}
         finally:
             for system in systems:
@@ -144,6 +152,8 @@ class Bench:
                 "worker_rss_bytes": rss[system.name],
                 **system.details,
             }
+            if system.bulk:
+                result[system.name]["bulk"] = aggregate_level(system.bulk)
         return result
 
     # -- raw ------------------------------------------------------------------------
@@ -223,6 +233,11 @@ class Bench:
             "workers": workers,
         }
 
+    def _runs_bulk(self, model: BenchModel) -> bool:
+        """Jobs in bulk on digits, the broker's sizing case (docs/performance.md): a
+        backlog of small jobs, drained as fast as the worker can."""
+        return model.name == "digits" and self.config.bulk_jobs > 0
+
     def _stop_system(self, system: System) -> None:
         for producer in system.producers:
             producer.close()
@@ -243,6 +258,29 @@ class Bench:
                 f"{cpu['worker']:.2f}/{cpu['redis']:.2f}/{cpu['producers']:.2f} "
                 f"others {cpu['others']:.2f}"
             )
+
+    def bulk_round(self, system: System, systems: list[System], index: int) -> None:
+        """``bulk_jobs`` one-image jobs sent at once (shared among the producers) and
+        waited for; the broker metered from before the send to the last result."""
+        producers = system.producers
+        share = -(-self.config.bulk_jobs // len(producers))
+        t0 = time.monotonic()
+        self.broker.start()
+        for producer in producers:
+            producer.send({"cmd": "bulk", "jobs": share, "timeout_s": BULK_TIMEOUT_S})
+        results = [p.wait_for("result", timeout=BULK_TIMEOUT_S + 60) for p in producers]
+        broker = self.broker.stop()
+        t1 = max(result["t1"] for result in results)
+        time.sleep(self.sampler.interval * 1.5)  # a sample after t1
+        level = self._combine(system, systems, results, t0, t1, broker)
+        system.bulk.append(level)
+        cost = level["broker"]
+        log(
+            f"   {system.name:<6} round {index + 1} bulk {share * len(producers):,} "
+            f"{level['jobs_per_s']:>9,.1f} jobs/s batch {level['mean_batch_size']:.1f} "
+            f"Redis {cost['commands_per_job']:.1f} commands, {cost['cpu_us_per_job']:.1f} us "
+            "CPU per job"
+        )
 
     def _start_worker(self, system: str, model: BenchModel) -> Service:
         log(f"   starting the {system} worker")
@@ -303,6 +341,19 @@ class Bench:
         for producer in producers:
             producer.send({"cmd": "stop"})
         results = [p.wait_for("result", timeout=180) for p in producers]
+        return self._combine(system, systems, results, t0, t1, broker)
+
+    def _combine(
+        self,
+        system: System,
+        systems: list[System],
+        results: list[dict[str, Any]],
+        t0: float,
+        t1: float,
+        broker: BrokerCost,
+    ) -> dict[str, Any]:
+        """A level's figures from its producers' results, over the window from t0 to t1
+        (the worker checked alive after it)."""
         system.worker.check()
         gpu = self.gpu.window(t0, t1) if self.gpu is not None else None
         return combine_windows(
@@ -350,6 +401,7 @@ class System:
     producers: list[Producer] = field(default_factory=list)
     windows: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    bulk: list[dict[str, Any]] = field(default_factory=list)  # a level per round, in bulk
 
     def __post_init__(self) -> None:
         self.windows = {key: [] for key in self.plan}

@@ -57,6 +57,8 @@ def test_bench_measures_raw_naive_and_aimass_and_writes_json_and_plot(tmp_path: 
             "1,4,16",
             "--raw-seconds",
             "0.1",
+            "--bulk",
+            "150",
             "--json",
             str(results),
             "--plot",
@@ -98,9 +100,14 @@ def test_bench_measures_raw_naive_and_aimass_and_writes_json_and_plot(tmp_path: 
 
 
 def _check_broker_figures(data: dict[str, Any], stdout: str) -> None:
-    """Every level says what its jobs cost Redis, for both systems."""
+    """Every level says what its jobs cost Redis, for both systems, and so do the jobs
+    sent in bulk (every one of them answered)."""
     digits = data["models"]["digits"]
-    for level in digits["aimass"]["levels"] + digits["naive"]["levels"]:
+    bulk = [digits["aimass"]["bulk"], digits["naive"]["bulk"]]
+    for level in bulk:
+        assert level["jobs_in_flight"] == level["completed"] == 150, level
+        assert level["failed"] == level["unfinished"] == 0 and level["jobs_per_s"] > 0
+    for level in digits["aimass"]["levels"] + digits["naive"]["levels"] + bulk:
         broker = level["broker"]
         assert broker["commands_per_job"] > 0 and broker["cpu_us_per_job"] > 0, broker
         assert sum(broker["by_command"].values()) == pytest.approx(
@@ -113,9 +120,14 @@ def _check_broker_figures(data: dict[str, Any], stdout: str) -> None:
         "naive_broker_cpu_us_per_job",
         "aimass_broker_commands_per_job",
         "naive_broker_commands_per_job",
+        "aimass_bulk_jobs_per_s",
+        "naive_bulk_jobs_per_s",
+        "aimass_bulk_broker_cpu_us_per_job",
+        "naive_bulk_broker_commands_per_job",
     ):
         assert digits[key] > 0, key
     assert "broker (Redis, per job):" in stdout
+    assert "  aimass   bulk     150" in stdout
 
 
 def _check_cpu_worker_figures(data: dict[str, Any], stdout: str) -> None:
@@ -185,6 +197,7 @@ def test_bench_counts_every_worker_process_and_the_buckets_its_jobs_ran_at(tmp_p
     workers = digits["aimass"]["workers"]
     assert digits["aimass_worker_processes"] == 2 == len({w["pid"] for w in workers})
     assert digits["aimass_buckets"] == [1, 4, 64]
+    assert "bulk" not in digits["aimass"]  # not asked for (--bulk 0, the default)
     assert all(w["models"][0]["buckets"] == [1, 4, 64] for w in workers)
     for level in digits["aimass"]["levels"]:
         buckets, batches = level["bucket_sizes"], level["batch_sizes"]

@@ -354,6 +354,36 @@ def test_a_worker_that_fell_back_to_the_cpu_says_so() -> None:
     )
 
 
+def test_jobs_in_bulk_are_reported_apart_from_the_closed_loop_levels() -> None:
+    run = _gpu_run()
+    alexnet = run["models"]["alexnet"]
+    closed_loop_best = summarize(_gpu_run())["models"]["alexnet"]["aimass_jobs_per_s"]
+    bulk = {
+        **_level(6000, 1, 50_000.0, 900.0, {}, None),
+        "jobs_in_flight": 6000,
+        "broker": {
+            "commands_per_job": 3.4,
+            "cpu_us_per_job": 40.0,
+            "jobs_per_s_per_core": 25_000.0,
+            "by_command": {"set": 2.0, "publish": 1.0},
+        },
+    }
+    alexnet["aimass"]["bulk"] = bulk
+    results = summarize(run)
+    alexnet = results["models"]["alexnet"]
+    assert alexnet["aimass_bulk_jobs_per_s"] == 50_000.0
+    assert alexnet["aimass_bulk_broker_cpu_us_per_job"] == 40.0
+    assert alexnet["aimass_bulk_broker_commands_per_job"] == 3.4
+    assert alexnet["naive_bulk_jobs_per_s"] is None
+    # Not a level: the best level, and the goals judged on it, are the closed loop's.
+    assert alexnet["aimass_jobs_per_s"] == closed_loop_best
+    text = format_report(results)
+    assert "  aimass   bulk    6000    50,000    50,000    900.0" in text
+    assert (
+        "    aimass                  bulk    6000       3.4    40.0      25,000  set 2.00" in text
+    )
+
+
 def test_raw_at_the_workers_batch_limit_is_reported_beside_the_best_batch() -> None:
     from aimass.bench.report import raw_at_limit
 
