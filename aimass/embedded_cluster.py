@@ -73,6 +73,15 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes) + "/"
 
     def start(self, timeout: float = 60.0) -> RedisCluster:
+        """Start every node and make them one cluster; where that fails, the nodes
+        started so far are stopped before the error goes up."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> RedisCluster:
         for node in self.nodes:
             node.start()
         if self.primaries * (1 + self.replicas) < 3:  # below what redis-cli creates

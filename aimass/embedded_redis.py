@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,10 +83,25 @@ def stop_process(
     return process.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# The ports free_port has handed out in this process: never one twice.
+_handed_out: set[int] = set()
+_handing_out = threading.Lock()
+
+
+def free_port(tries: int = 1000) -> int:
+    """A port nothing listens on now, and one this process was not given before. A bind
+    to port 0 may return a port again once the socket that found it is closed: two
+    servers given the same port, such as two nodes of one cluster (a data port and
+    another's bus port), and the second could not start."""
+    with _handing_out:
+        for _ in range(tries):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise RuntimeError(f"no port this process was not given before, in {tries} tries")
 
 
 class RedisServer:

@@ -258,3 +258,18 @@ def test_a_sequence_streams_from_its_shard_on_the_cluster(
 
     streamed, stored = asyncio.run(read())
     assert streamed == stored == reference_greedy("def ", 50)
+
+
+def test_a_cluster_that_cannot_start_stops_the_nodes_it_started(tmp_path: Path) -> None:
+    """Its last node given the first one's port for its cluster bus: that node cannot
+    start, and the nodes started before it are stopped, not left running."""
+    need_cluster_redis()
+    cluster = RedisCluster(tmp_path)
+    bus = cluster.nodes[-1].extra_args.index("--cluster-port") + 1
+    cluster.nodes[-1].extra_args[bus] = str(cluster.nodes[0].port)
+    with pytest.raises(RuntimeError, match="Address already in use"):
+        cluster.start()
+    exited = [
+        node.process is not None and node.process.poll() is not None for node in cluster.nodes
+    ]
+    assert exited == [True] * len(cluster.nodes)
