@@ -177,14 +177,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from aimass.bench import report
+    from aimass.bench import plot, report
     from aimass.bench.models import ModelMissing
     from aimass.bench.runner import BenchConfig, run_bench
 
     plot_path = args.plot or DEFAULT_PLOT
     try:
-        report.check_plotting()
-    except report.PlotUnavailable as exc:
+        plot.check_plotting()
+    except plot.PlotUnavailable as exc:
         if args.plot is not None:
             print(f"aimass bench: {exc}", file=sys.stderr)
             return 2
@@ -232,7 +232,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     json_path = args.json or DEFAULT_JSON
     report.write_json(results, json_path)
     if plot_path is not None:
-        report.write_plot(results, plot_path)
+        plot.write_plot(results, plot_path)
     print(report.format_report(results))
     print(f"\nwrote {json_path}" + (f" and {plot_path}" if plot_path else ""))
     missed = [g for g in results["goals"] if g["status"] == "MISS"]
